@@ -1,0 +1,90 @@
+"""Content-addressed artifact store: every input and output medium is a file named by its sha256.
+
+Graph state and checkpoints only ever hold :class:`ArtifactRef` dicts (id, modality, mime, size), never bytes.
+The same bytes stored twice are one file. Ids are validated before any path is built from them, so an id from
+a request can never address a file outside the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+_ID = re.compile(r"^[0-9a-f]{64}$")
+
+EXTENSIONS = {
+    "image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp",
+    "audio/wav": ".wav", "audio/x-wav": ".wav", "audio/flac": ".flac", "audio/mpeg": ".mp3", "audio/ogg": ".ogg",
+    "video/mp4": ".mp4", "video/webm": ".webm",
+}
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A reference to stored bytes. Plain data, safe to checkpoint."""
+
+    id: str
+    modality: str
+    mime: str
+    size: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ArtifactRef":
+        return cls(**{k: data[k] for k in ("id", "modality", "mime", "size")})
+
+
+class ArtifactStore:
+    """Files under ``root/<id[:2]>/<id><ext>`` with a small JSON sidecar of metadata."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def put(self, data: bytes, *, modality: str, mime: str) -> ArtifactRef:
+        digest = hashlib.sha256(data).hexdigest()
+        ref = ArtifactRef(digest, modality, mime, len(data))
+        path = self._path(digest, mime)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+            self._meta_path(digest).write_text(json.dumps(ref.to_dict()))
+        return ref
+
+    def ref(self, artifact_id: str) -> ArtifactRef:
+        meta = self._meta_path(self._check(artifact_id))
+        if not meta.exists():
+            raise KeyError(f"no artifact {artifact_id}")
+        return ArtifactRef.from_dict(json.loads(meta.read_text()))
+
+    def path(self, artifact_id: str) -> Path:
+        ref = self.ref(artifact_id)
+        return self._path(ref.id, ref.mime)
+
+    def get(self, artifact_id: str) -> bytes:
+        return self.path(artifact_id).read_bytes()
+
+    def __contains__(self, artifact_id: str) -> bool:
+        return bool(_ID.match(artifact_id)) and self._meta_path(artifact_id).exists()
+
+    @staticmethod
+    def _check(artifact_id: str) -> str:
+        if not _ID.match(artifact_id or ""):
+            raise KeyError(f"malformed artifact id {artifact_id!r}")
+        return artifact_id
+
+    def _path(self, digest: str, mime: str) -> Path:
+        return self.root / digest[:2] / f"{digest}{EXTENSIONS.get(mime, '.bin')}"
+
+    def _meta_path(self, digest: str) -> Path:
+        return self.root / digest[:2] / f"{digest}.json"

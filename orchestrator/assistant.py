@@ -1,0 +1,225 @@
+"""The Python workflow API.
+
+>>> from orchestrator import Assistant
+>>> bot = Assistant.from_config("tiny-random")
+>>> reply = bot.chat("Describe this, then draw it at night.", images=["cat.png"], thread_id="t1")
+>>> reply.text, reply.parts, reply.artifacts[0].path
+>>> for event in bot.stream("Make a sound of rain", audio=["clip.wav"], generate=["audio"]): ...
+
+Each call is one run of the compiled LangGraph (:attr:`Assistant.graph`) on a thread kept by the SQLite
+checkpointer, so a conversation continues across calls and across Assistant instances sharing a database.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence, Union
+
+from orchestrator.artifacts import ArtifactRef, ArtifactStore
+from orchestrator.config import SystemConfig, load_config
+from orchestrator.system import MMSystem
+
+MediaInput = Union[str, os.PathLike, bytes]
+
+
+def default_home() -> Path:
+    """Where threads and artifacts live unless told otherwise (``$MMGRAPH_HOME`` or ``~/.mmgraph``)."""
+    return Path(os.environ.get("MMGRAPH_HOME", Path.home() / ".mmgraph"))
+
+
+# -- reply types --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Artifact:
+    """A stored medium: its content id, where it lies on disk, and what it is."""
+
+    id: str
+    modality: str
+    mime: str
+    size: int
+    path: Path
+    generator: str | None = None
+
+
+@dataclass(frozen=True)
+class TextPart:
+    text: str
+    type: str = "text"
+
+
+@dataclass(frozen=True)
+class MediaPart:
+    artifact: Artifact
+    type: str = "media"
+
+    @property
+    def modality(self) -> str:
+        return self.artifact.modality
+
+
+@dataclass
+class Reply:
+    """An interleaved multimodal reply."""
+
+    parts: list[TextPart | MediaPart]
+    thread_id: str
+    finish_reason: str = "stop"
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+    @property
+    def artifacts(self) -> list[Artifact]:
+        return [p.artifact for p in self.parts if isinstance(p, MediaPart)]
+
+
+@dataclass
+class Event:
+    """A streamed event: ``token`` (text), ``encoded``, ``progress`` (generator step/total), ``part``, ``done``."""
+
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+    reply: Reply | None = None
+
+
+# -- the assistant ------------------------------------------------------------------------------------------------
+
+class Assistant:
+    """A chat assistant over one MMSystem, one artifact store and one thread database."""
+
+    def __init__(
+        self,
+        config: SystemConfig | str | Path | None = None,
+        *,
+        weights: str | Path | None = None,
+        db: str | Path | None = None,
+        artifacts: str | Path | None = None,
+        device: str | None = None,
+        system: MMSystem | None = None,
+    ) -> None:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        from graphs import RunContext, compile_graph
+
+        self.system = system or MMSystem.from_config(load_config(config), weights=weights, device=device)
+        home = default_home()
+        db_path = Path(db) if db is not None else home / "threads.sqlite"
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.store = ArtifactStore(artifacts if artifacts is not None else home / "artifacts")
+        self._conn = sqlite3.connect(str(db_path), check_same_thread=False)
+        self.checkpointer = SqliteSaver(self._conn)
+        self.graph = compile_graph(self.system.generator_names, checkpointer=self.checkpointer)
+        self._context = RunContext(system=self.system, store=self.store)
+        self._lock = threading.Lock()  # one run at a time over the shared models
+
+    @classmethod
+    def from_config(cls, config: SystemConfig | str | Path | None = None, **kwargs: Any) -> "Assistant":
+        """Build from a preset name, a YAML path or a SystemConfig (``weights=DIR`` loads trained projectors)."""
+        return cls(config, **kwargs)
+
+    @property
+    def config(self) -> SystemConfig:
+        return self.system.config
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "Assistant":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- inputs -----------------------------------------------------------------------------------------------
+    def add_media(self, item: MediaInput, modality: str) -> ArtifactRef:
+        """Store a file path or raw bytes as an input artifact (validated when the turn runs)."""
+        from modalities.media import sniff_mime
+
+        data = Path(item).read_bytes() if isinstance(item, (str, os.PathLike)) else bytes(item)
+        return self.store.put(data, modality=modality, mime=sniff_mime(data) or "application/octet-stream")
+
+    def _turn_input(
+        self,
+        text: str,
+        media: dict[str, Sequence[MediaInput]],
+        generate: Sequence[str] | None,
+        allow: Sequence[str] | None,
+        params: dict[str, Any],
+    ) -> dict[str, Any]:
+        parts: list[dict] = []
+        for modality, items in media.items():
+            for item in items or ():
+                parts.append({"type": "media", "artifact": self.add_media(item, modality).to_dict()})
+        if text:
+            parts.append({"type": "text", "text": text})
+        turn: dict[str, Any] = {"inputs": parts, "generate": list(generate or []), "params": params}
+        if allow is not None:
+            turn["allow"] = list(allow)
+        return turn
+
+    def _reply(self, values: dict, thread_id: str) -> Reply:
+        parts: list[TextPart | MediaPart] = []
+        for part in values.get("reply", []):
+            if part["type"] == "text":
+                parts.append(TextPart(part["text"]))
+            else:
+                ref = ArtifactRef.from_dict(part["artifact"])
+                parts.append(MediaPart(Artifact(ref.id, ref.modality, ref.mime, ref.size, self.store.path(ref.id),
+                                                part.get("generator"))))
+        return Reply(parts, thread_id, values.get("finish_reason") or "stop")
+
+    # -- running --------------------------------------------------------------------------------------------------
+    def stream(
+        self,
+        text: str = "",
+        *,
+        images: Sequence[MediaInput] = (),
+        audio: Sequence[MediaInput] = (),
+        video: Sequence[MediaInput] = (),
+        media: dict[str, Sequence[MediaInput]] | None = None,
+        thread_id: str | None = None,
+        generate: Sequence[str] | None = None,
+        allow: Sequence[str] | None = None,
+        cancel: threading.Event | None = None,
+        **params: Any,
+    ) -> Iterator[Event]:
+        """Run one turn, yielding events as they happen; the last event is ``done`` with the Reply.
+
+        Args:
+            images/audio/video: file paths or bytes. ``media`` adds items of other (plugin) modalities.
+            generate: generators the reply must use, e.g. ``["image"]``.
+            allow: generators the reply may use at all (default: all); ``[]`` forbids media output.
+            params: ``max_new_tokens``, ``temperature``, ``top_p``, ``seed``, ``steps``, ``guidance``.
+        """
+        thread_id = thread_id or uuid.uuid4().hex
+        all_media = {"image": images, "audio": audio, "video": video, **(media or {})}
+        turn = self._turn_input(text, all_media, generate, allow, params)
+        config = {"configurable": {"thread_id": thread_id}}
+        with self._lock:
+            self._context.cancel = cancel or threading.Event()
+            for chunk in self.graph.stream(turn, config, context=self._context, stream_mode=["custom"],
+                                           version="v2"):
+                data = chunk["data"]
+                yield Event(data.get("type", "custom"), data)
+            values = self.graph.get_state(config).values
+        yield Event("done", {"thread_id": thread_id}, reply=self._reply(values, thread_id))
+
+    def chat(self, text: str = "", **kwargs: Any) -> Reply:
+        """Run one turn and return the interleaved Reply (same arguments as :meth:`stream`)."""
+        reply = None
+        for event in self.stream(text, **kwargs):
+            if event.type == "done":
+                reply = event.reply
+        assert reply is not None
+        return reply
+
+    def history(self, thread_id: str) -> list[dict]:
+        """The thread's finished turns as stored in the checkpoint (plain data: text and artifact refs)."""
+        state = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+        return list(state.values.get("history", []))

@@ -1,0 +1,462 @@
+"""The LLM backbone: tokenizer extension, prompt building, embedding splice, and signal-aware generation.
+
+Any ``AutoModelForCausalLM`` works. On top of it this module adds, as DESIGN §4 describes:
+
+- one placeholder token per input modality (``<image>``) and ``k`` signal tokens per generator
+  (``[IMG0]..[IMG{k-1}]``) as special tokens, their new embedding rows initialised at the mean of the existing
+  rows; only the signal rows are trainable (a gradient mask), the rest of the LLM stays frozen;
+- a prompt builder that tokenises trusted template text normally and *user* text with special tokens split, so
+  typing ``[IMG0]`` or ``<image>`` can never produce a special token, and that expands each placeholder into as
+  many slots as its projector emits;
+- :meth:`Backbone.embed`, which writes projected features into those slots with ``masked_scatter`` and checks
+  the counts (as Hugging Face LLaVA does);
+- :meth:`Backbone.generate`, a KV-cached decoding loop that forces the rest of a signal group once its first
+  token appears, captures the last-layer hidden states (and input embeddings) at the signal positions, streams
+  text, honours requested / disabled output generators, and stops cooperatively on a cancel flag.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence, Union
+
+import torch
+from torch import nn
+
+from orchestrator.config import LLMConfig, PromptFormat
+from orchestrator.errors import PromptError
+from orchestrator.tiny import resolve_model
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prompt segments: what a conversation turn is made of, before tokenisation.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Text:
+    """Text typed by a user (untrusted: special tokens are split) or produced by the assistant."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Media:
+    """An input item of ``modality`` occupying ``slots`` placeholder positions."""
+
+    modality: str
+    slots: int
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A signal group of ``generator`` in an assistant turn (all its tokens)."""
+
+    generator: str
+
+
+Segment = Union[Text, Media, Signal]
+
+
+@dataclass
+class Turn:
+    role: Literal["user", "assistant"]
+    segments: list[Segment]
+
+
+@dataclass
+class Prompt:
+    """Token ids of a whole conversation plus the mask of tokens an assistant produced (training labels)."""
+
+    input_ids: list[int]
+    assistant_mask: list[bool]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generation results
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TextSpan:
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class SignalGroup:
+    """One emitted signal group: the tool call to a generator, with what the output projector needs."""
+
+    generator: str
+    token_ids: list[int]
+    hidden: torch.Tensor  # (k, D) last-layer hidden states at the signal positions
+    input_embeds: torch.Tensor  # (k, D) the signal tokens' input embeddings
+
+
+@dataclass
+class GenerationResult:
+    segments: list[TextSpan | SignalGroup]
+    finish_reason: Literal["stop", "length", "cancelled"]
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments if isinstance(s, TextSpan))
+
+    @property
+    def signals(self) -> list[SignalGroup]:
+        return [s for s in self.segments if isinstance(s, SignalGroup)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The backbone
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Backbone(nn.Module):
+    """A causal LM extended with placeholder and signal tokens."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        *,
+        placeholders: dict[str, str],
+        signals: dict[str, list[str]],
+        prompt_format: PromptFormat | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompt_format = prompt_format or PromptFormat()
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._add_tokens(placeholders, signals)
+        self.model.requires_grad_(False)
+        self.model.eval()
+        self._install_signal_row_gradients()
+        self._template_cache: dict[str, list[int]] = {}
+
+    # -- construction --------------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(
+        cls,
+        cfg: LLMConfig,
+        *,
+        placeholders: dict[str, str],
+        signals: dict[str, list[str]],
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+    ) -> "Backbone":
+        """Load any causal LM + tokenizer by Hugging Face id or local path (``@tiny/`` names are built first)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve_model(cfg.model, seed)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        backbone = cls(model, tokenizer, placeholders=placeholders, signals=signals, prompt_format=cfg.prompt)
+        return backbone.to(device)
+
+    def _add_tokens(self, placeholders: dict[str, str], signals: dict[str, list[str]]) -> None:
+        tok = self.tokenizer
+        new_tokens = list(placeholders.values()) + [t for group in signals.values() for t in group]
+        clashes = [t for t in new_tokens if t in tok.get_vocab()]
+        old_size = self.model.get_input_embeddings().weight.shape[0]
+        tok.add_special_tokens({"additional_special_tokens": new_tokens}, replace_extra_special_tokens=False)
+        new_size = max(len(tok), old_size)
+        if new_size != old_size:
+            self.model.resize_token_embeddings(new_size, mean_resizing=False)
+            self._init_new_rows(old_size, new_size)
+        if clashes:  # tokens that were already in the vocabulary keep their rows, which is fine but worth knowing
+            self._preexisting_tokens = clashes
+        self.placeholder_ids = {m: tok.convert_tokens_to_ids(t) for m, t in placeholders.items()}
+        self.signal_ids = {g: [tok.convert_tokens_to_ids(t) for t in group] for g, group in signals.items()}
+        self.signal_start = {ids[0]: g for g, ids in self.signal_ids.items()}
+        self.signal_token_set = {i for ids in self.signal_ids.values() for i in ids}
+        self.special_new_ids = set(self.placeholder_ids.values()) | self.signal_token_set
+
+    @torch.no_grad()
+    def _init_new_rows(self, old_size: int, new_size: int) -> None:
+        """New rows start at the mean of the existing rows (NExT-GPT, MiniGPT-5)."""
+        for emb in {id(e): e for e in (self.model.get_input_embeddings(), self.model.get_output_embeddings())
+                    if e is not None}.values():
+            weight = emb.weight
+            weight[old_size:new_size] = weight[:old_size].mean(dim=0, keepdim=True)
+            bias = getattr(emb, "bias", None)
+            if bias is not None:
+                bias[old_size:new_size] = bias[:old_size].mean()
+
+    def _install_signal_row_gradients(self) -> None:
+        """Make the input/output embedding matrices trainable, with a gradient mask that keeps all rows but the
+        signal rows fixed (GILL's ``param.grad *= mask``)."""
+        vocab = self.model.get_input_embeddings().weight.shape[0]
+        mask = torch.zeros(vocab, 1)
+        for i in self.signal_token_set:
+            mask[i] = 1.0
+        self.register_buffer("signal_row_mask", mask, persistent=False)
+        self._signal_row_params: dict[str, nn.Parameter] = {}
+        for name, module in (("embed_tokens", self.model.get_input_embeddings()),
+                             ("lm_head", self.model.get_output_embeddings())):
+            if module is None or any(module.weight is p for p in self._signal_row_params.values()):
+                continue
+            module.weight.requires_grad_(True)
+            module.weight.register_hook(lambda grad: grad * self.signal_row_mask.to(grad.dtype))
+            self._signal_row_params[name] = module.weight
+
+    def signal_row_parameters(self) -> dict[str, nn.Parameter]:
+        """The (masked) embedding matrices whose signal rows train: name -> parameter."""
+        return dict(self._signal_row_params)
+
+    def signal_rows_state(self) -> dict[str, torch.Tensor]:
+        """Only the trainable rows, for saving (``embed_tokens`` / ``lm_head`` rows of the signal tokens)."""
+        ids = torch.tensor(sorted(self.signal_token_set), dtype=torch.long)
+        out = {"signal_token_ids": ids}
+        for name, param in self._signal_row_params.items():
+            out[name] = param.detach()[ids.to(param.device)].cpu().clone()
+        return out
+
+    @torch.no_grad()
+    def load_signal_rows(self, state: dict[str, torch.Tensor]) -> None:
+        ids = sorted(self.signal_token_set)
+        saved = state["signal_token_ids"].tolist()
+        if saved != ids:
+            raise PromptError(f"saved signal token ids {saved} do not match this backbone's {ids}")
+        for name, param in self._signal_row_params.items():
+            if name in state:
+                param[torch.tensor(ids, device=param.device)] = state[name].to(param.device, param.dtype)
+
+    # -- properties ----------------------------------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().weight.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    # -- tokenisation ---------------------------------------------------------------------------------------------
+    def tokenize_user_text(self, text: str) -> list[int]:
+        """Untrusted text -> ids. Special tokens are split, so no added token can appear."""
+        ids = self.tokenizer(text, add_special_tokens=False, split_special_tokens=True).input_ids
+        # Defence in depth: a tokenizer that ignored split_special_tokens must not smuggle in a special id.
+        if self.special_new_ids.intersection(ids):
+            raise PromptError("user text produced a reserved token id; this tokenizer does not split special tokens")
+        return ids
+
+    def _template(self, text: str) -> list[int]:
+        if text not in self._template_cache:
+            self._template_cache[text] = self.tokenizer(text, add_special_tokens=False).input_ids
+        return self._template_cache[text]
+
+    def build_prompt(self, turns: Sequence[Turn], *, add_generation_prompt: bool = True) -> Prompt:
+        """Lay out a conversation: ``[bos] system sep (USER: ... sep ASSISTANT: ... eos sep)* ASSISTANT:``."""
+        fmt = self.prompt_format
+        ids: list[int] = []
+        mask: list[bool] = []
+
+        def put(tokens: list[int], assistant: bool = False) -> None:
+            ids.extend(tokens)
+            mask.extend([assistant] * len(tokens))
+
+        if self.tokenizer.bos_token_id is not None and self.tokenizer.bos_token_id != self.tokenizer.eos_token_id:
+            put([self.tokenizer.bos_token_id])
+        if fmt.system:
+            put(self._template(fmt.system + fmt.turn_separator))
+        for turn in turns:
+            is_assistant = turn.role == "assistant"
+            put(self._template(fmt.assistant_prefix if is_assistant else fmt.user_prefix))
+            for seg in turn.segments:
+                if isinstance(seg, Text):
+                    put(self.tokenize_user_text(seg.text), is_assistant)
+                elif isinstance(seg, Media):
+                    if seg.modality not in self.placeholder_ids:
+                        raise PromptError(f"no placeholder token for input modality {seg.modality!r}")
+                    put([self.placeholder_ids[seg.modality]] * seg.slots)
+                elif isinstance(seg, Signal):
+                    put(self.signal_ids[seg.generator], is_assistant)
+            if is_assistant:
+                put([self.tokenizer.eos_token_id], True)
+            put(self._template(fmt.turn_separator))
+        if add_generation_prompt:
+            put(self._template(fmt.assistant_prefix.rstrip()))
+        return Prompt(ids, mask)
+
+    # -- embedding splice -----------------------------------------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor, features: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Token embeddings with projected features written into the placeholder slots.
+
+        Args:
+            input_ids: (B, L) ids with each placeholder expanded to its slot count.
+            features: modality -> (N, D) projected features, N = number of that modality's slots in the batch,
+                in order of appearance.
+        Returns:
+            (B, L, D) input embeddings.
+        """
+        embeds = self.model.get_input_embeddings()(input_ids)  # (B, L, D)
+        features = features or {}
+        for modality, token_id in self.placeholder_ids.items():
+            slots = input_ids == token_id  # (B, L)
+            n_slots = int(slots.sum())
+            feats = features.get(modality)
+            n_feats = 0 if feats is None else feats.shape[0]
+            if n_slots != n_feats:
+                raise PromptError(
+                    f"{modality} features and placeholder tokens do not match: tokens: {n_slots}, features: {n_feats}"
+                )
+            if n_slots:
+                mask = slots.unsqueeze(-1).expand_as(embeds)  # (B, L, D)
+                embeds = embeds.masked_scatter(mask, feats.to(embeds.device, embeds.dtype))
+        unknown = set(features) - set(self.placeholder_ids)
+        if unknown:
+            raise PromptError(f"features given for modalities without a placeholder: {sorted(unknown)}")
+        return embeds
+
+    def forward(self, input_ids: torch.Tensor, features: dict[str, torch.Tensor] | None = None, **kwargs):
+        """Training/scoring forward: splice features and run the LM (kwargs go to the HF model)."""
+        return self.model(inputs_embeds=self.embed(input_ids, features), **kwargs)
+
+    # -- generation -----------------------------------------------------------------------------------------------
+    def _step(self, embeds: torch.Tensor, cache) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward over ``embeds`` (1, T, D): returns (next-token logits (V,), last hidden (T, D))."""
+        out = self.model(inputs_embeds=embeds, past_key_values=cache, use_cache=True,
+                         output_hidden_states=True, logits_to_keep=1)
+        return out.logits[0, -1].float(), out.hidden_states[-1][0]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs_embeds: torch.Tensor,
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        require: Sequence[str] = (),
+        allow: Sequence[str] | None = None,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        """Decode one reply for a single prompt (batch 1).
+
+        Args:
+            inputs_embeds: (1, L, D) prompt embeddings from :meth:`embed`.
+            require: generators whose signal group the reply must contain (each once, in this order if the model
+                does not produce them itself); EOS is suppressed until they are satisfied and they are forced when
+                the token budget would otherwise run out.
+            allow: generators that may be emitted at all (``None``: all). Required ones are always allowed.
+            on_text: called with each new piece of decoded text.
+            cancel: a flag checked before every step; when set, decoding stops with ``finish_reason="cancelled"``.
+        """
+        from transformers import DynamicCache
+
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[0] != 1:
+            raise ValueError(f"generate() takes one prompt of shape (1, L, D), got {tuple(inputs_embeds.shape)}")
+        unknown = [g for g in list(require) + list(allow or []) if g not in self.signal_ids]
+        if unknown:
+            raise PromptError(f"unknown generators {unknown}; this backbone has {sorted(self.signal_ids)}")
+        allowed = set(self.signal_ids if allow is None else allow) | set(require)
+        pending = list(dict.fromkeys(require))
+        eos = self.tokenizer.eos_token_id
+        embed_tokens = self.model.get_input_embeddings()
+        rng = None
+        if temperature > 0:
+            rng = torch.Generator(device="cpu").manual_seed(0 if seed is None else seed)
+
+        # Rows that may never be sampled: placeholders, non-first signal tokens, disallowed generators.
+        banned = torch.zeros(embed_tokens.weight.shape[0], dtype=torch.bool)
+        banned[list(self.placeholder_ids.values())] = True
+        for g, ids in self.signal_ids.items():
+            banned[ids[1:]] = True
+            if g not in allowed:
+                banned[ids[0]] = True
+
+        cache = DynamicCache()
+        logits, _ = self._step(inputs_embeds, cache)
+        segments: list[TextSpan | SignalGroup] = []
+        text_ids: list[int] = []
+        text_so_far = ""
+        forced: deque[int] = deque()
+        group: dict | None = None
+        produced = 0
+        finish: Literal["stop", "length", "cancelled"] = "length"
+
+        def flush_text() -> None:
+            nonlocal text_ids, text_so_far
+            if text_ids:
+                text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
+                if on_text is not None and len(text) > len(text_so_far):  # bytes held back as incomplete
+                    on_text(text[len(text_so_far):])
+                segments.append(TextSpan(text, text_ids))
+            text_ids, text_so_far = [], ""
+
+        while True:
+            if cancel is not None and cancel.is_set():
+                finish = "cancelled"
+                break
+            if forced:
+                next_id = forced.popleft()
+            else:
+                if produced >= max_new_tokens and not pending:
+                    finish = "length"
+                    break
+                next_id = self._choose(logits, banned, pending, max_new_tokens - produced, eos, temperature, top_p, rng)
+            if next_id == eos and not forced:
+                finish = "stop"
+                break
+            produced += 1
+            if next_id in self.signal_start and group is None:
+                gen = self.signal_start[next_id]
+                flush_text()
+                group = {"generator": gen, "ids": [], "hidden": [], "embeds": []}
+                forced.extend(self.signal_ids[gen][1:])
+                if gen in pending:
+                    pending.remove(gen)
+            token = torch.tensor([[next_id]], device=self.device)
+            emb = embed_tokens(token)  # (1, 1, D)
+            logits, hidden = self._step(emb, cache)
+            if group is not None:
+                group["ids"].append(next_id)
+                group["hidden"].append(hidden[-1])
+                group["embeds"].append(emb[0, 0])
+                if not forced:
+                    segments.append(SignalGroup(
+                        group["generator"], group["ids"],
+                        torch.stack(group["hidden"]).float().cpu(),  # (k, D)
+                        torch.stack(group["embeds"]).float().cpu(),  # (k, D)
+                    ))
+                    group = None
+            else:
+                text_ids.append(next_id)
+                if on_text is not None:
+                    text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
+                    if not text.endswith("\ufffd") and len(text) > len(text_so_far):
+                        on_text(text[len(text_so_far):])
+                        text_so_far = text
+        if group is not None:  # cancelled mid-group: drop the partial call
+            group = None
+        flush_text()
+        return GenerationResult(segments, finish, inputs_embeds.shape[1], produced)
+
+    def _choose(self, logits, banned, pending, budget, eos, temperature, top_p, rng) -> int:
+        logits = logits.cpu().masked_fill(banned, float("-inf"))
+        if pending:
+            need = sum(len(self.signal_ids[g]) for g in pending)
+            if budget <= need:  # force the next required group now, or it will not fit
+                return self.signal_ids[pending[0]][0]
+            if eos is not None:
+                logits[eos] = float("-inf")
+        if temperature <= 0:
+            return int(logits.argmax())
+        probs = torch.softmax(logits / temperature, dim=-1)
+        if top_p < 1.0:
+            sorted_probs, order = probs.sort(descending=True)
+            keep = sorted_probs.cumsum(0) - sorted_probs < top_p
+            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+        return int(torch.multinomial(probs, 1, generator=rng))

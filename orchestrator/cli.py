@@ -1,0 +1,197 @@
+"""The ``mmgraph`` command line: ``run``, ``chat``, ``graph`` and ``demo``.
+
+    mmgraph run "What is this? Then draw it." --image a.png --generate image --out out/
+    mmgraph chat                       # REPL: /image PATH, /audio PATH, /video PATH, /generate image, /new, /quit
+    mmgraph graph [--config CONFIG]    # the graph as mermaid
+    mmgraph demo --out out/demo        # a scripted any-to-any turn, printed as it streams, with an HTML report
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from orchestrator.config import DEFAULT_PRESET, list_presets, load_config
+from orchestrator.errors import MMGraphError
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None,
+                        help=f"preset name ({', '.join(list_presets())}) or a system YAML; default {DEFAULT_PRESET}")
+    parser.add_argument("--weights", default=None, help="directory of trained projector weights")
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the config's)")
+
+
+def _state_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=None, help="thread database (SQLite); default $MMGRAPH_HOME/threads.sqlite")
+    parser.add_argument("--artifacts", default=None, help="artifact store folder; default $MMGRAPH_HOME/artifacts")
+
+
+def _gen_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--generate", action="append", default=[], metavar="NAME",
+                        help="a generator the reply must use (repeatable, or comma-separated): image, video, audio")
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps of the generators")
+    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+
+
+def _params(args: argparse.Namespace) -> dict:
+    names = {"max_new_tokens": "max_new_tokens", "temperature": "temperature", "seed": "seed", "steps": "steps",
+             "guidance": "guidance"}
+    return {key: getattr(args, attr) for key, attr in names.items() if getattr(args, attr, None) is not None}
+
+
+def _split(values: Sequence[str]) -> list[str]:
+    return [v for value in values for v in value.split(",") if v]
+
+
+def _assistant(args: argparse.Namespace):
+    from orchestrator.assistant import Assistant
+
+    return Assistant.from_config(args.config, weights=args.weights, device=args.device, db=args.db,
+                                 artifacts=args.artifacts)
+
+
+def _print_events(events, out_dir: Path | None) -> object:
+    """Print a streamed turn; copy artifacts to ``out_dir``; return the Reply."""
+    reply = None
+    for event in events:
+        if event.type == "token":
+            print(event.data["text"], end="", flush=True)
+        elif event.type == "progress":
+            d = event.data
+            print(f"\r  [{d['generator']} {d['step']}/{d['total']}]", end="" if d["step"] < d["total"] else "\n",
+                  file=sys.stderr, flush=True)
+        elif event.type == "done":
+            reply = event.reply
+    print()
+    for artifact in reply.artifacts:
+        path = artifact.path
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            path = out_dir / f"{artifact.generator or artifact.modality}-{artifact.id[:12]}{artifact.path.suffix}"
+            shutil.copyfile(artifact.path, path)
+        print(f"[{artifact.modality}] {artifact.mime} {path}")
+    return reply
+
+
+# -- commands -------------------------------------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    bot = _assistant(args)
+    events = bot.stream(args.text, images=args.image, audio=args.audio, video=args.video, thread_id=args.thread,
+                        generate=_split(args.generate), **_params(args))
+    reply = _print_events(events, Path(args.out) if args.out else None)
+    print(f"thread: {reply.thread_id}", file=sys.stderr)
+    return 0
+
+
+CHAT_HELP = """commands: /image PATH  /audio PATH  /video PATH  (attach to the next message)
+          /generate NAME[,NAME]  (require outputs for the next message)   /new  (new thread)   /quit"""
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    import uuid
+
+    bot = _assistant(args)
+    thread = args.thread or uuid.uuid4().hex
+    attached: dict[str, list[str]] = {"image": [], "audio": [], "video": []}
+    generate: list[str] = []
+    print(f"mmgraph chat on {bot.config.name} (thread {thread})\n{CHAT_HELP}")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            print()
+            return 0
+        if not line:
+            continue
+        if line.startswith("/"):
+            cmd, *rest = shlex.split(line)
+            if cmd in ("/quit", "/exit"):
+                return 0
+            if cmd == "/new":
+                thread = uuid.uuid4().hex
+                print(f"(new thread {thread})")
+            elif cmd.lstrip("/") in attached and rest:
+                attached[cmd.lstrip("/")].extend(rest)
+                print(f"(attached {', '.join(rest)})")
+            elif cmd == "/generate" and rest:
+                generate = _split(rest)
+            else:
+                print(CHAT_HELP)
+            continue
+        print("bot> ", end="", flush=True)
+        try:
+            _print_events(bot.stream(line, images=attached["image"], audio=attached["audio"],
+                                     video=attached["video"], thread_id=thread, generate=generate, **_params(args)),
+                          Path(args.out) if args.out else None)
+        except MMGraphError as exc:
+            print(f"\nerror: {exc}")
+        attached = {k: [] for k in attached}
+        generate = []
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from graphs import compile_graph
+
+    config = load_config(args.config)
+    graph = compile_graph(config.generators).get_graph()
+    print(graph.draw_mermaid())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from orchestrator.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmgraph", description="Any-to-any multimodal assistants on LangGraph.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run one turn and print the reply")
+    p.add_argument("text")
+    p.add_argument("--image", action="append", default=[], help="an input image (repeatable)")
+    p.add_argument("--audio", action="append", default=[], help="an input audio clip (repeatable)")
+    p.add_argument("--video", action="append", default=[], help="an input video (repeatable)")
+    p.add_argument("--out", default=None, help="copy generated media into this folder")
+    p.add_argument("--thread", default=None, help="continue this thread")
+    _config_arg(p), _state_args(p), _gen_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("chat", help="interactive chat with thread memory")
+    p.add_argument("--thread", default=None)
+    p.add_argument("--out", default=None, help="copy generated media into this folder")
+    _config_arg(p), _state_args(p), _gen_args(p)
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("graph", help="print the graph (mermaid)")
+    p.add_argument("--config", default=None)
+    p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("demo", help="a scripted any-to-any turn with an HTML report")
+    p.add_argument("--out", default="out/demo")
+    _config_arg(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MMGraphError as exc:
+        print(f"mmgraph: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

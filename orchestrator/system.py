@@ -1,0 +1,257 @@
+"""MMSystem: the composite MM-LLM built from a SystemConfig, reading like the paper.
+
+``decode -> encode (frozen) -> project (trainable) -> splice -> LLM -> signal tokens -> output projector
+(trainable) -> generator (frozen)``. The graph nodes call these steps one by one; training calls them in batches.
+Only the trainable tensors (input projectors, output projectors, signal-token rows) are saved and loaded, as
+safetensors, next to the resolved config.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from orchestrator.backbone import Backbone, SignalGroup
+from orchestrator.config import SystemConfig, load_config
+from orchestrator.errors import CancelledError, ConfigError, UnsupportedModalityError
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "trainable.safetensors"
+CONFIG_FILE = "system.yaml"
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    if spec == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if spec not in _DTYPES:
+        raise ConfigError(f"unknown dtype {spec!r}; use one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[spec]
+
+
+class MMSystem(nn.Module):
+    """Encoders, input projectors, backbone, output projectors and generators of one SystemConfig."""
+
+    def __init__(
+        self,
+        config: SystemConfig,
+        *,
+        encoders: dict[str, nn.Module],
+        input_projectors: nn.ModuleDict,
+        backbone: Backbone,
+        generators: dict[str, Any],
+        output_projectors: nn.ModuleDict,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        # Encoders and generators are frozen and may be shared between modalities: keep them out of the module
+        # tree so state_dict()/parameters() only cover what this system owns and trains.
+        self._encoders = encoders
+        self._generators = generators
+        self.input_projectors = input_projectors
+        self.backbone = backbone
+        self.output_projectors = output_projectors
+        self._decoded: dict[str, Any] = {}
+
+    # -- construction --------------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(
+        cls,
+        config: SystemConfig | str | Path | None = None,
+        *,
+        weights: str | Path | None = None,
+        device: str | torch.device | None = None,
+        load_generators: bool = True,
+    ) -> "MMSystem":
+        from generators import build_generator, build_output_projector
+        from modalities import build_encoder, build_projector
+
+        config = load_config(config)
+        dev = resolve_device(str(device) if device is not None else config.device)
+        llm_dtype = resolve_dtype(config.llm.dtype, dev)
+        frozen_dtype = llm_dtype
+
+        backbone = Backbone.from_config(
+            config.llm,
+            placeholders={m: config.placeholder(m) for m in config.modalities},
+            signals={g: config.signal_tokens(g) for g in config.generators},
+            device=dev, dtype=llm_dtype, seed=config.seed,
+        )
+        encoders: dict[str, nn.Module] = {}
+        for name, mcfg in config.modalities.items():
+            encoders[name] = build_encoder(mcfg, device=dev, dtype=frozen_dtype, seed=config.seed)
+
+        generators: dict[str, Any] = {}
+        if load_generators:
+            for name, gcfg in config.generators.items():
+                generators[name] = build_generator(gcfg, device=dev, dtype=frozen_dtype, seed=config.seed)
+
+        # Trainable parts: seeded, float32 master weights.
+        torch.manual_seed(config.seed)
+        input_projectors = nn.ModuleDict({
+            name: build_projector(encoders[name].hidden_size, backbone.hidden_size, mcfg.projector)
+            for name, mcfg in config.modalities.items()
+        })
+        output_projectors = nn.ModuleDict({
+            name: build_output_projector(
+                backbone.hidden_size, gcfg.num_signal_tokens, generators[name].conditioning_specs(), gcfg.projector
+            )
+            for name, gcfg in config.generators.items() if name in generators
+        })
+        system = cls(config, encoders=encoders, input_projectors=input_projectors.to(dev), backbone=backbone,
+                     generators=generators, output_projectors=output_projectors.to(dev))
+        if weights is not None:
+            system.load_trainable(weights)
+        system.eval()
+        return system
+
+    # -- names ---------------------------------------------------------------------------------------------------
+    @property
+    def modality_names(self) -> list[str]:
+        return list(self.config.modalities)
+
+    @property
+    def generator_names(self) -> list[str]:
+        return list(self._generators)
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
+
+    def encoder(self, modality: str) -> nn.Module:
+        if modality not in self._encoders:
+            raise UnsupportedModalityError(f"this system takes no {modality} input")
+        return self._encoders[modality]
+
+    def generator(self, name: str) -> Any:
+        if name not in self._generators:
+            raise UnsupportedModalityError(f"this system has no generator {name!r}")
+        return self._generators[name]
+
+    def encoder_key(self, modality: str) -> str:
+        return self.encoder(modality).cache_key()
+
+    # -- 1. decode -------------------------------------------------------------------------------------------------
+    def decode(self, modality: str, data: bytes) -> Any:
+        """Bytes -> validated media object, with the system's limits (raises a MediaError subclass)."""
+        from modalities import decode
+
+        encoder = self.encoder(modality)
+        options = {"num_frames": self.config.modalities[modality].num_frames} if encoder.input_kind == "video" else {}
+        return decode(encoder.input_kind, data, self.config.limits, **options)
+
+    def decode_cached(self, modality: str, artifact_id: str, store) -> Any:
+        key = f"{modality}:{artifact_id}"
+        if key not in self._decoded:
+            if len(self._decoded) > 64:
+                self._decoded.clear()
+            self._decoded[key] = self.decode(modality, store.get(artifact_id))
+        return self._decoded[key]
+
+    # -- 2. encode (frozen) ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, modality: str, items: list[Any]) -> torch.Tensor:
+        """Decoded media -> frozen encoder features (B, G, T, D_enc)."""
+        encoder = self.encoder(modality)
+        inputs = encoder.preprocess(items)
+        param = next(encoder.parameters())
+        inputs = {k: v.to(param.device, param.dtype if v.is_floating_point() else v.dtype) for k, v in inputs.items()}
+        return encoder(**inputs)
+
+    # -- 3. project (trainable) -----------------------------------------------------------------------------------
+    def project(self, modality: str, features: torch.Tensor) -> torch.Tensor:
+        """Encoder features (B, G, T, D_enc) -> LLM-space tokens (B, G*M, D_llm), projecting each group."""
+        projector = self.input_projectors[modality]
+        b, g, t, d = features.shape
+        flat = features.reshape(b * g, t, d).to(self.device, next(projector.parameters()).dtype)  # (B*G, T, D_enc)
+        out = projector(flat)  # (B*G, M, D_llm)
+        return out.reshape(b, g * out.shape[1], out.shape[2]).to(self.backbone.dtype)  # (B, G*M, D_llm)
+
+    def slots(self, modality: str) -> int:
+        """How many placeholder positions one item of ``modality`` occupies in the prompt."""
+        encoder = self.encoder(modality)
+        return encoder.groups * self.input_projectors[modality].num_output_tokens(encoder.tokens_per_group)
+
+    # -- 4. signals -> output projector -> generator --------------------------------------------------------------
+    def condition(self, name: str, group: SignalGroup) -> dict[str, torch.Tensor]:
+        """Signal hidden states (k, D_llm) -> the generator's conditioning tensors (1, L, D)."""
+        projector = self.output_projectors[name]
+        dtype = next(projector.parameters()).dtype
+        hidden = group.hidden.unsqueeze(0).to(self.device, dtype)  # (1, k, D_llm)
+        embeds = group.input_embeds.unsqueeze(0).to(self.device, dtype)  # (1, k, D_llm)
+        return projector(hidden, embeds)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        name: str,
+        group: SignalGroup,
+        *,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        seed: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        cancel=None,
+    ):
+        """Run generator ``name`` on one signal group; returns its GeneratedMedia (bytes + mime)."""
+        tool = self.generator(name)
+        conditioning = self.condition(name, group)
+
+        def on_step(step: int, total: int) -> None:
+            if cancel is not None and cancel.is_set():
+                raise CancelledError(f"{name} generation cancelled at step {step}/{total}")
+            if progress is not None:
+                progress(step, total)
+
+        return tool.generate(conditioning, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                             seed=self.config.seed if seed is None else seed, progress=on_step)
+
+    # -- trainable weights ----------------------------------------------------------------------------------------
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        state = {f"input_projectors.{k}": v for k, v in self.input_projectors.state_dict().items()}
+        state.update({f"output_projectors.{k}": v for k, v in self.output_projectors.state_dict().items()})
+        state.update({f"signal_rows.{k}": v for k, v in self.backbone.signal_rows_state().items()})
+        return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+    def save_trainable(self, directory: str | Path) -> Path:
+        """Write ``trainable.safetensors`` and the resolved ``system.yaml`` into ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(self.trainable_state_dict(), str(directory / WEIGHTS_FILE))
+        self.config.save(directory / CONFIG_FILE)
+        return directory
+
+    def load_trainable(self, directory: str | Path) -> None:
+        """Load trainable weights saved by :meth:`save_trainable` (safetensors only; never unpickles)."""
+        from safetensors.torch import load_file
+
+        path = Path(directory)
+        path = path / WEIGHTS_FILE if path.is_dir() else path
+        if not path.exists():
+            raise ConfigError(f"no trainable weights at {path}")
+        state = load_file(str(path))
+        groups: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in state.items():
+            group, _, rest = key.partition(".")
+            groups.setdefault(group, {})[rest] = value
+        try:
+            self.input_projectors.load_state_dict(groups.get("input_projectors", {}))
+            self.output_projectors.load_state_dict(groups.get("output_projectors", {}))
+        except RuntimeError as exc:
+            raise ConfigError(f"{path} does not fit this system's projectors: {exc}") from exc
+        if "signal_rows" in groups:
+            self.backbone.load_signal_rows(groups["signal_rows"])

@@ -1,0 +1,73 @@
+"""Tiny random-weight components, built from configs and saved locally, addressed as ``@tiny/<name>``.
+
+Nothing can be downloaded at run time, so the ``tiny-random`` preset and the tests name components such as
+``@tiny/llama`` or ``@tiny/stable-diffusion``. :func:`resolve_model` turns such a name into a local folder,
+building it on first use (seeded, so every machine builds the same weights) with the builder registered under
+that name, and the caller then loads the folder with the ordinary ``from_pretrained(path)`` code -- the very
+code path a real Hugging Face id takes.
+
+Builders live next to the components they build (``modalities/tiny.py``, ``generators/tiny.py`` and the LLM
+builders here) and are registered in :data:`TINY_BUILDERS`. A builder is ``build(path: Path, seed: int)``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from orchestrator.registry import Registry
+
+TINY_PREFIX = "@tiny/"
+TINY_VERSION = "1"  # bump when a builder changes, so stale caches are not reused
+
+TINY_BUILDERS: Registry[Callable[[Path, int], None]] = Registry("tiny component")
+for _name, _target in {
+    "llama": "orchestrator.tiny_llm:build_llama",
+    "qwen2": "orchestrator.tiny_llm:build_qwen2",
+    "gpt2": "orchestrator.tiny_llm:build_gpt2",
+    "clip-vision": "modalities.tiny:build_clip_vision",
+    "siglip-vision": "modalities.tiny:build_siglip_vision",
+    "whisper-encoder": "modalities.tiny:build_whisper_encoder",
+    "stable-diffusion": "generators.tiny:build_stable_diffusion",
+    "text-to-video-sd": "generators.tiny:build_text_to_video_sd",
+    "audioldm2": "generators.tiny:build_audioldm2",
+}.items():
+    TINY_BUILDERS.register(_name, _target)
+
+
+def cache_root() -> Path:
+    """Where built tiny components are kept (``$MMGRAPH_CACHE`` or ``~/.cache/mmgraph``)."""
+    return Path(os.environ.get("MMGRAPH_CACHE", Path.home() / ".cache" / "mmgraph"))
+
+
+def is_tiny(model: str) -> bool:
+    return model.startswith(TINY_PREFIX)
+
+
+def resolve_model(model: str, seed: int = 0) -> str:
+    """Map ``@tiny/<name>`` to a built local folder; return any other id or path unchanged."""
+    if not is_tiny(model):
+        return model
+    name = model[len(TINY_PREFIX):]
+    builder = TINY_BUILDERS.get(name)
+    target = cache_root() / "tiny" / f"{name}-v{TINY_VERSION}-seed{seed}"
+    if (target / ".complete").exists():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build into a temporary sibling and rename, so concurrent processes never see half a folder.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        builder(tmp, seed)
+        (tmp / ".complete").write_text("ok\n")
+        try:
+            tmp.rename(target)
+        except OSError:  # another process won the race
+            if not (target / ".complete").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)

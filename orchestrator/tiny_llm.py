@@ -1,0 +1,119 @@
+"""Tiny random-weight causal LMs and locally trained tokenizers for the ``tiny-random`` preset and the tests.
+
+Three backbone families, each saved with ``save_pretrained`` and loaded back by ``AutoModelForCausalLM`` /
+``AutoTokenizer`` exactly as a real checkpoint is:
+
+- ``llama``: LlamaForCausalLM + a SentencePiece BPE tokenizer (byte fallback) trained on a small corpus;
+- ``qwen2``: Qwen2ForCausalLM + a byte-level BPE tokenizer (``tokenizers``);
+- ``gpt2``:  GPT2LMHeadModel + a byte-level BPE tokenizer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from pathlib import Path
+
+import torch
+
+# A small built-in corpus: enough text for the tokenizers to learn common English pieces.
+_COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
+_THINGS = ["square", "circle", "triangle", "cat", "dog", "tree", "house", "car", "bird", "sound", "tone", "video"]
+_VERBS = ["draw", "show", "paint", "play", "make", "describe", "generate", "animate", "hear", "see"]
+
+
+def _corpus() -> list[str]:
+    lines = [
+        "A chat between a user and a multimodal assistant that can see, hear, draw, animate and play sounds.",
+        "USER: What is in this picture? ASSISTANT: It is a picture of a small object.",
+        "Sure, here is the image you asked for. Here is a short video. Here is a sound.",
+        "The quick brown fox jumps over the lazy dog. Hello world! How are you today?",
+    ]
+    for colour, thing, verb in itertools.product(_COLOURS, _THINGS, _VERBS):
+        lines.append(f"Please {verb} a {colour} {thing}. The {thing} is {colour}.")
+    return lines
+
+
+def _tiny_sizes() -> dict:
+    return dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, positions=2048)
+
+
+def _sentencepiece_tokenizer(path: Path, vocab_size: int = 400):
+    import sentencepiece as spm
+    from transformers import LlamaTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(_corpus()), model_prefix=f"{tmp}/tokenizer", vocab_size=vocab_size,
+            model_type="bpe", byte_fallback=True, character_coverage=1.0, pad_id=0, unk_id=1, bos_id=2,
+            eos_id=3, hard_vocab_limit=False, minloglevel=2,
+        )
+        # Loading a folder that holds tokenizer.model converts it to a fast (tokenizers) tokenizer.
+        tokenizer = LlamaTokenizer.from_pretrained(tmp)
+    tokenizer.pad_token = tokenizer.unk_token
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def _byte_level_tokenizer(path: Path, vocab_size: int = 512):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|pad|>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def build_llama(path: Path, seed: int) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _sentencepiece_tokenizer(path)
+    s = _tiny_sizes()
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=s["hidden"], num_hidden_layers=s["layers"],
+        num_attention_heads=s["heads"], num_key_value_heads=s["kv_heads"], intermediate_size=s["intermediate"],
+        max_position_embeddings=s["positions"], bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+
+
+def build_qwen2(path: Path, seed: int) -> None:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = _byte_level_tokenizer(path)
+    s = _tiny_sizes()
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=s["hidden"], num_hidden_layers=s["layers"],
+        num_attention_heads=s["heads"], num_key_value_heads=s["kv_heads"], intermediate_size=s["intermediate"],
+        max_position_embeddings=s["positions"], bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(path)
+
+
+def build_gpt2(path: Path, seed: int) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = _byte_level_tokenizer(path)
+    s = _tiny_sizes()
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_embd=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
+        n_positions=s["positions"], bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    GPT2LMHeadModel(config).save_pretrained(path)

@@ -1,0 +1,191 @@
+"""The backbone: special tokens, prompt safety, the embedding splice, and signal-aware generation."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+from orchestrator.backbone import Backbone, Media, Signal, Text, Turn
+from orchestrator.config import LLMConfig
+from orchestrator.errors import PromptError
+
+PLACEHOLDERS = {"image": "<image>", "audio": "<audio>"}
+SIGNALS = {"image": ["[IMG0]", "[IMG1]", "[IMG2]"], "audio": ["[AUD0]", "[AUD1]"]}
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gpt2"])
+def backbone(request) -> Backbone:
+    return Backbone.from_config(LLMConfig(model=f"@tiny/{request.param}"), placeholders=PLACEHOLDERS, signals=SIGNALS)
+
+
+def _prompt_embeds(bb: Backbone, text: str = "describe it", slots: int = 3):
+    prompt = bb.build_prompt([Turn("user", [Media("image", slots), Text(text)])])
+    ids = torch.tensor([prompt.input_ids])
+    feats = torch.randn(slots, bb.hidden_size, generator=torch.Generator().manual_seed(0))
+    return ids, feats, bb.embed(ids, {"image": feats})
+
+
+@contextmanager
+def prefer(bb: Backbone, token_id: int):
+    """Make the model strongly prefer ``token_id`` at every step (a logit offset, weights untouched)."""
+    original = bb._step
+
+    def step(embeds, cache):
+        logits, hidden = original(embeds, cache)
+        logits = logits.clone()
+        logits[token_id] += 1e4
+        return logits, hidden
+
+    bb._step = step
+    try:
+        yield
+    finally:
+        del bb._step
+
+
+def test_new_rows_start_at_the_mean(backbone):
+    emb = backbone.model.get_input_embeddings().weight
+    new = sorted(backbone.special_new_ids)
+    old = [i for i in range(emb.shape[0]) if i not in backbone.special_new_ids]
+    torch.testing.assert_close(emb[new[0]], emb[old].mean(0), atol=1e-5, rtol=1e-4)
+    assert len(new) == 2 + 5
+
+
+def test_user_text_never_produces_special_tokens(backbone):
+    typed = "look [IMG0][IMG1] <image> <audio> [AUD0] and <image>"
+    ids = backbone.tokenize_user_text(typed)
+    assert not backbone.special_new_ids.intersection(ids)
+    assert backbone.tokenizer.decode(ids).replace(" ", "") == typed.replace(" ", "")
+    prompt = backbone.build_prompt([Turn("user", [Text(typed)])])
+    assert not backbone.special_new_ids.intersection(prompt.input_ids)
+    # ... so there is no slot to fill: features for it are refused.
+    with pytest.raises(PromptError, match="tokens: 0, features: 1"):
+        backbone.embed(torch.tensor([prompt.input_ids]), {"image": torch.zeros(1, backbone.hidden_size)})
+
+
+def test_placeholders_expand_and_features_land_in_their_slots(backbone):
+    ids, feats, embeds = _prompt_embeds(backbone, slots=3)
+    positions = (ids[0] == backbone.placeholder_ids["image"]).nonzero().flatten()
+    assert len(positions) == 3
+    torch.testing.assert_close(embeds[0, positions], feats)
+    other = (ids[0] != backbone.placeholder_ids["image"]).nonzero().flatten()
+    torch.testing.assert_close(embeds[0, other], backbone.model.get_input_embeddings()(ids)[0, other])
+
+
+def test_feature_count_mismatch_names_both_counts(backbone):
+    ids, feats, _ = _prompt_embeds(backbone, slots=3)
+    with pytest.raises(PromptError, match="tokens: 3, features: 2"):
+        backbone.embed(ids, {"image": feats[:2]})
+
+
+def test_assistant_mask_covers_assistant_tokens_and_signals(backbone):
+    prompt = backbone.build_prompt(
+        [Turn("user", [Text("draw")]), Turn("assistant", [Text("here"), Signal("image")])],
+        add_generation_prompt=False,
+    )
+    masked = [i for i, m in zip(prompt.input_ids, prompt.assistant_mask) if m]
+    assert masked[-4:-1] == backbone.signal_ids["image"] and masked[-1] == backbone.tokenizer.eos_token_id
+
+
+def test_required_generators_are_forced_with_captured_states(backbone):
+    _, _, embeds = _prompt_embeds(backbone)
+    pieces: list[str] = []
+    result = backbone.generate(embeds, max_new_tokens=10, require=["audio", "image"], on_text=pieces.append)
+    groups = result.signals
+    assert [g.generator for g in groups] == ["audio", "image"]
+    for g in groups:
+        assert g.token_ids == backbone.signal_ids[g.generator]
+        assert g.hidden.shape == (len(g.token_ids), backbone.hidden_size)
+    assert "".join(pieces) == result.text
+
+    # The captured states are exactly the last-layer states a full (cache-free) forward gives at those positions.
+    full_ids = []
+    for seg in result.segments:
+        full_ids += seg.token_ids
+    gen_embeds = backbone.model.get_input_embeddings()(torch.tensor([full_ids]))
+    with torch.no_grad():
+        out = backbone.model(inputs_embeds=torch.cat([embeds, gen_embeds], 1), output_hidden_states=True)
+    last = out.hidden_states[-1][0, embeds.shape[1]:]
+    offset = 0
+    for seg in result.segments:
+        n = len(seg.token_ids)
+        if hasattr(seg, "hidden"):
+            torch.testing.assert_close(seg.hidden, last[offset:offset + n], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(seg.input_embeds, gen_embeds[0, offset:offset + n], atol=1e-6, rtol=1e-6)
+        offset += n
+
+
+def test_first_signal_token_forces_the_rest_and_disabled_never_fire(backbone):
+    _, _, embeds = _prompt_embeds(backbone)
+    with prefer(backbone, backbone.signal_ids["image"][0]):
+        free = backbone.generate(embeds, max_new_tokens=6)
+        assert free.signals and free.signals[0].token_ids == backbone.signal_ids["image"]
+        banned = backbone.generate(embeds, max_new_tokens=6, allow=["audio"])
+        assert all(g.generator != "image" for g in banned.signals)
+        assert not backbone.signal_token_set.intersection(t for s in banned.segments if not hasattr(s, "hidden")
+                                                         for t in s.token_ids)
+
+
+def test_greedy_decoding_with_cache_matches_a_cache_free_loop(backbone):
+    _, _, embeds = _prompt_embeds(backbone)
+    result = backbone.generate(embeds, max_new_tokens=8, allow=[])
+    ids = [t for s in result.segments for t in s.token_ids]
+    seq = embeds
+    expected = []
+    emb = backbone.model.get_input_embeddings()
+    with torch.no_grad():
+        for _ in range(len(ids)):
+            logits = backbone.model(inputs_embeds=seq).logits[0, -1]
+            logits[sorted(backbone.special_new_ids)] = float("-inf")
+            nxt = int(logits.argmax())
+            expected.append(nxt)
+            seq = torch.cat([seq, emb(torch.tensor([[nxt]]))], 1)
+    assert ids == expected
+
+
+def test_cancel_flag_stops_generation(backbone):
+    _, _, embeds = _prompt_embeds(backbone)
+    flag = threading.Event()
+    seen = []
+
+    def on_text(piece):
+        seen.append(piece)
+        flag.set()
+
+    result = backbone.generate(embeds, max_new_tokens=50, allow=[], on_text=on_text, cancel=flag)
+    assert result.finish_reason == "cancelled"
+    assert result.completion_tokens < 50
+
+
+def test_only_signal_rows_receive_gradients(backbone):
+    ids = torch.tensor([backbone.build_prompt(
+        [Turn("user", [Text("draw")]), Turn("assistant", [Signal("image"), Text("done")])],
+        add_generation_prompt=False).input_ids])
+    backbone.zero_grad(set_to_none=True)
+    out = backbone(ids, labels=ids)
+    out.loss.backward()
+    trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
+    assert trainable == {f"model.{n}" for n in _embedding_param_names(backbone)}
+    for param in backbone.signal_row_parameters().values():
+        rows = param.grad.abs().sum(-1).nonzero().flatten().tolist()
+        assert rows and set(rows) <= backbone.signal_token_set
+    backbone.zero_grad(set_to_none=True)
+
+
+def _embedding_param_names(bb: Backbone) -> set[str]:
+    names = {n for n, p in bb.model.named_parameters() if any(p is q for q in bb.signal_row_parameters().values())}
+    return names
+
+
+def test_signal_rows_round_trip(backbone):
+    state = backbone.signal_rows_state()
+    with torch.no_grad():
+        for p in backbone.signal_row_parameters().values():
+            p[sorted(backbone.signal_token_set)] += 1.0
+    backbone.load_signal_rows(state)
+    after = backbone.signal_rows_state()
+    for key in state:
+        torch.testing.assert_close(after[key], state[key])

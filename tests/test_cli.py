@@ -1,0 +1,41 @@
+"""The mmgraph command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from orchestrator import cli
+
+
+def test_graph_prints_mermaid_with_every_node(capsys):
+    assert cli.main(["graph"]) == 0
+    out = capsys.readouterr().out
+    assert out.lstrip().startswith("---") or "graph TD" in out
+    for node in ("ingest", "encode", "reason", "generate_image", "generate_video", "generate_audio", "merge"):
+        assert f"{node}(" in out or f"\t{node}" in out, node
+
+
+def test_run_writes_requested_media(tmp_path, media, monkeypatch, capsys):
+    image = tmp_path / "in.png"
+    image.write_bytes(media["image"])
+    monkeypatch.setenv("MMGRAPH_HOME", str(tmp_path / "home"))
+    code = cli.main(["run", "Draw this again.", "--image", str(image), "--generate", "image",
+                     "--max-new-tokens", "6", "--out", str(tmp_path / "out")])
+    assert code == 0
+    out = capsys.readouterr().out
+    files = list((tmp_path / "out").glob("image-*.png"))
+    assert len(files) == 1 and str(files[0]) in out
+
+
+def test_errors_are_reported_not_raised(tmp_path, monkeypatch, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image at all")
+    monkeypatch.setenv("MMGRAPH_HOME", str(tmp_path / "home"))
+    assert cli.main(["run", "what?", "--image", str(bad)]) == 2
+    assert "mmgraph: error:" in capsys.readouterr().err
+
+
+def test_console_script_entry_point_help():
+    result = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "run" in result.stdout and "chat" in result.stdout
