@@ -6,7 +6,7 @@ generators, graphs) can import ``orchestrator.*`` submodules without cycles.
 
 from __future__ import annotations
 
-from typing import Any
+from orchestrator.registry import lazy_exports
 
 __all__ = ["Assistant", "Reply", "MMSystem", "SystemConfig", "load_config"]
 
@@ -19,9 +19,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

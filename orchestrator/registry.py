@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from importlib import metadata
-from typing import Any, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -26,10 +26,11 @@ class UnknownKindError(KeyError):
 class Registry(Generic[T]):
     """A table ``kind -> "module:attr"`` (or an object) with a ``register`` API and an entry-point group."""
 
-    def __init__(self, what: str, entry_point_group: str | None = None) -> None:
+    def __init__(self, what: str, entry_point_group: str | None = None,
+                 targets: dict[str, str | T] | None = None) -> None:
         self.what = what
         self.entry_point_group = entry_point_group
-        self._targets: dict[str, str | T] = {}
+        self._targets: dict[str, str | T] = dict(targets or {})
         self._resolved: dict[str, T] = {}
         self._plugins_loaded = False
 
@@ -83,3 +84,21 @@ class Registry(Generic[T]):
             obj = target
         self._resolved[kind] = obj
         return obj
+
+
+def lazy_exports(package: str, table: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``__getattr__`` / ``__dir__`` for a package that serves ``name -> "module"`` attributes on first use
+    (PEP 562), so importing the package stays cheap."""
+    namespace = importlib.import_module(package).__dict__
+
+    def __getattr__(name: str) -> Any:
+        if name not in table:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(table[name]), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(table))
+
+    return __getattr__, __dir__

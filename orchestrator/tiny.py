@@ -23,8 +23,7 @@ from orchestrator.registry import Registry
 TINY_PREFIX = "@tiny/"
 TINY_VERSION = "1"  # bump when a builder changes, so stale caches are not reused
 
-TINY_BUILDERS: Registry[Callable[[Path, int], None]] = Registry("tiny component")
-for _name, _target in {
+TINY_BUILDERS: Registry[Callable[[Path, int], None]] = Registry("tiny component", None, {
     "llama": "orchestrator.tiny_llm:build_llama",
     "qwen2": "orchestrator.tiny_llm:build_qwen2",
     "gpt2": "orchestrator.tiny_llm:build_gpt2",
@@ -34,8 +33,7 @@ for _name, _target in {
     "stable-diffusion": "generators.tiny:build_stable_diffusion",
     "text-to-video-sd": "generators.tiny:build_text_to_video_sd",
     "audioldm2": "generators.tiny:build_audioldm2",
-}.items():
-    TINY_BUILDERS.register(_name, _target)
+})
 
 
 def cache_root() -> Path:

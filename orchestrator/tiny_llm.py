@@ -34,10 +34,6 @@ def _corpus() -> list[str]:
     return lines
 
 
-def _tiny_sizes() -> dict:
-    return dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, positions=2048)
-
-
 def _sentencepiece_tokenizer(path: Path, vocab_size: int = 400):
     import sentencepiece as spm
     from transformers import LlamaTokenizer
@@ -75,45 +71,42 @@ def _byte_level_tokenizer(path: Path, vocab_size: int = 512):
     return tokenizer
 
 
+def _save_causal_lm(path: Path, seed: int, tokenizer, config) -> None:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+
+
+def _special_ids(tokenizer) -> dict:
+    return dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+
+
+# hidden 64, 2 layers, 4 heads (2 KV heads), MLP 128, 2048 positions
+_LLAMA_LIKE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                   intermediate_size=128, max_position_embeddings=2048)
+
+
 def build_llama(path: Path, seed: int) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig
 
     tokenizer = _sentencepiece_tokenizer(path)
-    s = _tiny_sizes()
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=s["hidden"], num_hidden_layers=s["layers"],
-        num_attention_heads=s["heads"], num_key_value_heads=s["kv_heads"], intermediate_size=s["intermediate"],
-        max_position_embeddings=s["positions"], bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
+    _save_causal_lm(path, seed, tokenizer,
+                    LlamaConfig(**_LLAMA_LIKE, **_special_ids(tokenizer), tie_word_embeddings=False))
 
 
 def build_qwen2(path: Path, seed: int) -> None:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config
 
     tokenizer = _byte_level_tokenizer(path)
-    s = _tiny_sizes()
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=s["hidden"], num_hidden_layers=s["layers"],
-        num_attention_heads=s["heads"], num_key_value_heads=s["kv_heads"], intermediate_size=s["intermediate"],
-        max_position_embeddings=s["positions"], bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
-    )
-    Qwen2ForCausalLM(config).save_pretrained(path)
+    _save_causal_lm(path, seed, tokenizer,
+                    Qwen2Config(**_LLAMA_LIKE, **_special_ids(tokenizer), tie_word_embeddings=True))
 
 
 def build_gpt2(path: Path, seed: int) -> None:
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2Config
 
     tokenizer = _byte_level_tokenizer(path)
-    s = _tiny_sizes()
-    torch.manual_seed(seed)
-    config = GPT2Config(
-        vocab_size=len(tokenizer), n_embd=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
-        n_positions=s["positions"], bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    GPT2LMHeadModel(config).save_pretrained(path)
+    _save_causal_lm(path, seed, tokenizer,
+                    GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=2048, **_special_ids(tokenizer)))

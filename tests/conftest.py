@@ -50,3 +50,14 @@ def pytest_configure(config):
 
     transformers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.disable_progress_bar()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def single_thread():
+    """Toy-sized ops run many times faster on one thread than on two oversubscribed ones on this machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -39,3 +39,21 @@ def test_errors_are_reported_not_raised(tmp_path, monkeypatch, capsys):
 def test_console_script_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "run" in result.stdout and "chat" in result.stdout
+
+
+def test_chat_repl_attaches_media_and_keeps_the_thread(tmp_path, media, monkeypatch, capsys):
+    image = tmp_path / "in.png"
+    image.write_bytes(media["image"])
+    lines = iter([f"/image {image}", "/generate image", "What is this? Draw it.", "And again?", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    monkeypatch.setenv("MMGRAPH_HOME", str(tmp_path / "home"))
+    assert cli.main(["chat", "--thread", "repl", "--max-new-tokens", "5", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "(attached" in out and len(list((tmp_path / "out").glob("image-*.png"))) == 1
+
+    from orchestrator.assistant import Assistant
+
+    with Assistant(db=tmp_path / "home" / "threads.sqlite", artifacts=tmp_path / "home" / "artifacts") as bot:
+        history = bot.history("repl")
+    assert [t["role"] for t in history] == ["user", "assistant"] * 2
+    assert history[0]["parts"][0]["type"] == "media" and history[2]["parts"] == [{"type": "text", "text": "And again?"}]

@@ -1,0 +1,327 @@
+"""Frozen diffusion pipelines as tools: the common base of the image, video and audio generators.
+
+A :class:`GeneratorTool` wraps one diffusers pipeline that is driven by *embeddings* instead of a prompt string.
+The embeddings ("conditioning") are what the trainable output projector produces from the LLM's signal tokens;
+:meth:`GeneratorTool.conditioning_specs` says which tensors, of which shapes, the pipeline needs, and
+:meth:`GeneratorTool.encode_text` computes the very same tensors with the pipeline's own text encoder(s) -- the
+targets the output projector is aligned to (NExT-GPT / GILL), and the empty-prompt negatives used for
+classifier-free guidance (MiniGPT-5).
+
+Everything the three wrappers share lives here once: loading (``@tiny/...`` names included), freezing, dtype and
+device placement, shape validation, negatives, seeding, progress callbacks (whatever callback style the pipeline
+supports), and the pipeline call. A subclass declares its pipeline class and the few modality-specific hooks:
+
+* :meth:`conditioning_specs` -- the tensors the pipeline is driven by, read from the pipeline's own configs;
+* :meth:`_encode_text` -- the pipeline's own text features for prompts;
+* :meth:`_encode_output` -- one generated sample -> ``(bytes, mime, metadata)``;
+* class attributes: :attr:`call_options` (``cfg.options`` keys passed to the pipeline call),
+  :attr:`output_options` (keys used by :meth:`_encode_output`), :attr:`attention_masks`, :attr:`output_type`,
+  :attr:`load_kwargs`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping
+
+import torch
+
+from orchestrator.config import GeneratorConfig
+from orchestrator.tiny import resolve_model
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ConditioningSpec:
+    """One tensor a pipeline is driven by: ``name`` (its keyword, e.g. ``prompt_embeds``) of shape ``(B, length, dim)``.
+
+    For Stable Diffusion 1.5 this is ``ConditioningSpec("prompt_embeds", 77, 768)``.
+    """
+
+    name: str
+    length: int
+    dim: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(length, dim)``: the shape of one sample."""
+        return (self.length, self.dim)
+
+
+@dataclass
+class GeneratedMedia:
+    """Encoded output of one generator call: file bytes, their mime type, the modality, and metadata
+    (size, frames, seconds, sample_rate, steps, guidance_scale, seed, ...)."""
+
+    data: bytes
+    mime: str
+    modality: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# progress callbacks: diffusers pipelines expose one of two styles
+# ---------------------------------------------------------------------------------------------------------------
+def _on_step_end_kwargs(progress: Progress, total: int) -> dict[str, Any]:
+    """``callback_on_step_end(pipe, step, timestep, tensors) -> tensors`` (StableDiffusionPipeline and most others)."""
+
+    def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        progress(step + 1, total)
+        return tensors
+
+    return {"callback_on_step_end": on_step_end}
+
+
+def _legacy_callback_kwargs(progress: Progress, total: int) -> dict[str, Any]:
+    """``callback(step, timestep, latents)`` every ``callback_steps`` (TextToVideoSDPipeline, AudioLDM2Pipeline)."""
+
+    def callback(step: int, timestep: Any, latents: torch.Tensor) -> None:
+        progress(step + 1, total)
+
+    return {"callback": callback, "callback_steps": 1}
+
+
+# Tried in order; the first keyword the pipeline's ``__call__`` accepts wins (the modern style before the old one).
+PROGRESS_STYLES: tuple[tuple[str, Callable[[Progress, int], dict[str, Any]]], ...] = (
+    ("callback_on_step_end", _on_step_end_kwargs),
+    ("callback", _legacy_callback_kwargs),
+)
+
+
+def progress_kwargs(pipeline: Any, progress: Progress | None, total: int) -> dict[str, Any]:
+    """Keyword arguments that make ``pipeline(...)`` call ``progress(step, total)`` after each denoising step
+    (``step`` counts from 1 to ``total``)."""
+    if progress is None:
+        return {}
+    accepted = inspect.signature(pipeline.__call__).parameters
+    for keyword, make in PROGRESS_STYLES:
+        if keyword in accepted:
+            return make(progress, total)
+    raise TypeError(f"{type(pipeline).__name__} accepts no step callback ({', '.join(k for k, _ in PROGRESS_STYLES)})")
+
+
+def freeze(pipeline: Any) -> None:
+    """Put every torch module of ``pipeline`` in eval mode with ``requires_grad=False``."""
+    for component in pipeline.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.requires_grad_(False)
+            component.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the tool
+# ---------------------------------------------------------------------------------------------------------------
+class GeneratorTool:
+    """A frozen diffusers pipeline driven by conditioning embeddings; one call produces one encoded medium.
+
+    Build it with :meth:`from_config` (or :func:`build_generator`). ``generate(conditioning)`` validates the
+    tensors against :meth:`conditioning_specs`, pairs them with the cached empty-prompt negatives for
+    classifier-free guidance, runs the pipeline with a seeded generator (same seed -> same bytes) and encodes the
+    first sample (PNG, MP4/GIF, WAV).
+    """
+
+    modality: ClassVar[str]
+    default_signal_prefix: ClassVar[str]
+    pipeline_class: ClassVar[type]
+
+    #: ``cfg.options`` / ``generate(**options)`` keys passed on to the pipeline call, with their defaults
+    #: (``None``: leave the pipeline's own default).
+    call_options: ClassVar[Mapping[str, Any]] = {}
+    #: option keys consumed by :meth:`_encode_output` (``fps``, ``format`` ...), with their defaults.
+    output_options: ClassVar[Mapping[str, Any]] = {}
+    #: conditioning name -> the pipeline's attention-mask keyword for it; the tool passes all-ones masks (every
+    #: projected position is attended to), and ``negative_<mask>`` for the negatives.
+    attention_masks: ClassVar[Mapping[str, str]] = {}
+    #: the pipeline's ``output_type`` that :meth:`_encode_output` expects.
+    output_type: ClassVar[str] = "np"
+    #: extra keyword arguments for ``pipeline_class.from_pretrained``.
+    load_kwargs: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, pipeline: Any, cfg: GeneratorConfig, *, seed: int = 0) -> None:
+        self.pipeline = pipeline
+        self.cfg = cfg
+        self.seed = seed
+        self._negative: dict[str, torch.Tensor] | None = None
+        unknown = set(cfg.options) - set(self.call_options) - set(self.output_options)
+        if unknown:
+            raise ValueError(self._unknown_options_message(unknown))
+
+    # -- construction -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: GeneratorConfig, *, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32, seed: int = 0) -> "GeneratorTool":
+        """Load ``cfg.model`` (a Hugging Face id, a local folder or ``@tiny/<name>``) frozen on ``device``."""
+        # 1. Resolve the model name to something from_pretrained loads (tiny components are built on first use)
+        source = resolve_model(cfg.model, seed)
+        # 2. Load, place and freeze the pipeline
+        pipeline = cls.pipeline_class.from_pretrained(source, dtype=dtype, **cls.load_kwargs)  # torch_dtype= is deprecated
+        pipeline.to(device)
+        freeze(pipeline)
+        pipeline.set_progress_bar_config(disable=True)
+        return cls(pipeline, cfg, seed=seed)
+
+    # -- properties ---------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.pipeline.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pipeline.dtype
+
+    @property
+    def signal_prefix(self) -> str:
+        """The signal token stem, e.g. ``IMG`` for ``[IMG0]..``."""
+        return self.cfg.signal_prefix or self.default_signal_prefix
+
+    @property
+    def signal_tokens(self) -> list[str]:
+        return [f"[{self.signal_prefix}{i}]" for i in range(self.cfg.num_signal_tokens)]
+
+    def parameters(self):
+        """All parameters of the (frozen) pipeline modules."""
+        for component in self.pipeline.components.values():
+            if isinstance(component, torch.nn.Module):
+                yield from component.parameters()
+
+    # -- hooks for subclasses -----------------------------------------------------------------------------------
+    def conditioning_specs(self) -> list[ConditioningSpec]:
+        """The tensors the pipeline is driven by, read from its own configs."""
+        raise NotImplementedError
+
+    def _encode_text(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """The pipeline's own text-encoder features of ``prompts``: ``{spec.name: (B, L, D)}``."""
+        raise NotImplementedError
+
+    def _encode_output(self, sample: Any, options: dict[str, Any]) -> tuple[bytes, str, dict[str, Any]]:
+        """One generated sample (the first of the pipeline's output batch) -> ``(bytes, mime, metadata)``."""
+        raise NotImplementedError
+
+    # -- text features ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """The pipeline's own text features for ``prompts`` as ``{name: (B, L, D)}``, in exactly the form the
+        pipeline accepts as embeddings: the output projector's alignment targets."""
+        features = self._encode_text(list(prompts))
+        return {name: tensor.to(device=self.device, dtype=self.dtype) for name, tensor in features.items()}
+
+    def negative_conditioning(self) -> dict[str, torch.Tensor]:
+        """Empty-prompt features ``{name: (1, L, D)}`` for classifier-free guidance (computed once)."""
+        if self._negative is None:
+            self._negative = self.encode_text([""])
+        return self._negative
+
+    def validate(self, conditioning: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Check ``conditioning`` against :meth:`conditioning_specs`; return it as ``(1, L, D)`` tensors on the
+        pipeline's device and dtype. ``(L, D)`` tensors are accepted as a batch of one."""
+        specs = self.conditioning_specs()
+        unexpected = set(conditioning) - {spec.name for spec in specs}
+        if unexpected:
+            raise ValueError(f"{type(self).__name__}: unexpected conditioning {sorted(unexpected)}; "
+                             f"expected {[spec.name for spec in specs]}")
+        checked: dict[str, torch.Tensor] = {}
+        for spec in specs:
+            expected = (1, spec.length, spec.dim)
+            if spec.name not in conditioning:
+                raise ValueError(f"{type(self).__name__}: missing conditioning {spec.name!r} of shape {expected}")
+            tensor = conditioning[spec.name]
+            if tensor.dim() == 2:
+                tensor = tensor.unsqueeze(0)  # (L, D) -> (1, L, D)
+            if tuple(tensor.shape) != expected:
+                raise ValueError(f"{type(self).__name__}: conditioning {spec.name!r} must have shape {expected}, "
+                                 f"got {tuple(conditioning[spec.name].shape)}")
+            checked[spec.name] = tensor.detach().to(device=self.device, dtype=self.dtype)
+        return checked
+
+    # -- generation ---------------------------------------------------------------------------------------------
+    def generate(
+        self,
+        conditioning: Mapping[str, torch.Tensor],
+        *,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        seed: int | None = None,
+        progress: Progress | None = None,
+        **options: Any,
+    ) -> GeneratedMedia:
+        """Generate one medium from ``conditioning`` (``{name: (1, L, D)}``, e.g. an output projector's result).
+
+        Args:
+            conditioning: one tensor per :meth:`conditioning_specs` entry.
+            num_inference_steps: denoising steps (default ``cfg.num_inference_steps``).
+            guidance_scale: classifier-free guidance weight (default ``cfg.guidance_scale``; ``<= 1`` disables it).
+            seed: seed of the initial noise (default: the tool's seed); the same seed gives identical bytes.
+            progress: called as ``progress(step, total)`` after each denoising step, ``step`` = 1..total. It may
+                raise to cancel the generation.
+            options: per-call overrides of ``cfg.options`` (:attr:`call_options` and :attr:`output_options`).
+        """
+        # 1. Resolve the call parameters: explicit arguments win over the config
+        steps = num_inference_steps or self.cfg.num_inference_steps
+        guidance = self.cfg.guidance_scale if guidance_scale is None else guidance_scale
+        seed = self.seed if seed is None else seed
+        unknown = set(options) - set(self.call_options) - set(self.output_options)
+        if unknown:
+            raise ValueError(self._unknown_options_message(unknown))
+        merged = {**self.call_options, **self.output_options, **self.cfg.options, **options}
+
+        # 2. Validate the conditioning and pair it with the empty-prompt negatives (the pipeline batches
+        #    [negative, conditional] itself for classifier-free guidance)
+        positive = self.validate(conditioning)
+        negative = self.negative_conditioning()
+        kwargs: dict[str, Any] = {}
+        for name, tensor in positive.items():
+            kwargs[name] = tensor
+            kwargs[f"negative_{name}"] = negative[name]
+        for name, mask in self.attention_masks.items():
+            ones = torch.ones(positive[name].shape[:2], dtype=torch.long, device=self.device)  # (1, L)
+            kwargs[mask] = ones
+            kwargs[f"negative_{mask}"] = ones
+
+        # 3. Modality knobs the pipeline takes (height/width, num_frames, audio_length_in_s ...)
+        kwargs.update({key: merged[key] for key in self.call_options if merged[key] is not None})
+
+        # 4. Progress reporting in whichever callback style the pipeline supports
+        kwargs.update(progress_kwargs(self.pipeline, progress, steps))
+
+        # 5. Denoise with a seeded CPU generator, so the noise is the same on every device
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        with torch.no_grad():
+            output = self.pipeline(num_inference_steps=steps, guidance_scale=guidance, generator=generator,
+                                   output_type=self.output_type, **kwargs)
+
+        # 6. Encode the first (only) sample of the output batch
+        data, mime, metadata = self._encode_output(output[0][0], merged)
+        metadata.update(steps=steps, guidance_scale=guidance, seed=int(seed))
+        return GeneratedMedia(data=data, mime=mime, modality=self.modality, metadata=metadata)
+
+    def _unknown_options_message(self, unknown: set[str]) -> str:
+        known = sorted({*self.call_options, *self.output_options})
+        return f"{type(self).__name__}: unknown options {sorted(unknown)}; known options: {known}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.cfg.model!r}, device={self.device}, dtype={self.dtype})"
+
+
+class ClipTextConditioning:
+    """Mixin for pipelines conditioned on one CLIP text encoder's last hidden states (Stable Diffusion,
+    ModelScope text-to-video): ``prompt_embeds`` of ``(tokenizer.model_max_length, text_encoder.hidden_size)``,
+    computed with the pipeline's own ``encode_prompt``."""
+
+    pipeline: Any
+
+    def conditioning_specs(self) -> list[ConditioningSpec]:
+        return [ConditioningSpec("prompt_embeds", self.pipeline.tokenizer.model_max_length,
+                                 self.pipeline.text_encoder.config.hidden_size)]
+
+    def _encode_text(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        prompt_embeds, _ = self.pipeline.encode_prompt(prompts, self.pipeline.device, 1, False)
+        return {"prompt_embeds": prompt_embeds}  # (B, 77, D) for the real checkpoints
+
+
+def build_generator(cfg: GeneratorConfig, **kwargs: Any) -> GeneratorTool:
+    """Build the generator tool ``cfg.kind`` names (``device=``, ``dtype=``, ``seed=`` go to ``from_config``)."""
+    from generators import GENERATORS
+
+    return GENERATORS.get(cfg.kind).from_config(cfg, **kwargs)

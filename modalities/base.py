@@ -1,0 +1,133 @@
+"""The frozen modality encoder interface every input modality implements.
+
+An encoder turns a batch of decoded media (what :mod:`modalities.media` returns) into features of shape
+``(B, G, T, D_enc)``: ``B`` items, ``G`` groups per item (1 for an image or an audio clip, the number of frames
+for a video), ``T`` tokens per group, ``D_enc`` channels. The input projector then maps each group's
+``(T, D_enc)`` to the LLM's embedding width.
+
+Encoders are frozen: parameters never require gradients, the module stays in eval mode even when a parent
+module calls ``.train()``, and ``forward`` runs without autograd. They load real Hugging Face models with
+``from_pretrained`` on whatever :func:`orchestrator.tiny.resolve_model` returns, so a hub id, a local path and
+an ``@tiny/<name>`` test component all take the same code path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+from modalities import ENCODERS, build_encoder  # noqa: F401  (re-exported: ``from modalities.base import ENCODERS``)
+from orchestrator.config import ModalityConfig
+from orchestrator.tiny import is_tiny, resolve_model
+
+E = TypeVar("E", bound="ModalityEncoder")
+
+
+class ModalityEncoder(nn.Module):
+    """A frozen encoder: decoded media -> features ``(B, G, T, D_enc)``.
+
+    Subclasses set :attr:`input_kind` and :attr:`kind`, implement :meth:`load` (build the module from a
+    resolved model folder or id), :meth:`preprocess`, :meth:`forward` and the size properties, and extend
+    :meth:`cache_fields` with whatever else changes their features.
+    """
+
+    input_kind: ClassVar[str]
+    """Which media decoder feeds this encoder: ``"image"``, ``"audio"`` or ``"video"``."""
+
+    kind: ClassVar[str] = ""
+    """The registry kind this class is normally registered under (used in cache keys)."""
+
+    def __init__(self, cfg: ModalityConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model_ref = cfg.model  # replaced by from_config with a seed-qualified name for @tiny models
+
+    # -- construction ----------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(
+        cls: type[E],
+        cfg: ModalityConfig,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+    ) -> E:
+        """Load ``cfg.model`` (hub id, local path or ``@tiny/<name>``), move it to ``device``/``dtype``, freeze it."""
+        path = resolve_model(cfg.model, seed)
+        encoder = cls.load(cfg, path)
+        encoder.model_ref = f"{cfg.model}#seed{seed}" if is_tiny(cfg.model) else cfg.model
+        encoder.to(device=device, dtype=dtype)
+        return encoder.freeze()
+
+    @classmethod
+    def load(cls: type[E], cfg: ModalityConfig, path: str) -> E:
+        """Build the encoder from a resolved model path or hub id (``from_pretrained(path)``)."""
+        raise NotImplementedError
+
+    def freeze(self: E) -> E:
+        """Stop gradients to every parameter and switch to eval mode; returns ``self``."""
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+        super().train(False)
+        return self
+
+    def train(self: E, mode: bool = True) -> E:
+        """Frozen encoders ignore ``train(True)`` so dropout never switches on under a training parent."""
+        return super().train(False)
+
+    # -- sizes -----------------------------------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        """``D_enc``: channels of the returned features."""
+        raise NotImplementedError
+
+    @property
+    def tokens_per_group(self) -> int:
+        """``T``: tokens per group (per image, per audio clip, per video frame)."""
+        raise NotImplementedError
+
+    @property
+    def groups(self) -> int:
+        """``G``: groups per item (1 for images and audio, the number of frames for video)."""
+        return 1
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    # -- running ---------------------------------------------------------------------------------------------
+    def preprocess(self, items: list) -> dict[str, torch.Tensor]:
+        """Decoded media objects -> batched model inputs (CPU tensors) for :meth:`forward`."""
+        raise NotImplementedError
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:  # noqa: D401 - documented in subclasses
+        raise NotImplementedError
+
+    def encode(self, items: list) -> torch.Tensor:
+        """Convenience: ``forward(**preprocess(items))`` -> ``(B, G, T, D_enc)``."""
+        return self(**self.preprocess(items))
+
+    def _to_model(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Move an input tensor to the model's device, and floating tensors to its dtype."""
+        if tensor.is_floating_point():
+            return tensor.to(device=self.device, dtype=self.dtype)
+        return tensor.to(device=self.device)
+
+    # -- feature caches --------------------------------------------------------------------------------------
+    def cache_fields(self) -> dict[str, Any]:
+        """Everything that determines the features; subclasses add their own knobs."""
+        return {"kind": self.kind or type(self).__name__, "model": self.model_ref, "dtype": str(self.dtype)}
+
+    def cache_key(self) -> str:
+        """A short stable key for feature caches: ``<kind>-<16 hex digits of a hash of cache_fields()>``."""
+        fields = self.cache_fields()
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+        return f"{fields['kind']}-{digest[:16]}"

@@ -1,0 +1,100 @@
+"""Frozen vision towers for images: CLIP (LLaVA's choice) and SigLIP.
+
+Both run a Hugging Face vision transformer with ``output_hidden_states=True`` and take the patch features of
+one hidden layer (``cfg.feature_layer``; LLaVA-1.5 uses the penultimate one, ``-2``), dropping the CLS token
+unless ``cfg.keep_cls``. The only differences between the two -- model class, whether there is a CLS token --
+are class attributes of :class:`VisionTowerEncoder`.
+
+Image processors are loaded with the PIL backend (``backend="pil"``): transformers 5's default "fast"
+processors need torchvision, which mmgraph does not depend on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, CLIPVisionModel, PreTrainedModel, SiglipVisionModel
+
+from modalities.base import ModalityEncoder
+from orchestrator.config import ModalityConfig
+from orchestrator.errors import ConfigError
+
+
+class VisionTowerEncoder(ModalityEncoder):
+    """A ViT image encoder: images -> patch features ``(B, 1, T, D)`` from one hidden layer.
+
+    Subclasses set :attr:`model_class` (a transformers vision model class) and :attr:`has_cls`.
+    """
+
+    input_kind: ClassVar[str] = "image"
+    model_class: ClassVar[type[PreTrainedModel]]
+    has_cls: ClassVar[bool] = True
+
+    def __init__(self, cfg: ModalityConfig, model: PreTrainedModel, processor: Any) -> None:
+        super().__init__(cfg)
+        self.model = model
+        self.processor = processor
+        layers = model.config.num_hidden_layers
+        # hidden_states holds the embeddings plus one entry per layer: valid indices are -(L+1) .. L.
+        if not -(layers + 1) <= cfg.feature_layer <= layers:
+            raise ConfigError(
+                f"feature_layer {cfg.feature_layer} is out of range for {cfg.model!r} with {layers} layers "
+                f"(valid: {-(layers + 1)} .. {layers})"
+            )
+        self.feature_layer = cfg.feature_layer
+        self.keep_cls = bool(cfg.keep_cls and self.has_cls)  # SigLIP has no CLS: keep_cls is a no-op
+
+    @classmethod
+    def load(cls, cfg: ModalityConfig, path: str) -> "VisionTowerEncoder":
+        model = cls.model_class.from_pretrained(path)
+        processor = AutoImageProcessor.from_pretrained(path, backend="pil")
+        return cls(cfg, model, processor)
+
+    # -- sizes -----------------------------------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def num_patches(self) -> int:
+        return (self.model.config.image_size // self.model.config.patch_size) ** 2
+
+    @property
+    def tokens_per_group(self) -> int:
+        return self.num_patches + (1 if self.keep_cls else 0)
+
+    # -- running ---------------------------------------------------------------------------------------------
+    def preprocess(self, items: list[Image.Image]) -> dict[str, torch.Tensor]:
+        """RGB PIL images -> ``{"pixel_values": (B, 3, H, W)}`` with the checkpoint's resize/crop/normalise."""
+        batch = self.processor(images=[image.convert("RGB") for image in items], return_tensors="pt")
+        return {"pixel_values": batch["pixel_values"]}
+
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``pixel_values`` (B, 3, H, W) -> features (B, 1, T, D)."""
+        outputs = self.model(pixel_values=self._to_model(pixel_values), output_hidden_states=True)
+        features = outputs.hidden_states[self.feature_layer]  # (B, [CLS] + N, D)
+        if self.has_cls and not self.keep_cls:
+            features = features[:, 1:]  # drop CLS: (B, N, D)
+        return features.unsqueeze(1)  # (B, T, D) -> (B, G=1, T, D)
+
+    def cache_fields(self) -> dict[str, Any]:
+        return {**super().cache_fields(), "feature_layer": self.feature_layer, "cls": self.keep_cls}
+
+
+class ClipVisionEncoder(VisionTowerEncoder):
+    """CLIP ViT vision tower (``CLIPVisionModel``), e.g. ``openai/clip-vit-large-patch14-336`` as in LLaVA-1.5."""
+
+    kind: ClassVar[str] = "clip_vision"
+    model_class = CLIPVisionModel
+    has_cls = True
+
+
+class SiglipVisionEncoder(VisionTowerEncoder):
+    """SigLIP vision tower (``SiglipVisionModel``); it has no CLS token, so every position is a patch."""
+
+    kind: ClassVar[str] = "siglip_vision"
+    model_class = SiglipVisionModel
+    has_cls = False
