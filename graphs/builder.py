@@ -15,11 +15,13 @@ from langgraph.graph import END, START, StateGraph
 from graphs import nodes
 from graphs.context import RunContext
 from graphs.state import InputState, OutputState, State
+from orchestrator.config import SystemConfig
 
 
-def build_graph(generator_names: Iterable[str]) -> StateGraph:
-    """The uncompiled graph, so callers can add their own nodes and edges before compiling."""
-    generator_names = list(generator_names)
+def build_graph(system: "SystemConfig | Iterable[str]") -> StateGraph:
+    """The uncompiled graph for a SystemConfig (or a list of generator names), so callers can add their own
+    nodes and edges before compiling."""
+    generator_names = list(system.generators if isinstance(system, SystemConfig) else system)
     graph = StateGraph(State, context_schema=RunContext, input_schema=InputState, output_schema=OutputState)
     graph.add_node("ingest", nodes.ingest)
     graph.add_node("encode", nodes.encode)
@@ -38,5 +40,5 @@ def build_graph(generator_names: Iterable[str]) -> StateGraph:
     return graph
 
 
-def compile_graph(generator_names: Iterable[str], checkpointer=None, **kwargs):
-    return build_graph(generator_names).compile(checkpointer=checkpointer, name="mmgraph", **kwargs)
+def compile_graph(system: "SystemConfig | Iterable[str]", checkpointer=None, **kwargs):
+    return build_graph(system).compile(checkpointer=checkpointer, name="mmgraph", **kwargs)

@@ -155,6 +155,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmgraph", description="Any-to-any multimodal assistants on LangGraph.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="keep library logs and loading bars")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run one turn and print the reply")
@@ -184,8 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """Model-loading bars and library deprecation chatter drown the conversation; ``-v`` keeps them."""
+    import diffusers
+    import transformers
+
+    for lib in (transformers, diffusers):
+        lib.utils.logging.set_verbosity_error()
+        lib.utils.logging.disable_progress_bar()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        _quiet_libraries()
     try:
         return args.func(args)
     except MMGraphError as exc:

@@ -63,7 +63,7 @@ def run_demo(args) -> int:
         note = ("This is the tiny-random system: real model classes with RANDOM weights. The pipeline runs end "
                 "to end, but the text and media are noise until trained weights ship (the tinyworld preset).")
         print(f"NOTE: {note}", file=sys.stderr)
-    prompt = "What are in this picture, this clip and this sound? Then draw a picture, animate a video and play a sound."
+    prompt = "What is in this picture, this clip and this sound? Then draw a picture, animate a video and play a sound."
     print(f"user> {prompt}\nbot> ", end="", flush=True)
     start = time.perf_counter()
     reply = None
