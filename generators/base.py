@@ -21,6 +21,9 @@ supports), and the pipeline call. A subclass declares its pipeline class and the
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
+
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
@@ -113,7 +116,7 @@ def freeze(pipeline: Any) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # the tool
 # ---------------------------------------------------------------------------------------------------------------
-class GeneratorTool:
+class GeneratorTool(ABC):
     """A frozen diffusers pipeline driven by conditioning embeddings; one call produces one encoded medium.
 
     Build it with :meth:`from_config` (or :func:`build_generator`). ``generate(conditioning)`` validates the
@@ -187,17 +190,20 @@ class GeneratorTool:
                 yield from component.parameters()
 
     # -- hooks for subclasses -----------------------------------------------------------------------------------
+    @abstractmethod
     def conditioning_specs(self) -> list[ConditioningSpec]:
         """The tensors the pipeline is driven by, read from its own configs."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _encode_text(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """The pipeline's own text-encoder features of ``prompts``: ``{spec.name: (B, L, D)}``."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _encode_output(self, sample: Any, options: dict[str, Any]) -> tuple[bytes, str, dict[str, Any]]:
         """One generated sample (the first of the pipeline's output batch) -> ``(bytes, mime, metadata)``."""
-        raise NotImplementedError
+        ...
 
     # -- text features ------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -18,6 +18,8 @@ They are trained with :func:`alignment_loss` against the generator's own text-en
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from typing import Sequence
 
 import torch
@@ -28,7 +30,7 @@ from generators.base import ConditioningSpec
 from orchestrator.config import OutputProjectorConfig
 
 
-class OutputProjector(nn.Module):
+class OutputProjector(nn.Module, ABC):
     """Base class: validates the input, adds the input embeddings, and delegates to :meth:`project`.
 
     Args:
@@ -63,9 +65,10 @@ class OutputProjector(nn.Module):
             x = hidden + input_embeds  # NExT-GPT / GILL: last-layer states + the signal tokens' input embeddings
         return self.project(x)
 
+    @abstractmethod
     def project(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(B, k, D_llm)`` -> ``{spec.name: (B, L, D)}``."""
-        raise NotImplementedError
+        ...
 
     def extra_repr(self) -> str:
         specs = ", ".join(f"{s.name}={s.length}x{s.dim}" for s in self.specs)

@@ -13,6 +13,8 @@ an ``@tiny/<name>`` test component all take the same code path.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import hashlib
 import json
 from typing import Any, ClassVar, TypeVar
@@ -27,7 +29,7 @@ from orchestrator.tiny import is_tiny, resolve_model
 E = TypeVar("E", bound="ModalityEncoder")
 
 
-class ModalityEncoder(nn.Module):
+class ModalityEncoder(nn.Module, ABC):
     """A frozen encoder: decoded media -> features ``(B, G, T, D_enc)``.
 
     Subclasses set :attr:`input_kind` and :attr:`kind`, implement :meth:`load` (build the module from a
@@ -64,9 +66,10 @@ class ModalityEncoder(nn.Module):
         return encoder.freeze()
 
     @classmethod
+    @abstractmethod
     def load(cls: type[E], cfg: ModalityConfig, path: str) -> E:
         """Build the encoder from a resolved model path or hub id (``from_pretrained(path)``)."""
-        raise NotImplementedError
+        ...
 
     def freeze(self: E) -> E:
         """Stop gradients to every parameter and switch to eval mode; returns ``self``."""
@@ -81,14 +84,16 @@ class ModalityEncoder(nn.Module):
 
     # -- sizes -----------------------------------------------------------------------------------------------
     @property
+    @abstractmethod
     def hidden_size(self) -> int:
         """``D_enc``: channels of the returned features."""
-        raise NotImplementedError
+        ...
 
     @property
+    @abstractmethod
     def tokens_per_group(self) -> int:
         """``T``: tokens per group (per image, per audio clip, per video frame)."""
-        raise NotImplementedError
+        ...
 
     @property
     def groups(self) -> int:
@@ -104,12 +109,14 @@ class ModalityEncoder(nn.Module):
         return next(self.parameters()).dtype
 
     # -- running ---------------------------------------------------------------------------------------------
+    @abstractmethod
     def preprocess(self, items: list) -> dict[str, torch.Tensor]:
         """Decoded media objects -> batched model inputs (CPU tensors) for :meth:`forward`."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:  # noqa: D401 - documented in subclasses
-        raise NotImplementedError
+        ...
 
     def encode(self, items: list) -> torch.Tensor:
         """Convenience: ``forward(**preprocess(items))`` -> ``(B, G, T, D_enc)``."""

@@ -15,6 +15,8 @@ A video's ``(B, G, T, D)`` features are projected group by group: flatten to ``(
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import nn
 
@@ -79,7 +81,7 @@ class FeedForward(nn.Sequential):
         super().__init__(nn.LayerNorm(width), nn.Linear(width, mult * width), nn.GELU(), nn.Linear(mult * width, width))
 
 
-class QueryProjector(InputProjector):
+class QueryProjector(InputProjector, ABC):
     """Shared parts of the query-based projectors: width, learned queries, input/output maps.
 
     Features are mapped to the inner width ``W = cfg.width or out_dim``; ``cfg.num_queries`` learned queries of
@@ -102,11 +104,13 @@ class QueryProjector(InputProjector):
         self.norm_out = nn.LayerNorm(width)
         self.output_proj = nn.Linear(width, out_dim)
 
+    @abstractmethod
     def make_block(self, width: int, heads: int) -> nn.ModuleDict:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def run_block(self, block: nn.ModuleDict, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        ...
 
     def num_output_tokens(self, num_input_tokens: int) -> int:
         return self.cfg.num_queries

@@ -1,0 +1,1 @@
+"""MM PT and MM IT training of the projectors."""
