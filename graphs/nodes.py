@@ -15,7 +15,6 @@ from langgraph.types import Overwrite, Send
 
 from graphs.context import RunContext
 from graphs.state import State
-from orchestrator.artifacts import ArtifactRef
 from orchestrator.backbone import Media, Signal, Text, Turn
 from orchestrator.errors import UnsupportedModalityError
 
@@ -207,7 +206,3 @@ def merge(state: State) -> dict:
         "reply": reply,
         "history": [{"role": "user", "parts": state["inputs"]}, {"role": "assistant", "parts": reply}],
     }
-
-
-def artifact_ref(part: dict) -> ArtifactRef:
-    return ArtifactRef.from_dict(part["artifact"])

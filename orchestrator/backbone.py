@@ -163,15 +163,12 @@ class Backbone(nn.Module):
     def _add_tokens(self, placeholders: dict[str, str], signals: dict[str, list[str]]) -> None:
         tok = self.tokenizer
         new_tokens = list(placeholders.values()) + [t for group in signals.values() for t in group]
-        clashes = [t for t in new_tokens if t in tok.get_vocab()]
         old_size = self.model.get_input_embeddings().weight.shape[0]
         tok.add_special_tokens({"additional_special_tokens": new_tokens}, replace_extra_special_tokens=False)
         new_size = max(len(tok), old_size)
         if new_size != old_size:
             self.model.resize_token_embeddings(new_size, mean_resizing=False)
             self._init_new_rows(old_size, new_size)
-        if clashes:  # tokens that were already in the vocabulary keep their rows, which is fine but worth knowing
-            self._preexisting_tokens = clashes
         self.placeholder_ids = {m: tok.convert_tokens_to_ids(t) for m, t in placeholders.items()}
         self.signal_ids = {g: [tok.convert_tokens_to_ids(t) for t in group] for g, group in signals.items()}
         self.signal_start = {ids[0]: g for g, ids in self.signal_ids.items()}
@@ -439,9 +436,7 @@ class Backbone(nn.Module):
                     if not text.endswith("\ufffd") and len(text) > len(text_so_far):
                         on_text(text[len(text_so_far):])
                         text_so_far = text
-        if group is not None:  # cancelled mid-group: drop the partial call
-            group = None
-        flush_text()
+        flush_text()  # a group cut off by cancellation is dropped: it never reaches ``segments``
         return GenerationResult(segments, finish, inputs_embeds.shape[1], produced)
 
     def _choose(self, logits, banned, pending, budget, eos, temperature, top_p, rng) -> int:
