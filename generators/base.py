@@ -21,17 +21,17 @@ supports), and the pipeline call. A subclass declares its pipeline class and the
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
-
+import hashlib
 import inspect
+import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 
 from orchestrator.config import GeneratorConfig
-from orchestrator.tiny import resolve_model
+from orchestrator.tiny import is_tiny, resolve_model
 
 Progress = Callable[[int, int], None]
 
@@ -182,6 +182,15 @@ class GeneratorTool(ABC):
     @property
     def signal_tokens(self) -> list[str]:
         return [f"[{self.signal_prefix}{i}]" for i in range(self.cfg.num_signal_tokens)]
+
+    def cache_key(self) -> str:
+        """A stable key for caches of :meth:`encode_text` targets: ``<kind>-<16 hex digits>`` of the model (with
+        the seed of an ``@tiny`` one), the dtype and the conditioning shapes."""
+        model = f"{self.cfg.model}#seed{self.seed}" if is_tiny(self.cfg.model) else self.cfg.model
+        fields = {"kind": self.cfg.kind, "model": model, "dtype": str(self.dtype),
+                  "specs": [(s.name, s.length, s.dim) for s in self.conditioning_specs()]}
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+        return f"{self.cfg.kind}-{digest[:16]}"
 
     def parameters(self):
         """All parameters of the (frozen) pipeline modules."""

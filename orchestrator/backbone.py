@@ -137,6 +137,7 @@ class Backbone(nn.Module):
         self.model.requires_grad_(False)
         self.model.eval()
         self._install_signal_row_gradients()
+        self.lora_settings: dict | None = None
         self._template_cache: dict[str, list[int]] = {}
 
     # -- construction --------------------------------------------------------------------------------------------
@@ -225,6 +226,45 @@ class Backbone(nn.Module):
             if name in state:
                 param[torch.tensor(ids, device=param.device)] = state[name].to(param.device, param.dtype)
 
+    # -- LoRA adapters (MM IT) --------------------------------------------------------------------------------
+    def add_lora(self, *, r: int = 8, alpha: int = 16, dropout: float = 0.0,
+                 targets: str | list[str] = "all-linear", seed: int = 0) -> dict:
+        """Inject LoRA adapters (peft) into the LLM's linear layers; only the adapters (and the signal rows) train.
+
+        Returns the settings, which :meth:`lora_settings` reports and weight files record so the adapters can be
+        re-created before their tensors are loaded.
+        """
+        from peft import LoraConfig, inject_adapter_in_model
+
+        if self.lora_settings is not None:
+            raise PromptError(f"this backbone already has LoRA adapters ({self.lora_settings})")
+        settings = {"r": int(r), "alpha": int(alpha), "dropout": float(dropout), "targets": targets}
+        torch.manual_seed(seed)  # lora_A is drawn from the global generator
+        inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                                           bias="none"), self.model)
+        for param in self._signal_row_params.values():  # peft marks everything but the adapters frozen
+            param.requires_grad_(True)
+        if not self.lora_parameters():
+            raise PromptError(f"LoRA targets {targets!r} matched no layer of {type(self.model).__name__}")
+        self.lora_settings = settings
+        return settings
+
+    def lora_parameters(self) -> dict[str, nn.Parameter]:
+        """The LoRA adapter parameters: name -> parameter (empty without adapters)."""
+        return {name: p for name, p in self.model.named_parameters() if "lora_" in name}
+
+    def lora_state(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().cpu().clone() for name, p in self.lora_parameters().items()}
+
+    @torch.no_grad()
+    def load_lora(self, state: dict[str, torch.Tensor]) -> None:
+        params = self.lora_parameters()
+        if set(state) != set(params):
+            missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+            raise PromptError(f"LoRA tensors do not fit this backbone: missing {missing[:3]}, unexpected {extra[:3]}")
+        for name, value in state.items():
+            params[name].copy_(value.to(params[name].device, params[name].dtype))
+
     # -- properties ----------------------------------------------------------------------------------------------
     @property
     def hidden_size(self) -> int:
@@ -282,7 +322,8 @@ class Backbone(nn.Module):
                 put([self.tokenizer.eos_token_id], True)
             put(self._template(fmt.turn_separator))
         if add_generation_prompt:
-            put(self._template(fmt.assistant_prefix.rstrip()))
+            # exactly the prefix training put before each assistant turn, so the first reply token is in context
+            put(self._template(fmt.assistant_prefix))
         return Prompt(ids, mask)
 
     # -- embedding splice -----------------------------------------------------------------------------------------
@@ -384,14 +425,26 @@ class Backbone(nn.Module):
         produced = 0
         finish: Literal["stop", "length", "cancelled"] = "length"
 
+        emitted_upto = 0  # text_ids[:emitted_upto] are covered by text_so_far
+
+        def delta_text(text: str) -> str:
+            """What to add to ``text_so_far``: the new suffix of the full decode, or -- where decoding is not
+            prefix-stable (invalid UTF-8 from byte-fallback tokens) -- the new tokens decoded on their own, so the
+            streamed pieces always concatenate to the span's text."""
+            if text.startswith(text_so_far):
+                return text[len(text_so_far):]
+            return self.tokenizer.decode(text_ids[emitted_upto:], skip_special_tokens=True)
+
         def flush_text() -> None:
-            nonlocal text_ids, text_so_far
+            nonlocal text_ids, text_so_far, emitted_upto
             if text_ids:
-                text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
-                if on_text is not None and len(text) > len(text_so_far):  # bytes held back as incomplete
-                    on_text(text[len(text_so_far):])
-                segments.append(TextSpan(text, text_ids))
-            text_ids, text_so_far = [], ""
+                if emitted_upto < len(text_ids):  # tokens held back as incomplete, or not streamed at all
+                    delta = delta_text(self.tokenizer.decode(text_ids, skip_special_tokens=True))
+                    if on_text is not None and delta:
+                        on_text(delta)
+                    text_so_far += delta
+                segments.append(TextSpan(text_so_far, text_ids))
+            text_ids, text_so_far, emitted_upto = [], "", 0
 
         while True:
             if cancel is not None and cancel.is_set():
@@ -434,8 +487,10 @@ class Backbone(nn.Module):
                 if on_text is not None:
                     text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
                     if not text.endswith("\ufffd") and len(text) > len(text_so_far):
-                        on_text(text[len(text_so_far):])
-                        text_so_far = text
+                        delta = delta_text(text)
+                        on_text(delta)
+                        text_so_far += delta
+                        emitted_upto = len(text_ids)
         flush_text()  # a group cut off by cancellation is dropped: it never reaches ``segments``
         return GenerationResult(segments, finish, inputs_embeds.shape[1], produced)
 

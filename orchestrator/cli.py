@@ -1,9 +1,10 @@
-"""The ``mmgraph`` command line: ``run``, ``chat``, ``graph`` and ``demo``.
+"""The ``mmgraph`` command line: ``run``, ``chat``, ``graph``, ``demo`` and ``train``.
 
     mmgraph run "What is this? Then draw it." --image a.png --generate image --out out/
     mmgraph chat                       # REPL: /image PATH, /audio PATH, /video PATH, /generate image, /new, /quit
     mmgraph graph [--config CONFIG]    # the graph as mermaid
     mmgraph demo --out out/demo        # a scripted any-to-any turn, printed as it streams, with an HTML report
+    mmgraph train pt --config system.yaml --data pairs.jsonl --out runs/pt      # train the projectors
 """
 
 from __future__ import annotations
@@ -153,6 +154,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from orchestrator.training import train
+
+    options = {"epochs": args.epochs, "max_steps": args.steps, "stop_after": args.stop_after,
+               "batch_size": args.batch_size, "lr": args.lr, "lora_lr": args.lora_lr, "align_weight": args.align_weight,
+               "save_every": args.save_every, "cache_dir": args.cache, "seed": args.seed, "lora_r": args.lora_r}
+    options = {k: v for k, v in options.items() if v is not None}
+    result = train(args.config, args.data, args.out, stage=args.stage, init=args.init, lora=args.lora,
+                   resume=args.resume, overwrite=args.overwrite, device=args.device or "auto",
+                   progress=not args.no_progress, **options)
+    last = result.history[-1] if result.history else {}
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.endswith("loss") or k.startswith("align/"))
+    print(f"{args.stage}: {result.steps} steps{' (stopped; --resume continues)' if not result.finished else ''}; "
+          f"last step: {losses or 'n/a'}; outputs in {result.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmgraph", description="Any-to-any multimodal assistants on LangGraph.")
     parser.add_argument("-v", "--verbose", action="store_true", help="keep library logs and loading bars")
@@ -177,6 +195,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("graph", help="print the graph (mermaid)")
     p.add_argument("--config", default=None)
     p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("train", help="train the projectors: multimodal pre-training (pt) or instruction tuning (it)",
+                       description="Train input/output projectors and signal-token rows (and LoRA adapters with "
+                                   "--lora) with encoders, LLM and generators frozen. Several processes: run under "
+                                   "torchrun or accelerate launch. See docs/training.md.")
+    p.add_argument("stage", choices=["pt", "it"], help="pt: MM pre-training on pairs; it: MM instruction tuning")
+    p.add_argument("--config", default=None, help="preset name or system YAML")
+    p.add_argument("--data", nargs="+", required=True, help="JSON / JSONL data file(s)")
+    p.add_argument("--out", required=True, help="output folder (weights, log.jsonl, loss.png, checkpoint/)")
+    p.add_argument("--init", default=None, help="start from this run's trainable weights (e.g. the PT run)")
+    p.add_argument("--lora", action="store_true", help="also train LoRA adapters on the LLM")
+    p.add_argument("--lora-r", type=int, default=None, help="LoRA rank (default 8)")
+    p.add_argument("--lora-lr", type=float, default=None, help="learning rate of the LoRA adapters (default 2e-4)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="length of the run in steps (overrides --epochs)")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after N steps, resumable with --resume")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch size (default 8)")
+    p.add_argument("--lr", type=float, default=None, help="projector learning rate (default: pt 1e-3, it 2e-4)")
+    p.add_argument("--align-weight", type=float, default=None, help="weight of the alignment loss (default 1)")
+    p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start again even if OUT holds a run")
+    p.add_argument("--cache", default=None, help="feature cache folder (default $MMGRAPH_HOME/cache/features)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or audit table")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="a scripted any-to-any turn with an HTML report")
     p.add_argument("--out", default="out/demo")

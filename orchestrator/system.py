@@ -8,6 +8,7 @@ safetensors, next to the resolved config.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -223,7 +224,8 @@ class MMSystem(nn.Module):
         state = {f"input_projectors.{k}": v for k, v in self.input_projectors.state_dict().items()}
         state.update({f"output_projectors.{k}": v for k, v in self.output_projectors.state_dict().items()})
         state.update({f"signal_rows.{k}": v for k, v in self.backbone.signal_rows_state().items()})
-        return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        state.update({f"lora.{k}": v for k, v in self.backbone.lora_state().items()})
+        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}  # a snapshot
 
     def save_trainable(self, directory: str | Path) -> Path:
         """Write ``trainable.safetensors`` and the resolved ``system.yaml`` into ``directory``."""
@@ -231,19 +233,23 @@ class MMSystem(nn.Module):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file(self.trainable_state_dict(), str(directory / WEIGHTS_FILE))
+        # LoRA settings travel in the file's metadata, so loading can re-create the adapters first.
+        metadata = {"lora": json.dumps(self.backbone.lora_settings)} if self.backbone.lora_settings else None
+        save_file(self.trainable_state_dict(), str(directory / WEIGHTS_FILE), metadata=metadata)
         self.config.save(directory / CONFIG_FILE)
         return directory
 
     def load_trainable(self, directory: str | Path) -> None:
         """Load trainable weights saved by :meth:`save_trainable` (safetensors only; never unpickles)."""
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
         path = Path(directory)
         path = path / WEIGHTS_FILE if path.is_dir() else path
         if not path.exists():
             raise ConfigError(f"no trainable weights at {path}")
-        state = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
         groups: dict[str, dict[str, torch.Tensor]] = {}
         for key, value in state.items():
             group, _, rest = key.partition(".")
@@ -255,3 +261,9 @@ class MMSystem(nn.Module):
             raise ConfigError(f"{path} does not fit this system's projectors: {exc}") from exc
         if "signal_rows" in groups:
             self.backbone.load_signal_rows(groups["signal_rows"])
+        if "lora" in groups:
+            if self.backbone.lora_settings is None:
+                if "lora" not in metadata:
+                    raise ConfigError(f"{path} holds LoRA tensors but no LoRA settings in its metadata")
+                self.backbone.add_lora(**json.loads(metadata["lora"]))
+            self.backbone.load_lora(groups["lora"])

@@ -62,6 +62,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from orchestrator.errors import MMGraphError
+
 __all__ = [
     "DataError",
     "MediaSeg",
@@ -130,7 +132,7 @@ class Sample:
         return [seg for _, segs in self.turns for seg in segs if isinstance(seg, OutputSeg)]
 
 
-class DataError(ValueError):
+class DataError(MMGraphError, ValueError):
     """A data file holds bad rows. ``errors`` lists each problem as ``"{file}:{line}: {what is wrong}"``."""
 
     def __init__(self, errors: list[str], *, file: str | Path | None = None) -> None:

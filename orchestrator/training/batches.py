@@ -1,0 +1,135 @@
+"""From validated samples to training batches: token ids, labels, cached features and alignment targets.
+
+Each :class:`~orchestrator.training.data.Sample` is laid out once with the backbone's own prompt builder (the same
+template the assistant uses at inference), so training and serving never disagree about the format:
+
+- a :class:`~orchestrator.training.data.MediaSeg` becomes its modality's placeholder, expanded to as many slots as
+  the input projector emits; its features come from the encoder feature cache by the file's content hash;
+- an :class:`~orchestrator.training.data.OutputSeg` becomes the generator's ``k`` signal tokens, and its caption's
+  text-encoder features (from the target cache) are the output projector's alignment target;
+- labels are the assistant tokens (text, signal tokens and the closing EOS); everything else is ``-100``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from orchestrator.backbone import Backbone, Media, Signal, Text, Turn
+from orchestrator.training.data import MediaSeg, OutputSeg, Sample, TextSeg
+
+IGNORE = -100
+
+
+@dataclass
+class Encoded:
+    """One sample, tokenised: ids and labels, the media it consumes and the outputs it produces, in prompt order."""
+
+    id: str
+    input_ids: list[int]
+    labels: list[int]
+    media: list[tuple[str, str]] = field(default_factory=list)  # (modality, content hash), in order of appearance
+    outputs: list[tuple[str, str, int]] = field(default_factory=list)  # (generator, caption hash, first position)
+
+
+@dataclass
+class Batch:
+    """Tensors for one step.
+
+    input_ids, attention_mask, labels: ``(B, L)``, right-padded.
+    features: modality -> ``(N, G, T, D_enc)`` cached encoder features of the batch's items, in the order their
+        placeholders appear (row-major over the batch), which is the order ``masked_scatter`` fills slots in.
+    outputs: generator -> ``(rows, first positions)``: where each signal group starts.
+    targets: generator -> ``{conditioning name: (N_out, L, D)}`` alignment targets, same order as ``outputs``.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    features: dict[str, torch.Tensor]
+    outputs: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    targets: dict[str, dict[str, torch.Tensor]]
+
+    @property
+    def size(self) -> int:
+        return self.input_ids.shape[0]
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(
+            self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device),
+            {m: f.to(device) for m, f in self.features.items()},
+            {g: (rows.to(device), pos.to(device)) for g, (rows, pos) in self.outputs.items()},
+            {g: {n: t.to(device) for n, t in spec.items()} for g, spec in self.targets.items()},
+        )
+
+
+def encode_sample(sample: Sample, backbone: Backbone, slots: dict[str, int], media_hashes: dict,
+                  caption_hash) -> Encoded:
+    """Lay ``sample`` out as the assistant would see it.
+
+    Args:
+        slots: modality -> placeholder slots per item (``MMSystem.slots``).
+        media_hashes: file path -> content hash.
+        caption_hash: caption -> content hash.
+    """
+    turns: list[Turn] = []
+    media: list[tuple[str, str]] = []
+    captions: list[tuple[str, str]] = []
+    for role, segs in sample.turns:
+        parts = []
+        for seg in segs:
+            if isinstance(seg, TextSeg):
+                parts.append(Text(seg.text))
+            elif isinstance(seg, MediaSeg):
+                parts.append(Media(seg.modality, slots[seg.modality]))
+                media.append((seg.modality, media_hashes[sample.media[seg.modality][seg.index]]))
+            elif isinstance(seg, OutputSeg):
+                parts.append(Signal(seg.modality))
+                captions.append((seg.modality, caption_hash(seg.caption)))
+        turns.append(Turn(role, parts))
+    prompt = backbone.build_prompt(turns, add_generation_prompt=False)
+    ids = prompt.input_ids
+    labels = [t if keep else IGNORE for t, keep in zip(ids, prompt.assistant_mask)]
+
+    # Signal groups appear in the prompt in the order of their OutputSegs; user text cannot contain signal ids.
+    starts = {backbone.signal_ids[g][0]: g for g in backbone.signal_ids}
+    positions = [(starts[t], i) for i, t in enumerate(ids) if t in starts]
+    outputs = []
+    for (gen, digest), (found, pos) in zip(captions, positions, strict=True):
+        assert gen == found, (gen, found)
+        outputs.append((gen, digest, pos))
+    return Encoded(sample.id, ids, labels, media, outputs)
+
+
+def collate(items: list[Encoded], pad_id: int, features, targets) -> Batch:
+    """Pad ``items`` into a :class:`Batch`, reading features and targets from the caches.
+
+    Args:
+        features: modality -> :class:`~orchestrator.training.cache.FeatureCache` of encoder outputs.
+        targets: generator -> conditioning name -> :class:`~orchestrator.training.cache.FeatureCache`.
+    """
+    length = max(len(e.input_ids) for e in items)
+    ids = torch.full((len(items), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(items), length), dtype=torch.long)
+    media: dict[str, list[str]] = {}
+    outputs: dict[str, tuple[list[int], list[int], list[str]]] = {}
+    for row, e in enumerate(items):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, :n] = torch.tensor(e.labels)
+        mask[row, :n] = 1
+        for modality, digest in e.media:
+            media.setdefault(modality, []).append(digest)
+        for gen, digest, pos in e.outputs:
+            rows, starts, digests = outputs.setdefault(gen, ([], [], []))
+            rows.append(row)
+            starts.append(pos)
+            digests.append(digest)
+    return Batch(
+        input_ids=ids, attention_mask=mask, labels=labels,
+        features={m: features[m].stack(d) for m, d in media.items()},
+        outputs={g: (torch.tensor(r), torch.tensor(p)) for g, (r, p, _) in outputs.items()},
+        targets={g: {name: cache.stack(d) for name, cache in targets[g].items()} for g, (_, _, d) in outputs.items()},
+    )

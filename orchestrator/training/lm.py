@@ -1,0 +1,75 @@
+"""Teaching a small causal LM a world's language, before the multimodal stages.
+
+MM PT assumes an LLM that already speaks (LLaVA starts from Vicuna): the projectors only have to make it talk
+about what it is shown. For the tiny systems of the tests and of tinyworld, this module trains the LLM itself on
+text dialogues, laid out by the very prompt builder the assistant uses, so the token boundaries it learns are
+the ones it will see. All weights train here; this is plain language modelling, not one of the MM stages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from orchestrator.backbone import Backbone, Text, Turn
+from orchestrator.config import LLMConfig
+from orchestrator.tiny import resolve_model
+
+Dialogue = Sequence[tuple[str, str]]  # (role, text) pairs: ("user", ...), ("assistant", ...)
+
+
+def train_text_lm(
+    llm: LLMConfig | str,
+    dialogues: Sequence[Dialogue],
+    out: str | Path,
+    *,
+    steps: int = 200,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Train every weight of ``llm`` on ``dialogues`` (next-token loss over whole conversations) and save the
+    model and its tokenizer to ``out`` with ``save_pretrained`` (safetensors). Returns ``out``."""
+    cfg = llm if isinstance(llm, LLMConfig) else LLMConfig(model=llm)
+    from transformers import AutoModelForCausalLM
+
+    # The backbone lays the dialogues out; a separately loaded copy of the LM trains (the backbone's own copy is
+    # frozen, with a gradient mask on its embeddings).
+    backbone = Backbone.from_config(cfg, placeholders={}, signals={}, device="cpu", dtype=torch.float32, seed=seed)
+    tokenizer = backbone.tokenizer
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(cfg.model, seed), dtype=torch.float32)
+    rows = [backbone.build_prompt([Turn(role, [Text(text)]) for role, text in d], add_generation_prompt=False)
+            .input_ids for d in dialogues]
+    if not rows:
+        raise ValueError("train_text_lm needs at least one dialogue")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    model.requires_grad_(True)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * (1 - s / steps))
+    generator = torch.Generator().manual_seed(seed)
+    for _ in tqdm(range(steps), desc="text LM", disable=not progress, leave=False):
+        pick = torch.randint(len(rows), (batch_size,), generator=generator).tolist()
+        length = max(len(rows[i]) for i in pick)
+        ids = torch.full((batch_size, length), pad, dtype=torch.long)
+        labels = torch.full((batch_size, length), -100, dtype=torch.long)
+        for b, i in enumerate(pick):
+            ids[b, :len(rows[i])] = torch.tensor(rows[i])
+            labels[b, :len(rows[i])] = torch.tensor(rows[i])
+        logits = model(input_ids=ids, attention_mask=(labels != -100).long()).logits[:, :-1]  # (B, L-1, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    out = Path(out)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,298 @@
+"""MM PT / MM IT on a toy world of coloured squares: losses fall, captions become right, frozen weights stay
+bit-identical, caches are reused, runs resume exactly, and trained folders load into an Assistant."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from orchestrator.training.toy import COLOURS, build_toy, random_square, toy_system_config, write_colour_squares
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """The toy world: a tiny Llama taught the toy language, 48 images, PT and IT data, a system config."""
+    return build_toy(tmp_path_factory.mktemp("toy"), n=48, progress=False)
+
+
+def make_system(toy, full: bool = False):
+    from orchestrator.system import MMSystem
+
+    return MMSystem.from_config(toy_system_config(toy["lm"], full=full), device="cpu")
+
+
+def trainer(system, data, out, cache, **train):
+    from orchestrator.training import Trainer
+
+    train = {"progress": False, "cache_dir": str(cache), **train}
+    return Trainer(None, data, out, system=system, train=train)
+
+
+def split_rows(path: Path, folder: Path) -> tuple[Path, Path]:
+    """Encoder-side (image -> caption) and decoder-side (caption -> image) rows of a PT file, as two files."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    see, draw = folder / "see.jsonl", folder / "draw.jsonl"
+    see.write_text("".join(json.dumps(r) + "\n" for r in rows if "image" in r))
+    draw.write_text("".join(json.dumps(r) + "\n" for r in rows if "generate" in r))
+    return see, draw
+
+
+def caption_accuracy(bot, n: int = 40, seed: int = 123) -> tuple[float, list[str]]:
+    """Greedy answers about freshly drawn squares; the share that names the square's colour."""
+    from modalities.media import encode_png
+
+    rng = random.Random(seed)
+    answers, hits = [], 0
+    for i in range(n):
+        colour = COLOURS[i % len(COLOURS)]
+        reply = bot.chat("", images=[encode_png(random_square(colour, rng))], thread_id=f"held-out-{i}")
+        answers.append(reply.text)
+        hits += colour in reply.text.split() or colour in reply.text.replace(".", " ").split()
+    return hits / n, answers
+
+
+def test_pt_lowers_caption_and_alignment_losses_and_captions_name_the_colour(toy, tmp_path):
+    from orchestrator.assistant import Assistant
+
+    held_out = write_colour_squares(tmp_path / "held-out", 16, seed=1)
+    see, draw = split_rows(held_out["pt"], tmp_path / "held-out")
+    system = make_system(toy)
+    cache = tmp_path / "cache"
+
+    def losses():
+        caption = trainer(system, see, None, cache).evaluate()["lm_loss"]
+        align = trainer(system, draw, None, cache).evaluate()["align/image"]
+        return caption, align
+
+    caption_before, align_before = losses()
+    result = trainer(system, toy["pt"], tmp_path / "pt", cache, stage="pt", epochs=30, lr=3e-3).run()
+    caption_after, align_after = losses()
+
+    assert result.finished and result.steps == 30 * (96 // 8)
+    assert caption_after <= 0.5 * caption_before, (caption_before, caption_after)
+    assert align_after <= 0.2 * align_before, (align_before, align_after)
+
+    # The output folder loads into an Assistant and changes its answers: untrained it cannot name colours.
+    config = toy_system_config(toy["lm"])
+    with Assistant.from_config(config, weights=tmp_path / "pt", db=tmp_path / "a.sqlite",
+                               artifacts=tmp_path / "art") as trained, \
+            Assistant.from_config(config, db=tmp_path / "b.sqlite", artifacts=tmp_path / "art") as untrained:
+        accuracy, answers = caption_accuracy(trained)
+        base_accuracy, base_answers = caption_accuracy(untrained)
+    assert accuracy >= 0.8, answers  # chance: 0.25
+    assert base_accuracy <= 0.5, base_answers
+    assert answers != base_answers
+
+
+def _frozen_snapshot(system) -> dict[str, torch.Tensor]:
+    """Every frozen tensor of the system; the embedding matrices without their signal rows."""
+    snap = {}
+    for name in system.modality_names:
+        for key, value in system.encoder(name).state_dict().items():
+            snap[f"encoder.{name}.{key}"] = value.clone()
+    signal = sorted(system.backbone.signal_token_set)
+    keep = torch.ones(system.backbone.model.get_input_embeddings().weight.shape[0], dtype=torch.bool)
+    keep[signal] = False
+    masked = {id(p) for p in system.backbone.signal_row_parameters().values()}
+    for key, param in system.backbone.model.named_parameters():
+        if "lora_" in key:
+            continue
+        key = key.replace(".base_layer", "")  # LoRA wraps a linear layer and renames its weight
+        snap[f"llm.{key}"] = (param[keep] if id(param) in masked else param).detach().clone()
+    for name in system.generator_names:
+        for i, param in enumerate(system.generator(name).parameters()):
+            snap[f"generator.{name}.{i}"] = param.detach().clone()
+    return snap
+
+
+def _write_any_to_any_data(folder: Path) -> tuple[Path, Path]:
+    from orchestrator import samples
+
+    (folder / "media").mkdir(parents=True)
+    (folder / "media/red.png").write_bytes(samples.png_bytes(colour="red"))
+    (folder / "media/tone.wav").write_bytes(samples.wav_bytes(freq=440.0, seconds=1.0))
+    (folder / "media/blue.mp4").write_bytes(samples.mp4_bytes(colour="blue", frames=6))
+    pt = [
+        {"image": "media/red.png", "caption": "a red square"},
+        {"audio": "media/tone.wav", "caption": "a tone"},
+        {"video": "media/blue.mp4", "caption": "a blue square moving"},
+        {"caption": "a red square", "generate": "image"},
+        {"caption": "a tone", "generate": "audio"},
+        {"caption": "a blue square moving", "generate": "video"},
+    ]
+    it = [
+        {"image": "media/red.png", "audio": "media/tone.wav", "video": "media/blue.mp4", "conversations": [
+            {"from": "human", "value": "<image>\n<audio>\n<video>\nDescribe them, then draw, play and animate."},
+            {"from": "gpt", "value": "A red square, a tone, a moving square. <image> <audio> <video>"}],
+         "output_captions": {"image": ["a red square"], "audio": ["a tone"], "video": ["a blue square moving"]}},
+        {"conversations": [
+            {"from": "human", "value": "Draw a red square."}, {"from": "gpt", "value": "Here it is: <image>"},
+            {"from": "human", "value": "Now play a tone."}, {"from": "gpt", "value": "Listen: <audio>"}],
+         "output_captions": {"image": ["a red square"], "audio": ["a tone"]}},
+    ]
+    for name, rows in (("pt.jsonl", pt), ("it.jsonl", it)):
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "pt.jsonl", folder / "it.jsonl"
+
+
+def test_pt_then_it_with_lora_changes_only_the_allowed_tensors(toy, tmp_path):
+    pt, it = _write_any_to_any_data(tmp_path / "data")
+    system = make_system(toy, full=True)
+    frozen_before = _frozen_snapshot(system)
+    trainable_before = system.trainable_state_dict()
+
+    trainer(system, pt, tmp_path / "pt", tmp_path / "cache", stage="pt", max_steps=3, batch_size=3).run()
+    run = trainer(system, it, tmp_path / "it", tmp_path / "cache", stage="it", max_steps=3, batch_size=2,
+                  lora=True, lora_lr=1e-2)
+    run.run()
+    audit = {row.component: row for row in run.audit}
+    assert audit["llm"].trainable == 0 and audit["llm lora"].trainable > 0
+    assert all(audit[f"encoder {m}"].trainable == 0 for m in ("image", "audio"))
+    assert all(audit[f"generator {g}"].trainable == 0 for g in ("image", "video", "audio"))
+
+    frozen_after = _frozen_snapshot(system)
+    assert frozen_after.keys() == frozen_before.keys()
+    changed = [k for k in frozen_before if not torch.equal(frozen_before[k], frozen_after[k])]
+    assert changed == []
+
+    trainable_after = system.trainable_state_dict()
+    for prefix in ("input_projectors.image", "input_projectors.audio", "input_projectors.video",
+                   "output_projectors.image", "output_projectors.audio", "output_projectors.video",
+                   "signal_rows.embed_tokens", "signal_rows.lm_head"):
+        keys = [k for k in trainable_after if k.startswith(prefix)]
+        assert keys and any(not torch.equal(trainable_before[k], trainable_after[k]) for k in keys), prefix
+    lora = {k: v for k, v in trainable_after.items() if k.startswith("lora.")}
+    assert lora and any(v.abs().sum() > 0 for k, v in lora.items() if "lora_B" in k)  # B starts at zero
+
+
+def test_second_epoch_and_second_run_call_no_encoder_and_a_deleted_cache_is_rebuilt(toy, tmp_path):
+    system = make_system(toy)
+    calls = {"encoder": 0, "text": 0}
+    system.encoder("image").register_forward_hook(lambda *_: calls.__setitem__("encoder", calls["encoder"] + 1))
+    tool = system.generator("image")
+    encode_text = tool.encode_text
+
+    def counting_encode_text(prompts):
+        calls["text"] += 1
+        return encode_text(prompts)
+
+    tool.encode_text = counting_encode_text
+    per_step: list[int] = []
+    cache = tmp_path / "cache"
+
+    def run(out, **kw):
+        from orchestrator.training import Trainer
+
+        return Trainer(None, toy["pt"], out, system=system, callbacks=[lambda t, s, logs: per_step.append(
+            calls["encoder"])], train={"progress": False, "cache_dir": str(cache), "epochs": 2, **kw}).run()
+
+    run(tmp_path / "a")
+    first = dict(calls)
+    assert first["encoder"] == 3  # 48 distinct images in batches of 16
+    assert first["text"] == 1  # 4 distinct captions: each is encoded once
+    assert len(per_step) == 2 * 12 and set(per_step) == {3}  # no encoder call in either epoch
+
+    run(tmp_path / "b")  # a second run with the same cache: nothing to compute
+    assert calls == first
+
+    shutil.rmtree(cache)
+    run(tmp_path / "c")
+    assert calls == {"encoder": 6, "text": 2}
+    assert len(list((cache).rglob("*.safetensors"))) >= 2
+
+
+def test_stopping_and_resuming_gives_the_weights_of_an_uninterrupted_run(toy, tmp_path):
+    cache = tmp_path / "cache"
+    settings = dict(stage="it", max_steps=6, batch_size=8, lr=3e-3, lora=True, lora_lr=1e-2)
+
+    whole = make_system(toy)
+    trainer(whole, toy["it"], tmp_path / "whole", cache, **settings).run()
+
+    first = make_system(toy)
+    stopped = trainer(first, toy["it"], tmp_path / "sliced", cache, stop_after=3, **settings).run()
+    assert not stopped.finished and stopped.steps == 3
+    assert not (tmp_path / "sliced" / "trainable.safetensors").exists()
+
+    from orchestrator.training import Trainer
+
+    second = make_system(toy)
+    resumed = Trainer(None, toy["it"], tmp_path / "sliced", system=second, resume=True,
+                      train={"progress": False, "cache_dir": str(cache), **settings}).run()
+    assert resumed.finished and [h["step"] for h in resumed.history] == [4, 5, 6]
+
+    expected, got = whole.trainable_state_dict(), second.trainable_state_dict()
+    assert expected.keys() == got.keys()
+    assert [k for k in expected if not torch.equal(expected[k], got[k])] == []
+    log = [json.loads(line) for line in (tmp_path / "sliced" / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [1, 2, 3, 4, 5, 6]
+
+
+def test_lora_weights_round_trip_through_the_output_folder(toy, tmp_path):
+    from orchestrator.system import MMSystem
+
+    system = make_system(toy)
+    system.backbone.add_lora(r=4, alpha=8)
+    with torch.no_grad():
+        for param in system.backbone.lora_parameters().values():
+            param.normal_(0, 0.05)
+    system.save_trainable(tmp_path / "w")
+    loaded = MMSystem.from_config(toy_system_config(toy["lm"]), weights=tmp_path / "w", device="cpu")
+    assert loaded.backbone.lora_settings == system.backbone.lora_settings
+    ids = torch.tensor([[1, 5, 9, 14, 20]])
+    with torch.no_grad():
+        assert torch.allclose(system.backbone.model(input_ids=ids).logits, loaded.backbone.model(input_ids=ids).logits)
+        plain = make_system(toy).backbone.model(input_ids=ids).logits
+    assert not torch.allclose(plain, loaded.backbone.model(input_ids=ids).logits)
+
+
+def test_freeze_audit_refuses_a_trainable_llm_weight(toy, tmp_path):
+    from orchestrator.training import FreezeError, freeze_audit
+    from orchestrator.training.audit import format_audit
+
+    system = make_system(toy)
+    rows = freeze_audit(system)
+    table = format_audit(rows)
+    assert "input projector image" in table and "signal rows" in table
+    by_name = {r.component: r for r in rows}
+    assert by_name["signal rows"].trainable == len(system.backbone.signal_token_set) * system.backbone.hidden_size * 2
+    assert by_name["llm"].trainable == 0 and by_name["llm"].total > 0
+
+    layer = system.backbone.model.model.layers[0].mlp.up_proj.weight
+    layer.requires_grad_(True)
+    with pytest.raises(FreezeError, match="up_proj"):
+        trainer(system, toy["pt"], tmp_path / "x", tmp_path / "cache").run()
+    assert not (tmp_path / "x").exists()  # refused before anything was written
+    layer.requires_grad_(False)
+    next(system.encoder("image").parameters()).requires_grad_(True)
+    with pytest.raises(FreezeError, match="encoder image"):
+        freeze_audit(system)
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(toy, tmp_path):
+    from orchestrator.training.trainer import ProjectorObjective
+    from orchestrator.training.batches import collate
+
+    run = trainer(make_system(toy), toy["it"], None, tmp_path / "cache", batch_size=4)
+    run.prepare()
+    system = run.system
+    batch = collate(run.encoded[:4], 0, run.features, run.targets)
+    objective = ProjectorObjective(system)
+
+    def loss_and_grad():
+        system.zero_grad(set_to_none=True)
+        loss, _ = objective(batch)
+        loss.backward()
+        return loss.detach(), next(system.input_projectors["image"].parameters()).grad.clone()
+
+    plain = loss_and_grad()
+    run._enable_gradient_checkpointing()
+    assert system.backbone.model.is_gradient_checkpointing
+    checkpointed = loss_and_grad()
+    run._disable_gradient_checkpointing()
+    assert torch.allclose(plain[0], checkpointed[0], atol=1e-6)
+    assert torch.allclose(plain[1], checkpointed[1], atol=1e-6)
