@@ -164,6 +164,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(args.config, args.data, args.out, stage=args.stage, init=args.init, lora=args.lora,
                    resume=args.resume, overwrite=args.overwrite, device=args.device or "auto",
                    progress=not args.no_progress, **options)
+    if not result.main_process:
+        return 0
     last = result.history[-1] if result.history else {}
     losses = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.endswith("loss") or k.startswith("align/"))
     print(f"{args.stage}: {result.steps} steps{' (stopped; --resume continues)' if not result.finished else ''}; "

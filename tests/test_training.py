@@ -296,3 +296,70 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(toy, tmp_path)
     run._disable_gradient_checkpointing()
     assert torch.allclose(plain[0], checkpointed[0], atol=1e-6)
     assert torch.allclose(plain[1], checkpointed[1], atol=1e-6)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_ddp_on_cpu_tracks_the_single_process_run(toy, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from orchestrator.cli import main
+
+    args = ["train", "pt", "--config", str(toy["config"]), "--data", str(toy["pt"]), "--steps", "8",
+            "--batch-size", "8", "--cache", str(tmp_path / "cache"), "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(_free_port()), "-m", "orchestrator.cli", *args, "--out", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("pt: 8 steps") == 1  # only the main process reports
+
+    one = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in two] == list(range(1, 9))
+    assert json.loads((tmp_path / "two" / "train.json").read_text())["processes"] == 2
+    # The same global batches: per-process means averaged by DDP track the single process closely.
+    for a, b in zip(one, two):
+        assert b["loss"] == pytest.approx(a["loss"], rel=0.05), (a, b)
+    assert two[-1]["loss"] < 0.7 * two[0]["loss"]
+
+
+def test_cli_train_writes_a_run_refuses_to_clobber_it_and_reports_bad_rows(toy, tmp_path, capsys):
+    from orchestrator.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "pt", "--config", str(toy["config"]), "--data", str(toy["pt"]), "--out", str(out), "--steps",
+            "4", "--cache", str(tmp_path / "cache"), "--no-progress"]
+    assert main(args) == 0
+    for name in ("trainable.safetensors", "system.yaml", "train.json", "log.jsonl", "loss.png",
+                 "checkpoint/optimizer.safetensors"):
+        assert (out / name).is_file(), name
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((out / "log.jsonl").read_text().splitlines()) == 4
+
+    assert main(args) == 2
+    assert "already holds a training run" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    assert len((out / "log.jsonl").read_text().splitlines()) == 4  # a fresh log, not appended
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        json.dumps({"image": str(toy["pt"].parent / "images" / "0000-red.png"), "caption": "a red square"}) + "\n"
+        + json.dumps({"image": "missing.png", "caption": "a red square"}) + "\n"
+        + json.dumps({"conversations": [{"from": "human", "value": "<video>"}, {"from": "gpt", "value": "x"}]})
+        + "\n")
+    assert main(["train", "it", "--config", str(toy["config"]), "--data", str(bad), "--out", str(tmp_path / "b"),
+                 "--no-progress", "--cache", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2: image file not found" in err and f"{bad}:3: turn 1: unknown placeholder <video>" in err
+    assert not (tmp_path / "b").exists()

@@ -54,7 +54,7 @@ def train_text_lm(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * (1 - s / steps))
     generator = torch.Generator().manual_seed(seed)
-    for _ in tqdm(range(steps), desc="text LM", disable=not progress, leave=False):
+    for _ in tqdm(range(steps), desc="text LM", disable=not progress, leave=False, mininterval=0.5):
         pick = torch.randint(len(rows), (batch_size,), generator=generator).tolist()
         length = max(len(rows[i]) for i in pick)
         ids = torch.full((batch_size, length), pad, dtype=torch.long)

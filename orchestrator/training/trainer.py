@@ -94,6 +94,7 @@ class TrainResult:
     steps: int
     history: list[dict] = field(default_factory=list)
     finished: bool = True
+    main_process: bool = True
 
     def losses(self, key: str = "loss") -> list[float]:
         return [h[key] for h in self.history if key in h]
@@ -521,7 +522,7 @@ class Trainer:
         acc.wait_for_everyone()
         self.say(f"{'finished' if finished else 'stopped'} at step {stop}/{total}; "
                  + (f"weights in {self.out}" if finished else f"resume with --resume ({self.out / CHECKPOINT_DIR})"))
-        return TrainResult(self.out, stop, history, finished)
+        return TrainResult(self.out, stop, history, finished, acc.is_main_process)
 
     def _reduce(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> dict[str, float]:
         """Average the step's losses over processes (an alignment term only over processes that had one)."""
