@@ -141,6 +141,8 @@ class GeneratorTool(ABC):
     output_type: ClassVar[str] = "np"
     #: extra keyword arguments for ``pipeline_class.from_pretrained``.
     load_kwargs: ClassVar[Mapping[str, Any]] = {}
+    #: whether the tool offers ``target_latents`` / ``diffusion_loss`` (see :class:`LatentDiffusionLoss`).
+    supports_diffusion_loss: ClassVar[bool] = False
 
     def __init__(self, pipeline: Any, cfg: GeneratorConfig, *, seed: int = 0) -> None:
         self.pipeline = pipeline
@@ -333,6 +335,62 @@ class ClipTextConditioning:
     def _encode_text(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         prompt_embeds, _ = self.pipeline.encode_prompt(prompts, self.pipeline.device, 1, False)
         return {"prompt_embeds": prompt_embeds}  # (B, 77, D) for the real checkpoints
+
+
+class LatentDiffusionLoss:
+    """Mixin for pipelines with a ``vae`` and a ``unet(sample, t, encoder_hidden_states=prompt_embeds)`` (Stable
+    Diffusion, ModelScope text-to-video): the optional latent-diffusion training loss of NExT-GPT's decoder side.
+
+    ``target_latents`` encodes wanted outputs to clean VAE latents (``(C, h, w)`` per image, ``(C, F, h, w)`` per
+    video, at the configured output size); ``diffusion_loss`` noises them at random timesteps and scores the frozen
+    UNet's noise (or v) prediction conditioned on the output projector's tensors, so the gradient reaches the
+    projector through the frozen denoiser. Subclasses say how a target file becomes frames (``_target_frames``).
+    """
+
+    pipeline: Any
+    cfg: GeneratorConfig
+    modality: str
+    supports_diffusion_loss: ClassVar[bool] = True
+
+    @abstractmethod
+    def _target_frames(self, data: bytes, limits: Any) -> list[Any]:
+        """One target file -> RGB PIL frames (one for an image)."""
+        ...
+
+    def _output_size(self) -> tuple[int, int]:
+        default = self.pipeline.unet.config.sample_size * self.pipeline.vae_scale_factor
+        return int(self.cfg.options.get("height") or default), int(self.cfg.options.get("width") or default)
+
+    @torch.no_grad()
+    def target_latents(self, data: list[bytes], limits: Any) -> torch.Tensor:
+        """Target files -> clean latents ``(N, C, h, w)`` (images) or ``(N, C, F, h, w)`` (videos)."""
+        import numpy as np
+
+        height, width = self._output_size()
+        vae = self.pipeline.vae
+        out = []
+        for item in data:
+            frames = [f.convert("RGB").resize((width, height)) for f in self._target_frames(item, limits)]
+            pixels = torch.from_numpy(np.stack([np.asarray(f) for f in frames])).float()  # (F, H, W, 3) in 0..255
+            pixels = (pixels.permute(0, 3, 1, 2) / 127.5 - 1.0).to(vae.device, vae.dtype)  # (F, 3, H, W) in -1..1
+            latents = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor  # (F, C, h, w)
+            out.append(latents[0] if self.modality == "image" else latents.permute(1, 0, 2, 3))  # (C, [F,] h, w)
+        return torch.stack(out).float().cpu()
+
+    def diffusion_loss(self, conditioning: dict[str, torch.Tensor], latents: torch.Tensor,
+                       generator: torch.Generator) -> torch.Tensor:
+        """Denoising MSE of the frozen UNet on ``latents`` (N, ...) conditioned on ``conditioning`` (N, L, D)."""
+        unet, scheduler = self.pipeline.unet, self.pipeline.scheduler
+        latents = latents.to(unet.device, unet.dtype)
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        steps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator)
+        steps = steps.to(unet.device)
+        noisy = scheduler.add_noise(latents, noise, steps)
+        kind = scheduler.config.prediction_type
+        target = noise if kind == "epsilon" else scheduler.get_velocity(latents, noise, steps)
+        prompt = conditioning["prompt_embeds"].to(unet.dtype)
+        pred = unet(noisy, steps, encoder_hidden_states=prompt).sample
+        return torch.nn.functional.mse_loss(pred.float(), target.float())
 
 
 def build_generator(cfg: GeneratorConfig, **kwargs: Any) -> GeneratorTool:

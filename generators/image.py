@@ -12,10 +12,10 @@ from typing import Any
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
-from generators.base import ClipTextConditioning, GeneratorTool
+from generators.base import ClipTextConditioning, GeneratorTool, LatentDiffusionLoss
 
 
-class StableDiffusionTool(ClipTextConditioning, GeneratorTool):
+class StableDiffusionTool(LatentDiffusionLoss, ClipTextConditioning, GeneratorTool):
     """Text-to-image with ``StableDiffusionPipeline`` (no safety checker); ``options``: ``height``, ``width``
     (default: the UNet's sample size times the VAE scale factor)."""
 
@@ -25,6 +25,11 @@ class StableDiffusionTool(ClipTextConditioning, GeneratorTool):
     call_options = {"height": None, "width": None}
     output_type = "pil"
     load_kwargs = {"safety_checker": None, "requires_safety_checker": False}
+
+    def _target_frames(self, data: bytes, limits: Any) -> list[Image.Image]:
+        from modalities.media import decode_image
+
+        return [decode_image(data, limits)]
 
     def _encode_output(self, sample: Image.Image, options: dict[str, Any]) -> tuple[bytes, str, dict[str, Any]]:
         from modalities.media import encode_png

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 from diffusers import TextToVideoSDPipeline
 
-from generators.base import ClipTextConditioning, GeneratorTool
+from generators.base import ClipTextConditioning, GeneratorTool, LatentDiffusionLoss
 
 
 def _mp4(frames: np.ndarray, fps: int) -> bytes:
@@ -35,7 +35,7 @@ VIDEO_FORMATS: dict[str, tuple[Callable[[np.ndarray, int], bytes], str]] = {
 }
 
 
-class TextToVideoTool(ClipTextConditioning, GeneratorTool):
+class TextToVideoTool(LatentDiffusionLoss, ClipTextConditioning, GeneratorTool):
     """Text-to-video with ``TextToVideoSDPipeline``; ``options``: ``num_frames`` (default 16, the pipeline's),
     ``height``, ``width``, ``fps`` (default 8) and ``format`` (``mp4`` | ``gif``)."""
 
@@ -44,6 +44,12 @@ class TextToVideoTool(ClipTextConditioning, GeneratorTool):
     pipeline_class = TextToVideoSDPipeline
     call_options = {"num_frames": None, "height": None, "width": None}
     output_options = {"fps": 8, "format": "mp4"}
+
+    def _target_frames(self, data: bytes, limits: Any) -> list[Any]:
+        from modalities.media import decode_video
+
+        num_frames = int(self.cfg.options.get("num_frames") or self.pipeline.unet.config.get("num_frames", 16))
+        return decode_video(data, limits, num_frames=num_frames)
 
     def _encode_output(self, sample: np.ndarray, options: dict[str, Any]) -> tuple[bytes, str, dict[str, Any]]:
         fmt, fps = str(options["format"]).lower(), int(options["fps"])

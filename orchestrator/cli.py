@@ -159,6 +159,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     options = {"epochs": args.epochs, "max_steps": args.steps, "stop_after": args.stop_after,
                "batch_size": args.batch_size, "lr": args.lr, "lora_lr": args.lora_lr, "align_weight": args.align_weight,
+               "diffusion_weight": args.diffusion_weight,
                "save_every": args.save_every, "cache_dir": args.cache, "seed": args.seed, "lora_r": args.lora_r}
     options = {k: v for k, v in options.items() if v is not None}
     result = train(args.config, args.data, args.out, stage=args.stage, init=args.init, lora=args.lora,
@@ -167,7 +168,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not result.main_process:
         return 0
     last = result.history[-1] if result.history else {}
-    losses = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.endswith("loss") or k.startswith("align/"))
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
+                       if k.endswith("loss") or k.startswith(("align/", "diffusion/")))
     print(f"{args.stage}: {result.steps} steps{' (stopped; --resume continues)' if not result.finished else ''}; "
           f"last step: {losses or 'n/a'}; outputs in {result.out}")
     return 0
@@ -216,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="global batch size (default 8)")
     p.add_argument("--lr", type=float, default=None, help="projector learning rate (default: pt 1e-3, it 2e-4)")
     p.add_argument("--align-weight", type=float, default=None, help="weight of the alignment loss (default 1)")
+    p.add_argument("--diffusion-weight", type=float, default=None,
+                   help="add the latent-diffusion loss through the frozen generator with this weight (needs output "
+                        "target files in the data; image and video generators)")
     p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start again even if OUT holds a run")

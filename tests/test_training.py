@@ -363,3 +363,28 @@ def test_cli_train_writes_a_run_refuses_to_clobber_it_and_reports_bad_rows(toy, 
     err = capsys.readouterr().err
     assert f"{bad}:2: image file not found" in err and f"{bad}:3: turn 1: unknown placeholder <video>" in err
     assert not (tmp_path / "b").exists()
+
+
+def test_latent_diffusion_loss_trains_the_output_projector_through_the_frozen_unet(toy, tmp_path):
+    from orchestrator.errors import ConfigError
+
+    data = write_colour_squares(tmp_path / "d", 16)
+    see, draw = split_rows(data["pt"], tmp_path / "d")
+    system = make_system(toy)
+    unet = {k: v.clone() for k, v in system.generator("image").pipeline.unet.state_dict().items()}
+    projector = {k: v.clone() for k, v in system.output_projectors["image"].state_dict().items()}
+    settings = dict(diffusion_weight=1.0, batch_size=8)
+
+    before = trainer(system, draw, None, tmp_path / "cache", **settings).evaluate()["diffusion/image"]
+    run = trainer(system, draw, tmp_path / "run", tmp_path / "cache", lm_weight=0.0, align_weight=0.0, lr=1e-3,
+                  max_steps=60, **settings).run()
+    after = trainer(system, draw, None, tmp_path / "cache", **settings).evaluate()["diffusion/image"]
+
+    assert all("diffusion/image" in h for h in run.history)
+    assert after < before  # the same noise and timesteps, scored before and after
+    assert any(not torch.equal(projector[k], v) for k, v in system.output_projectors["image"].state_dict().items())
+    assert all(torch.equal(unet[k], v) for k, v in system.generator("image").pipeline.unet.state_dict().items())
+    assert list((tmp_path / "cache").glob("stable_diffusion-*-latents-*/*.safetensors"))
+
+    with pytest.raises(ConfigError, match="needs output targets"):
+        trainer(system, see, None, tmp_path / "cache", **settings).evaluate()

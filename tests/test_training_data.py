@@ -228,3 +228,26 @@ def test_empty_file_is_an_error(data_dir: Path):
     path = data_dir / "d.jsonl"
     path.write_text("\n\n")
     assert "holds no rows" in errors_of(path)[0]
+
+
+def test_output_targets_from_output_media_and_pair_target(data_dir: Path):
+    path = write_jsonl(data_dir / "t.jsonl", [
+        {"conversations": [{"from": "human", "value": "Draw a cat and a dog."},
+                           {"from": "gpt", "value": "<image> and <image>"}],
+         "output_captions": {"image": ["a cat", "a dog"]}, "output_media": {"image": ["imgs/cat.png"]}},
+        {"caption": "a red square", "generate": "image", "target": "imgs/red.png"},
+    ])
+    first, second = load(path)
+    assert first.outputs() == [OutputSeg("image", "a cat", data_dir / "imgs/cat.png"), OutputSeg("image", "a dog")]
+    assert second.outputs() == [OutputSeg("image", "a red square", data_dir / "imgs/red.png")]
+
+
+def test_bad_output_targets_are_reported(data_dir: Path):
+    path = write_jsonl(data_dir / "t.jsonl", [
+        {"caption": "a red square", "generate": "image", "target": "imgs/missing.png"},
+        {"conversations": [{"from": "human", "value": "Draw."}, {"from": "gpt", "value": "<image>"}],
+         "output_captions": {"image": ["a cat"]}, "output_media": {"image": ["imgs/cat.png", "imgs/dog.png"]}},
+    ])
+    errors = errors_of(path)
+    assert any(e.startswith(f"{path}:1: output_media['image'] file not found") for e in errors), errors
+    assert any(e.startswith(f"{path}:2: output_media['image'] has 2 files for 1 output captions") for e in errors)

@@ -31,6 +31,7 @@ class Encoded:
     labels: list[int]
     media: list[tuple[str, str]] = field(default_factory=list)  # (modality, content hash), in order of appearance
     outputs: list[tuple[str, str, int]] = field(default_factory=list)  # (generator, caption hash, first position)
+    targets: list[str | None] = field(default_factory=list)  # per output: content hash of its target file, if any
 
 
 @dataclass
@@ -42,6 +43,9 @@ class Batch:
         placeholders appear (row-major over the batch), which is the order ``masked_scatter`` fills slots in.
     outputs: generator -> ``(rows, first positions)``: where each signal group starts.
     targets: generator -> ``{conditioning name: (N_out, L, D)}`` alignment targets, same order as ``outputs``.
+    latents: generator -> ``(which outputs, (N_t, ...) clean latents)`` of the outputs that have a target file
+        (only when the latent-diffusion loss is on).
+    noise_seed: seeds the diffusion loss's noise and timesteps (per step and process: resumable).
     """
 
     input_ids: torch.Tensor
@@ -50,6 +54,8 @@ class Batch:
     features: dict[str, torch.Tensor]
     outputs: dict[str, tuple[torch.Tensor, torch.Tensor]]
     targets: dict[str, dict[str, torch.Tensor]]
+    latents: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    noise_seed: int = 0
 
     @property
     def size(self) -> int:
@@ -61,18 +67,23 @@ class Batch:
             {m: f.to(device) for m, f in self.features.items()},
             {g: (rows.to(device), pos.to(device)) for g, (rows, pos) in self.outputs.items()},
             {g: {n: t.to(device) for n, t in spec.items()} for g, spec in self.targets.items()},
+            {g: (which.to(device), lat.to(device)) for g, (which, lat) in self.latents.items()},
+            self.noise_seed,
         )
 
 
 def encode_sample(sample: Sample, backbone: Backbone, slots: dict[str, int], media_hashes: dict,
-                  caption_hash) -> Encoded:
+                  caption_hash, target_hashes: dict | None = None) -> Encoded:
     """Lay ``sample`` out as the assistant would see it.
 
     Args:
         slots: modality -> placeholder slots per item (``MMSystem.slots``).
         media_hashes: file path -> content hash.
         caption_hash: caption -> content hash.
+        target_hashes: target file path -> content hash (outputs whose target is not in it get ``None``).
     """
+    target_hashes = target_hashes or {}
+    output_targets: list[str | None] = []
     turns: list[Turn] = []
     media: list[tuple[str, str]] = []
     captions: list[tuple[str, str]] = []
@@ -87,6 +98,7 @@ def encode_sample(sample: Sample, backbone: Backbone, slots: dict[str, int], med
             elif isinstance(seg, OutputSeg):
                 parts.append(Signal(seg.modality))
                 captions.append((seg.modality, caption_hash(seg.caption)))
+                output_targets.append(target_hashes.get(seg.target) if seg.target is not None else None)
         turns.append(Turn(role, parts))
     prompt = backbone.build_prompt(turns, add_generation_prompt=False)
     ids = prompt.input_ids
@@ -99,15 +111,16 @@ def encode_sample(sample: Sample, backbone: Backbone, slots: dict[str, int], med
     for (gen, digest), (found, pos) in zip(captions, positions, strict=True):
         assert gen == found, (gen, found)
         outputs.append((gen, digest, pos))
-    return Encoded(sample.id, ids, labels, media, outputs)
+    return Encoded(sample.id, ids, labels, media, outputs, output_targets)
 
 
-def collate(items: list[Encoded], pad_id: int, features, targets) -> Batch:
+def collate(items: list[Encoded], pad_id: int, features, targets, latents=None, noise_seed: int = 0) -> Batch:
     """Pad ``items`` into a :class:`Batch`, reading features and targets from the caches.
 
     Args:
         features: modality -> :class:`~orchestrator.training.cache.FeatureCache` of encoder outputs.
         targets: generator -> conditioning name -> :class:`~orchestrator.training.cache.FeatureCache`.
+        latents: generator -> cache of target latents (``None``: no latent-diffusion loss).
     """
     length = max(len(e.input_ids) for e in items)
     ids = torch.full((len(items), length), pad_id, dtype=torch.long)
@@ -115,6 +128,7 @@ def collate(items: list[Encoded], pad_id: int, features, targets) -> Batch:
     mask = torch.zeros((len(items), length), dtype=torch.long)
     media: dict[str, list[str]] = {}
     outputs: dict[str, tuple[list[int], list[int], list[str]]] = {}
+    wanted: dict[str, tuple[list[int], list[str]]] = {}  # generator -> (output index, target hash)
     for row, e in enumerate(items):
         n = len(e.input_ids)
         ids[row, :n] = torch.tensor(e.input_ids)
@@ -122,8 +136,12 @@ def collate(items: list[Encoded], pad_id: int, features, targets) -> Batch:
         mask[row, :n] = 1
         for modality, digest in e.media:
             media.setdefault(modality, []).append(digest)
-        for gen, digest, pos in e.outputs:
+        for (gen, digest, pos), target in zip(e.outputs, e.targets or [None] * len(e.outputs)):
             rows, starts, digests = outputs.setdefault(gen, ([], [], []))
+            if latents is not None and target is not None and gen in latents:
+                which, found = wanted.setdefault(gen, ([], []))
+                which.append(len(rows))
+                found.append(target)
             rows.append(row)
             starts.append(pos)
             digests.append(digest)
@@ -132,4 +150,6 @@ def collate(items: list[Encoded], pad_id: int, features, targets) -> Batch:
         features={m: features[m].stack(d) for m, d in media.items()},
         outputs={g: (torch.tensor(r), torch.tensor(p)) for g, (r, p, _) in outputs.items()},
         targets={g: {name: cache.stack(d) for name, cache in targets[g].items()} for g, (_, _, d) in outputs.items()},
+        latents={g: (torch.tensor(which), latents[g].stack(d)) for g, (which, d) in wanted.items()},
+        noise_seed=noise_seed,
     )

@@ -33,6 +33,9 @@ Row kinds
      generator, and the placeholder takes the next caption of ``output_captions[name]`` -- the text the output
      projector is aligned to (NExT-GPT / GILL style).
 
+   ``output_media`` (optional, ``{generator: [path, ...]}``, in the order of the outputs) names files of the wanted
+   outputs, the targets of the optional latent-diffusion loss.
+
    Text around placeholders is kept in order; one newline right before or after a placeholder is dropped
    (LLaVA writes ``"<image>\\n..."``). The conversation must end with an assistant turn.
 
@@ -46,7 +49,7 @@ Row kinds
     {"caption": "a red square", "generate": "image"}
 
    is a user turn ``"a red square"`` followed by an assistant turn ``"<image>"`` whose output caption is the
-   caption itself.
+   caption itself (``"target": "imgs/red.png"`` adds the wanted output for the latent-diffusion loss).
 
 Parsed rows become :class:`Sample` objects whose turns are lists of segments: :class:`TextSeg`,
 :class:`MediaSeg` (an index into ``Sample.media[modality]``) and :class:`OutputSeg` (a generator and its
@@ -105,10 +108,12 @@ class MediaSeg:
 
 @dataclass(frozen=True)
 class OutputSeg:
-    """A place where the assistant generates ``modality``; ``caption`` is the output projector's target."""
+    """A place where the assistant generates ``modality``; ``caption`` is the output projector's target, and
+    ``target`` (optional) a file of the wanted output, for the latent-diffusion loss."""
 
     modality: str
     caption: str
+    target: Path | None = None
 
 
 Segment = Union[TextSeg, MediaSeg, OutputSeg]
@@ -195,6 +200,7 @@ class _RowParser:
         self.root = root
         self.check_files = check_files
         self.problems: list[str] = []
+        self.targets: dict[str, list[Path]] = {}
 
     # -- helpers
 
@@ -228,6 +234,15 @@ class _RowParser:
             out[name] = caps
         return out
 
+    def _targets(self) -> dict[str, list[Path]]:
+        raw = self.row.get("output_media", {})
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.problems.append("'output_media' must be an object {generator: [path, ...]}")
+            return {}
+        return {name: self._paths(f"output_media['{name}']", value) for name, value in raw.items()}
+
     def _conversations(self) -> list[Any] | None:
         """The row's turns, expanding the PT pair shorthand into an equivalent conversation."""
         row = self.row
@@ -248,6 +263,8 @@ class _RowParser:
                 self.problems.append(f"'generate' names no generator: {gen!r} (known: {list(self.generators)})")
                 return None
             self.row = {**row, "output_captions": {gen: [caption]}}
+            if "target" in row:
+                self.row["output_media"] = {gen: row["target"]}
             return [{"from": "human", "value": caption}, {"from": "gpt", "value": f"<{gen}>"}]
         keys = [m for m in self.modalities if m in row]
         if len(keys) != 1:
@@ -264,6 +281,12 @@ class _RowParser:
         conv = self._conversations()
         media = {m: self._paths(m, self.row[m]) for m in self.modalities if m in self.row}
         captions = self._captions()
+        targets = self._targets()
+        for g, paths in targets.items():
+            if len(paths) > len(captions.get(g, [])):
+                self.problems.append(f"output_media['{g}'] has {len(paths)} files for "
+                                     f"{len(captions.get(g, []))} output captions; give one caption per output")
+        self.targets = targets
         if conv is None:
             return None
 
@@ -377,7 +400,8 @@ class _RowParser:
         if k >= len(caps):
             self.problems.append(f"turn {n}: output <{name}> #{k + 1} has no caption in output_captions['{name}']")
             return None
-        return OutputSeg(name, caps[k])
+        targets = self.targets.get(name, [])
+        return OutputSeg(name, caps[k], targets[k] if k < len(targets) else None)
 
 
 # --------------------------------------------------------------------------------------------- public API

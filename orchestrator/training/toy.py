@@ -9,8 +9,8 @@ What it writes into the folder:
   on text-only dialogues, including ones where the colour is named in the question so that the answer can copy
   it -- the skill a real LLM brings to MM PT ("what colour is this?" -> read it from the context);
 - ``images/*.png`` and ``pt.jsonl`` (PT pairs of both sides: ``{"image", "caption"}`` and
-  ``{"caption", "generate": "image"}``), ``it.jsonl`` (LLaVA-style dialogues: questions about an image and
-  requests to draw one);
+  ``{"caption", "generate": "image", "target"}``, the target image serving the optional latent-diffusion loss),
+  ``it.jsonl`` (LLaVA-style dialogues: questions about an image and requests to draw one);
 - ``system.yaml``: the ``tiny-random`` system with that LM, an empty system prompt, and image input and output.
 
 The tests and ``docs/training.md`` use it.
@@ -80,14 +80,14 @@ def write_colour_squares(folder: str | Path, n: int = 48, *, seed: int = 0,
         random_square(colour, rng).save(folder / name)
         caption = f"a {colour} square"
         pt.append({"id": f"see-{i}", "image": name, "caption": caption})
-        pt.append({"id": f"draw-{i}", "caption": caption, "generate": "image"})
+        pt.append({"id": f"draw-{i}", "caption": caption, "generate": "image", "target": name})
         it.append({"id": f"ask-{i}", "image": name, "conversations": [
             {"from": "human", "value": "<image>\nWhat colour is the square?"},
             {"from": "gpt", "value": f"It is {colour}."}]})
         it.append({"id": f"paint-{i}", "conversations": [
             {"from": "human", "value": f"Draw {caption}."},
             {"from": "gpt", "value": "Here it is: <image>"}],
-            "output_captions": {"image": [caption]}})
+            "output_captions": {"image": [caption]}, "output_media": {"image": [name]}})
     paths = {}
     for kind, rows in (("pt", pt), ("it", it)):
         paths[kind] = folder / f"{kind}.jsonl"

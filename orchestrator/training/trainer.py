@@ -19,6 +19,7 @@ Several processes (``torchrun`` / ``accelerate launch``) train with DDP; ``batch
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -69,6 +70,8 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(1.0, gt=0)
     lm_weight: float = Field(1.0, ge=0)
     align_weight: float = Field(1.0, ge=0)
+    diffusion_weight: float = Field(0.0, ge=0, description="Weight of the optional latent-diffusion loss through the "
+                                                          "frozen generator (0: off); needs output target files.")
     lora: bool = False
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
@@ -107,11 +110,13 @@ class ProjectorObjective(nn.Module):
     """Wraps an MMSystem; ``forward(batch)`` returns ``(total loss, {name: detached loss})``. This is the module
     DDP wraps: it owns the projectors and the backbone (frozen but for signal rows / LoRA)."""
 
-    def __init__(self, system, *, lm_weight: float = 1.0, align_weight: float = 1.0) -> None:
+    def __init__(self, system, *, lm_weight: float = 1.0, align_weight: float = 1.0,
+                 diffusion_weight: float = 0.0) -> None:
         super().__init__()
         self.system = system
         self.lm_weight = lm_weight
         self.align_weight = align_weight
+        self.diffusion_weight = diffusion_weight
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from generators.projectors import alignment_loss
@@ -140,9 +145,18 @@ class ProjectorObjective(nn.Module):
                 pos = starts[:, None] + torch.arange(k, device=starts.device)  # (N, k)
                 h = hidden[rows[:, None], pos].to(dtype)  # (N, k, D)
                 e = embeds[rows[:, None], pos].to(dtype)  # (N, k, D)
-                align = alignment_loss(projector(h, e), batch.targets[name])
+                conditioning = projector(h, e)  # {spec: (N, L, D)}
+                align = alignment_loss(conditioning, batch.targets[name])
                 parts[f"align/{name}"] = align.detach()
                 total = total + self.align_weight * align
+                # 5. optional: the frozen generator's denoising loss on the wanted outputs, through the projector
+                if self.diffusion_weight and name in batch.latents:
+                    which, latents = batch.latents[name]
+                    noise = torch.Generator().manual_seed(batch.noise_seed)
+                    diffusion = system.generator(name).diffusion_loss(
+                        {k: v[which] for k, v in conditioning.items()}, latents, noise)
+                    parts[f"diffusion/{name}"] = diffusion.detach()
+                    total = total + self.diffusion_weight * diffusion
         return total, parts
 
 
@@ -319,7 +333,36 @@ class Trainer:
                 encoded = tool.encode_text([captions[d] for d in chunk])  # {name: (n, L, D)}
                 for spec_name, cache in caches.items():
                     cache.put(dict(zip(chunk, encoded[spec_name].float().cpu().unbind(0))))
-        return features, targets, hashes
+        latents = self._fill_latents(samples, root) if cfg.diffusion_weight > 0 else None
+        return features, targets, hashes, latents
+
+    def _fill_latents(self, samples: list[Sample], root: Path) -> tuple[dict[str, FeatureCache], dict[Path, str]]:
+        """Clean VAE latents of every output target file, for the latent-diffusion loss."""
+        system, limits = self.system, self.system.config.limits
+        files: dict[str, dict[str, Path]] = {}
+        hashes: dict[Path, str] = {}
+        for sample in samples:
+            for out in sample.outputs():
+                if out.target is not None:
+                    hashes.setdefault(out.target, file_hash(out.target))
+                    files.setdefault(out.modality, {})[hashes[out.target]] = out.target
+        if not files:
+            raise ConfigError("the latent-diffusion loss needs output targets: give 'output_media' (or 'target' in "
+                              "a caption/generate pair) in the data, or set diffusion_weight to 0")
+        unsupported = [g for g in files if not system.generator(g).supports_diffusion_loss]
+        if unsupported:
+            raise ConfigError(f"the latent-diffusion loss is not available for generator(s) {unsupported} "
+                              f"(kinds: {[system.config.generators[g].kind for g in unsupported]})")
+        caches: dict[str, FeatureCache] = {}
+        for name, wanted in files.items():
+            tool = system.generator(name)
+            shape = hashlib.sha256(json.dumps([tool.cache_key(), tool._output_size(),
+                                               tool.cfg.options.get("num_frames")]).encode()).hexdigest()[:12]
+            cache = caches[name] = FeatureCache(root, f"{tool.cache_key()}-latents-{shape}")
+            cache.fill(wanted, lambda paths, t=tool: t.target_latents([Path(p).read_bytes() for p in paths], limits),
+                       batch_size=self.cfg.cache_batch_size, desc=f"caching {name} target latents",
+                       progress=self.cfg.progress)
+        return caches, hashes
 
     def _encode(self, modality: str, paths: list[Path]) -> torch.Tensor:
         from orchestrator.errors import MediaError
@@ -389,21 +432,25 @@ class Trainer:
         # 2. data, tokenised once; caches filled by the main process first, then read by all
         samples = self._load_samples()
         with acc.main_process_first():
-            self.features, self.targets, hashes = self._fill_caches(samples)
+            self.features, self.targets, hashes, latents = self._fill_caches(samples)
+        self.latents, target_hashes = latents if latents is not None else (None, {})
         slots = {m: system.slots(m) for m in system.modality_names}
-        self.encoded = [encode_sample(s, system.backbone, slots, hashes, content_hash) for s in samples]
+        self.encoded = [encode_sample(s, system.backbone, slots, hashes, content_hash, target_hashes)
+                        for s in samples]
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Mean losses of the current weights over the whole data (no training; sample-weighted batch means)."""
         self.prepare()
         system, batch = self.system, self.cfg.batch_size
-        objective = ProjectorObjective(system, lm_weight=self.cfg.lm_weight, align_weight=self.cfg.align_weight)
+        objective = ProjectorObjective(system, lm_weight=self.cfg.lm_weight, align_weight=self.cfg.align_weight,
+                                       diffusion_weight=self.cfg.diffusion_weight)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         for start in range(0, len(self.encoded), batch):
             items = self.encoded[start:start + batch]
-            data = collate(items, system.backbone.tokenizer.pad_token_id or 0, self.features, self.targets)
+            data = collate(items, system.backbone.tokenizer.pad_token_id or 0, self.features, self.targets,
+                           self.latents, noise_seed=self.cfg.seed + start)
             loss, parts = objective(data.to(system.device))
             for name, value in {"loss": loss, **parts}.items():
                 sums[name] = sums.get(name, 0.0) + float(value) * len(items)
@@ -444,7 +491,8 @@ class Trainer:
                                   f"samples in batches of {info.get('batch_size')}; this run has {total}, {n}, "
                                   f"{batch}: resume with the same data and settings")
             start = info["step"]
-        objective = ProjectorObjective(system, lm_weight=cfg.lm_weight, align_weight=cfg.align_weight)
+        objective = ProjectorObjective(system, lm_weight=cfg.lm_weight, align_weight=cfg.align_weight,
+                                       diffusion_weight=cfg.diffusion_weight)
         model, optimizer = acc.prepare(objective, optimizer)  # the scheduler is stepped once per global step
         trainable = [p for group in optimizer.param_groups for p in group["params"]]
 
@@ -475,7 +523,9 @@ class Trainer:
                 ids = order[index * batch:(index + 1) * batch].tolist()
                 local = [encoded[i] for i in ids[acc.process_index::acc.num_processes]]
                 tic = time.perf_counter()
-                data = collate(local, system.backbone.tokenizer.pad_token_id or 0, features, targets).to(acc.device)
+                data = collate(local, system.backbone.tokenizer.pad_token_id or 0, features, targets, self.latents,
+                               noise_seed=(cfg.seed + 1) * 1_000_003 + step * acc.num_processes + acc.process_index
+                               ).to(acc.device)
                 with acc.autocast():
                     loss, parts = model(data)
                 acc.backward(loss)
@@ -527,7 +577,8 @@ class Trainer:
     def _reduce(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> dict[str, float]:
         """Average the step's losses over processes (an alignment term only over processes that had one)."""
         acc = self.accelerator
-        names = ["lm_loss"] + [f"align/{g}" for g in self.system.generator_names]
+        names = (["lm_loss"] + [f"align/{g}" for g in self.system.generator_names]
+                 + [f"diffusion/{g}" for g in self.system.generator_names])
         values = torch.zeros(2 * (len(names) + 1), device=acc.device)
         values[0], values[1] = loss.float(), 1.0
         for i, name in enumerate(names, start=1):
@@ -597,7 +648,7 @@ def plot_losses(log: Path, png: Path, *, title: str = "training loss") -> Path |
     rows = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
     if not rows:
         return None
-    keys = ["loss", "lm_loss"] + sorted({k for r in rows for k in r if k.startswith("align/")})
+    keys = ["loss", "lm_loss"] + sorted({k for r in rows for k in r if k.startswith(("align/", "diffusion/"))})
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for key in keys:
         points = [(r["step"], r[key]) for r in rows if key in r]
