@@ -50,25 +50,24 @@ DESCRIBE = ("Describe it.", "What is this?", "What do you see?", "Tell me about 
 DESCRIBE_AUDIO = ("Describe the sound.", "What do you hear?", "What is this sound?")
 
 
+#: attribute -> answer template (``{v}``: the value's words)
+ANSWERS: dict[str, str] = {
+    "colour": "It is {v}.",
+    "shape": "It is a {v}.",
+    "position": "It is in the {v}.",
+    "size": "It is {v}.",
+    "direction": "It moves {v}.",
+    "pitch": "The pitch is {v}.",
+    "waveform": "It is a {v} wave.",
+}
+
+
 def answer(thing: Thing, attribute: str) -> str:
-    value = getattr(thing, attribute)
-    if attribute == "colour":
-        return f"It is {value}."
-    if attribute == "shape":
-        return f"It is a {value}."
-    if attribute == "position":
-        return f"It is in the {value}."
-    if attribute == "size":
-        return f"It is {value}."
-    if attribute == "direction":
-        return f"It moves {value}."
-    if attribute == "pitch":
-        return f"The pitch is {value}."
-    if attribute == "waveform":
-        return f"It is a {value} wave."
+    """The short answer to a question about ``attribute`` of ``thing``."""
     if attribute == "beeps":
-        return f"There {'is' if value == 1 else 'are'} {NUMBERS[value]} beep{'s' if value > 1 else ''}."
-    raise KeyError(attribute)
+        n = thing.beeps
+        return f"There {'is' if n == 1 else 'are'} {NUMBERS[n]} beep{'s' if n > 1 else ''}."
+    return ANSWERS[attribute].format(v=getattr(thing, attribute))
 
 
 def answer_words(thing: Thing, attribute: str) -> str:

@@ -55,7 +55,13 @@ class Thing:
     """Base of the world's things: sampling, attribute access, rendering with a seed."""
 
     kind: ClassVar[str]
+    #: attribute -> its possible values; the dataclass fields, in the same order
+    options: ClassVar[dict[str, object]]
     attributes: ClassVar[tuple[str, ...]]
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.attributes = tuple(cls.options)
 
     @classmethod
     def sample(cls, rng: random.Random, **fixed) -> "Thing":
@@ -65,7 +71,7 @@ class Thing:
 
     @classmethod
     def choices(cls, attribute: str):
-        raise KeyError(attribute)
+        return cls.options[attribute]
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -112,11 +118,7 @@ class Picture(Thing):
     size: str
 
     kind: ClassVar[str] = "image"
-    attributes: ClassVar[tuple[str, ...]] = ("colour", "shape", "position", "size")
-
-    @classmethod
-    def choices(cls, attribute: str):
-        return {"colour": COLOURS, "shape": SHAPES, "position": POSITIONS, "size": SIZES}[attribute]
+    options: ClassVar[dict[str, object]] = {"colour": COLOURS, "shape": SHAPES, "position": POSITIONS, "size": SIZES}
 
     def render(self, seed: int = 0, side: int = 32) -> Image.Image:
         rng = random.Random(seed)
@@ -138,11 +140,7 @@ class Clip(Thing):
     direction: str
 
     kind: ClassVar[str] = "video"
-    attributes: ClassVar[tuple[str, ...]] = ("colour", "shape", "direction")
-
-    @classmethod
-    def choices(cls, attribute: str):
-        return {"colour": COLOURS, "shape": SHAPES, "direction": DIRECTIONS}[attribute]
+    options: ClassVar[dict[str, object]] = {"colour": COLOURS, "shape": SHAPES, "direction": DIRECTIONS}
 
     def render(self, seed: int = 0, side: int = 32, frames: int = 8) -> list[Image.Image]:
         rng = random.Random(seed)
@@ -185,11 +183,7 @@ class Sound(Thing):
     beeps: int
 
     kind: ClassVar[str] = "audio"
-    attributes: ClassVar[tuple[str, ...]] = ("pitch", "waveform", "beeps")
-
-    @classmethod
-    def choices(cls, attribute: str):
-        return {"pitch": PITCHES, "waveform": WAVEFORMS, "beeps": BEEPS}[attribute]
+    options: ClassVar[dict[str, object]] = {"pitch": PITCHES, "waveform": WAVEFORMS, "beeps": BEEPS}
 
     def render(self, seed: int = 0, seconds: float = 1.0, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         """Float32 samples in [-1, 1], shape ``(seconds * sample_rate,)``."""
