@@ -357,6 +357,11 @@ class LatentDiffusionLoss:
         """One target file -> RGB PIL frames (one for an image)."""
         ...
 
+    def latents_cache_key(self) -> str:
+        """Feature-cache key of :meth:`target_latents`: the tool's key plus the output size and frame count."""
+        shape = json.dumps([self.cache_key(), self._output_size(), self.cfg.options.get("num_frames")])
+        return f"{self.cache_key()}-latents-{hashlib.sha256(shape.encode()).hexdigest()[:12]}"
+
     def _output_size(self) -> tuple[int, int]:
         default = self.pipeline.unet.config.sample_size * self.pipeline.vae_scale_factor
         return int(self.cfg.options.get("height") or default), int(self.cfg.options.get("width") or default)

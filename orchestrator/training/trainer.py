@@ -19,7 +19,6 @@ Several processes (``torchrun`` / ``accelerate launch``) train with DDP; ``batch
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -239,6 +238,7 @@ class Trainer:
         self.resume = resume
         self.callbacks = list(callbacks)
         self.system = system
+        self.encoded = None  # set by prepare()
         if not self.data:
             raise ConfigError("no training data given")
         if self.out is None:
@@ -356,9 +356,7 @@ class Trainer:
         caches: dict[str, FeatureCache] = {}
         for name, wanted in files.items():
             tool = system.generator(name)
-            shape = hashlib.sha256(json.dumps([tool.cache_key(), tool._output_size(),
-                                               tool.cfg.options.get("num_frames")]).encode()).hexdigest()[:12]
-            cache = caches[name] = FeatureCache(root, f"{tool.cache_key()}-latents-{shape}")
+            cache = caches[name] = FeatureCache(root, tool.latents_cache_key())
             cache.fill(wanted, lambda paths, t=tool: t.target_latents([Path(p).read_bytes() for p in paths], limits),
                        batch_size=self.cfg.cache_batch_size, desc=f"caching {name} target latents",
                        progress=self.cfg.progress)
@@ -410,7 +408,7 @@ class Trainer:
         """Build the system, apply ``init`` / LoRA, audit what trains, load the data and fill the caches."""
         from orchestrator.system import MMSystem
 
-        if getattr(self, "encoded", None) is not None:
+        if self.encoded is not None:
             return
         cfg = self.cfg
         self.accelerator = acc = self._setup_accelerator()
@@ -517,9 +515,12 @@ class Trainer:
         t0 = time.perf_counter()
         step = start
         try:
+            order_epoch, order = -1, None
             for step in range(start, stop):
                 epoch, index = divmod(step, per_epoch)
-                order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + epoch))
+                if epoch != order_epoch:  # each epoch's order depends only on the seed: resumable
+                    order_epoch = epoch
+                    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + epoch))
                 ids = order[index * batch:(index + 1) * batch].tolist()
                 local = [encoded[i] for i in ids[acc.process_index::acc.num_processes]]
                 tic = time.perf_counter()
