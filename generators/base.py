@@ -31,7 +31,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import torch
 
 from orchestrator.config import GeneratorConfig
-from orchestrator.tiny import is_tiny, resolve_model
+from orchestrator.tiny import model_identity, resolve_model
 
 Progress = Callable[[int, int], None]
 
@@ -186,9 +186,9 @@ class GeneratorTool(ABC):
         return [f"[{self.signal_prefix}{i}]" for i in range(self.cfg.num_signal_tokens)]
 
     def cache_key(self) -> str:
-        """A stable key for caches of :meth:`encode_text` targets: ``<kind>-<16 hex digits>`` of the model (with
-        the seed of an ``@tiny`` one), the dtype and the conditioning shapes."""
-        model = f"{self.cfg.model}#seed{self.seed}" if is_tiny(self.cfg.model) else self.cfg.model
+        """A stable key for caches of :meth:`encode_text` targets: ``<kind>-<16 hex digits>`` of the model's
+        identity (:func:`~orchestrator.tiny.model_identity`), the dtype and the conditioning shapes."""
+        model = model_identity(self.cfg.model, self.seed)
         fields = {"kind": self.cfg.kind, "model": model, "dtype": str(self.dtype),
                   "specs": [(s.name, s.length, s.dim) for s in self.conditioning_specs()]}
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Iterable
 
 import torch
 
@@ -77,8 +78,9 @@ def _byte_symbols() -> list[str]:
 
 
 def _train_byte_bpe(*, num_merges: int, special_tokens: list[str], word_pattern: str,
-                    end_of_word_suffix: str = "") -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Learn byte-level BPE merges on :data:`CORPUS` (lower-cased), deterministically.
+                    end_of_word_suffix: str = "", corpus: "Iterable[str]" = CORPUS,
+                    ) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Learn byte-level BPE merges on ``corpus`` (default :data:`CORPUS`; lower-cased), deterministically.
 
     Words are the ``word_pattern`` matches; each word is a sequence of byte symbols, its last one carrying
     ``end_of_word_suffix`` (CLIP's ``</w>``). The most frequent adjacent pair is merged, ties broken by the pair
@@ -90,7 +92,7 @@ def _train_byte_bpe(*, num_merges: int, special_tokens: list[str], word_pattern:
 
     symbols = _byte_symbols()
     words: Counter[tuple[str, ...]] = Counter()
-    for line in CORPUS:
+    for line in corpus:
         for word in re.findall(word_pattern, line.lower()):
             pieces = [symbols[b] for b in word.encode("utf-8")]
             pieces[-1] += end_of_word_suffix
@@ -126,12 +128,15 @@ def _train_byte_bpe(*, num_merges: int, special_tokens: list[str], word_pattern:
     return vocab, merges
 
 
-def tiny_clip_tokenizer(model_max_length: int = CLIP_MAX_LENGTH):
-    """A ``CLIPTokenizer`` (``<|startoftext|>`` = 0, ``<|endoftext|>`` = 1) with a vocabulary trained here."""
+def tiny_clip_tokenizer(model_max_length: int = CLIP_MAX_LENGTH, *, corpus: "Iterable[str]" = CORPUS,
+                        num_merges: int = 150):
+    """A ``CLIPTokenizer`` (``<|startoftext|>`` = 0, ``<|endoftext|>`` = 1) with a vocabulary trained here on
+    ``corpus`` (default: :data:`CORPUS`) with ``num_merges`` BPE merges."""
     from transformers import CLIPTokenizer
 
-    vocab, merges = _train_byte_bpe(num_merges=150, special_tokens=["<|startoftext|>", "<|endoftext|>"],
-                                    word_pattern=r"[a-z]+|[0-9]|[^\sa-z0-9]+", end_of_word_suffix="</w>")
+    vocab, merges = _train_byte_bpe(num_merges=num_merges, special_tokens=["<|startoftext|>", "<|endoftext|>"],
+                                    word_pattern=r"[a-z]+|[0-9]|[^\sa-z0-9]+", end_of_word_suffix="</w>",
+                                    corpus=corpus)
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 

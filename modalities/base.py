@@ -24,7 +24,7 @@ from torch import nn
 
 from modalities import ENCODERS, build_encoder  # noqa: F401  (re-exported: ``from modalities.base import ENCODERS``)
 from orchestrator.config import ModalityConfig
-from orchestrator.tiny import is_tiny, resolve_model
+from orchestrator.tiny import model_identity, resolve_model
 
 E = TypeVar("E", bound="ModalityEncoder")
 
@@ -46,7 +46,7 @@ class ModalityEncoder(nn.Module, ABC):
     def __init__(self, cfg: ModalityConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.model_ref = cfg.model  # replaced by from_config with a seed-qualified name for @tiny models
+        self.model_ref = cfg.model  # replaced by from_config with the model's identity (seed / content fingerprint)
 
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
@@ -61,7 +61,7 @@ class ModalityEncoder(nn.Module, ABC):
         """Load ``cfg.model`` (hub id, local path or ``@tiny/<name>``), move it to ``device``/``dtype``, freeze it."""
         path = resolve_model(cfg.model, seed)
         encoder = cls.load(cfg, path)
-        encoder.model_ref = f"{cfg.model}#seed{seed}" if is_tiny(cfg.model) else cfg.model
+        encoder.model_ref = model_identity(cfg.model, seed)
         encoder.to(device=device, dtype=dtype)
         return encoder.freeze()
 

@@ -10,7 +10,10 @@ Four kinds, registered in :data:`PROJECTORS` (``modalities.PROJECTORS``):
 * ``qformer`` -- a BLIP-2 style query transformer: learned queries, each block self-attention among the
   queries, cross-attention to the features, feed-forward; ``M = num_queries``.
 
-A video's ``(B, G, T, D)`` features are projected group by group: flatten to ``(B * G, T, D)`` first.
+A video's ``(B, G, T, D)`` features go through :meth:`InputProjector.project_groups`: by default group by group
+(flattened to ``(B * G, T, D)``, ``G * M`` tokens out). With ``cfg.time_embeddings > 0`` the query projectors
+instead add a learned embedding per frame and read all ``G * T`` tokens at once (Flamingo's Perceiver
+Resampler), so ``M`` tokens come out per video and they can encode motion.
 """
 
 from __future__ import annotations
@@ -39,6 +42,16 @@ class InputProjector(nn.Module):
     def num_output_tokens(self, num_input_tokens: int) -> int:
         """``M`` for ``T = num_input_tokens`` input tokens (the default: one output per input token)."""
         return num_input_tokens
+
+    def num_group_tokens(self, groups: int, tokens_per_group: int) -> int:
+        """Output tokens for one item of ``groups`` groups (video frames) of ``tokens_per_group`` tokens each."""
+        return groups * self.num_output_tokens(tokens_per_group)
+
+    def project_groups(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, G, T, D_in)`` -> ``(B, N, D_out)`` with ``N = num_group_tokens(G, T)``; each group on its own."""
+        b, g, t, d = features.shape
+        out = self(features.reshape(b * g, t, d))  # (B*G, T, D_in) -> (B*G, M, D_out)
+        return out.reshape(b, g * out.shape[1], out.shape[2])  # (B*G, M, D_out) -> (B, G*M, D_out)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 3 or x.shape[-1] != self.in_dim:
@@ -103,6 +116,9 @@ class QueryProjector(InputProjector, ABC):
         self.blocks = nn.ModuleList(self.make_block(width, cfg.heads) for _ in range(cfg.depth))
         self.norm_out = nn.LayerNorm(width)
         self.output_proj = nn.Linear(width, out_dim)
+        # (F, W): one learned embedding per frame when frames are projected jointly; zero-initialised so that the
+        # projector starts out treating frames alike
+        self.time = nn.Parameter(torch.zeros(cfg.time_embeddings, width)) if cfg.time_embeddings else None
 
     @abstractmethod
     def make_block(self, width: int, heads: int) -> nn.ModuleDict:
@@ -117,11 +133,32 @@ class QueryProjector(InputProjector, ABC):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        features = self.input_proj(x)  # (B, T, D_in) -> (B, T, W)
-        queries = self.queries.unsqueeze(0).expand(x.shape[0], -1, -1)  # (M, W) -> (B, M, W)
+        return self._attend(self.input_proj(x))  # (B, T, D_in) -> (B, T, W) -> (B, M, D_out)
+
+    def _attend(self, features: torch.Tensor) -> torch.Tensor:
+        """Inner-width features ``(B, T, W)`` -> ``(B, M, D_out)``."""
+        queries = self.queries.unsqueeze(0).expand(features.shape[0], -1, -1)  # (M, W) -> (B, M, W)
         for block in self.blocks:
             queries = self.run_block(block, queries, features)  # (B, M, W)
         return self.output_proj(self.norm_out(queries))  # (B, M, W) -> (B, M, D_out)
+
+    def num_group_tokens(self, groups: int, tokens_per_group: int) -> int:
+        if self.time is None:
+            return super().num_group_tokens(groups, tokens_per_group)
+        return self.cfg.num_queries
+
+    def project_groups(self, features: torch.Tensor) -> torch.Tensor:
+        if self.time is None:
+            return super().project_groups(features)
+        b, g, t, d = features.shape
+        if d != self.in_dim:
+            raise ValueError(f"{type(self).__name__} expects features of shape (B, G, T, {self.in_dim}), "
+                             f"got {tuple(features.shape)}")
+        if g > self.time.shape[0]:
+            raise ValueError(f"{type(self).__name__} has time embeddings for {self.time.shape[0]} frames, got {g}; "
+                             "raise projector.time_embeddings or lower num_frames")
+        x = self.input_proj(features) + self.time[:g, None, :]  # (B, G, T, W) + (G, 1, W)
+        return self._attend(x.reshape(b, g * t, x.shape[-1]))  # (B, G*T, W) -> (B, M, D_out)
 
 
 def _attention(width: int, heads: int) -> nn.MultiheadAttention:

@@ -43,6 +43,10 @@ class ProjectorConfig(_Data):
     depth: int = Field(2, ge=1, description="Layers (mlp: linear layers; resampler/qformer: blocks).")
     heads: int = Field(4, ge=1, description="Attention heads (resampler, qformer).")
     width: int | None = Field(None, description="Inner width (resampler/qformer); default: the LLM width.")
+    time_embeddings: int = Field(0, ge=0, description=(
+        "Resampler/qformer only: if > 0, the frames of a video are projected jointly (Flamingo): a learned "
+        "embedding per frame (up to this many frames) is added and the queries attend to all frames' tokens at "
+        "once, so motion is visible to the projector. 0: frames are projected one by one."))
 
 
 class ModalityConfig(_Data):
@@ -106,6 +110,9 @@ class SystemConfig(_Data):
     modalities: dict[str, ModalityConfig] = Field(default_factory=dict)
     generators: dict[str, GeneratorConfig] = Field(default_factory=dict)
     limits: MediaLimits = Field(default_factory=MediaLimits)
+    weights: str | None = Field(None, description=(
+        "Trained projector weights loaded with the system (a folder with trainable.safetensors, or "
+        "@tinyworld/<name>); an explicit weights= argument wins."))
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     seed: int = 0
 

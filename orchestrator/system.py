@@ -19,6 +19,7 @@ from torch import nn
 from orchestrator.backbone import Backbone, SignalGroup
 from orchestrator.config import SystemConfig, load_config
 from orchestrator.errors import CancelledError, ConfigError, UnsupportedModalityError
+from orchestrator.tiny import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class MMSystem(nn.Module):
         })
         system = cls(config, encoders=encoders, input_projectors=input_projectors.to(dev), backbone=backbone,
                      generators=generators, output_projectors=output_projectors.to(dev))
+        if weights is None and config.weights:
+            weights = resolve_model(config.weights)
         if weights is not None:
             system.load_trainable(weights)
         system.eval()
@@ -173,17 +176,16 @@ class MMSystem(nn.Module):
 
     # -- 3. project (trainable) -----------------------------------------------------------------------------------
     def project(self, modality: str, features: torch.Tensor) -> torch.Tensor:
-        """Encoder features (B, G, T, D_enc) -> LLM-space tokens (B, G*M, D_llm), projecting each group."""
+        """Encoder features (B, G, T, D_enc) -> LLM-space tokens (B, N, D_llm): N = G*M when each group (video
+        frame) is projected on its own, M when the projector reads all frames jointly."""
         projector = self.input_projectors[modality]
-        b, g, t, d = features.shape
-        flat = features.reshape(b * g, t, d).to(self.device, next(projector.parameters()).dtype)  # (B*G, T, D_enc)
-        out = projector(flat)  # (B*G, M, D_llm)
-        return out.reshape(b, g * out.shape[1], out.shape[2]).to(self.backbone.dtype)  # (B, G*M, D_llm)
+        features = features.to(self.device, next(projector.parameters()).dtype)
+        return projector.project_groups(features).to(self.backbone.dtype)  # (B, N, D_llm)
 
     def slots(self, modality: str) -> int:
         """How many placeholder positions one item of ``modality`` occupies in the prompt."""
         encoder = self.encoder(modality)
-        return encoder.groups * self.input_projectors[modality].num_output_tokens(encoder.tokens_per_group)
+        return self.input_projectors[modality].num_group_tokens(encoder.groups, encoder.tokens_per_group)
 
     # -- 4. signals -> output projector -> generator --------------------------------------------------------------
     def condition(self, name: str, group: SignalGroup) -> dict[str, torch.Tensor]:

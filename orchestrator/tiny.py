@@ -45,8 +45,60 @@ def is_tiny(model: str) -> bool:
     return model.startswith(TINY_PREFIX)
 
 
+#: ``@tinyworld/<name>``: a component of the trained tinyworld system that ships inside the package
+#: (``tinyworld/weights/<name>``); ``$MMGRAPH_TINYWORLD`` points the prefix at another folder (e.g. a recipe run).
+WORLD_PREFIX = "@tinyworld/"
+
+
+def world_weights() -> Path:
+    """The folder ``@tinyworld/<name>`` components resolve in."""
+    override = os.environ.get("MMGRAPH_TINYWORLD")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent.parent / "tinyworld" / "weights"
+
+
+def _resolve_world(model: str) -> str:
+    from orchestrator.errors import ConfigError
+
+    path = world_weights() / model[len(WORLD_PREFIX):]
+    if not path.exists():
+        raise ConfigError(f"{model}: no trained tinyworld component at {path}; train one with "
+                          "`mmgraph train world --out DIR` and set MMGRAPH_TINYWORLD=DIR/weights")
+    return str(path)
+
+
+def model_identity(model: str, seed: int = 0) -> str:
+    """What identifies a model's weights in cache keys: ``@tiny/x#seedN`` for tiny components, the hub id for
+    hub models, and for local folders (``@tinyworld/`` ones included) the name plus a content fingerprint of its
+    weight files (name, size, the first and last 64 KiB), so retrained weights never reuse stale caches."""
+    import hashlib
+
+    if is_tiny(model):
+        return f"{model}#seed{seed}"
+    path = Path(_resolve_world(model) if model.startswith(WORLD_PREFIX) else model)
+    if not path.exists():
+        return model
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in _WEIGHT_SUFFIXES)
+    for file in files:
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path) if file != path else file.name}:{size}".encode())
+        with open(file, "rb") as handle:
+            digest.update(handle.read(1 << 16))
+            handle.seek(max(size - (1 << 16), 0))
+            digest.update(handle.read(1 << 16))
+    return f"{model}#{digest.hexdigest()[:16]}"
+
+
+_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".json", ".model", ".txt"}
+
+
 def resolve_model(model: str, seed: int = 0) -> str:
-    """Map ``@tiny/<name>`` to a built local folder; return any other id or path unchanged."""
+    """Map ``@tiny/<name>`` to a built local folder and ``@tinyworld/<name>`` to the packaged one; return any
+    other id or path unchanged."""
+    if model.startswith(WORLD_PREFIX):
+        return _resolve_world(model)
     if not is_tiny(model):
         return model
     name = model[len(TINY_PREFIX):]

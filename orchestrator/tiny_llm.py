@@ -34,13 +34,15 @@ def _corpus() -> list[str]:
     return lines
 
 
-def _sentencepiece_tokenizer(path: Path, vocab_size: int = 400):
+def sentencepiece_tokenizer(path: Path, vocab_size: int = 400, corpus: "list[str] | None" = None):
+    """Train a SentencePiece BPE model (byte fallback; pad 0, unk 1, bos 2, eos 3) on ``corpus`` (default: the
+    built-in one), wrap it as a Llama tokenizer and save that to ``path``; returns the tokenizer."""
     import sentencepiece as spm
     from transformers import LlamaTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(_corpus()), model_prefix=f"{tmp}/tokenizer", vocab_size=vocab_size,
+            sentence_iterator=iter(corpus or _corpus()), model_prefix=f"{tmp}/tokenizer", vocab_size=vocab_size,
             model_type="bpe", byte_fallback=True, character_coverage=1.0, pad_id=0, unk_id=1, bos_id=2,
             eos_id=3, hard_vocab_limit=False, minloglevel=2,
         )
@@ -78,7 +80,7 @@ def _save_causal_lm(path: Path, seed: int, tokenizer, config) -> None:
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
 
 
-def _special_ids(tokenizer) -> dict:
+def special_ids(tokenizer) -> dict:
     return dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id)
 
@@ -91,9 +93,9 @@ _LLAMA_LIKE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, n
 def build_llama(path: Path, seed: int) -> None:
     from transformers import LlamaConfig
 
-    tokenizer = _sentencepiece_tokenizer(path)
+    tokenizer = sentencepiece_tokenizer(path)
     _save_causal_lm(path, seed, tokenizer,
-                    LlamaConfig(**_LLAMA_LIKE, **_special_ids(tokenizer), tie_word_embeddings=False))
+                    LlamaConfig(**_LLAMA_LIKE, **special_ids(tokenizer), tie_word_embeddings=False))
 
 
 def build_qwen2(path: Path, seed: int) -> None:
@@ -101,7 +103,7 @@ def build_qwen2(path: Path, seed: int) -> None:
 
     tokenizer = _byte_level_tokenizer(path)
     _save_causal_lm(path, seed, tokenizer,
-                    Qwen2Config(**_LLAMA_LIKE, **_special_ids(tokenizer), tie_word_embeddings=True))
+                    Qwen2Config(**_LLAMA_LIKE, **special_ids(tokenizer), tie_word_embeddings=True))
 
 
 def build_gpt2(path: Path, seed: int) -> None:
@@ -109,4 +111,4 @@ def build_gpt2(path: Path, seed: int) -> None:
 
     tokenizer = _byte_level_tokenizer(path)
     _save_causal_lm(path, seed, tokenizer,
-                    GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=2048, **_special_ids(tokenizer)))
+                    GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=2048, **special_ids(tokenizer)))

@@ -115,3 +115,34 @@ def test_registry_is_shared_with_the_module():
 
     assert projectors.PROJECTORS is modalities.PROJECTORS
     assert PROJECTORS.get("qformer") is projectors.QFormerProjector
+
+
+# -- joint (temporal) projection of video frames ------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["resampler", "qformer"])
+def test_time_embeddings_project_all_frames_jointly_and_see_their_order(kind):
+    torch.manual_seed(0)
+    cfg = ProjectorConfig(kind=kind, num_queries=3, depth=1, heads=2, width=16, time_embeddings=6)
+    projector = build_projector(8, 12, cfg)
+    torch.nn.init.normal_(projector.time)  # trained embeddings are not zero
+    video = torch.randn(2, 5, 4, 8)  # (B, G frames, T tokens, D)
+    out = projector.project_groups(video)
+    assert out.shape == (2, 3, 12) and projector.num_group_tokens(5, 4) == 3
+    # the frames' order matters (motion): reversing it changes the output, permuting tokens within frames does not
+    assert not torch.allclose(projector.project_groups(video.flip(1)), out, atol=1e-5)
+    torch.testing.assert_close(projector.project_groups(video.flip(2)), out, atol=1e-5, rtol=1e-5)
+
+
+def test_without_time_embeddings_frames_are_projected_one_by_one():
+    torch.manual_seed(0)
+    projector = build_projector(8, 12, ProjectorConfig(kind="resampler", num_queries=3, depth=1, heads=2, width=16))
+    video = torch.randn(2, 5, 4, 8)
+    out = projector.project_groups(video)
+    assert out.shape == (2, 15, 12) and projector.num_group_tokens(5, 4) == 15
+    torch.testing.assert_close(out[:, 3:6], projector(video[:, 1]))  # frame 1's queries
+
+
+def test_more_frames_than_time_embeddings_is_a_clear_error():
+    projector = build_projector(8, 12, ProjectorConfig(kind="resampler", num_queries=3, heads=2, width=16,
+                                                       time_embeddings=4))
+    with pytest.raises(ValueError, match="time embeddings for 4 frames, got 5"):
+        projector.project_groups(torch.randn(1, 5, 4, 8))

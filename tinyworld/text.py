@@ -81,7 +81,13 @@ def answer_words(thing: Thing, attribute: str) -> str:
 DRAW = ("Draw {x}.", "Show me {x}.", "Paint {x}.", "Make a picture of {x}.")
 ANIMATE = ("Animate {x}.", "Make a video of {x}.", "Show me a video of {x}.")
 PLAY = ("Play {x}.", "Make a sound of {x}.", "Let me hear {x}.")
-REPLIES = ("Here it is: {p}", "Sure. {p}", "Here you go: {p}")
+#: replies to generation requests, per output kind; ``{x}``: the request caption, ``{p}``: the output placeholder.
+#: Naming the medium and restating the caption right before the signal tokens puts what to generate next to them.
+REPLIES: dict[str, tuple[str, ...]] = {
+    "image": ("Here is a picture of {x}: {p}", "Sure, a picture of {x}: {p}"),
+    "video": ("Here is a video of {x}: {p}", "Sure, a video of {x}: {p}"),
+    "audio": ("Here is the sound of {x}: {p}", "Sure, the sound of {x}: {p}"),
+}
 
 
 def request_caption(thing: Thing) -> str:
@@ -127,5 +133,82 @@ def generation(thing: Thing, rng: random.Random) -> Exchange:
     templates = {"image": DRAW, "video": ANIMATE, "audio": PLAY}[thing.kind]
     wanted = request_caption(thing)
     user = rng.choice(templates).format(x=wanted)
-    reply = rng.choice(REPLIES).format(p=f"<{thing.kind}>")
+    reply = rng.choice(REPLIES[thing.kind]).format(x=wanted, p=f"<{thing.kind}>")
     return Exchange(user, reply, [], [(thing, wanted)])
+
+
+def all_things() -> list[Thing]:
+    """Every distinct thing of the world (each combination of attribute values), in a fixed order."""
+    import itertools
+
+    from tinyworld.world import THINGS
+
+    out: list[Thing] = []
+    for cls in THINGS.values():
+        names = list(cls.options)
+        out += [cls(**dict(zip(names, values))) for values in itertools.product(*(cls.choices(n) for n in names))]
+    return out
+
+
+def corpus() -> list[str]:
+    """The world's sentences, deterministic: every caption and request caption, every question, answer,
+    request and reply template filled with every thing. Tokenizers are trained on it."""
+    lines: list[str] = []
+    for thing in all_things():
+        lines += [caption(thing), request_caption(thing)]
+        templates = {"image": DRAW, "video": ANIMATE, "audio": PLAY}[thing.kind]
+        lines += [t.format(x=request_caption(thing)) for t in templates]
+        lines += [t.format(x=request_caption(thing), p="") for t in REPLIES[thing.kind]]
+        lines += [answer(thing, a) for a in thing.attributes]
+    for kind in QUESTIONS.values():
+        for questions in kind.values():
+            lines += list(questions)
+    lines += list(DESCRIBE) + list(DESCRIBE_AUDIO)
+    lines += [line for pair in CHAT for line in pair]
+    return list(dict.fromkeys(lines))  # unique, first-seen order
+
+
+def both(seen: Thing, wanted: Thing, rng: random.Random) -> Exchange:
+    """A question about an attached thing and, in the same turn, a request to generate another one."""
+    asked, made = understanding(seen, rng), generation(wanted, rng)
+    request = made.user[0].lower() + made.user[1:]
+    return Exchange(f"{asked.user} Then {request}", f"{asked.assistant} {made.assistant}", asked.media_in,
+                    made.media_out)
+
+
+#: task -> relative frequency in :func:`exchange`
+TASKS: dict[str, int] = {"understand": 8, "generate": 6, "chat": 2, "both": 2}
+
+
+def exchange(rng: random.Random, *, kind: str | None = None, task: str | None = None) -> Exchange:
+    """A random exchange of ``task`` (default: drawn by :data:`TASKS`): "understand" (a question about an
+    attached thing of ``kind`` -- "image" / "video" / "audio", default any), "generate" (a request to make one),
+    "both" (a question and a request in one turn) or "chat" (plain text, nothing attached or generated)."""
+    from tinyworld.world import THINGS
+
+    task = task or rng.choices(list(TASKS), weights=list(TASKS.values()))[0]
+    if task == "chat":
+        user, reply = rng.choice(CHAT)
+        return Exchange(user, reply, [], [])
+    thing = THINGS[kind or rng.choice(list(THINGS))].sample(rng)
+    if task == "both":
+        return both(thing, THINGS[rng.choice(list(THINGS))].sample(rng), rng)
+    return understanding(thing, rng) if task == "understand" else generation(thing, rng)
+
+
+#: plain-text turns: the assistant must answer them without generating anything
+CHAT: tuple[tuple[str, str], ...] = (
+    ("Hello!", "Hello! Show me a picture, a video or a sound, or ask me to make one."),
+    ("What can you do?", "I can describe pictures, videos and sounds, and I can draw, animate and play them."),
+    ("Thank you.", "You are welcome."),
+    ("Which colours do you know?", "I know red, green, blue, yellow, purple and orange."),
+    ("Which shapes do you know?", "I know squares, circles, triangles and crosses."),
+    ("Tell me about pictures.", "A picture shows one shape of some colour, small or large, in some place."),
+    ("Tell me about sounds.", "A sound has one, two or three low, middle or high beeps."),
+    ("Tell me about videos.", "A video shows a shape moving left, right, up or down."),
+)
+
+
+def dialogue(rng: random.Random, max_turns: int = 3) -> list[Exchange]:
+    """A conversation of 1..``max_turns`` random exchanges mixing understanding, generation and chat."""
+    return [exchange(rng) for _ in range(rng.randint(1, max_turns))]

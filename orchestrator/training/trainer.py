@@ -123,7 +123,7 @@ class ProjectorObjective(nn.Module):
         system = self.system
         backbone = system.backbone
         # 1. project the cached encoder features and splice them into the placeholder slots
-        features = {m: system.project(m, x).flatten(0, 1) for m, x in batch.features.items()}  # (N*G*M, D)
+        features = {m: system.project(m, x).flatten(0, 1) for m, x in batch.features.items()}  # (items*slots, D)
         embeds = backbone.embed(batch.input_ids, features)  # (B, L, D)
         # 2. frozen LLM
         out = backbone.model(inputs_embeds=embeds, attention_mask=batch.attention_mask, use_cache=False,

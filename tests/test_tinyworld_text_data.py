@@ -1,0 +1,91 @@
+"""The tinyworld's dialogues, the LLM's text view of them, the PT / IT data sets, and the eval's answer check."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from modalities.media import decode
+from orchestrator.config import MediaLimits
+from orchestrator.training.data import MediaSeg, OutputSeg, TextSeg, load_samples
+from tinyworld import text as world_text
+from tinyworld.data import held_out_seed, write_datasets
+from tinyworld.evaluate import values_named
+from tinyworld.language import as_text, text_dialogues
+from tinyworld.world import Clip, Picture, Sound
+
+
+def test_the_text_view_puts_the_caption_where_the_medium_goes_and_drops_output_placeholders():
+    rng = random.Random(0)
+    picture = Picture(colour="red", shape="circle", position="top left", size="small")
+    wanted = Clip(colour="blue", shape="cross", direction="up")
+    user, assistant = as_text(world_text.both(picture, wanted, rng))
+    assert "<" not in user + assistant
+    assert world_text.caption(picture) in user and "a blue cross moving up" in user
+    assert assistant.endswith("a video of a blue cross moving up:")
+
+
+def test_text_dialogues_are_seeded_and_mix_every_task():
+    first, again = text_dialogues(200, seed=3), text_dialogues(200, seed=3)
+    assert first == again and first != text_dialogues(200, seed=4)
+    replies = [text for dialogue in first for role, text in dialogue if role == "assistant"]
+    assert any(r.startswith("It is") for r in replies)  # answers
+    assert any(r.endswith(":") for r in replies)  # generation replies end where the signal tokens will go
+    assert any("a picture of" in r for r in replies) and any("the sound of" in r for r in replies)
+    assert any(r in {reply for _, reply in world_text.CHAT} for r in replies)
+
+
+def test_every_corpus_word_is_a_single_piece_of_the_clip_style_tokenizer():
+    from generators.tiny import tiny_clip_tokenizer
+
+    tokenizer = tiny_clip_tokenizer(16, corpus=world_text.corpus(), num_merges=300)
+    for thing in world_text.all_things()[::7]:
+        words = world_text.caption(thing).split()
+        assert len(tokenizer.tokenize(world_text.caption(thing))) == len(words)
+
+
+def test_datasets_load_with_the_training_loader_and_their_media_decode(tmp_path):
+    paths = write_datasets(tmp_path, pt=12, it=10, seed=1, progress=False)
+    kinds = ["image", "video", "audio"]
+    pt = load_samples(paths["pt"], modalities=kinds, generators=kinds)
+    it = load_samples(paths["it"], modalities=kinds, generators=kinds)
+    assert len(pt) == 12 and len(it) == 10
+    describe = [s for s in pt if s.media]
+    generate = [s for s in pt if s.outputs()]
+    assert len(describe) == 6 and len(generate) == 6
+    for sample in describe:
+        (kind, (path,)), = sample.media.items()
+        medium = decode(kind, path.read_bytes(), MediaLimits(), **({"num_frames": 8} if kind == "video" else {}))
+        assert medium is not None
+        # the caption reply names the thing the file shows: the file name carries its kind
+        assert path.name.endswith({"image": "png", "video": "mp4", "audio": "wav"}[kind])
+    segs = [seg for s in it for _, turn in s.turns for seg in turn]
+    assert any(isinstance(s, MediaSeg) for s in segs) and any(isinstance(s, OutputSeg) for s in segs)
+    assert all(isinstance(s, (MediaSeg, OutputSeg, TextSeg)) for s in segs)
+
+
+def test_datasets_are_reproducible(tmp_path):
+    a = write_datasets(tmp_path / "a", pt=9, it=6, seed=5, progress=False)
+    b = write_datasets(tmp_path / "b", pt=9, it=6, seed=5, progress=False)
+    assert a["pt"].read_text() == b["pt"].read_text() and a["it"].read_text() == b["it"].read_text()
+    for file in sorted((tmp_path / "a" / "media").iterdir()):
+        assert file.read_bytes() == (tmp_path / "b" / "media" / file.name).read_bytes()
+    assert held_out_seed(0) >= 2**40
+
+
+@pytest.mark.parametrize("reply, kind, attribute, expected", [
+    ("It is in the top left.", "image", "position", {"top left"}),
+    ("It moves left.", "video", "direction", {"left"}),
+    ("It is red, or maybe orange.", "image", "colour", {"red", "orange"}),
+    ("There are two beeps.", "audio", "beeps", {"2"}),
+    ("It is a square wave.", "audio", "waveform", {"square"}),
+    ("I do not know.", "image", "shape", set()),
+])
+def test_the_eval_reads_the_values_a_reply_names(reply, kind, attribute, expected):
+    assert values_named(reply, kind, attribute) == expected
+
+
+def test_sounds_of_the_eval_name_their_beeps_as_words():
+    sound = Sound(pitch="low", waveform="sine", beeps=3)
+    assert values_named(world_text.answer(sound, "beeps"), "audio", "beeps") == {str(sound.beeps)}

@@ -1,0 +1,83 @@
+"""MM PT and MM IT data sets of the tinyworld, written in the training module's file formats.
+
+:func:`write_datasets` renders things into ``media/`` (PNG pictures, 8-frame MP4 clips, WAV sounds) and writes
+
+- ``pt.jsonl``: LLaVA / NExT-GPT PT pairs of both sides -- ``{"image": ..., "caption": ...}`` (describe what is
+  attached) and ``{"caption": ..., "generate": "image"}`` (the output projector aligned to the generator's text
+  encoder on the caption);
+- ``it.jsonl``: conversations of 1-3 exchanges mixing questions about attached things, requests to generate
+  (the reply restates the request and ends in the output placeholder) and plain chat.
+
+Every thing is rendered from its own seed, drawn from ``seed``; :func:`held_out_seed` gives seeds no training set
+uses, for evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from tinyworld import text as world_text
+from tinyworld.world import THINGS, Thing, encode
+
+_SUFFIX = {"image": "png", "video": "mp4", "audio": "wav"}
+_HELD_OUT = 1 << 40
+
+
+def held_out_seed(i: int) -> int:
+    """Render seed ``i`` of the held-out range (training sets draw seeds below ``2**40``)."""
+    return _HELD_OUT + i
+
+
+class _MediaWriter:
+    """Writes each rendered thing once under ``media/`` and returns its path relative to the data folder."""
+
+    def __init__(self, folder: Path, rng: random.Random) -> None:
+        self.folder, self.rng, self.count = folder, rng, 0
+        (folder / "media").mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, thing: Thing) -> str:
+        name = f"media/{self.count:05d}-{thing.kind}.{_SUFFIX[thing.kind]}"
+        (self.folder / name).write_bytes(encode(thing, self.rng.randrange(_HELD_OUT)))
+        self.count += 1
+        return name
+
+
+def _conversation(exchanges: list[world_text.Exchange], write: _MediaWriter) -> dict:
+    row: dict = {"conversations": []}
+    for ex in exchanges:
+        for thing in ex.media_in:
+            row.setdefault(thing.kind, []).append(write(thing))
+        for thing, wanted in ex.media_out:
+            row.setdefault("output_captions", {}).setdefault(thing.kind, []).append(wanted)
+        row["conversations"] += [{"from": "human", "value": ex.user}, {"from": "gpt", "value": ex.assistant}]
+    return row
+
+
+def write_datasets(folder: str | Path, *, pt: int = 3000, it: int = 3000, seed: int = 0,
+                   progress: bool = True) -> dict[str, Path]:
+    """Write ``pt`` PT rows (half describing, half generating; kinds in turn) and ``it`` IT conversations into
+    ``folder``; returns ``{"pt": path, "it": path}``."""
+    folder = Path(folder)
+    rng = random.Random(seed)
+    write = _MediaWriter(folder, rng)
+    kinds = list(THINGS)
+    pt_rows = []
+    for i in tqdm(range(pt), desc="PT data", disable=not progress, leave=False):
+        thing = THINGS[kinds[i % len(kinds)]].sample(rng)
+        if (i // len(kinds)) % 2 == 0:
+            pt_rows.append({"id": f"pt-{i}", thing.kind: write(thing), "caption": world_text.caption(thing)})
+        else:
+            wanted = world_text.request_caption(thing) if rng.random() < 0.7 else world_text.caption(thing)
+            pt_rows.append({"id": f"pt-{i}", "caption": wanted, "generate": thing.kind})
+    it_rows = []
+    for i in tqdm(range(it), desc="IT data", disable=not progress, leave=False):
+        it_rows.append({"id": f"it-{i}", **_conversation(world_text.dialogue(rng), write)})
+    paths = {}
+    for name, rows in (("pt", pt_rows), ("it", it_rows)):
+        paths[name] = folder / f"{name}.jsonl"
+        paths[name].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return paths

@@ -1,0 +1,126 @@
+"""The tinyworld's language model: a SentencePiece tokenizer and a small Llama trained on the world's text.
+
+MM PT assumes an LLM that already speaks and can answer from its context (LLaVA starts from Vicuna). Here that
+LLM is trained from scratch, on text-only dialogues of the world in which every attached thing is *described*
+by its caption where the media will later be (``a small red circle in the top left\\nWhat colour is the
+shape?`` -> ``It is red.``), generation requests are answered with the reply that will precede the signal
+tokens (``Here is a picture of a red circle:``), and plain chat is answered without generating anything. MM PT
+then only has to teach the input projectors to produce embeddings the LLM reads like those captions, and MM IT
+to emit the signal tokens after such replies.
+
+    python -m tinyworld.language OUT [--steps N]    # tokenizer + LLM into OUT, prints held-out answer accuracy
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+from pathlib import Path
+
+import torch
+
+from orchestrator.config import LLMConfig, PromptFormat
+from tinyworld import text as world_text
+
+#: the tinyworld's prompt layout: no system prompt (short sequences), Vicuna-style turns
+PROMPT = PromptFormat(system="", user_prefix="USER: ", assistant_prefix="ASSISTANT: ", turn_separator="\n")
+
+#: LlamaForCausalLM size: ~1.1 M parameters with the ~500-piece vocabulary
+LLM_SIZE = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                intermediate_size=320, max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=False)
+VOCAB_SIZE = 512
+
+_PLACEHOLDER = re.compile(r"<(image|video|audio)>")
+
+
+def as_text(exchange: world_text.Exchange) -> tuple[str, str]:
+    """``(user, assistant)`` with attached things replaced by their captions and output placeholders dropped."""
+    things = iter(exchange.media_in)
+    user = _PLACEHOLDER.sub(lambda _: world_text.caption(next(things)), exchange.user)
+    assistant = _PLACEHOLDER.sub("", exchange.assistant).strip()
+    return user, assistant
+
+
+def text_dialogues(n: int, *, seed: int = 0) -> list[list[tuple[str, str]]]:
+    """``n`` text dialogues: 80 % mixed conversations of the world, 20 % caption copying (MM PT's layout: the
+    description where the medium will be, the caption as the reply)."""
+    rng = random.Random(seed)
+    out: list[list[tuple[str, str]]] = []
+    for _ in range(n):
+        if rng.random() < 0.2:
+            thing = world_text.exchange(rng, task="understand").media_in[0]
+            out.append([("user", world_text.caption(thing)), ("assistant", world_text.caption(thing))])
+            continue
+        turns: list[tuple[str, str]] = []
+        for ex in world_text.dialogue(rng):
+            user, assistant = as_text(ex)
+            turns += [("user", user), ("assistant", assistant)]
+        out.append(turns)
+    return out
+
+
+def train_tokenizer(out: str | Path, vocab_size: int = VOCAB_SIZE):
+    """A SentencePiece BPE tokenizer (byte fallback) trained on :func:`tinyworld.text.corpus`, saved to ``out``."""
+    from orchestrator.tiny_llm import sentencepiece_tokenizer
+
+    return sentencepiece_tokenizer(Path(out), vocab_size, corpus=world_text.corpus())
+
+
+def llm_config(model: str | Path) -> LLMConfig:
+    """The tinyworld LLM's config section (greedy, short replies, :data:`PROMPT`)."""
+    return LLMConfig(model=str(model), max_new_tokens=40, prompt=PROMPT)
+
+
+@torch.no_grad()
+def answer_accuracy(model_dir: str | Path, n: int = 60, *, seed: int = 10_000) -> float:
+    """Greedy exact-match accuracy of the LLM on ``n`` held-out single-turn text exchanges (understanding and
+    generation replies, the media described in the text)."""
+    from orchestrator.backbone import Backbone, Text, Turn
+
+    backbone = Backbone.from_config(llm_config(model_dir), placeholders={}, signals={}, device="cpu",
+                                    dtype=torch.float32)
+    rng = random.Random(seed)
+    right = 0
+    for _ in range(n):
+        user, assistant = as_text(world_text.exchange(rng, task=rng.choice(("understand", "generate"))))
+        prompt = backbone.build_prompt([Turn("user", [Text(user)])])
+        ids = torch.tensor([prompt.input_ids])
+        generated = backbone.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24,
+                                            do_sample=False, eos_token_id=backbone.tokenizer.eos_token_id,
+                                            pad_token_id=backbone.tokenizer.pad_token_id)
+        reply = backbone.tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        right += reply == assistant
+    return right / n
+
+
+def train_language_model(out: str | Path, *, steps: int = 1500, batch_size: int = 32, lr: float = 3e-3,
+                         dialogues: int = 6000, seed: int = 0, progress: bool = True) -> dict:
+    """Tokenizer + randomly initialised ``LlamaForCausalLM`` of :data:`LLM_SIZE`, trained on
+    :func:`text_dialogues`; saved to ``out`` (``save_pretrained``, safetensors). Returns held-out metrics."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from orchestrator.tiny_llm import special_ids
+    from orchestrator.training.lm import train_text_lm
+
+    out = Path(out)
+    tokenizer = train_tokenizer(out)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        LlamaForCausalLM(LlamaConfig(**LLM_SIZE, **special_ids(tokenizer))).save_pretrained(out)
+    train_text_lm(llm_config(out), text_dialogues(dialogues, seed=seed), out, steps=steps, batch_size=batch_size,
+                  lr=lr, seed=seed, progress=progress)
+    return {"answer_accuracy": answer_accuracy(out), "vocab": len(tokenizer)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(train_language_model(args.out, steps=args.steps, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()
