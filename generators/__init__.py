@@ -23,6 +23,7 @@ GENERATORS: Registry[Any] = Registry("generator", "mmgraph.generators", {
     "stable_diffusion": "generators.image:StableDiffusionTool",
     "text_to_video_sd": "generators.video:TextToVideoTool",
     "audioldm2": "generators.audio:AudioLDM2Tool",
+    "mel_diffusion": "generators.audio:MelDiffusionTool",
 })
 
 OUTPUT_PROJECTORS: Registry[Any] = Registry("output projector", "mmgraph.output_projectors", {

@@ -283,3 +283,24 @@ def build_audioldm2(path: Path, seed: int) -> None:
         vae=_tiny_vae(1),
     )
     pipeline.save_pretrained(path)
+
+
+def build_mel_diffusion(path: Path, seed: int) -> None:
+    """A tiny ``StableDiffusionPipeline`` over 1-channel log-mel spectrograms (``@tiny/mel-diffusion``) with its
+    ``mel.json`` (the default :class:`~generators.audio.MelParams`: 32 mel bands x 64 frames = one second at
+    16 kHz), saved to ``path`` for :class:`~generators.audio.MelDiffusionTool`."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    from generators.audio import MelParams
+
+    torch.manual_seed(seed)
+    tokenizer, text_encoder = tiny_clip_text(seed)
+    mel = MelParams()
+    unet = UNet2DConditionModel(**_UNET, **_UNET_2D_BLOCKS, sample_size=mel.n_mels // 2,
+                                cross_attention_dim=text_encoder.config.hidden_size)
+    pipeline = StableDiffusionPipeline(
+        vae=_tiny_vae(1), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(**_DDIM),
+        safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(path)
+    mel.save(path)

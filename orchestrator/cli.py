@@ -175,6 +175,50 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="preset name or system YAML")
+    p.add_argument("--data", nargs="+", required=True, help="JSON / JSONL data file(s)")
+    p.add_argument("--out", required=True, help="output folder (weights, log.jsonl, loss.png, checkpoint/)")
+    p.add_argument("--init", default=None, help="start from this run's trainable weights (e.g. the PT run)")
+    p.add_argument("--lora", action="store_true", help="also train LoRA adapters on the LLM")
+    p.add_argument("--lora-r", type=int, default=None, help="LoRA rank (default 8)")
+    p.add_argument("--lora-lr", type=float, default=None, help="learning rate of the LoRA adapters (default 2e-4)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="length of the run in steps (overrides --epochs)")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after N steps, resumable with --resume")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch size (default 8)")
+    p.add_argument("--lr", type=float, default=None, help="projector learning rate (default: pt 1e-3, it 2e-4)")
+    p.add_argument("--align-weight", type=float, default=None, help="weight of the alignment loss (default 1)")
+    p.add_argument("--diffusion-weight", type=float, default=None,
+                   help="add the latent-diffusion loss through the frozen generator with this weight (needs output "
+                        "target files in the data; image and video generators)")
+    p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start again even if OUT holds a run")
+    p.add_argument("--cache", default=None, help="feature cache folder (default $MMGRAPH_HOME/cache/features)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or audit table")
+
+
+def cmd_train_world(args: argparse.Namespace) -> int:
+    from tinyworld.recipe import run_from_args
+
+    run_from_args(args)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tinyworld.evaluate import evaluate
+
+    result = evaluate(args.config, weights=args.weights, n=args.n, seed=args.seed, judges=args.judges,
+                      out=args.out, latency=not args.no_latency, device=args.device)
+    print(result.table())
+    print(f"report: {Path(args.out) / 'report.html'}")
+    failed = [r.name for r in result.rows.values() if r.passed is False]
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmgraph", description="Any-to-any multimodal assistants on LangGraph.")
     parser.add_argument("-v", "--verbose", action="store_true", help="keep library logs and loading bars")
@@ -200,35 +244,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None)
     p.set_defaults(func=cmd_graph)
 
-    p = sub.add_parser("train", help="train the projectors: multimodal pre-training (pt) or instruction tuning (it)",
-                       description="Train input/output projectors and signal-token rows (and LoRA adapters with "
-                                   "--lora) with encoders, LLM and generators frozen. Several processes: run under "
-                                   "torchrun or accelerate launch. See docs/training.md.")
-    p.add_argument("stage", choices=["pt", "it"], help="pt: MM pre-training on pairs; it: MM instruction tuning")
-    p.add_argument("--config", default=None, help="preset name or system YAML")
-    p.add_argument("--data", nargs="+", required=True, help="JSON / JSONL data file(s)")
-    p.add_argument("--out", required=True, help="output folder (weights, log.jsonl, loss.png, checkpoint/)")
-    p.add_argument("--init", default=None, help="start from this run's trainable weights (e.g. the PT run)")
-    p.add_argument("--lora", action="store_true", help="also train LoRA adapters on the LLM")
-    p.add_argument("--lora-r", type=int, default=None, help="LoRA rank (default 8)")
-    p.add_argument("--lora-lr", type=float, default=None, help="learning rate of the LoRA adapters (default 2e-4)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None, help="length of the run in steps (overrides --epochs)")
-    p.add_argument("--stop-after", type=int, default=None, help="stop after N steps, resumable with --resume")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size (default 8)")
-    p.add_argument("--lr", type=float, default=None, help="projector learning rate (default: pt 1e-3, it 2e-4)")
-    p.add_argument("--align-weight", type=float, default=None, help="weight of the alignment loss (default 1)")
-    p.add_argument("--diffusion-weight", type=float, default=None,
-                   help="add the latent-diffusion loss through the frozen generator with this weight (needs output "
-                        "target files in the data; image and video generators)")
-    p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="start again even if OUT holds a run")
-    p.add_argument("--cache", default=None, help="feature cache folder (default $MMGRAPH_HOME/cache/features)")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars or audit table")
-    p.set_defaults(func=cmd_train)
+    train = sub.add_parser("train", help="train: projectors (pt, it) or the whole tinyworld system (world)")
+    stages = train.add_subparsers(dest="stage", required=True)
+    for stage, help_text in (("pt", "MM pre-training of the projectors on pairs"),
+                             ("it", "MM instruction tuning on conversations")):
+        p = stages.add_parser(stage, help=help_text, description=(
+            "Train input/output projectors and signal-token rows (and LoRA adapters with --lora) with encoders, "
+            "LLM and generators frozen. Several processes: run under torchrun or accelerate launch. See "
+            "docs/training.md."))
+        _train_args(p)
+        p.set_defaults(func=cmd_train)
+    p = stages.add_parser("world", help="the tinyworld recipe: every component of tiny-world from scratch",
+                          description="Train the tokenizer and LLM, the CLIP-style and Whisper encoders, the image / "
+                                      "video / audio diffusion generators, MM PT and MM IT, and the eval judges, in "
+                                      "order, into OUT/weights (see docs/tinyworld.md).")
+    from tinyworld.recipe import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_train_world)
+
+    p = sub.add_parser("eval", help="score a system on held-out tinyworld samples (understanding, generation, "
+                                    "routing, latency)")
+    _config_arg(p)
+    p.add_argument("--n", type=int, default=200, help="samples per row (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out samples")
+    p.add_argument("--judges", default=None, help="judges folder (default: the packaged one)")
+    p.add_argument("--out", default="out/eval", help="folder for results.json and report.html")
+    p.add_argument("--no-latency", action="store_true", help="skip the demo-turn timing")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="a scripted any-to-any turn with an HTML report")
     p.add_argument("--out", default="out/demo")

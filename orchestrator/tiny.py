@@ -33,6 +33,7 @@ TINY_BUILDERS: Registry[Callable[[Path, int], None]] = Registry("tiny component"
     "stable-diffusion": "generators.tiny:build_stable_diffusion",
     "text-to-video-sd": "generators.tiny:build_text_to_video_sd",
     "audioldm2": "generators.tiny:build_audioldm2",
+    "mel-diffusion": "generators.tiny:build_mel_diffusion",
 })
 
 

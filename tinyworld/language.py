@@ -74,23 +74,35 @@ def llm_config(model: str | Path) -> LLMConfig:
 
 @torch.no_grad()
 def answer_accuracy(model_dir: str | Path, n: int = 60, *, seed: int = 10_000) -> float:
-    """Greedy exact-match accuracy of the LLM on ``n`` held-out single-turn text exchanges (understanding and
-    generation replies, the media described in the text)."""
+    """Greedy accuracy of the LLM on ``n`` held-out single-turn text exchanges: an answer counts when it names
+    the asked attribute's true value and no other (:func:`tinyworld.evaluate.values_named`), a reply to a
+    generation request when it restates what was asked for and names the right medium."""
     from orchestrator.backbone import Backbone, Text, Turn
+    from tinyworld.evaluate import values_named
 
     backbone = Backbone.from_config(llm_config(model_dir), placeholders={}, signals={}, device="cpu",
                                     dtype=torch.float32)
     rng = random.Random(seed)
     right = 0
-    for _ in range(n):
-        user, assistant = as_text(world_text.exchange(rng, task=rng.choice(("understand", "generate"))))
+    for i in range(n):
+        task = ("understand", "generate")[i % 2]
+        thing = world_text.THINGS_BY_KIND[rng.choice(list(world_text.THINGS_BY_KIND))].sample(rng)
+        ex = world_text.understanding(thing, rng) if task == "understand" else world_text.generation(thing, rng)
+        user, expected = as_text(ex)
         prompt = backbone.build_prompt([Turn("user", [Text(user)])])
         ids = torch.tensor([prompt.input_ids])
         generated = backbone.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24,
                                             do_sample=False, eos_token_id=backbone.tokenizer.eos_token_id,
                                             pad_token_id=backbone.tokenizer.pad_token_id)
         reply = backbone.tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True).strip()
-        right += reply == assistant
+        if task == "generate":
+            medium = {"image": "picture", "video": "video", "audio": "sound"}[thing.kind]
+            right += world_text.request_caption(thing) in reply and medium in reply
+        elif expected[0].isupper() and expected.endswith(".") and world_text.caption(thing) in expected.lower():
+            right += reply.lower().rstrip(".") == world_text.caption(thing)  # "Describe it." -> the caption
+        else:
+            attribute = next(a for a in thing.attributes if world_text.answer(thing, a) == expected)
+            right += values_named(reply, thing.kind, attribute) == {str(getattr(thing, attribute))}
     return right / n
 
 
@@ -108,9 +120,12 @@ def train_language_model(out: str | Path, *, steps: int = 1500, batch_size: int 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         LlamaForCausalLM(LlamaConfig(**LLM_SIZE, **special_ids(tokenizer))).save_pretrained(out)
+    losses: list[float] = []
     train_text_lm(llm_config(out), text_dialogues(dialogues, seed=seed), out, steps=steps, batch_size=batch_size,
-                  lr=lr, seed=seed, progress=progress)
-    return {"answer_accuracy": answer_accuracy(out), "vocab": len(tokenizer)}
+                  lr=lr, seed=seed, progress=progress, losses=losses)
+    tenth = max(len(losses) // 10, 1)
+    return {"loss_first": sum(losses[:tenth]) / tenth, "loss_last": sum(losses[-tenth:]) / tenth,
+            "answer_accuracy": answer_accuracy(out), "vocab": len(tokenizer)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,9 +32,11 @@ def train_text_lm(
     lr: float = 3e-3,
     seed: int = 0,
     progress: bool = True,
+    losses: list[float] | None = None,
 ) -> Path:
     """Train every weight of ``llm`` on ``dialogues`` (next-token loss over whole conversations) and save the
-    model and its tokenizer to ``out`` with ``save_pretrained`` (safetensors). Returns ``out``."""
+    model and its tokenizer to ``out`` with ``save_pretrained`` (safetensors). Returns ``out``; each step's
+    loss is appended to ``losses`` when given."""
     cfg = llm if isinstance(llm, LLMConfig) else LLMConfig(model=llm)
     from transformers import AutoModelForCausalLM
 
@@ -65,6 +67,8 @@ def train_text_lm(
         logits = model(input_ids=ids, attention_mask=(labels != -100).long()).logits[:, :-1]  # (B, L-1, V)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
         loss.backward()
+        if losses is not None:
+            losses.append(loss.item())
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,281 @@
+"""The tinyworld recipe: every component of the ``tiny-world`` system trained from scratch, in order.
+
+    mmgraph train world --out runs/world            # or: python -m tinyworld.recipe --out runs/world
+    MMGRAPH_TINYWORLD=runs/world/weights mmgraph demo   # use the freshly trained system
+
+Steps (each a real Hugging Face / diffusers class at tiny size, seeded from one seed):
+
+1. ``language``  -- SentencePiece tokenizer + ``LlamaForCausalLM`` on the world's text (:mod:`tinyworld.language`)
+2. ``encoders``  -- CLIP-style image/text pair and a Whisper-encoder audio tower bound to the same text tower,
+   contrastively (:mod:`tinyworld.encoders`)
+3. ``vae``       -- ``AutoencoderKL`` for pictures / frames and one for mel spectrograms (:mod:`tinyworld.diffusion`)
+4. ``image-generator``, ``video-generator``, ``audio-generator`` -- UNets conditioned on the frozen text tower:
+   a ``StableDiffusionPipeline``, a ``TextToVideoSDPipeline`` and a mel-spectrogram ``StableDiffusionPipeline``
+5. ``data``      -- MM PT / MM IT data sets rendered from the world (:mod:`tinyworld.data`)
+6. ``pt``, ``it`` -- MM PT then MM IT of the projectors (and signal rows, LoRA in IT) with
+   :mod:`orchestrator.training`, encoders / LLM / generators frozen
+7. ``judges``    -- the independent classifiers ``mmgraph eval`` judges generated media with, trained separately
+   from everything above (:mod:`tinyworld.judges`)
+
+Everything lands in ``OUT/weights`` in the layout of the packaged ``tinyworld/weights`` (``@tinyworld/<name>``),
+intermediate products in ``OUT/work``; ``OUT/recipe.json`` records each step's seconds and metrics. A step whose
+output exists is skipped, so an interrupted run resumes where it stopped (``--overwrite`` starts over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.config import PRESET_DIR, SystemConfig
+
+
+class RecipeConfig(BaseModel):
+    """Sizes of every step; the defaults are the shipped system's. :meth:`small` shrinks them for tests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    threads: int | None = Field(None, description="torch threads (default: torch's own choice)")
+    device: str = Field("cpu", description="device of the PT / IT stages (cpu | cuda | auto)")
+    lm_steps: int = 1500
+    lm_dialogues: int = 6000
+    encoder_steps: int = 1000
+    encoder_train: int | None = Field(None, description="pre-rendered training items (default: the module's)")
+    vae_steps: int = 800
+    vae_batch: int = 16
+    image_steps: int = 1500
+    image_batch: int = 64
+    video_pretrain_steps: int = Field(800, description="steps of the video UNet's 2D twin on single frames")
+    video_steps: int = 400
+    video_batch: int = 16
+    audio_steps: int = 1200
+    audio_batch: int = 64
+    pt_rows: int = 3000
+    it_rows: int = 3000
+    pt_steps: int = 1500
+    it_steps: int = 1500
+    pt_batch: int = 32
+    it_batch: int = 16
+    pt_lr: float = 2e-3
+    it_lr: float = 1e-3
+    lora: bool = True
+    judge_steps: int | None = Field(None, description="judge training steps (default: the module's)")
+    preset: str = "tiny-world"
+
+    @classmethod
+    def small(cls, **overrides) -> "RecipeConfig":
+        """A shrunken recipe for tests: every step runs, each only long enough to show that it learns."""
+        base = dict(lm_steps=120, lm_dialogues=600, encoder_steps=60, encoder_train=240, vae_steps=60, vae_batch=8,
+                    image_steps=60, image_batch=16, video_pretrain_steps=30, video_steps=15, video_batch=4,
+                    audio_steps=40, audio_batch=16, pt_rows=90, it_rows=60, pt_steps=60, it_steps=40, pt_batch=8,
+                    it_batch=4, judge_steps=60)
+        return cls(**{**base, **overrides})
+
+
+class Context:
+    """Paths and settings shared by the steps of one run."""
+
+    def __init__(self, out: Path, config: RecipeConfig, progress: bool) -> None:
+        self.out, self.config, self.progress = out, config, progress
+        self.weights = out / "weights"
+        self.work = out / "work"
+
+    def seed(self, offset: int) -> int:
+        """The seed of one step: the run's seed plus a fixed per-step offset."""
+        return self.config.seed * 1000 + offset
+
+    def system_config(self) -> SystemConfig:
+        """The preset with ``@tinyworld/<name>`` replaced by this run's ``weights/<name>`` folders."""
+        text = (PRESET_DIR / f"{self.config.preset}.yaml").read_text()
+        text = text.replace('"@tinyworld/', f'"{self.weights.resolve()}/')
+        import yaml
+
+        data = yaml.safe_load(text)
+        data.pop("weights", None)
+        return SystemConfig.model_validate(data)
+
+
+Step = Callable[[Context], dict]
+#: step name -> (output path relative to OUT that marks it done, function); run in this (insertion) order
+STEPS: dict[str, tuple[str, Step]] = {}
+
+
+def step(name: str, output: str):
+    """Register a recipe step (a decorator); steps run in the order they are registered."""
+    def register(fn: Step) -> Step:
+        STEPS[name] = (output, fn)
+        return fn
+    return register
+
+
+@step("language", "weights/llm")
+def _language(ctx: Context) -> dict:
+    from tinyworld.language import train_language_model
+
+    c = ctx.config
+    return train_language_model(ctx.work / "llm", steps=c.lm_steps, dialogues=c.lm_dialogues, seed=ctx.seed(1),
+                                progress=ctx.progress) | _move(ctx.work / "llm", ctx.weights / "llm")
+
+
+@step("encoders", "weights/audio-encoder")
+def _encoders(ctx: Context) -> dict:
+    from tinyworld.encoders import train_encoders
+
+    c = ctx.config
+    extra = {"num_train": c.encoder_train} if c.encoder_train else {}
+    metrics = train_encoders(ctx.work / "encoders", steps=c.encoder_steps, seed=ctx.seed(2), progress=ctx.progress,
+                             **extra)
+    shutil.copytree(ctx.work / "encoders" / "image", ctx.weights / "image-encoder", dirs_exist_ok=True)
+    shutil.copytree(ctx.work / "encoders" / "audio", ctx.weights / "audio-encoder", dirs_exist_ok=True)
+    return {**metrics, "loss_first": metrics["loss/initial"], "loss_last": metrics["loss/image"] + metrics["loss/audio"]}
+
+
+@step("vae", "work/vae-mel")
+def _vaes(ctx: Context) -> dict:
+    from tinyworld.diffusion import train_vae
+
+    c = ctx.config
+    rgb = train_vae(ctx.work / "vae-rgb", channels=3, steps=c.vae_steps, batch_size=c.vae_batch,
+                    seed=ctx.seed(3), progress=ctx.progress)
+    mel = train_vae(ctx.work / "vae-mel", channels=1, steps=c.vae_steps, batch_size=c.vae_batch,
+                    seed=ctx.seed(4), progress=ctx.progress)
+    return {"rgb": rgb, "mel": mel}
+
+
+def _generator(kind: str, vae: str, offset: int) -> Step:
+    def run(ctx: Context) -> dict:
+        from tinyworld import diffusion
+
+        c = ctx.config
+        train = getattr(diffusion, f"train_{kind}_generator")
+        extra = {"pretrain_steps": c.video_pretrain_steps} if kind == "video" else {}
+        return train(ctx.work / "encoders" / "text", ctx.work / vae, ctx.weights / f"{kind}-generator",
+                     steps=getattr(c, f"{kind}_steps"), batch_size=getattr(c, f"{kind}_batch"), seed=ctx.seed(offset),
+                     progress=ctx.progress, **extra)
+    return run
+
+
+step("image-generator", "weights/image-generator")(_generator("image", "vae-rgb", 5))
+step("video-generator", "weights/video-generator")(_generator("video", "vae-rgb", 6))
+step("audio-generator", "weights/audio-generator")(_generator("audio", "vae-mel", 7))
+
+
+@step("data", "work/data/it.jsonl")
+def _data(ctx: Context) -> dict:
+    from tinyworld.data import write_datasets
+
+    paths = write_datasets(ctx.work / "data", pt=ctx.config.pt_rows, it=ctx.config.it_rows, seed=ctx.seed(8),
+                           progress=ctx.progress)
+    return {name: str(path) for name, path in paths.items()}
+
+
+def _stage(ctx: Context, stage: str) -> dict:
+    from orchestrator.training import TrainConfig, Trainer
+
+    c = ctx.config
+    is_it = stage == "it"
+    train = TrainConfig(
+        stage=stage, max_steps=c.it_steps if is_it else c.pt_steps, batch_size=c.it_batch if is_it else c.pt_batch,
+        lr=c.it_lr if is_it else c.pt_lr, lora=c.lora and is_it, lora_lr=c.it_lr, seed=ctx.seed(9 + is_it),
+        cache_dir=str(ctx.work / "cache"), device=c.device, progress=ctx.progress, warmup_ratio=0.05,
+    )
+    out = ctx.weights / "projectors" if is_it else ctx.work / "pt"
+    trainer = Trainer(ctx.system_config(), ctx.work / "data" / f"{stage}.jsonl", out, train=train,
+                      init=ctx.work / "pt" if is_it else None, overwrite=True)
+    result = trainer.run()
+    history = result.history
+    first, last = history[: max(len(history) // 10, 1)], history[-max(len(history) // 10, 1):]
+    mean = lambda rows, key: sum(r[key] for r in rows if key in r) / max(sum(key in r for r in rows), 1)  # noqa: E731
+    keys = sorted({k for r in history for k in r if k == "lm_loss" or k.startswith("align/")})
+    return {"steps": result.steps, **{f"{k}_first": mean(first, k) for k in keys},
+            **{f"{k}_last": mean(last, k) for k in keys}}
+
+
+step("pt", "work/pt/trainable.safetensors")(lambda ctx: _stage(ctx, "pt"))
+step("it", "weights/projectors/trainable.safetensors")(lambda ctx: _stage(ctx, "it"))
+
+
+@step("judges", "weights/judges")
+def _judges(ctx: Context) -> dict:
+    from tinyworld.judges import train_judges
+
+    extra = {"steps": ctx.config.judge_steps} if ctx.config.judge_steps else {}
+    return train_judges(ctx.weights / "judges", seed=ctx.seed(11) + 1_000_000, progress=ctx.progress, **extra)
+
+
+def _move(src: Path, dst: Path) -> dict:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.move(str(src), str(dst))
+    return {}
+
+
+def run(out: str | Path, config: RecipeConfig | None = None, *, only: list[str] | None = None,
+        overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Run the recipe into ``out``; returns the ``recipe.json`` record ``{step: {"seconds", "metrics"}}``."""
+    config = config or RecipeConfig()
+    out = Path(out)
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    ctx = Context(out, config, progress)
+    record_path = out / "recipe.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    record["config"] = config.model_dump()
+    for name, (output, fn) in STEPS.items():
+        if only and name not in only:
+            continue
+        if (out / output).exists() and name in record.get("steps", {}):
+            log(f"[{name}] done before ({record['steps'][name]['seconds']:.0f} s), skipped")
+            continue
+        log(f"[{name}] ...")
+        start = time.perf_counter()
+        metrics = fn(ctx)
+        seconds = time.perf_counter() - start
+        record.setdefault("steps", {})[name] = {"seconds": round(seconds, 1), "metrics": metrics}
+        record["total_seconds"] = round(sum(s["seconds"] for s in record["steps"].values()), 1)
+        record_path.write_text(json.dumps(record, indent=2, default=str))
+        log(f"[{name}] {seconds:.0f} s  {json.dumps(metrics, default=str)[:300]}")
+    shutil.copy(record_path, ctx.weights / "recipe.json") if ctx.weights.exists() else None
+    return record
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="run folder (weights land in OUT/weights)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--device", default="cpu", help="device of the PT / IT stages")
+    parser.add_argument("--small", action="store_true", help="the shrunken test recipe (minutes, not an hour)")
+    parser.add_argument("--only", nargs="+", choices=list(STEPS), help="run only these steps")
+    parser.add_argument("--overwrite", action="store_true", help="delete OUT and start over")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run_from_args(args: argparse.Namespace) -> dict:
+    settings = dict(seed=args.seed, threads=args.threads, device=args.device)
+    config = RecipeConfig.small(**settings) if args.small else RecipeConfig(**settings)
+    record = run(args.out, config, only=args.only, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"recipe finished in {record.get('total_seconds', 0):.0f} s; weights in {Path(args.out) / 'weights'}")
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
