@@ -52,7 +52,7 @@ class RecipeConfig(BaseModel):
     vae_batch: int = 16
     image_steps: int = 1500
     image_batch: int = 64
-    video_pretrain_steps: int = Field(800, description="steps of the video UNet's 2D twin on single frames")
+    video_pretrain_steps: int = Field(1000, description="steps of the video UNet's 2D twin on single frames")
     video_steps: int = 400
     video_batch: int = 16
     audio_steps: int = 1200
