@@ -97,15 +97,6 @@ def _progress(iterable, *, desc: str, enabled: bool, total: int | None = None):
 # ---------------------------------------------------------------------------------------------------------------
 # the frozen text encoder
 # ---------------------------------------------------------------------------------------------------------------
-def load_text_encoder(text_dir: str | Path):
-    """``(CLIPTokenizer, CLIPTextModel)`` from ``text_dir`` (both saved at its top level), frozen in eval mode."""
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    tokenizer = CLIPTokenizer.from_pretrained(str(text_dir))
-    model = CLIPTextModel.from_pretrained(str(text_dir)).eval().requires_grad_(False)
-    return tokenizer, model
-
-
 def build_standin_text_encoder(out: str | Path, seed: int = 0, *, hidden_size: int = 64,
                                max_length: int = 16) -> Path:
     """A seeded random ``CLIPTextModel`` (``hidden_size``, ``max_length`` positions) with a BPE tokenizer trained on
@@ -472,6 +463,8 @@ def _fixed_loss(unet: Any, batch: tuple) -> float:
 
 def _text_pipeline_parts(text_dir: str | Path) -> dict:
     """The frozen tokenizer and text encoder of ``text_dir`` as pipeline components."""
+    from tinyworld.encoders import load_text_encoder
+
     tokenizer, text_encoder = load_text_encoder(text_dir)
     return {"tokenizer": tokenizer, "text_encoder": text_encoder}
 

@@ -44,6 +44,7 @@ import math
 import random
 import sys
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -94,7 +95,7 @@ def _image_trunk(channels: int, widths: tuple[int, ...]) -> nn.Sequential:
                          *(_block(a, b) for a, b in zip(chans[1:], chans[2:])))
 
 
-class _Judge(nn.Module):
+class _Judge(nn.Module, ABC):
     """A convolutional trunk, one shared hidden layer and one linear head per attribute.
 
     ``forward`` returns ``{attribute: logits (B, classes)}``; :meth:`decide` turns logits into attribute values.
@@ -118,8 +119,9 @@ class _Judge(nn.Module):
         self.heads = nn.ModuleDict({a: nn.Linear(hidden, len(v)) for a, v in self.attributes.items()})
         self.train()
 
+    @abstractmethod
     def features(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """A batch of inputs -> the trunk's input tensor."""
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         h = self.hidden_layer(self.trunk(self.features(x)))
@@ -135,8 +137,9 @@ class _Judge(nn.Module):
         """Class indices of ``things``' attributes, one tensor per head."""
         return {a: torch.tensor([v.index(getattr(t, a)) for t in things]) for a, v in self.attributes.items()}
 
+    @abstractmethod
     def config(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The constructor arguments saved next to the weights."""
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

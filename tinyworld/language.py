@@ -22,6 +22,7 @@ import torch
 
 from orchestrator.config import LLMConfig, PromptFormat
 from tinyworld import text as world_text
+from tinyworld.world import THINGS
 
 #: the tinyworld's prompt layout: no system prompt (short sequences), Vicuna-style turns
 PROMPT = PromptFormat(system="", user_prefix="USER: ", assistant_prefix="ASSISTANT: ", turn_separator="\n")
@@ -86,7 +87,7 @@ def answer_accuracy(model_dir: str | Path, n: int = 60, *, seed: int = 10_000) -
     right = 0
     for i in range(n):
         task = ("understand", "generate")[i % 2]
-        thing = world_text.THINGS_BY_KIND[rng.choice(list(world_text.THINGS_BY_KIND))].sample(rng)
+        thing = THINGS[rng.choice(list(THINGS))].sample(rng)
         ex = world_text.understanding(thing, rng) if task == "understand" else world_text.generation(thing, rng)
         user, expected = as_text(ex)
         prompt = backbone.build_prompt([Turn("user", [Text(user)])])

@@ -120,8 +120,10 @@ def _language(ctx: Context) -> dict:
     from tinyworld.language import train_language_model
 
     c = ctx.config
-    return train_language_model(ctx.work / "llm", steps=c.lm_steps, dialogues=c.lm_dialogues, seed=ctx.seed(1),
-                                progress=ctx.progress) | _move(ctx.work / "llm", ctx.weights / "llm")
+    metrics = train_language_model(ctx.work / "llm", steps=c.lm_steps, dialogues=c.lm_dialogues, seed=ctx.seed(1),
+                                   progress=ctx.progress)
+    _move(ctx.work / "llm", ctx.weights / "llm")
+    return metrics
 
 
 @step("encoders", "weights/audio-encoder")
@@ -210,12 +212,12 @@ def _judges(ctx: Context) -> dict:
     return train_judges(ctx.weights / "judges", seed=ctx.seed(11) + 1_000_000, progress=ctx.progress, **extra)
 
 
-def _move(src: Path, dst: Path) -> dict:
+def _move(src: Path, dst: Path) -> None:
+    """Move a finished folder into place (the step's output appears only once it is complete)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists():
         shutil.rmtree(dst)
     shutil.move(str(src), str(dst))
-    return {}
 
 
 def run(out: str | Path, config: RecipeConfig | None = None, *, only: list[str] | None = None,
@@ -248,7 +250,8 @@ def run(out: str | Path, config: RecipeConfig | None = None, *, only: list[str] 
         record["total_seconds"] = round(sum(s["seconds"] for s in record["steps"].values()), 1)
         record_path.write_text(json.dumps(record, indent=2, default=str))
         log(f"[{name}] {seconds:.0f} s  {json.dumps(metrics, default=str)[:300]}")
-    shutil.copy(record_path, ctx.weights / "recipe.json") if ctx.weights.exists() else None
+    if ctx.weights.exists():
+        shutil.copy(record_path, ctx.weights / "recipe.json")
     return record
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from tinyworld.world import THINGS as THINGS_BY_KIND
 from tinyworld.world import Clip, Picture, Sound, Thing
 
 NUMBERS = {1: "one", 2: "two", 3: "three"}
