@@ -195,4 +195,4 @@ def load_config(spec: "str | Path | SystemConfig | None" = None) -> SystemConfig
 
 
 # Until the tinyworld preset ships, the default system is the tiny random-weight one.
-DEFAULT_PRESET = "tiny-random"
+DEFAULT_PRESET = "tiny-world"

@@ -20,13 +20,26 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
-    record = run(out, RecipeConfig.small(threads=2), progress=False, log=lambda _: None)
+    record = run(out, RecipeConfig.small(threads=2), progress=False, log=lambda _: None, jobs=2)
     return out, record
 
 
 def test_the_shrunken_recipe_runs_every_step_and_records_it(small_run):
     out, record = small_run
-    assert list(record["steps"]) == list(STEPS)
+    assert set(record["steps"]) == set(STEPS)
+    assert record["runs"][-1]["jobs"] == 2 and set(record["runs"][-1]["steps"]) == set(STEPS)
+    # two workers: the steps overlap, so the clock shows less than the steps' summed times
+    assert record["runs"][-1]["wall_seconds"] < record["total_seconds"]
+
+
+def test_each_step_starts_after_the_steps_it_reads(small_run):
+    _, record = small_run
+    timeline = record["runs"][-1]["timeline"]
+    for name, spec in STEPS.items():
+        start, end = timeline[name]
+        assert start <= end
+        for before in spec.after:
+            assert timeline[before][1] <= start, (before, name)
     assert json.loads((out / "recipe.json").read_text())["steps"].keys() == record["steps"].keys()
     for name in ("llm", "image-encoder", "audio-encoder", "image-generator", "video-generator", "audio-generator",
                  "projectors", "judges"):

@@ -9,6 +9,11 @@ What is trained, jointly, in every step:
 - a ``CLIPModel`` (vision tower 32x32 images in 4x4 patches, 64-d, 3 layers; text tower 64-d, 2 layers,
   16 positions, the world's BPE vocabulary) on (picture, caption) pairs and (single video frame,
   ``"a <colour> <shape>"``) pairs;
+- the same vision tower on (video clip, ``"a <colour> <shape> moving <direction>"``) pairs: a clip is embedded
+  by a linear "motion head" over the vision states of its first and last frame (X-CLIP-style temporal pooling at
+  its simplest). This is what teaches the text tower the direction words -- without it they are words no
+  training signal ever reaches, and a text-to-video model conditioned on the frozen tower cannot tell
+  ``moving left`` from ``moving up``;
 - a ``WhisperModel`` encoder (64-d, 3 layers, 2 s of 80-bin log-mel input) whose states, mean-pooled over time
   and linearly projected to the joint 64-d space, are contrasted with the SAME CLIP text tower on
   (sound, caption) pairs -- ImageBind-style binding of images and sounds through one text space.
@@ -42,7 +47,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinyworld import text as world_text
-from tinyworld.world import BEEPS, COLOURS, PITCHES, POSITIONS, SHAPES, SIZES, WAVEFORMS, Clip, Picture, Sound
+from tinyworld.world import (BEEPS, COLOURS, DIRECTIONS, PITCHES, POSITIONS, SHAPES, SIZES, WAVEFORMS, Clip,
+                             Picture, Sound)
 
 # -- sizes --------------------------------------------------------------------------------------------------------
 IMAGE_SIZE = 32
@@ -60,6 +66,7 @@ STEPS = 1000
 BATCH_SIZE = 128            # images (pictures and clip frames) per step
 AUDIO_BATCH_SIZE = 24       # sounds per step (scaled with batch_size): a sound costs ~2x an image to encode, and
                             # the sound attributes are learnt long before the picture shapes are
+CLIP_BATCH_SIZE = 16        # clips per step (scaled with batch_size); each costs two frames through the vision tower
 NUM_TRAIN = 3000            # pre-rendered pictures and sounds (plus NUM_TRAIN // 3 clip frames)
 LR = 1e-3
 
@@ -73,14 +80,16 @@ ATTRIBUTES: dict[str, list] = {
     "pitch": list(PITCHES),
     "waveform": list(WAVEFORMS),
     "beeps": list(BEEPS),
+    "direction": list(DIRECTIONS),
 }
-# A medium's codes and a caption's constraints are rows of 8 ints: [kind, colour, shape, position, size, pitch,
-# waveform, beeps], kind 0 for images (pictures and frames) and 1 for sounds.
+# A medium's codes and a caption's constraints are rows of 9 ints: [kind, colour, shape, position, size, pitch,
+# waveform, beeps, direction], kind 0 for images (pictures and frames), 1 for sounds and 2 for clips.
 ANY = -1                          # in a caption's constraints: the caption does not mention this attribute
 NOT_APPLICABLE = -9               # in a medium's attributes: the medium has no such attribute (never matches)
 
 PICTURE_ATTRIBUTES = ("colour", "shape", "position", "size")
 SOUND_ATTRIBUTES = ("pitch", "waveform", "beeps")
+CLIP_ATTRIBUTES = ("colour", "shape", "direction")
 
 
 def _codes(kind: int, values: dict, missing: int) -> list[int]:
@@ -124,6 +133,11 @@ def sound_captions(sound: Sound) -> list[tuple[str, dict]]:
 
 
 SOUND_FORM_WEIGHTS = (0.5, 0.25, 0.25)
+
+
+def clip_caption(clip: Clip) -> tuple[str, dict]:
+    """A whole clip is captioned with its motion: ``a <colour> <shape> moving <direction>``."""
+    return world_text.caption(clip), clip.as_dict()
 
 
 # -- builders -----------------------------------------------------------------------------------------------------
@@ -204,7 +218,7 @@ def log_mels(clips: list[np.ndarray]) -> torch.Tensor:
 
 
 class Binder(nn.Module):
-    """The trained parts together: the CLIP model, the Whisper model and the audio projection.
+    """The trained parts together: the CLIP model, the Whisper model, the audio projection and the motion head.
 
     ``embed_*`` return L2-normalised joint embeddings ``(N, PROJECTION_DIM)``.
     """
@@ -214,11 +228,19 @@ class Binder(nn.Module):
         self.clip = clip
         self.whisper = whisper_model
         self.audio_projection = nn.Linear(WIDTH, PROJECTION_DIM, bias=False)
+        self.motion_projection = nn.Linear(2 * WIDTH, PROJECTION_DIM, bias=False)
 
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``pixel_values`` (N, 3, 32, 32) -> (N, P)."""
         pooled = self.clip.vision_model(pixel_values=pixel_values).pooler_output  # (N, W): CLS after post-LN
         return F.normalize(self.clip.visual_projection(pooled), dim=-1)
+
+    def embed_clips(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``pixel_values`` (N, 2, 3, 32, 32): each clip's first and last frame -> (N, P)."""
+        n = len(pixel_values)
+        pooled = self.clip.vision_model(pixel_values=pixel_values.flatten(0, 1)).pooler_output  # (N * 2, W)
+        pooled = pooled.reshape(n, 2 * pooled.shape[-1])  # (N * 2, W) -> (N, 2W): [first, last]
+        return F.normalize(self.motion_projection(pooled), dim=-1)
 
     def embed_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``input_ids`` / ``attention_mask`` (N, L) -> (N, P); pooled at each caption's EOS token."""
@@ -234,20 +256,20 @@ class Binder(nn.Module):
 # -- the pre-rendered data ----------------------------------------------------------------------------------------
 @dataclass
 class Captions:
-    """Every distinct caption used, tokenised once. ``constraints`` (C, 8): kind and attribute codes, ANY where
+    """Every distinct caption used, tokenised once. ``constraints`` (C, 9): kind and attribute codes, ANY where
     the caption does not mention an attribute."""
 
     texts: list[str]
     input_ids: torch.Tensor       # (C, L)
     attention_mask: torch.Tensor  # (C, L)
-    constraints: torch.Tensor     # (C, 8)
+    constraints: torch.Tensor     # (C, 9)
 
 
 @dataclass
 class MediaSet:
     """Pre-rendered media of one kind with their caption choices.
 
-    ``inputs`` (N, ...): model inputs; ``attributes`` (N, 8): the medium's codes; ``caption_ids`` (N, F): index
+    ``inputs`` (N, ...): model inputs; ``attributes`` (N, 9): the medium's codes; ``caption_ids`` (N, F): index
     into :class:`Captions` of each caption form; ``form_weights`` (F,): how often each form is drawn.
     """
 
@@ -260,9 +282,9 @@ class MediaSet:
         # Group the media by their attribute combination, and link every combination to the ones differing from
         # it in exactly one attribute (its "siblings": a red circle in the top left <-> in the top right),
         # grouped by that attribute.
-        combos, self._combo_of = torch.unique(self.attributes, dim=0, return_inverse=True)  # (K, 8), (N,)
+        combos, self._combo_of = torch.unique(self.attributes, dim=0, return_inverse=True)  # (K, 9), (N,)
         self._members = [torch.nonzero(self._combo_of == k).flatten() for k in range(len(combos))]
-        differs = combos[:, None, :] != combos[None, :, :]  # (K, K, 8)
+        differs = combos[:, None, :] != combos[None, :, :]  # (K, K, 9)
         one = differs.sum(-1) == 1                            # (K, K): siblings
         self._siblings = [[torch.nonzero(one[k] & differs[k, :, f]).flatten() for f in range(combos.shape[1])]
                           for k in range(len(combos))]
@@ -272,7 +294,7 @@ class MediaSet:
         return int(torch.randint(count, (1,), generator=generator))
 
     def sample(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A batch of ``size``: model inputs, medium codes ``(size, 8)``, caption indices ``(size,)``.
+        """A batch of ``size``: model inputs, medium codes ``(size, 9)``, caption indices ``(size,)``.
 
         Half the batch is drawn uniformly; the other half pairs each of those with a random sibling (a medium whose
         attributes differ in exactly one, that attribute chosen uniformly), so every batch holds hard negatives for
@@ -314,10 +336,12 @@ class _CaptionTable:
         return Captions(texts, tokens["input_ids"], tokens["attention_mask"], torch.tensor(self.constraints))
 
 
-def _render_training_set(num_train: int, seed: int, tokenizer, processor) -> tuple[MediaSet, MediaSet, Captions]:
-    """Render ``num_train`` pictures, ``num_train // 3`` single clip frames and ``num_train`` sounds (seeded).
+def _render_training_set(num_train: int, seed: int, tokenizer, processor
+                         ) -> tuple[MediaSet, MediaSet, MediaSet, Captions]:
+    """Render ``num_train`` pictures, ``num_train // 3`` single clip frames, ``num_train`` sounds and
+    ``num_train // 3`` clips (first and last frame; seeded).
 
-    Returns the image set (pictures then frames), the sound set and the caption table.
+    Returns the image set (pictures then frames), the sound set, the clip set and the caption table.
     """
     rng = random.Random(seed)
     table = _CaptionTable()
@@ -344,18 +368,29 @@ def _render_training_set(num_train: int, seed: int, tokenizer, processor) -> tup
         sound_codes.append(_codes(1, sound.as_dict(), NOT_APPLICABLE))
         sound_caps.append([table.add(1, t, m) for t, m in sound_captions(sound)])
 
+    ends, clip_codes, clip_caps = [], [], []
+    for _ in range(num_train // 3):
+        clip = Clip.sample(rng)
+        frames = clip.render(rng.randrange(2**31), side=IMAGE_SIZE)
+        ends += [frames[0], frames[-1]]
+        clip_codes.append(_codes(2, clip.as_dict(), NOT_APPLICABLE))
+        clip_caps.append([table.add(2, *clip_caption(clip))])
+    end_pixels = processor(images=ends, return_tensors="pt")["pixel_values"]  # (2N, 3, 32, 32)
+
     image_set = MediaSet(pixels, torch.tensor(image_codes), torch.tensor(image_caps),
                          torch.tensor(PICTURE_FORM_WEIGHTS))
     sound_set = MediaSet(log_mels(clips), torch.tensor(sound_codes), torch.tensor(sound_caps),
                          torch.tensor(SOUND_FORM_WEIGHTS))
-    return image_set, sound_set, table.build(tokenizer)
+    clip_set = MediaSet(end_pixels.reshape(-1, 2, *end_pixels.shape[1:]),  # (2N, 3, H, W) -> (N, 2, 3, H, W)
+                        torch.tensor(clip_codes), torch.tensor(clip_caps), torch.tensor([1.0]))
+    return image_set, sound_set, clip_set, table.build(tokenizer)
 
 
 # -- the loss -----------------------------------------------------------------------------------------------------
 def matches(media_codes: torch.Tensor, caption_constraints: torch.Tensor) -> torch.Tensor:
-    """``(M, 8)`` medium codes x ``(C, 8)`` caption constraints -> ``(M, C)`` bool: caption c describes medium m."""
-    media = media_codes[:, None, :]         # (M, 1, 8)
-    wanted = caption_constraints[None]      # (1, C, 8)
+    """``(M, 9)`` medium codes x ``(C, 9)`` caption constraints -> ``(M, C)`` bool: caption c describes medium m."""
+    media = media_codes[:, None, :]         # (M, 1, 9)
+    wanted = caption_constraints[None]      # (1, C, 9)
     return ((wanted == ANY) | (wanted == media)).all(dim=-1)  # (M, C)
 
 
@@ -372,12 +407,13 @@ def soft_contrastive(logits: torch.Tensor, match: torch.Tensor) -> tuple[torch.T
 # -- evaluation ---------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def zero_shot(binder: Binder, tokenizer, processor, *, num_eval: int = 300, seed: int = 0) -> dict[str, float]:
-    """Zero-shot accuracy per attribute on held-out renders: ``num_eval`` pictures, sounds and clip frames.
+    """Zero-shot accuracy per attribute on held-out renders: ``num_eval`` pictures, sounds, clip frames and clips.
 
     The renders use fresh seeds from their own stream, so they are not the training renders. For each medium and
     attribute, the candidates are the medium's full caption (``a <colour> <shape>`` for a frame) with that
     attribute set to each of its values; the prediction is the candidate whose text embedding is closest to the
-    medium's. Returns ``{"image/colour": acc, ..., "audio/beeps": acc, "frame/colour": acc, "frame/shape": acc}``.
+    medium's. Returns ``{"image/colour": acc, ..., "audio/beeps": acc, "frame/colour": acc, "frame/shape": acc,
+    "video/colour": acc, "video/shape": acc, "video/direction": acc}``.
     """
     rng = random.Random(f"held-out-{seed}")
     pictures = [Picture.sample(rng) for _ in range(num_eval)]
@@ -388,6 +424,10 @@ def zero_shot(binder: Binder, tokenizer, processor, *, num_eval: int = 300, seed
     clips = [Clip.sample(rng) for _ in range(num_eval)]
     frames = [c.render(rng.randrange(2**31), side=IMAGE_SIZE)[rng.randrange(8)] for c in clips]
     frame_pixels = processor(images=frames, return_tensors="pt")["pixel_values"]  # (N, 3, 32, 32)
+    moving = [Clip.sample(rng) for _ in range(num_eval)]
+    ends = [f for c in moving for f in (lambda fs: (fs[0], fs[-1]))(c.render(rng.randrange(2**31), side=IMAGE_SIZE))]
+    end_pixels = processor(images=ends, return_tensors="pt")["pixel_values"]  # (2N, 3, 32, 32)
+    end_pixels = end_pixels.reshape(num_eval, 2, *end_pixels.shape[1:])  # (2N, ...) -> (N, 2, 3, 32, 32)
 
     was_training = binder.training
     binder.eval()
@@ -396,6 +436,7 @@ def zero_shot(binder: Binder, tokenizer, processor, *, num_eval: int = 300, seed
         ("audio", sounds, SOUND_ATTRIBUTES, torch.cat([binder.embed_sounds(m) for m in sound_mels.split(64)]),
          world_text.caption),
         ("frame", clips, ("colour", "shape"), binder.embed_images(frame_pixels), lambda c: frame_caption(c)[0]),
+        ("video", moving, CLIP_ATTRIBUTES, binder.embed_clips(end_pixels), lambda c: clip_caption(c)[0]),
     ]
     metrics: dict[str, float] = {}
     for name, things, attributes, media, describe in groups:
@@ -424,14 +465,15 @@ def _lr_factor(step: int, steps: int, warmup: int) -> float:
 
 def train_encoders(out: str | Path, *, steps: int = STEPS, batch_size: int = BATCH_SIZE, seed: int = 0,
                    progress: bool = True, num_train: int = NUM_TRAIN, audio_batch_size: int | None = None,
-                   lr: float = LR, num_eval: int = 300, eval_every: int = 0) -> dict:
+                   clip_batch_size: int | None = None, lr: float = LR, num_eval: int = 300, eval_every: int = 0) -> dict:
     """Train the CLIP pair and the Whisper encoder jointly; write the encoders; return metrics.
 
     ``num_train`` pictures, ``num_train // 3`` clip frames and ``num_train`` sounds are rendered once (seeded by
     ``seed``, as is the initialisation and the batch order). Every step draws ``batch_size`` images (pictures and
     frames) and ``audio_batch_size`` sounds (default: 24 per 128 images) -- half uniformly, half as siblings of
     those (see :meth:`MediaSet.sample`) --, one caption per medium (its form drawn at random), and minimises the
-    sum of the image and the audio contrastive losses (AdamW, ``lr`` with 5 % linear warm-up then cosine decay,
+    sum of the image, audio and clip contrastive losses (``clip_batch_size`` clips, default 16 per 128 images;
+    AdamW, ``lr`` with 5 % linear warm-up then cosine decay,
     gradient norm clipped at 1).
 
     Writes ``out/"image"`` (``CLIPVisionModel`` + ``CLIPImageProcessorPil``), ``out/"text"``
@@ -439,16 +481,17 @@ def train_encoders(out: str | Path, *, steps: int = STEPS, batch_size: int = BAT
     config), ``out/"projections.safetensors"`` (the joint-space heads and logit scale, for zero-shot use) and
     ``out/"metrics.json"``. Returns the held-out zero-shot accuracies of :func:`zero_shot` (``"image/colour"``,
     ..., ``"audio/beeps"``, ``"frame/colour"``, ``"frame/shape"``), the losses (``"loss/initial"``: the first
-    step's summed loss; ``"loss/image"``, ``"loss/audio"``: means over the last steps), the time spent rendering
+    step's summed loss; ``"loss/image"``, ``"loss/audio"``, ``"loss/clip"``: means over the last steps), the time spent rendering
     and training (``"seconds"`` wall clock, ``"cpu_seconds"``) and parameter counts (``"params/..."``).
     """
     from tqdm.auto import tqdm
 
     out = Path(out)
     audio_batch_size = audio_batch_size or max(2, batch_size * AUDIO_BATCH_SIZE // BATCH_SIZE)
+    clip_batch_size = clip_batch_size or max(2, batch_size * CLIP_BATCH_SIZE // BATCH_SIZE)
     started, cpu_started = time.perf_counter(), time.process_time()
     tokenizer, processor = build_tokenizer(), build_image_processor()
-    image_set, sound_set, captions = _render_training_set(num_train, seed, tokenizer, processor)
+    image_set, sound_set, clip_set, captions = _render_training_set(num_train, seed, tokenizer, processor)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -470,25 +513,29 @@ def train_encoders(out: str | Path, *, steps: int = STEPS, batch_size: int = BAT
     for step in bar:
         pixels, image_codes, image_caps = image_set.sample(batch_size, generator)
         mels, sound_codes, sound_caps = sound_set.sample(audio_batch_size, generator)
-        # M = batch_size + audio_batch_size media, images first; one caption per medium, in the same order
-        caption_ids = torch.cat([image_caps, sound_caps])                                            # (M,)
+        ends, clip_codes, clip_caps = clip_set.sample(clip_batch_size, generator)
+        # M = images + sounds + clips, in that order; one caption per medium, in the same order
+        caption_ids = torch.cat([image_caps, sound_caps, clip_caps])                                 # (M,)
         texts = binder.embed_texts(captions.input_ids[caption_ids], captions.attention_mask[caption_ids])  # (M, P)
-        media = torch.cat([binder.embed_images(pixels), binder.embed_sounds(mels)])                  # (M, P)
-        match = matches(torch.cat([image_codes, sound_codes]), captions.constraints[caption_ids])    # (M, M)
+        media = torch.cat([binder.embed_images(pixels), binder.embed_sounds(mels), binder.embed_clips(ends)])
+        match = matches(torch.cat([image_codes, sound_codes, clip_codes]),
+                        captions.constraints[caption_ids])                                           # (M, M)
         scale = binder.clip.logit_scale.clamp(max=math.log(100.0)).exp()
         rows, cols = soft_contrastive(scale * media @ texts.T, match)                                # (M,), (M,)
-        # each medium is contrasted with every caption (sounds are extra negatives for images and vice versa)
-        image_loss = (rows[:batch_size].mean() + cols[:batch_size].mean()) / 2
-        audio_loss = (rows[batch_size:].mean() + cols[batch_size:].mean()) / 2
-        loss = image_loss + audio_loss
+        # each medium is contrasted with every caption (sounds and clips are extra negatives for images, ...)
+        a, b = batch_size, batch_size + audio_batch_size
+        image_loss = (rows[:a].mean() + cols[:a].mean()) / 2
+        audio_loss = (rows[a:b].mean() + cols[a:b].mean()) / 2
+        clip_loss = (rows[b:].mean() + cols[b:].mean()) / 2
+        loss = image_loss + audio_loss + clip_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         schedule.step()
-        history.append((image_loss.item(), audio_loss.item()))
+        history.append((image_loss.item(), audio_loss.item(), clip_loss.item()))
         if progress and (step % 10 == 0 or step == steps - 1):
-            bar.set_postfix(image=f"{history[-1][0]:.3f}", audio=f"{history[-1][1]:.3f}")
+            bar.set_postfix(image=f"{history[-1][0]:.3f}", audio=f"{history[-1][1]:.3f}", clip=f"{history[-1][2]:.3f}")
         if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
             accuracies = zero_shot(binder, tokenizer, processor, num_eval=min(num_eval, 100), seed=seed + 1)
             tqdm.write(f"step {step + 1}: " + " ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in accuracies.items())
@@ -503,13 +550,15 @@ def train_encoders(out: str | Path, *, steps: int = STEPS, batch_size: int = BAT
         "loss/initial": sum(history[0]) if history else float("nan"),
         "loss/image": float(np.mean([h[0] for h in tail])) if history else float("nan"),
         "loss/audio": float(np.mean([h[1] for h in tail])) if history else float("nan"),
+        "loss/clip": float(np.mean([h[2] for h in tail])) if history else float("nan"),
         "seconds": train_seconds,          # wall clock, rendering and training (not evaluation)
         "cpu_seconds": train_cpu_seconds,  # CPU time of this process: robust to other load on the machine
         "params/vision": sum(p.numel() for p in binder.clip.vision_model.parameters()),
         "params/text": sum(p.numel() for p in binder.clip.text_model.parameters()),
         "params/audio_encoder": sum(p.numel() for p in binder.whisper.encoder.parameters()),
         "params/heads": sum(p.numel() for p in (binder.clip.visual_projection.weight,
-                                                binder.clip.text_projection.weight, binder.audio_projection.weight)),
+                                                binder.clip.text_projection.weight, binder.audio_projection.weight,
+                                                binder.motion_projection.weight)),
     })
     save_encoders(binder, tokenizer, processor, out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -535,7 +584,7 @@ def save_encoders(binder: Binder, tokenizer, processor, out: Path) -> None:
 
     heads = {"visual_projection.weight": clip.visual_projection.weight, "text_projection.weight":
              clip.text_projection.weight, "audio_projection.weight": binder.audio_projection.weight,
-             "logit_scale": clip.logit_scale}
+             "motion_projection.weight": binder.motion_projection.weight, "logit_scale": clip.logit_scale}
     save_file({k: v.detach().contiguous().clone() for k, v in heads.items()}, out / "projections.safetensors")
 
 
@@ -561,10 +610,10 @@ def format_metrics(metrics: dict) -> str:
     """A small plain-text table of the zero-shot accuracies and the losses."""
     lines = [f"{'metric':<18}{'value':>10}", "-" * 28]
     for key, value in metrics.items():
-        if key.startswith(("image/", "audio/", "frame/")):
+        if key.startswith(("image/", "audio/", "frame/", "video/")):
             lines.append(f"{key:<18}{100 * value:>9.1f}%")
     for key, value in metrics.items():
-        if not key.startswith(("image/", "audio/", "frame/")):
+        if not key.startswith(("image/", "audio/", "frame/", "video/")):
             lines.append(f"{key:<18}{value:>10.3f}" if isinstance(value, float) else f"{key:<18}{value:>10}")
     return "\n".join(lines)
 

@@ -29,6 +29,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,6 +49,8 @@ class RecipeConfig(BaseModel):
     lm_dialogues: int = 6000
     encoder_steps: int = 1000
     encoder_train: int | None = Field(None, description="pre-rendered training items (default: the module's)")
+    samples: int | None = Field(None, description="rendered training items of each VAE and generator "
+                                                  "(default: the diffusion module's)")
     vae_steps: int = 800
     vae_batch: int = 16
     image_steps: int = 1500
@@ -57,9 +60,9 @@ class RecipeConfig(BaseModel):
     video_batch: int = 16
     audio_steps: int = 1200
     audio_batch: int = 64
-    pt_rows: int = 3000
-    it_rows: int = 3000
-    pt_steps: int = 1500
+    pt_rows: int = 12000
+    it_rows: int = 6000
+    pt_steps: int = 3000
     it_steps: int = 1500
     pt_batch: int = 32
     it_batch: int = 16
@@ -72,8 +75,8 @@ class RecipeConfig(BaseModel):
     @classmethod
     def small(cls, **overrides) -> "RecipeConfig":
         """A shrunken recipe for tests: every step runs, each only long enough to show that it learns."""
-        base = dict(lm_steps=120, lm_dialogues=600, encoder_steps=60, encoder_train=240, vae_steps=60, vae_batch=8,
-                    image_steps=60, image_batch=16, video_pretrain_steps=30, video_steps=15, video_batch=4,
+        base = dict(lm_steps=120, lm_dialogues=600, encoder_steps=60, encoder_train=240, samples=240, vae_steps=60,
+                    vae_batch=8, image_steps=60, image_batch=16, video_pretrain_steps=30, video_steps=15, video_batch=4,
                     audio_steps=40, audio_batch=16, pt_rows=90, it_rows=60, pt_steps=60, it_steps=40, pt_batch=8,
                     it_batch=4, judge_steps=60)
         return cls(**{**base, **overrides})
@@ -102,15 +105,26 @@ class Context:
         return SystemConfig.model_validate(data)
 
 
-Step = Callable[[Context], dict]
-#: step name -> (output path relative to OUT that marks it done, function); run in this (insertion) order
-STEPS: dict[str, tuple[str, Step]] = {}
+@dataclass(frozen=True)
+class Step:
+    """One recipe step: ``output`` (relative to OUT) marks it done; it runs once every step in ``after`` is done."""
+
+    output: str
+    fn: Callable[[Context], dict]
+    after: tuple[str, ...] = ()
 
 
-def step(name: str, output: str):
-    """Register a recipe step (a decorator); steps run in the order they are registered."""
-    def register(fn: Step) -> Step:
-        STEPS[name] = (output, fn)
+#: step name -> Step, in registration order (the order of a sequential run, which respects ``after``)
+STEPS: dict[str, Step] = {}
+
+
+def step(name: str, output: str, after: tuple[str, ...] = ()):
+    """Register a recipe step (a decorator); ``after``: the steps whose outputs it reads."""
+    def register(fn: Callable[[Context], dict]) -> Callable[[Context], dict]:
+        unknown = [a for a in after if a not in STEPS]
+        if unknown:
+            raise ValueError(f"step {name!r} runs after unregistered steps {unknown}")
+        STEPS[name] = Step(output, fn, tuple(after))
         return fn
     return register
 
@@ -136,7 +150,8 @@ def _encoders(ctx: Context) -> dict:
                              **extra)
     shutil.copytree(ctx.work / "encoders" / "image", ctx.weights / "image-encoder", dirs_exist_ok=True)
     shutil.copytree(ctx.work / "encoders" / "audio", ctx.weights / "audio-encoder", dirs_exist_ok=True)
-    return {**metrics, "loss_first": metrics["loss/initial"], "loss_last": metrics["loss/image"] + metrics["loss/audio"]}
+    return {**metrics, "loss_first": metrics["loss/initial"], "loss_last": metrics["loss/image"] + metrics["loss/audio"]
+                                                                     + metrics["loss/clip"]}
 
 
 @step("vae", "work/vae-mel")
@@ -145,13 +160,13 @@ def _vaes(ctx: Context) -> dict:
 
     c = ctx.config
     rgb = train_vae(ctx.work / "vae-rgb", channels=3, steps=c.vae_steps, batch_size=c.vae_batch,
-                    seed=ctx.seed(3), progress=ctx.progress)
+                    seed=ctx.seed(3), progress=ctx.progress, samples=c.samples)
     mel = train_vae(ctx.work / "vae-mel", channels=1, steps=c.vae_steps, batch_size=c.vae_batch,
-                    seed=ctx.seed(4), progress=ctx.progress)
+                    seed=ctx.seed(4), progress=ctx.progress, samples=c.samples)
     return {"rgb": rgb, "mel": mel}
 
 
-def _generator(kind: str, vae: str, offset: int) -> Step:
+def _generator(kind: str, vae: str, offset: int) -> Callable[[Context], dict]:
     def run(ctx: Context) -> dict:
         from tinyworld import diffusion
 
@@ -160,13 +175,14 @@ def _generator(kind: str, vae: str, offset: int) -> Step:
         extra = {"pretrain_steps": c.video_pretrain_steps} if kind == "video" else {}
         return train(ctx.work / "encoders" / "text", ctx.work / vae, ctx.weights / f"{kind}-generator",
                      steps=getattr(c, f"{kind}_steps"), batch_size=getattr(c, f"{kind}_batch"), seed=ctx.seed(offset),
-                     progress=ctx.progress, **extra)
+                     progress=ctx.progress, samples=c.samples, **extra)
     return run
 
 
-step("image-generator", "weights/image-generator")(_generator("image", "vae-rgb", 5))
-step("video-generator", "weights/video-generator")(_generator("video", "vae-rgb", 6))
-step("audio-generator", "weights/audio-generator")(_generator("audio", "vae-mel", 7))
+_DIFFUSION_INPUTS = ("encoders", "vae")  # the frozen text tower and the VAEs
+step("image-generator", "weights/image-generator", after=_DIFFUSION_INPUTS)(_generator("image", "vae-rgb", 5))
+step("video-generator", "weights/video-generator", after=_DIFFUSION_INPUTS)(_generator("video", "vae-rgb", 6))
+step("audio-generator", "weights/audio-generator", after=_DIFFUSION_INPUTS)(_generator("audio", "vae-mel", 7))
 
 
 @step("data", "work/data/it.jsonl")
@@ -200,8 +216,9 @@ def _stage(ctx: Context, stage: str) -> dict:
             **{f"{k}_last": mean(last, k) for k in keys}}
 
 
-step("pt", "work/pt/trainable.safetensors")(lambda ctx: _stage(ctx, "pt"))
-step("it", "weights/projectors/trainable.safetensors")(lambda ctx: _stage(ctx, "it"))
+_SYSTEM = ("language", "encoders", "image-generator", "video-generator", "audio-generator", "data")
+step("pt", "work/pt/trainable.safetensors", after=_SYSTEM)(lambda ctx: _stage(ctx, "pt"))
+step("it", "weights/projectors/trainable.safetensors", after=("pt",))(lambda ctx: _stage(ctx, "it"))
 
 
 @step("judges", "weights/judges")
@@ -220,57 +237,184 @@ def _move(src: Path, dst: Path) -> None:
     shutil.move(str(src), str(dst))
 
 
+def _run_step(name: str, out: Path, config: RecipeConfig, progress: bool, threads: int | None) -> tuple[float, dict]:
+    """Run one step (in this process or a worker); returns ``(seconds, metrics)``."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    metrics = STEPS[name].fn(Context(out, config, progress))
+    return time.perf_counter() - start, metrics
+
+
 def run(out: str | Path, config: RecipeConfig | None = None, *, only: list[str] | None = None,
-        overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Run the recipe into ``out``; returns the ``recipe.json`` record ``{step: {"seconds", "metrics"}}``."""
+        overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print, jobs: int = 1) -> dict:
+    """Run the recipe into ``out``; returns the ``recipe.json`` record ``{"steps": {step: {"seconds", "metrics"}},
+    "total_seconds", "runs": [{"jobs", "threads", "wall_seconds", "steps", "timeline"}, ...]}`` (``timeline``:
+    step -> [start, end] seconds into that run).
+
+    ``jobs > 1`` runs independent steps side by side in that many worker processes (the LLM trains while the
+    encoders, VAEs and generators do): a step starts once the steps it reads (:attr:`Step.after`) are done. Each
+    worker gets ``threads / (steps running or ready)`` torch threads, at least one; ``threads`` defaults to the
+    machine's cores when ``jobs > 1``. Small models use cores far better as separate processes than as threads of
+    one. ``total_seconds`` sums the steps' own times; ``wall_seconds`` is what a run took on the clock.
+    """
     config = config or RecipeConfig()
     out = Path(out)
     if overwrite and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    if config.threads:
-        import torch
-
-        torch.set_num_threads(config.threads)
-    ctx = Context(out, config, progress)
     record_path = out / "recipe.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     record["config"] = config.model_dump()
-    for name, (output, fn) in STEPS.items():
+    todo = []
+    for name, spec in STEPS.items():
         if only and name not in only:
             continue
-        if (out / output).exists() and name in record.get("steps", {}):
+        if (out / spec.output).exists() and name in record.get("steps", {}):
             log(f"[{name}] done before ({record['steps'][name]['seconds']:.0f} s), skipped")
             continue
-        log(f"[{name}] ...")
-        start = time.perf_counter()
-        metrics = fn(ctx)
-        seconds = time.perf_counter() - start
+        todo.append(name)
+    started = time.perf_counter()
+    timeline: dict[str, list[float]] = {}  # step -> [start, end], seconds since this run started
+
+    def begun(name: str) -> None:
+        timeline[name] = [round(time.perf_counter() - started, 1)]
+
+    def finished(name: str, seconds: float, metrics: dict) -> None:
+        timeline[name].append(round(time.perf_counter() - started, 1))
+        if record_path.exists():  # another run of this folder (``--only`` other steps) may have written meanwhile
+            record["steps"] = {**json.loads(record_path.read_text()).get("steps", {}), **record.get("steps", {})}
         record.setdefault("steps", {})[name] = {"seconds": round(seconds, 1), "metrics": metrics}
         record["total_seconds"] = round(sum(s["seconds"] for s in record["steps"].values()), 1)
         record_path.write_text(json.dumps(record, indent=2, default=str))
         log(f"[{name}] {seconds:.0f} s  {json.dumps(metrics, default=str)[:300]}")
-    if ctx.weights.exists():
-        shutil.copy(record_path, ctx.weights / "recipe.json")
+
+    if jobs <= 1:
+        for name in todo:
+            log(f"[{name}] ...")
+            begun(name)
+            finished(name, *_run_step(name, out, config, progress, config.threads))
+    else:
+        _run_parallel(todo, out, config, progress, jobs, log, begun, finished)
+    if todo:
+        record.setdefault("runs", []).append({"jobs": jobs, "threads": config.threads, "steps": todo,
+                                              "wall_seconds": round(time.perf_counter() - started, 1),
+                                              "timeline": timeline})
+        record_path.write_text(json.dumps(record, indent=2, default=str))
+    weights = out / "weights"
+    if weights.exists():
+        shutil.copy(record_path, weights / "recipe.json")
     return record
+
+
+def _run_parallel(todo: list[str], out: Path, config: RecipeConfig, progress: bool, jobs: int,
+                  log: Callable[[str], None], begun: Callable[[str], None],
+                  finished: Callable[[str, float, dict], None]) -> None:
+    """Schedule ``todo`` over ``jobs`` spawned worker processes, each step once its ``after`` steps are done."""
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    cores = config.threads or os.cpu_count() or 1
+    waiting, running = list(todo), {}
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while waiting or running:
+            busy = set(waiting) | set(running.values())
+            ready = [n for n in waiting if not busy.intersection(STEPS[n].after)]
+            for name in ready[: jobs - len(running)]:
+                threads = max(1, cores // min(jobs, len(running) + len(ready)))
+                log(f"[{name}] ... ({threads} thread{'s' * (threads > 1)})")
+                begun(name)
+                running[pool.submit(_run_step, name, out, config, progress, threads)] = name
+                waiting.remove(name)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                finished(running.pop(future), *future.result())
+
+
+#: what the package may hold of a run's weights: the limit of the tinyworld issue, and the file kinds it may contain
+SHIP_LIMIT_BYTES = 40 * 1000 * 1000  # 40 MB
+SHIP_SUFFIXES = {".safetensors", ".json", ".txt", ".model", ".yaml", ".png", ".jsonl"}
+PACKAGED_WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
+#: files shipped with their floating-point tensors stored as float16: the trained projectors, which the system loads
+#: with ``load_state_dict`` into its float32 parameters (the pipelines' and models' own files stay as trained)
+SHIP_HALF = ("projectors/trainable.safetensors",)
+
+
+def _half_precision(src: Path) -> bytes:
+    """``src`` (safetensors) with every floating tensor as float16; integer tensors and metadata kept."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    with safe_open(str(src), framework="pt") as handle:
+        metadata = handle.metadata()
+        state = {k: handle.get_tensor(k) for k in handle.keys()}
+    return save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, metadata=metadata)
+
+
+def ship(weights: str | Path, dest: str | Path = PACKAGED_WEIGHTS, *, limit: int = SHIP_LIMIT_BYTES) -> dict:
+    """Copy a run's ``OUT/weights`` into the package (``tinyworld/weights``, the ``@tinyworld/`` components).
+
+    Training checkpoints (optimizer state, only needed to resume) stay behind; the files of :data:`SHIP_HALF`
+    are stored in float16. Refuses anything that is not safetensors, JSON, text, a SentencePiece model or a plot
+    -- no pickles -- and a total over ``limit`` bytes, before touching ``dest``. Returns ``{"files", "bytes",
+    "per_component": {name: bytes}}``."""
+    weights, dest = Path(weights), Path(dest)
+    files = [f for f in sorted(weights.rglob("*")) if f.is_file() and "checkpoint" not in f.relative_to(weights).parts]
+    refused = [str(f.relative_to(weights)) for f in files if f.suffix not in SHIP_SUFFIXES]
+    if refused:
+        raise ValueError(f"refusing to ship files that are not safetensors / json / text: {refused[:5]}")
+    contents = {f: _half_precision(f) if f.relative_to(weights).as_posix() in SHIP_HALF else None for f in files}
+    per_component: dict[str, int] = {}
+    for f, data in contents.items():
+        top = f.relative_to(weights).parts[0]
+        per_component[top] = per_component.get(top, 0) + (len(data) if data is not None else f.stat().st_size)
+    total = sum(per_component.values())
+    if total > limit:
+        raise ValueError(f"{total / 1e6:.1f} MB of weights is over the {limit / 1e6:.0f} MB limit: "
+                         + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in sorted(per_component.items())))
+    if dest.exists():
+        shutil.rmtree(dest)
+    for f, data in contents.items():
+        target = dest / f.relative_to(weights)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if data is None:
+            shutil.copyfile(f, target)
+        else:
+            target.write_bytes(data)
+    return {"files": len(files), "bytes": total, "per_component": per_component}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder (weights land in OUT/weights)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads in all (default: torch's choice; "
+                        "with --jobs > 1 the machine's cores)")
+    parser.add_argument("--jobs", type=int, default=1, help="steps run side by side in worker processes")
     parser.add_argument("--device", default="cpu", help="device of the PT / IT stages")
     parser.add_argument("--small", action="store_true", help="the shrunken test recipe (minutes, not an hour)")
     parser.add_argument("--only", nargs="+", choices=list(STEPS), help="run only these steps")
     parser.add_argument("--overwrite", action="store_true", help="delete OUT and start over")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--ship", action="store_true",
+                        help="afterwards copy OUT/weights into the package (tinyworld/weights): the new default system")
 
 
 def run_from_args(args: argparse.Namespace) -> dict:
     settings = dict(seed=args.seed, threads=args.threads, device=args.device)
     config = RecipeConfig.small(**settings) if args.small else RecipeConfig(**settings)
-    record = run(args.out, config, only=args.only, overwrite=args.overwrite, progress=not args.no_progress)
-    print(f"recipe finished in {record.get('total_seconds', 0):.0f} s; weights in {Path(args.out) / 'weights'}")
+    record = run(args.out, config, only=args.only, overwrite=args.overwrite, progress=not args.no_progress,
+                 jobs=args.jobs)
+    wall = record["runs"][-1]["wall_seconds"] if record.get("runs") else 0.0
+    print(f"recipe finished: {wall:.0f} s on the clock, {record.get('total_seconds', 0):.0f} s of steps; "
+          f"weights in {Path(args.out) / 'weights'}")
+    if args.ship:
+        shipped = ship(Path(args.out) / "weights")
+        print(f"shipped {shipped['files']} files, {shipped['bytes'] / 1e6:.1f} MB, into {PACKAGED_WEIGHTS}")
     return record
 
 
