@@ -51,12 +51,16 @@ def is_tiny(model: str) -> bool:
 WORLD_PREFIX = "@tinyworld/"
 
 
+#: where the package keeps the trained tinyworld components (``mmgraph train world --ship`` writes them here)
+PACKAGED_WORLD_WEIGHTS = Path(__file__).resolve().parent.parent / "tinyworld" / "weights"
+
+
 def world_weights() -> Path:
     """The folder ``@tinyworld/<name>`` components resolve in."""
     override = os.environ.get("MMGRAPH_TINYWORLD")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent / "tinyworld" / "weights"
+    return PACKAGED_WORLD_WEIGHTS
 
 
 def _resolve_world(model: str) -> str:

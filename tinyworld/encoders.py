@@ -140,6 +140,18 @@ def clip_caption(clip: Clip) -> tuple[str, dict]:
     return world_text.caption(clip), clip.as_dict()
 
 
+def first_and_last_frame(clip: Clip, seed: int) -> list:
+    """The first and last frame of ``clip`` rendered from ``seed``: what the motion head sees of a clip."""
+    frames = clip.render(seed, side=IMAGE_SIZE)
+    return [frames[0], frames[-1]]
+
+
+def clip_pixels(processor, ends: list) -> torch.Tensor:
+    """Consecutive (first, last) frame pairs -> processed pixels ``(N, 2, 3, 32, 32)``."""
+    pixels = processor(images=ends, return_tensors="pt")["pixel_values"]  # (2N, 3, 32, 32)
+    return pixels.reshape(-1, 2, *pixels.shape[1:])  # (2N, 3, H, W) -> (N, 2, 3, H, W)
+
+
 # -- builders -----------------------------------------------------------------------------------------------------
 def build_tokenizer():
     """The world's ``CLIPTokenizer`` (BPE trained on :func:`tinyworld.text.corpus`, 16 positions)."""
@@ -371,18 +383,16 @@ def _render_training_set(num_train: int, seed: int, tokenizer, processor
     ends, clip_codes, clip_caps = [], [], []
     for _ in range(num_train // 3):
         clip = Clip.sample(rng)
-        frames = clip.render(rng.randrange(2**31), side=IMAGE_SIZE)
-        ends += [frames[0], frames[-1]]
+        ends += first_and_last_frame(clip, rng.randrange(2**31))
         clip_codes.append(_codes(2, clip.as_dict(), NOT_APPLICABLE))
         clip_caps.append([table.add(2, *clip_caption(clip))])
-    end_pixels = processor(images=ends, return_tensors="pt")["pixel_values"]  # (2N, 3, 32, 32)
 
     image_set = MediaSet(pixels, torch.tensor(image_codes), torch.tensor(image_caps),
                          torch.tensor(PICTURE_FORM_WEIGHTS))
     sound_set = MediaSet(log_mels(clips), torch.tensor(sound_codes), torch.tensor(sound_caps),
                          torch.tensor(SOUND_FORM_WEIGHTS))
-    clip_set = MediaSet(end_pixels.reshape(-1, 2, *end_pixels.shape[1:]),  # (2N, 3, H, W) -> (N, 2, 3, H, W)
-                        torch.tensor(clip_codes), torch.tensor(clip_caps), torch.tensor([1.0]))
+    clip_set = MediaSet(clip_pixels(processor, ends), torch.tensor(clip_codes), torch.tensor(clip_caps),
+                        torch.tensor([1.0]))
     return image_set, sound_set, clip_set, table.build(tokenizer)
 
 
@@ -425,9 +435,7 @@ def zero_shot(binder: Binder, tokenizer, processor, *, num_eval: int = 300, seed
     frames = [c.render(rng.randrange(2**31), side=IMAGE_SIZE)[rng.randrange(8)] for c in clips]
     frame_pixels = processor(images=frames, return_tensors="pt")["pixel_values"]  # (N, 3, 32, 32)
     moving = [Clip.sample(rng) for _ in range(num_eval)]
-    ends = [f for c in moving for f in (lambda fs: (fs[0], fs[-1]))(c.render(rng.randrange(2**31), side=IMAGE_SIZE))]
-    end_pixels = processor(images=ends, return_tensors="pt")["pixel_values"]  # (2N, 3, 32, 32)
-    end_pixels = end_pixels.reshape(num_eval, 2, *end_pixels.shape[1:])  # (2N, ...) -> (N, 2, 3, 32, 32)
+    end_pixels = clip_pixels(processor, [f for c in moving for f in first_and_last_frame(c, rng.randrange(2**31))])
 
     was_training = binder.training
     binder.eval()

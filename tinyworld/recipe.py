@@ -28,13 +28,14 @@ import argparse
 import json
 import shutil
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.config import PRESET_DIR, SystemConfig
+from orchestrator.tiny import PACKAGED_WORLD_WEIGHTS as PACKAGED_WEIGHTS
 
 
 class RecipeConfig(BaseModel):
@@ -337,7 +338,6 @@ def _run_parallel(todo: list[str], out: Path, config: RecipeConfig, progress: bo
 #: what the package may hold of a run's weights: the limit of the tinyworld issue, and the file kinds it may contain
 SHIP_LIMIT_BYTES = 40 * 1000 * 1000  # 40 MB
 SHIP_SUFFIXES = {".safetensors", ".json", ".txt", ".model", ".yaml", ".png", ".jsonl"}
-PACKAGED_WEIGHTS = Path(__file__).resolve().parent / "weights"
 
 
 #: files shipped with their floating-point tensors stored as float16: the trained projectors, which the system loads
