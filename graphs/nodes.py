@@ -151,7 +151,8 @@ def reason(state: State, runtime: Runtime[RunContext]) -> dict:
             draft.append({"type": "signal", "generator": segment.generator, "index": len(draft)})
         elif segment.text:
             draft.append({"type": "text", "text": segment.text})
-    return {"draft": draft, "signals": signals, "finish_reason": result.finish_reason}
+    usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens}
+    return {"draft": draft, "signals": signals, "finish_reason": result.finish_reason, "usage": usage}
 
 
 def route_signals(state: State) -> list[Send] | str:

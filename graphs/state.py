@@ -35,6 +35,7 @@ class InputState(TypedDict):
 class OutputState(TypedDict):
     reply: list[dict]  # the interleaved reply: text and media parts
     finish_reason: str
+    usage: NotRequired[dict[str, int]]  # prompt_tokens, completion_tokens of the LLM call
 
 
 class State(InputState, OutputState):

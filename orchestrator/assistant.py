@@ -69,6 +69,7 @@ class Reply:
     parts: list[TextPart | MediaPart]
     thread_id: str
     finish_reason: str = "stop"
+    usage: dict[str, int] = field(default_factory=dict)  # prompt_tokens, completion_tokens of the LLM call
 
     @property
     def text(self) -> str:
@@ -172,7 +173,7 @@ class Assistant:
                 ref = ArtifactRef.from_dict(part["artifact"])
                 parts.append(MediaPart(Artifact(ref.id, ref.modality, ref.mime, ref.size, self.store.path(ref.id),
                                                 part.get("generator"))))
-        return Reply(parts, thread_id, values.get("finish_reason") or "stop")
+        return Reply(parts, thread_id, values.get("finish_reason") or "stop", dict(values.get("usage") or {}))
 
     # -- running --------------------------------------------------------------------------------------------------
     def stream(
@@ -218,6 +219,16 @@ class Assistant:
                 reply = event.reply
         assert reply is not None
         return reply
+
+    def seed_history(self, thread_id: str, turns: list[dict]) -> bool:
+        """Start a new thread from earlier turns (``{"role", "parts"}`` with artifact-ref media parts), e.g. the
+        messages an OpenAI client sent; returns False, changing nothing, if the thread already has turns."""
+        config = {"configurable": {"thread_id": thread_id}}
+        with self._lock:
+            if not turns or self.graph.get_state(config).values.get("history"):
+                return False
+            self.graph.update_state(config, {"history": list(turns)}, as_node="merge")
+        return True
 
     def history(self, thread_id: str) -> list[dict]:
         """The thread's finished turns as stored in the checkpoint (plain data: text and artifact refs)."""

@@ -1,7 +1,8 @@
-"""The ``mmgraph`` command line: ``run``, ``chat``, ``graph``, ``demo`` and ``train``.
+"""The ``mmgraph`` command line: ``run``, ``chat``, ``serve``, ``graph``, ``demo``, ``train`` and ``eval``.
 
     mmgraph run "What is this? Then draw it." --image a.png --generate image --out out/
     mmgraph chat                       # REPL: /image PATH, /audio PATH, /video PATH, /generate image, /new, /quit
+    mmgraph serve --port 8000          # OpenAI-compatible HTTP backend + web chat page at http://127.0.0.1:8000/
     mmgraph graph [--config CONFIG]    # the graph as mermaid
     mmgraph demo --out out/demo        # a scripted any-to-any turn, printed as it streams, with an HTML report
     mmgraph train pt --config system.yaml --data pairs.jsonl --out runs/pt      # train the projectors
@@ -154,6 +155,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from orchestrator.server import ServerSettings, create_app
+
+    settings = ServerSettings(queue_size=args.queue_size, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                              allowed_media_domains=args.allow_media_domain,
+                              allowed_local_media_path=args.allowed_local_media_path)
+    app = create_app(config=args.config, weights=args.weights, device=args.device, db=args.db,
+                     artifacts=args.artifacts, settings=settings)
+    print(f"mmgraph: serving {app.app.state.server.model} on http://{args.host}:{args.port}/ "
+          f"(OpenAI base URL http://{args.host}:{args.port}/v1)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from orchestrator.training import train
 
@@ -239,6 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="copy generated media into this folder")
     _config_arg(p), _state_args(p), _gen_args(p)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("serve", help="the OpenAI-compatible HTTP backend and web chat page (docs/serving.md)")
+    _config_arg(p), _state_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--queue-size", type=int, default=8, help="requests that may wait for the model (then 429)")
+    p.add_argument("--max-body-mb", type=float, default=48.0, help="largest request body in MiB (then 413)")
+    p.add_argument("--allow-media-domain", action="append", default=[], metavar="HOST",
+                   help="allow http(s) media URLs on this host (repeatable; default: only data: URLs)")
+    p.add_argument("--allowed-local-media-path", default=None, metavar="DIR",
+                   help="allow file:// media URLs under this folder (default: refused)")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("graph", help="print the graph (mermaid)")
     p.add_argument("--config", default=None)

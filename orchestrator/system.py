@@ -156,13 +156,19 @@ class MMSystem(nn.Module):
         options = {"num_frames": self.config.modalities[modality].num_frames} if encoder.input_kind == "video" else {}
         return decode(encoder.input_kind, data, self.config.limits, **options)
 
+    def remember_decoded(self, modality: str, artifact_id: str, decoded: Any) -> None:
+        """Keep a medium already decoded (and so validated) under its artifact id, so the turn does not decode it
+        again (the server validates media before a request is queued)."""
+        if len(self._decoded) > 64:
+            self._decoded.clear()
+        self._decoded[f"{modality}:{artifact_id}"] = decoded
+
     def decode_cached(self, modality: str, artifact_id: str, store) -> Any:
-        key = f"{modality}:{artifact_id}"
-        if key not in self._decoded:
-            if len(self._decoded) > 64:
-                self._decoded.clear()
-            self._decoded[key] = self.decode(modality, store.get(artifact_id))
-        return self._decoded[key]
+        decoded = self._decoded.get(f"{modality}:{artifact_id}")
+        if decoded is None:
+            decoded = self.decode(modality, store.get(artifact_id))
+            self.remember_decoded(modality, artifact_id, decoded)
+        return decoded
 
     # -- 2. encode (frozen) ----------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -61,3 +61,24 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def world_assistant(tmp_path_factory):
+    """The default tiny-world system behind one Assistant, loaded once (servers in tests share it)."""
+    from orchestrator.assistant import Assistant
+
+    folder = tmp_path_factory.mktemp("world-server")
+    bot = Assistant.from_config("tiny-world", db=folder / "threads.sqlite", artifacts=folder / "artifacts")
+    yield bot
+    bot.close()
+
+
+@pytest.fixture(scope="session")
+def world_server(world_assistant):
+    """``mmgraph serve`` of tiny-world on 127.0.0.1 (uvicorn in a thread): ``world_server.url``."""
+    from live_server import LiveServer
+    from orchestrator.server import ServerSettings, create_app
+
+    with LiveServer(create_app(world_assistant, settings=ServerSettings(queue_size=2))) as server:
+        yield server

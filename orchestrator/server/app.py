@@ -1,0 +1,407 @@
+"""The OpenAI-compatible HTTP backend and the web chat page.
+
+    POST /v1/chat/completions   chat (stream: true answers with SSE chunks ending in ``data: [DONE]``)
+    GET  /v1/models             the served model
+    GET  /v1/artifacts/{id}     an input or generated medium, with its content type
+    GET  /v1/threads/{id}       a thread's turns (the web page restores a conversation with it)
+    GET  /health                liveness and queue occupancy
+    GET  /                      the web chat page
+
+A request is parsed and its media decoded with limits *before* it takes a place in the model queue; every
+refusal is a 4xx with an OpenAI-style error body. See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import uuid
+from contextlib import asynccontextmanager
+from html import escape
+from importlib import resources
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from orchestrator.errors import CancelledError, MediaError, MMGraphError
+from orchestrator.server.content import ParsedTurn, TurnParser
+from orchestrator.server.protocol import APIError, ChatCompletionRequest, chunk, completion, completion_id, now
+from orchestrator.server.scheduler import END, Job, Scheduler
+from orchestrator.server.settings import ServerSettings
+
+log = logging.getLogger("mmgraph.server")
+
+_THREAD_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_PART_TYPE = {"image": "image_url", "audio": "audio_url", "video": "video_url"}
+
+
+# -- request body limit -----------------------------------------------------------------------------------------------
+
+class _BodyTooLarge(APIError):
+    """Raised from ``receive`` when the streamed body passes the limit; the app's APIError handler answers 413."""
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over ``limit`` bytes with 413, by Content-Length before reading and by
+    counting while the body streams in (Starlette has no limit of its own)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        error = APIError(413, f"the request body is over the limit of {self.limit} bytes", code="body_too_large")
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await _send_error(send, error)
+        seen = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge(error.status, error.message, code=error.code)
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _send_error(send, error)
+
+
+async def _send_error(send: Any, error: APIError) -> None:
+    body = json.dumps(error.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# -- errors -----------------------------------------------------------------------------------------------------------
+
+def api_error(exc: BaseException) -> APIError:
+    """Map anything a turn can raise to the error a client sees (internal details stay in the server log)."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, MediaError):
+        return APIError(400, str(exc), code=exc.code)
+    if isinstance(exc, CancelledError):
+        return APIError(499, "the request was cancelled", code="cancelled")
+    if isinstance(exc, MMGraphError):
+        return APIError(400, str(exc), code=type(exc).__name__)
+    log.error("turn failed", exc_info=exc)
+    return APIError(500, "internal error while running the model", type="server_error", code="internal_error")
+
+
+def _error_response(error: APIError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+# -- the app ----------------------------------------------------------------------------------------------------------
+
+class Server:
+    """Holds the assistant, the settings and the scheduler; its methods are the route handlers' bodies."""
+
+    def __init__(self, assistant: Any, settings: ServerSettings) -> None:
+        self.assistant, self.settings = assistant, settings
+        self.system = assistant.system
+        self.model = settings.served_model_name or assistant.config.name
+        self.scheduler = Scheduler(settings.queue_size)
+        self.created = now()
+
+    # -- parsing ------------------------------------------------------------------------------------------------------
+    async def parse_request(self, request: Request) -> ChatCompletionRequest:
+        raw = await request.body()
+        try:
+            payload = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+            raise APIError(400, f"the body is not valid JSON: {getattr(exc, 'msg', exc)}{where}",
+                           code="invalid_json") from None
+        if not isinstance(payload, dict):
+            raise APIError(400, "the body must be a JSON object", code="invalid_json")
+        try:
+            req = ChatCompletionRequest.model_validate(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(x) for x in first["loc"]) or None
+            raise APIError(400, f"invalid request: {loc}: {first['msg']}", param=loc, code="invalid_request") from None
+        if req.model != self.model:
+            raise APIError(404, f"the model {req.model!r} does not exist; this server serves {self.model!r}",
+                           param="model", code="model_not_found")
+        return req
+
+    def outputs(self, req: ChatCompletionRequest) -> tuple[list[str], list[str] | None]:
+        """(generate, allow): ``modalities`` names exactly the outputs wanted; ``generate`` forces generators."""
+        names = self.system.generator_names
+        generate, allow = list(req.generate or []), None
+        if req.modalities is not None:
+            unknown = [m for m in req.modalities if m != "text" and m not in names]
+            if unknown:
+                raise APIError(400, f"unknown output modality {unknown[0]!r}; this model outputs: "
+                               f"{', '.join(['text', *names])}", param="modalities", code="unsupported_modality")
+            wanted = [m for m in req.modalities if m != "text"]
+            generate, allow = sorted(set(generate) | set(wanted)), wanted
+        for name in generate:
+            if name not in names:
+                raise APIError(400, f"unknown generator {name!r}; this model has: {', '.join(names) or 'none'}",
+                               param="generate", code="unsupported_modality")
+        return generate, allow
+
+    def parse_turn(self, req: ChatCompletionRequest) -> ParsedTurn:
+        store = self.assistant.store
+
+        def keep(modality: str, data: bytes, decoded: Any) -> dict:
+            from modalities.media import sniff_mime
+
+            ref = store.put(data, modality=modality, mime=sniff_mime(data) or "application/octet-stream")
+            self.system.remember_decoded(modality, ref.id, decoded)
+            return ref.to_dict()
+
+        parser = TurnParser(self.settings, modalities=self.system.modality_names,
+                            max_bytes=self.system.config.limits.max_bytes, decode=self.system.decode, store=keep)
+        return parser.parse(req)
+
+    # -- parts ----------------------------------------------------------------------------------------------------------
+    def part_json(self, part: Any, base_url: str) -> dict:
+        """A reply part on the wire: text, or a media part with an absolute artifact URL."""
+        if part.type == "text":
+            return {"type": "text", "text": part.text}
+        art = part.artifact
+        kind = _PART_TYPE.get(art.modality, "file_url")
+        return {"type": kind, kind: {"url": f"{base_url}v1/artifacts/{art.id}"},
+                "artifact": {"id": art.id, "modality": art.modality, "mime": art.mime, "size": art.size},
+                "generator": art.generator}
+
+    def state_part_json(self, part: dict, base_url: str) -> dict:
+        if part["type"] == "text":
+            return {"type": "text", "text": part["text"]}
+        ref = part["artifact"]
+        kind = _PART_TYPE.get(ref["modality"], "file_url")
+        return {"type": kind, kind: {"url": f"{base_url}v1/artifacts/{ref['id']}"}, "artifact": dict(ref),
+                "generator": part.get("generator")}
+
+    # -- running --------------------------------------------------------------------------------------------------------
+    def start(self, req: ChatCompletionRequest, turn: ParsedTurn, thread_id: str) -> Job:
+        generate, allow = self.outputs(req)
+        job = self.scheduler.admit()
+
+        def run(cancel: Any):
+            if turn.history:
+                self.assistant.seed_history(thread_id, turn.history)
+            yield from self.assistant.stream(turn.text, media=turn.media, thread_id=thread_id, generate=generate,
+                                             allow=allow, cancel=cancel, **req.params())
+
+        self.scheduler.start(job, run)
+        return job
+
+    async def events(self, job: Job, request: Request, *, poll: float = 0.25) -> AsyncIterator[Any]:
+        """The job's events as they come; sets the cancel flag if the client goes away (checked every ``poll``
+        seconds, busy or not) or this iterator is closed. Yields ``None`` as a heartbeat when nothing arrived for
+        ``poll`` seconds."""
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(job.items.get(), poll)
+                except asyncio.TimeoutError:
+                    item = None
+                if loop.time() - checked >= poll:
+                    checked = loop.time()
+                    if await request.is_disconnected():
+                        return
+                if item is None:
+                    yield None
+                    continue
+                if item is END:
+                    return
+                kind, payload = item
+                if kind == "error":
+                    raise payload
+                yield payload
+        finally:
+            job.cancel.set()  # a no-op after a normal end; stops the model thread's work otherwise
+
+
+def create_app(assistant: Any = None, *, settings: ServerSettings | None = None, config: Any = None,
+               **assistant_kwargs: Any) -> FastAPI:
+    """The FastAPI app over ``assistant`` (or a new :class:`~orchestrator.assistant.Assistant` built from ``config``
+    and ``assistant_kwargs``: ``weights``, ``db``, ``artifacts``, ``device``)."""
+    if assistant is None:
+        from orchestrator.assistant import Assistant
+
+        assistant = Assistant.from_config(config, **assistant_kwargs)
+    settings = settings or ServerSettings()
+    server = Server(assistant, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        server.scheduler.shutdown()
+
+    app = FastAPI(title="mmgraph", summary="OpenAI-compatible any-to-any multimodal chat", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    app.state.server = server
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error_response(APIError(exc.status_code, str(exc.detail), code="not_found"
+                                        if exc.status_code == 404 else None))
+
+    @app.exception_handler(Exception)
+    async def _any_error(request: Request, exc: Exception) -> JSONResponse:
+        return _error_response(api_error(exc))
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": server.model, "queue": server.scheduler.stats()}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [_model_card(server)]}
+
+    @app.get("/v1/models/{model_id}")
+    async def model(model_id: str) -> dict:
+        if model_id != server.model:
+            raise APIError(404, f"the model {model_id!r} does not exist", param="model", code="model_not_found")
+        return _model_card(server)
+
+    @app.get("/v1/artifacts/{artifact_id}")
+    async def artifact(artifact_id: str) -> FileResponse:
+        store = server.assistant.store
+        if artifact_id not in store:
+            raise APIError(404, f"no artifact {artifact_id!r}", param="artifact_id", code="not_found")
+        ref = store.ref(artifact_id)
+        return FileResponse(store.path(artifact_id), media_type=ref.mime,
+                            headers={"Cache-Control": "private, max-age=31536000, immutable",
+                                     "X-Content-Type-Options": "nosniff"})
+
+    @app.get("/v1/threads/{thread_id}")
+    async def thread(thread_id: str, request: Request) -> dict:
+        _check_thread_id(thread_id)
+        turns = await run_in_threadpool(server.assistant.history, thread_id)
+        base = str(request.base_url)
+        return {"object": "thread", "id": thread_id,
+                "turns": [{"role": t["role"], "parts": [server.state_part_json(p, base) for p in t["parts"]]}
+                          for t in turns]}
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        html = resources.files("orchestrator.server").joinpath("static/index.html").read_text(encoding="utf-8")
+        return HTMLResponse(html.replace("{{MODEL}}", escape(server.model, quote=True)),
+                            headers={"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+                                     "media-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+                                     "script-src 'self' 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'",
+                                     "X-Content-Type-Options": "nosniff"})
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        req = await server.parse_request(request)
+        thread_id = request.headers.get("x-thread-id") or req.thread_id
+        if thread_id is not None:
+            _check_thread_id(thread_id)
+        thread_id = thread_id or uuid.uuid4().hex
+        turn = await run_in_threadpool(server.parse_turn, req)
+        job = server.start(req, turn, thread_id)
+        cid, created, base = completion_id(), now(), str(request.base_url)
+        headers = {"X-Thread-Id": thread_id}
+        if req.stream:
+            include_usage = bool((req.stream_options or {}).get("include_usage"))
+            return StreamingResponse(_sse(server, job, request, cid, created, base, thread_id, include_usage),
+                                     media_type="text/event-stream",
+                                     headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        reply = None
+        try:
+            async for event in server.events(job, request):
+                if event is not None and event.type == "done":
+                    reply = event.reply
+        except BaseException as exc:  # noqa: BLE001 - mapped to an OpenAI error body
+            return _error_response(api_error(exc))
+        if reply is None:  # the client went away
+            return _error_response(APIError(499, "the request was cancelled", code="cancelled"))
+        message = {"role": "assistant", "content": reply.text,
+                   "parts": [server.part_json(p, base) for p in reply.parts]}
+        return JSONResponse(completion(cid, server.model, created, message, _finish(reply), _usage(reply), thread_id),
+                            headers=headers)
+
+    return BodyLimit(app, settings.max_body_bytes)  # type: ignore[return-value]
+
+
+def _check_thread_id(thread_id: str) -> None:
+    if not _THREAD_ID.match(thread_id):
+        raise APIError(400, "a thread id is 1-128 characters of letters, digits and _ . : -", param="thread_id",
+                       code="invalid_thread_id")
+
+
+def _model_card(server: Server) -> dict:
+    return {"id": server.model, "object": "model", "created": server.created, "owned_by": "mmgraph",
+            "input_modalities": ["text", *server.system.modality_names],
+            "output_modalities": ["text", *server.system.generator_names]}
+
+
+def _finish(reply: Any) -> str:
+    return {"cancelled": "stop"}.get(reply.finish_reason, reply.finish_reason)
+
+
+def _usage(reply: Any) -> dict:
+    prompt, completion_tokens = reply.usage.get("prompt_tokens", 0), reply.usage.get("completion_tokens", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
+
+
+def _data(obj: dict) -> bytes:
+    return f"data: {json.dumps(obj)}\n\n".encode()
+
+
+async def _sse(server: Server, job: Job, request: Request, cid: str, created: int, base: str, thread_id: str,
+               include_usage: bool) -> AsyncIterator[bytes]:
+    """The stream: role, then text deltas as tokens come, each generated medium in ``delta.parts`` when it is
+    ready, generator progress as top-level ``progress``, and a last chunk with ``finish_reason`` and the whole
+    interleaved reply in ``parts``. A failure after the 200 is an ``{"error": ...}`` event (the openai client
+    raises it)."""
+    model = server.model
+    yield _data(chunk(cid, model, created, {"role": "assistant", "content": ""}, thread_id=thread_id))
+    try:
+        async for event in server.events(job, request):
+            if event is None:
+                yield b": keep-alive\n\n"
+            elif event.type == "token":
+                yield _data(chunk(cid, model, created, {"content": event.data["text"]}, thread_id=thread_id))
+            elif event.type == "part":
+                part = server.state_part_json(event.data["part"], base)
+                yield _data(chunk(cid, model, created, {"parts": [part]}, thread_id=thread_id))
+            elif event.type == "progress":
+                progress = {k: event.data[k] for k in ("generator", "step", "total") if k in event.data}
+                yield _data(chunk(cid, model, created, None, thread_id=thread_id, progress=progress))
+            elif event.type == "done":
+                reply = event.reply
+                parts = [server.part_json(p, base) for p in reply.parts]
+                yield _data(chunk(cid, model, created, {}, finish_reason=_finish(reply), thread_id=thread_id,
+                                  parts=parts))
+                if include_usage:
+                    yield _data(chunk(cid, model, created, None, thread_id=thread_id, usage=_usage(reply)))
+    except Exception as exc:  # noqa: BLE001 - reported in the stream, the status line is already sent
+        yield _data(api_error(exc).body())
+    finally:
+        job.cancel.set()  # the client went away (the stream was closed) or the turn ended
+    yield b"data: [DONE]\n\n"

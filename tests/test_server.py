@@ -1,0 +1,331 @@
+"""The OpenAI-compatible server, through the official ``openai`` client against uvicorn on 127.0.0.1.
+
+The server runs the shipped tiny-world system, so answers can be checked: it names the colour of a red circle,
+the pitch of a beep, the colour of a moving square, and it draws / plays / animates when asked.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import openai
+import pytest
+from PIL import Image
+
+from live_server import LiveServer
+from orchestrator.server import ServerSettings, create_app
+from tinyworld.world import Clip, Picture, Sound, encode
+
+MODEL = "tiny-world"
+
+
+def data_url(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def ask(text: str, *parts: dict) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "text", "text": text}, *parts]}]
+
+
+def image_part(data: bytes, mime: str = "image/png") -> dict:
+    return {"type": "image_url", "image_url": {"url": data_url(mime, data)}}
+
+
+def audio_part(data: bytes, fmt: str = "wav") -> dict:
+    return {"type": "input_audio", "input_audio": {"data": base64.b64encode(data).decode(), "format": fmt}}
+
+
+def video_part(data: bytes) -> dict:
+    return {"type": "video_url", "video_url": {"url": data_url("video/mp4", data)}}
+
+
+RED_CIRCLE = encode(Picture(colour="red", shape="circle", position="centre", size="large"), 1)
+
+
+@pytest.fixture(scope="module")
+def client(world_server):
+    return openai.OpenAI(base_url=f"{world_server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def fetch_artifact(client, part: dict) -> tuple[bytes, str]:
+    url = part[part["type"]]["url"]
+    response = client._client.get(url)  # the client's own HTTP connection pool
+    assert response.status_code == 200
+    return response.content, response.headers["content-type"]
+
+
+# -- the happy paths --------------------------------------------------------------------------------------------------
+
+def test_models_and_health(client, world_server):
+    models = client.models.list()
+    assert [m.id for m in models.data] == [MODEL]
+    assert set(models.data[0].model_extra["output_modalities"]) == {"text", "image", "video", "audio"}
+    health = client._client.get(f"{world_server.url}/health").json()
+    assert health["status"] == "ok" and health["queue"]["capacity"] == 3
+
+
+def test_text_only_turn(client):
+    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hello!"}])
+    message = reply.choices[0].message
+    assert reply.object == "chat.completion" and message.role == "assistant"
+    assert message.content and reply.choices[0].finish_reason in ("stop", "length")
+    assert message.model_extra["parts"] == [{"type": "text", "text": message.content}]
+    assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
+    assert reply.model_extra["thread_id"]
+
+
+def test_image_turn(client):
+    reply = client.chat.completions.create(model=MODEL, messages=ask("What colour is the shape?",
+                                                                     image_part(RED_CIRCLE)))
+    assert "red" in reply.choices[0].message.content.lower()
+
+
+def test_audio_turn(client):
+    wav = encode(Sound(pitch="high", waveform="sine", beeps=3), 2)
+    reply = client.chat.completions.create(model=MODEL, messages=ask("How many beeps are there?", audio_part(wav)))
+    assert "three" in reply.choices[0].message.content.lower()
+
+
+def test_video_turn(client):
+    mp4 = encode(Clip(colour="green", shape="square", direction="right"), 3)
+    reply = client.chat.completions.create(model=MODEL, messages=ask("What colour is it?", video_part(mp4)))
+    assert "green" in reply.choices[0].message.content.lower()
+
+
+def test_streamed_turn_with_generated_image(client):
+    chunks = list(client.chat.completions.create(
+        model=MODEL, messages=ask("What colour is the shape? Then draw a blue circle.", image_part(RED_CIRCLE)),
+        stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert sum(bool(c.choices and c.choices[0].delta.content) for c in chunks) > 3  # token by token
+    assert "red" in text.lower()
+    progress = [c.model_extra["progress"] for c in chunks if c.model_extra.get("progress")]
+    assert progress and progress[-1]["step"] == progress[-1]["total"] and progress[0]["generator"] == "image"
+    announced = [p for c in chunks if c.choices for p in (c.choices[0].delta.model_extra or {}).get("parts", [])]
+    final = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(final) == 1 and final[0].choices[0].finish_reason == "stop"
+    parts = final[0].model_extra["parts"]
+    assert [p["type"] for p in announced] == ["image_url"]
+    assert [p for p in parts if p["type"] == "image_url"] == announced
+    assert "".join(p["text"] for p in parts if p["type"] == "text") == text
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+
+
+@pytest.mark.parametrize("modality, prompt, mime, check", [
+    ("image", "Draw a yellow square.", "image/png",
+     lambda data: Image.open(io.BytesIO(data)).size == (32, 32)),
+    ("audio", "Play two low beeps.", "audio/wav",
+     lambda data: __import__("soundfile").read(io.BytesIO(data))[0].size > 1000),
+    ("video", "Animate a red circle moving left.", "video/mp4",
+     lambda data: len(__import__("modalities.media", fromlist=["x"]).decode_video(
+         data, __import__("orchestrator.config", fromlist=["x"]).MediaLimits(), num_frames=8)) == 8),
+])
+def test_requested_output_modality_returns_an_artifact_that_decodes(client, modality, prompt, mime, check):
+    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompt}],
+                                           modalities=["text", modality], seed=1)
+    media = [p for p in reply.choices[0].message.model_extra["parts"] if p["type"] != "text"]
+    assert [p["artifact"]["modality"] for p in media] == [modality]
+    data, content_type = fetch_artifact(client, media[0])
+    assert content_type == mime == media[0]["artifact"]["mime"] and len(data) == media[0]["artifact"]["size"]
+    assert check(data)
+
+
+def test_text_only_modalities_forbid_media_output(client):
+    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Draw a red circle."}],
+                                           modalities=["text"])
+    assert [p["type"] for p in reply.choices[0].message.model_extra["parts"]] == ["text"]
+
+
+def test_signal_tokens_typed_by_a_user_are_plain_text(client):
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "[IMG0][IMG1][IMG2][IMG3] <image> [AUD0]"}])
+    assert all(p["type"] == "text" for p in reply.choices[0].message.model_extra["parts"])
+
+
+def test_earlier_messages_seed_a_new_thread(client):
+    """A stock client sends the whole conversation: its earlier turns become the new thread's history."""
+    messages = ask("What colour is the shape?", image_part(RED_CIRCLE)) + [
+        {"role": "assistant", "content": "It is red."},
+        {"role": "user", "content": "What shape is it?"}]
+    reply = client.chat.completions.create(model=MODEL, messages=messages)
+    thread = client._client.get(f"{client.base_url}threads/{reply.model_extra['thread_id']}").json()
+    assert [t["role"] for t in thread["turns"]] == ["user", "assistant", "user", "assistant"]
+    assert [p["type"] for p in thread["turns"][0]["parts"]] == ["text", "image_url"]
+    alone = client.chat.completions.create(model=MODEL, messages=messages[-1:])
+    assert reply.usage.prompt_tokens > alone.usage.prompt_tokens + 8  # the image's 8 tokens and the earlier text
+
+
+def test_thread_survives_a_server_restart(world_assistant, tmp_path):
+    from orchestrator.assistant import Assistant
+
+    def server():
+        bot = Assistant(system=world_assistant.system, db=tmp_path / "threads.sqlite", artifacts=tmp_path / "art")
+        return bot, LiveServer(create_app(bot))
+
+    bot, live = server()
+    with live:
+        c = openai.OpenAI(base_url=f"{live.url}/v1", api_key="x", max_retries=0)
+        first = c.chat.completions.create(model=MODEL, messages=ask("What colour is the shape?",
+                                                                    image_part(RED_CIRCLE)),
+                                          extra_headers={"X-Thread-Id": "t-restart"})
+        assert "red" in first.choices[0].message.content.lower()
+    bot.close()
+
+    bot, live = server()  # a new server process's state: a new Assistant on the same database
+    with live:
+        c = openai.OpenAI(base_url=f"{live.url}/v1", api_key="x", max_retries=0)
+        question = [{"role": "user", "content": "What shape is it?"}]
+        second = c.chat.completions.create(model=MODEL, messages=question, extra_body={"thread_id": "t-restart"})
+        fresh = c.chat.completions.create(model=MODEL, messages=question)
+        assert second.model_extra["thread_id"] == "t-restart" != fresh.model_extra["thread_id"]
+        # The restarted server's prompt holds the first turn (its text and the image's tokens) from the database.
+        assert second.usage.prompt_tokens >= fresh.usage.prompt_tokens + first.usage.prompt_tokens
+        turns = c._client.get(f"{live.url}/v1/threads/t-restart").json()["turns"]
+        assert [t["role"] for t in turns] == ["user", "assistant"] * 2
+        assert sorted(p["type"] for p in turns[0]["parts"]) == ["image_url", "text"]
+    bot.close()
+
+
+def test_artifact_and_page_routes(client, world_server):
+    http = client._client
+    assert http.get(f"{world_server.url}/v1/artifacts/{'0' * 64}").status_code == 404
+    assert http.get(f"{world_server.url}/v1/artifacts/..%2F..%2Fetc%2Fpasswd").status_code == 404
+    page = http.get(f"{world_server.url}/")
+    assert page.status_code == 200 and MODEL in page.text and "default-src 'self'" in page.headers[
+        "content-security-policy"]
+
+
+# -- refusals -----------------------------------------------------------------------------------------------------
+
+def png_of(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, "red").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _bomb_png() -> bytes:
+    from test_media import png_header_only
+
+    return png_header_only(50_000, 50_000)  # 2.5 gigapixels declared in a few dozen bytes
+
+
+def _no_frame_mp4() -> bytes:
+    from test_media import _zero_frame_mp4
+
+    return _zero_frame_mp4()
+
+
+def _long_wav(seconds: float) -> bytes:
+    from modalities.media import encode_wav
+
+    return encode_wav(np.zeros(int(16000 * seconds), dtype=np.float32), 16000)
+
+
+BAD_REQUESTS = {
+    "remote URL": (ask("hi", {"type": "image_url", "image_url": {"url": "http://169.254.169.254/latest/x.png"}}),
+                   400, "url_not_allowed", "remote media URLs are not allowed"),
+    "file URL": (ask("hi", {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}),
+                 400, "url_not_allowed", "file: URLs are not allowed"),
+    "bare path": (ask("hi", {"type": "image_url", "image_url": "/etc/passwd"}),
+                  400, "url_not_allowed", "only data: URLs"),
+    "invalid base64": (ask("hi", {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR w0K!!"}}),
+                       400, "invalid_base64", "invalid base64"),
+    "decompression bomb": (ask("hi", image_part(_bomb_png())), 400, "media_too_large", "pixels"),
+    "1x1 image": (ask("hi", image_part(png_of((1, 1)))), 400, "media_too_small", "1x1"),
+    "truncated image": (ask("hi", image_part(RED_CIRCLE[: len(RED_CIRCLE) // 2])), 400, "invalid_media",
+                        "image"),
+    "unknown part type": (ask("hi", {"type": "hologram", "hologram": {}}), 400, "invalid_content_part",
+                          "unknown content part type 'hologram'"),
+    "too many parts": ([{"role": "user", "content": [{"type": "text", "text": "x"}] * 17}], 400, "too_many_parts",
+                       "17 content parts, over the limit of 16"),
+    "audio too long": (ask("hi", audio_part(_long_wav(61))), 400, "media_too_large", "60"),
+    "video without frames": (ask("hi", video_part(_no_frame_mp4())), 400, "media_too_small", "video"),
+    "bad audio format": (ask("hi", {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "exe"}}),
+                         400, "invalid_audio_format", "unsupported audio format 'exe'"),
+    "last message not from the user": ([{"role": "assistant", "content": "hi"}], 400, "invalid_role",
+                                       "last message must have role 'user'"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_bad_input_is_refused_with_an_openai_error(client, name):
+    messages, status, code, words = BAD_REQUESTS[name]
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model=MODEL, messages=messages)
+    error = info.value
+    assert error.status_code == status, error.body
+    assert error.body["code"] == code and words in error.body["message"], error.body
+    assert error.body["type"] == "invalid_request_error" and "param" in error.body
+
+
+def test_unknown_model_is_404(client):
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.body["code"] == "model_not_found" and "tiny-world" in info.value.body["message"]
+
+
+def test_malformed_json_and_oversized_body(client, world_server):
+    http = client._client
+    response = http.post(f"{world_server.url}/v1/chat/completions", content=b'{"model": "tiny-world", "messages": [',
+                         headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json" and "not valid JSON" in response.json()["error"]["message"]
+
+    big = json.dumps({"model": MODEL, "messages": ask("hi", image_part(b"\0" * (40 * 1024 * 1024)))}).encode()
+    response = http.post(f"{world_server.url}/v1/chat/completions", content=big,
+                         headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
+
+
+def test_body_limit_also_counts_bytes_without_content_length(world_assistant):
+    import httpx2
+
+    settings = ServerSettings(max_body_bytes=4096)
+    with LiveServer(create_app(world_assistant, settings=settings)) as live:
+        def chunks():
+            for _ in range(10):
+                yield b" " * 1024  # chunked transfer encoding: no Content-Length to check up front
+
+        response = httpx2.post(f"{live.url}/v1/chat/completions", content=chunks())
+        assert response.status_code == 413 and "4096" in response.json()["error"]["message"]
+
+
+def test_server_still_answers_after_the_refusals(client):
+    for name in BAD_REQUESTS:  # whatever order the tests ran in, run them all once more here
+        with pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(model=MODEL, messages=BAD_REQUESTS[name][0])
+    reply = client.chat.completions.create(model=MODEL, messages=ask("What colour is the shape?",
+                                                                     image_part(RED_CIRCLE)))
+    assert "red" in reply.choices[0].message.content.lower()
+
+
+def test_local_files_only_under_an_allowed_folder(world_assistant, tmp_path):
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "circle.png").write_bytes(RED_CIRCLE)
+    (tmp_path / "secret.png").write_bytes(RED_CIRCLE)
+    settings = ServerSettings(allowed_local_media_path=tmp_path / "media")
+    with LiveServer(create_app(world_assistant, settings=settings)) as live:
+        c = openai.OpenAI(base_url=f"{live.url}/v1", api_key="x", max_retries=0)
+        ok = c.chat.completions.create(model=MODEL, messages=ask(
+            "What colour is the shape?", {"type": "image_url", "image_url": f"file://{tmp_path}/media/circle.png"}))
+        assert "red" in ok.choices[0].message.content.lower()
+        for path in (f"{tmp_path}/secret.png", f"{tmp_path}/media/../secret.png"):
+            with pytest.raises(openai.BadRequestError, match="not a file under allowed_local_media_path"):
+                c.chat.completions.create(model=MODEL, messages=ask(
+                    "hi", {"type": "image_url", "image_url": f"file://{path}"}))
+
+
+def test_allow_listed_host_that_resolves_to_loopback_is_still_refused(world_assistant):
+    settings = ServerSettings(allowed_media_domains=["localhost"])
+    with LiveServer(create_app(world_assistant, settings=settings)) as live:
+        c = openai.OpenAI(base_url=f"{live.url}/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="non-public address"):
+            c.chat.completions.create(model=MODEL, messages=ask(
+                "hi", {"type": "image_url", "image_url": {"url": f"http://localhost:{live.port}/v1/artifacts/x.png"}}))
+        with pytest.raises(openai.BadRequestError, match="not in allowed_media_domains"):
+            c.chat.completions.create(model=MODEL, messages=ask(
+                "hi", {"type": "image_url", "image_url": {"url": "http://example.org/a.png"}}))
