@@ -159,35 +159,60 @@ def test_earlier_messages_seed_a_new_thread(client):
     assert reply.usage.prompt_tokens > alone.usage.prompt_tokens + 8  # the image's 8 tokens and the earlier text
 
 
-def test_thread_survives_a_server_restart(world_assistant, tmp_path):
-    from orchestrator.assistant import Assistant
+def test_thread_survives_a_server_restart(tmp_path):
+    """Two real ``mmgraph serve`` processes, one after the other, on the same thread database."""
+    import os
+    import subprocess
+    import sys
+    import time
 
-    def server():
-        bot = Assistant(system=world_assistant.system, db=tmp_path / "threads.sqlite", artifacts=tmp_path / "art")
-        return bot, LiveServer(create_app(bot))
+    import httpx2
 
-    bot, live = server()
-    with live:
-        c = openai.OpenAI(base_url=f"{live.url}/v1", api_key="x", max_retries=0)
+    from live_server import free_port
+
+    def serve():
+        port = free_port()
+        cmd = [sys.executable, "-m", "orchestrator.cli", "serve", "--port", str(port), "--db",
+               str(tmp_path / "threads.sqlite"), "--artifacts", str(tmp_path / "artifacts"), "--log-level", "warning"]
+        proc = subprocess.Popen(cmd, env={**os.environ, "MMGRAPH_HOME": str(tmp_path / "home")},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx2.get(f"{url}/health").status_code == 200:
+                    return proc, openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+            except httpx2.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
+            time.sleep(0.2)
+
+    proc, c = serve()
+    try:
         first = c.chat.completions.create(model=MODEL, messages=ask("What colour is the shape?",
                                                                     image_part(RED_CIRCLE)),
                                           extra_headers={"X-Thread-Id": "t-restart"})
         assert "red" in first.choices[0].message.content.lower()
-    bot.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
-    bot, live = server()  # a new server process's state: a new Assistant on the same database
-    with live:
-        c = openai.OpenAI(base_url=f"{live.url}/v1", api_key="x", max_retries=0)
+    proc, c = serve()
+    try:
         question = [{"role": "user", "content": "What shape is it?"}]
         second = c.chat.completions.create(model=MODEL, messages=question, extra_body={"thread_id": "t-restart"})
         fresh = c.chat.completions.create(model=MODEL, messages=question)
         assert second.model_extra["thread_id"] == "t-restart" != fresh.model_extra["thread_id"]
-        # The restarted server's prompt holds the first turn (its text and the image's tokens) from the database.
+        # The new process's prompt holds the first turn (its text and the image's tokens) from the database.
         assert second.usage.prompt_tokens >= fresh.usage.prompt_tokens + first.usage.prompt_tokens
-        turns = c._client.get(f"{live.url}/v1/threads/t-restart").json()["turns"]
+        turns = c._client.get(f"{c.base_url}threads/t-restart").json()["turns"]
         assert [t["role"] for t in turns] == ["user", "assistant"] * 2
         assert sorted(p["type"] for p in turns[0]["parts"]) == ["image_url", "text"]
-    bot.close()
+        image = next(p for p in turns[0]["parts"] if p["type"] == "image_url")
+        assert fetch_artifact(c, image) == (RED_CIRCLE, "image/png")  # the artifact store outlived the process
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_artifact_and_page_routes(client, world_server):
