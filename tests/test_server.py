@@ -134,6 +134,21 @@ def test_requested_output_modality_returns_an_artifact_that_decodes(client, moda
     assert check(data)
 
 
+def test_generation_knobs_map_through(client):
+    def image_id(**knobs) -> str:
+        extra = {k: knobs.pop(k) for k in ("steps", "guidance") if k in knobs}
+        reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Draw a red circle."}],
+                                               modalities=["text", "image"], extra_body=extra, **knobs)
+        return next(p["artifact"]["id"] for p in reply.choices[0].message.model_extra["parts"] if p["type"] != "text")
+
+    base = image_id(seed=3)
+    assert image_id(seed=3) == base  # the same seed draws the same picture (content-addressed ids)
+    assert len({base, image_id(seed=4), image_id(seed=3, steps=5), image_id(seed=3, guidance=1.0)}) == 4
+    short = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hello!"}],
+                                           max_tokens=2, temperature=0.7, seed=0)
+    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 2
+
+
 def test_text_only_modalities_forbid_media_output(client):
     reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Draw a red circle."}],
                                            modalities=["text"])
