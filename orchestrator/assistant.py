@@ -8,6 +8,8 @@
 
 Each call is one run of the compiled LangGraph (:attr:`Assistant.graph`) on a thread kept by the SQLite
 checkpointer, so a conversation continues across calls and across Assistant instances sharing a database.
+``graph=`` runs a custom graph instead (a :class:`graphs.builder.GraphBuilder` with your nodes around ours), checked
+by :func:`graphs.check.check_graph` before any turn runs.
 """
 
 from __future__ import annotations
@@ -103,21 +105,39 @@ class Assistant:
         artifacts: str | Path | None = None,
         device: str | None = None,
         system: MMSystem | None = None,
+        graph: Any = None,
     ) -> None:
+        """``graph``: a custom graph -- a GraphBuilder or StateGraph (compiled here with this Assistant's
+        checkpointer) or a compiled graph (given this Assistant's checkpointer if it has none); default: the
+        any-to-any graph of the system's generators."""
         from langgraph.checkpoint.sqlite import SqliteSaver
 
-        from graphs import RunContext, compile_graph
+        from graphs import RunContext, check_graph, compile_graph
 
         self.system = system or MMSystem.from_config(load_config(config), weights=weights, device=device)
+        if graph is not None:  # a mis-wired graph fails here, naming the node, before a file is opened
+            check_graph(graph, self.config)
         home = default_home()
         db_path = Path(db) if db is not None else home / "threads.sqlite"
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self.store = ArtifactStore(artifacts if artifacts is not None else home / "artifacts")
         self._conn = sqlite3.connect(str(db_path), check_same_thread=False)
         self.checkpointer = SqliteSaver(self._conn)
-        self.graph = compile_graph(self.system.generator_names, checkpointer=self.checkpointer)
+        if graph is None:
+            self.graph = compile_graph(self.system.generator_names, checkpointer=self.checkpointer)
+        else:
+            self.graph = self._with_checkpointer(graph)
         self._context = RunContext(system=self.system, store=self.store)
         self._lock = threading.Lock()  # one run at a time over the shared models
+
+    def _with_checkpointer(self, graph: Any) -> Any:
+        """A user's graph compiled with (or given) the thread database, so threads, streaming and the server work
+        as with the default graph."""
+        if hasattr(graph, "compile"):  # a GraphBuilder or an uncompiled StateGraph
+            return graph.compile(checkpointer=self.checkpointer)
+        if graph.checkpointer is None:  # compiled without one: interrupts and threads need ours
+            return graph.copy(update={"checkpointer": self.checkpointer})
+        return graph
 
     @classmethod
     def from_config(cls, config: SystemConfig | str | Path | None = None, **kwargs: Any) -> "Assistant":

@@ -4,6 +4,7 @@
     mmgraph chat                       # REPL: /image PATH, /audio PATH, /video PATH, /generate image, /new, /quit
     mmgraph serve --port 8000          # OpenAI-compatible HTTP backend + web chat page at http://127.0.0.1:8000/
     mmgraph graph [--config CONFIG]    # the graph as mermaid
+    mmgraph graph --check tiny-world   # validate the wiring (networkx) and print the parallel stages
     mmgraph demo --out out/demo        # a scripted any-to-any turn, printed as it streams, with an HTML report
     mmgraph train pt --config system.yaml --data pairs.jsonl --out runs/pt      # train the projectors
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from orchestrator.config import DEFAULT_PRESET, list_presets, load_config
-from orchestrator.errors import MMGraphError
+from orchestrator.errors import ConfigError, MMGraphError
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -141,11 +142,27 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from graphs import compile_graph
+    """Print the graph as mermaid, or with ``--check`` validate it (exit 1, naming the nodes, if it is mis-wired)
+    and print its parallel stages. ``--graph MODULE:FUNCTION`` builds a custom graph from the config."""
+    from graphs import GraphBuilder, GraphError, check_graph, load_graph
 
-    config = load_config(args.config)
-    graph = compile_graph(config.generators).get_graph()
-    print(graph.draw_mermaid())
+    if args.check and args.config and args.check != args.config:
+        raise ConfigError(f"--check {args.check} and --config {args.config} name different configs; give one")
+    config = load_config(args.check or args.config)
+    graph = load_graph(args.graph, config) if args.graph else GraphBuilder(config)
+    if args.check is None:
+        compiled = graph if hasattr(graph, "get_graph") else graph.compile()
+        print(compiled.get_graph().draw_mermaid())
+        return 0
+    try:
+        report = check_graph(graph, config)
+    except GraphError as exc:
+        where = f"{args.graph} on {config.name}" if args.graph else config.name
+        print(f"mmgraph graph --check: FAILED: {where}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print(report.format())
     return 0
 
 
@@ -270,8 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("graph", help="print the graph (mermaid)")
+    p = sub.add_parser("graph", help="print the graph (mermaid), or check it (--check): wiring and parallel stages")
     p.add_argument("--config", default=None)
+    p.add_argument("--check", nargs="?", const="", default=None, metavar="CONFIG",
+                   help="validate the graph of CONFIG (or --config) instead: exit 1 naming every mis-wired node")
+    p.add_argument("--graph", default=None, metavar="MODULE:FUNCTION",
+                   help="a custom graph: FUNCTION(config) returns a graphs.GraphBuilder, StateGraph or compiled graph")
     p.set_defaults(func=cmd_graph)
 
     train = sub.add_parser("train", help="train: projectors (pt, it) or the whole tinyworld system (world)")
