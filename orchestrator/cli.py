@@ -32,6 +32,20 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 def _state_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=None, help="thread database (SQLite); default $MMGRAPH_HOME/threads.sqlite")
     parser.add_argument("--artifacts", default=None, help="artifact store folder; default $MMGRAPH_HOME/artifacts")
+    parser.add_argument("--graph", default=None, metavar="MODULE:FUNCTION",
+                        help="run a custom graph: FUNCTION(config) returns a graphs.GraphBuilder, StateGraph or "
+                             "compiled graph (checked before the first turn)")
+
+
+def _assistant_kwargs(args: argparse.Namespace) -> dict:
+    """What every command that runs turns passes to the Assistant (``--graph`` loads the user's factory)."""
+    graph = None
+    if args.graph:
+        from graphs import load_graph
+
+        graph = load_graph(args.graph, load_config(args.config))
+    return {"weights": args.weights, "device": args.device, "db": args.db, "artifacts": args.artifacts,
+            "graph": graph}
 
 
 def _gen_args(parser: argparse.ArgumentParser) -> None:
@@ -57,8 +71,7 @@ def _split(values: Sequence[str]) -> list[str]:
 def _assistant(args: argparse.Namespace):
     from orchestrator.assistant import Assistant
 
-    return Assistant.from_config(args.config, weights=args.weights, device=args.device, db=args.db,
-                                 artifacts=args.artifacts)
+    return Assistant.from_config(args.config, **_assistant_kwargs(args))
 
 
 def _print_events(events, out_dir: Path | None) -> object:
@@ -180,8 +193,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(queue_size=args.queue_size, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
                               allowed_media_domains=args.allow_media_domain,
                               allowed_local_media_path=args.allowed_local_media_path)
-    app = create_app(config=args.config, weights=args.weights, device=args.device, db=args.db,
-                     artifacts=args.artifacts, settings=settings)
+    app = create_app(config=args.config, settings=settings, **_assistant_kwargs(args))
     print(f"mmgraph: serving {app.app.state.server.model} on http://{args.host}:{args.port}/ "
           f"(OpenAI base URL http://{args.host}:{args.port}/v1)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

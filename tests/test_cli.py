@@ -57,3 +57,22 @@ def test_chat_repl_attaches_media_and_keeps_the_thread(tmp_path, media, monkeypa
         history = bot.history("repl")
     assert [t["role"] for t in history] == ["user", "assistant"] * 2
     assert history[0]["parts"][0]["type"] == "media" and history[2]["parts"] == [{"type": "text", "text": "And again?"}]
+
+
+def test_run_with_a_custom_graph_factory(tmp_path, monkeypatch, capsys):
+    """``--graph MODULE:FUNCTION`` (also on chat and serve): here a node after reason that drops every signal."""
+    (tmp_path / "text_only_graph.py").write_text(
+        "from graphs import GraphBuilder\n\n"
+        "def no_media(state):\n"
+        "    return {'draft': [p for p in state['draft'] if p['type'] != 'signal'], 'signals': []}\n\n"
+        "def build(config):\n"
+        "    return GraphBuilder(config).insert_after('reason', 'no_media', no_media)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MMGRAPH_HOME", str(tmp_path / "home"))
+    for graph, drawn in ((None, 1), ("text_only_graph:build", 0)):
+        out = tmp_path / f"out-{drawn}"
+        args = ["run", "Draw a red circle.", "--out", str(out)] + (["--graph", graph] if graph else [])
+        assert cli.main(args) == 0
+        assert len(list(out.glob("image-*.png"))) == drawn, capsys.readouterr().out
+    assert cli.main(["run", "hi", "--graph", "text_only_graph:missing"]) == 2
+    assert "has no function 'missing'" in capsys.readouterr().err
