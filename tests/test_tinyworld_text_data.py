@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -89,3 +90,24 @@ def test_the_eval_reads_the_values_a_reply_names(reply, kind, attribute, expecte
 def test_sounds_of_the_eval_name_their_beeps_as_words():
     sound = Sound(pitch="low", waveform="sine", beeps=3)
     assert values_named(world_text.answer(sound, "beeps"), "audio", "beeps") == {str(sound.beeps)}
+
+
+def test_pt_mix_weighs_tasks_and_spreads_them():
+    from collections import Counter
+
+    from tinyworld.data import task_schedule
+
+    mix = {"video/describe": 6, "image/describe": 3, "audio/generate": 1}
+    cycle = task_schedule(mix)
+    assert Counter(f"{k}/{t}" for k, t in cycle) == Counter(mix)
+    videos = [i for i, (kind, _) in enumerate(cycle) if kind == "video"]
+    assert max(b - a for a, b in zip(videos, videos[1:])) <= 2  # never bunched: at most one other task between
+    with pytest.raises(ValueError, match="bad PT mix entry 'smell/describe'"):
+        task_schedule({"smell/describe": 1})
+
+
+def test_pt_rows_follow_the_mix(tmp_path):
+    paths = write_datasets(tmp_path, pt=20, it=0, seed=2, mix={"video/describe": 3, "audio/generate": 1},
+                           progress=False)
+    rows = [json.loads(line) for line in paths["pt"].read_text().splitlines()]
+    assert sum("video" in r for r in rows) == 15 and sum(r.get("generate") == "audio" for r in rows) == 5

@@ -57,18 +57,43 @@ def _conversation(exchanges: list[world_text.Exchange], write: _MediaWriter) -> 
     return row
 
 
+def task_schedule(mix: dict[str, int]) -> list[tuple[str, str]]:
+    """One cycle of PT tasks, ``"kind/task"`` weights spread evenly (smooth weighted round robin): with
+    ``{"video/describe": 2, "image/describe": 1}`` the cycle is video, image, video."""
+    for key, weight in mix.items():
+        kind, _, task = key.partition("/")
+        if kind not in THINGS or task not in ("describe", "generate") or weight < 0:
+            raise ValueError(f"bad PT mix entry {key!r}: {weight}; keys are <image|video|audio>/<describe|generate>")
+    credit = {key: 0 for key in mix}
+    cycle = []
+    for _ in range(sum(mix.values())):
+        for key in mix:
+            credit[key] += mix[key]
+        best = max(credit, key=credit.__getitem__)
+        credit[best] -= sum(mix.values())
+        kind, _, task = best.partition("/")
+        cycle.append((kind, task))
+    return cycle
+
+
+EVEN_MIX = {f"{kind}/{task}": 1 for task in ("describe", "generate") for kind in THINGS}
+
+
 def write_datasets(folder: str | Path, *, pt: int = 3000, it: int = 3000, seed: int = 0,
-                   progress: bool = True) -> dict[str, Path]:
-    """Write ``pt`` PT rows (half describing, half generating; kinds in turn) and ``it`` IT conversations into
-    ``folder``; returns ``{"pt": path, "it": path}``."""
+                   mix: dict[str, int] | None = None, progress: bool = True) -> dict[str, Path]:
+    """Write ``pt`` PT rows and ``it`` IT conversations into ``folder``; returns ``{"pt": path, "it": path}``.
+
+    ``mix`` weighs the PT tasks (``"video/describe": 3`` makes describing clips three times as common as a
+    weight-1 task); the default is even: each kind described and generated equally often."""
     folder = Path(folder)
     rng = random.Random(seed)
     write = _MediaWriter(folder, rng)
-    kinds = list(THINGS)
+    cycle = task_schedule(mix or EVEN_MIX)
     pt_rows = []
     for i in tqdm(range(pt), desc="PT data", disable=not progress, leave=False):
-        thing = THINGS[kinds[i % len(kinds)]].sample(rng)
-        if (i // len(kinds)) % 2 == 0:
+        kind, task = cycle[i % len(cycle)]
+        thing = THINGS[kind].sample(rng)
+        if task == "describe":
             pt_rows.append({"id": f"pt-{i}", thing.kind: write(thing), "caption": world_text.caption(thing)})
         else:
             wanted = world_text.request_caption(thing) if rng.random() < 0.7 else world_text.caption(thing)

@@ -62,6 +62,8 @@ class RecipeConfig(BaseModel):
     audio_steps: int = 1200
     audio_batch: int = 64
     pt_rows: int = 12000
+    pt_mix: dict[str, int] | None = Field(None, description=(
+        "weights of the PT tasks ({'video/describe': 6, ...}; see tinyworld.data.task_schedule); default: even"))
     it_rows: int = 6000
     pt_steps: int = 3000
     it_steps: int = 1500
@@ -191,7 +193,7 @@ def _data(ctx: Context) -> dict:
     from tinyworld.data import write_datasets
 
     paths = write_datasets(ctx.work / "data", pt=ctx.config.pt_rows, it=ctx.config.it_rows, seed=ctx.seed(8),
-                           progress=ctx.progress)
+                           mix=ctx.config.pt_mix, progress=ctx.progress)
     return {name: str(path) for name, path in paths.items()}
 
 
