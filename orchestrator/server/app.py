@@ -165,12 +165,8 @@ class Server:
         return generate, allow
 
     def parse_turn(self, req: ChatCompletionRequest) -> ParsedTurn:
-        store = self.assistant.store
-
         def keep(modality: str, data: bytes, decoded: Any) -> dict:
-            from modalities.media import sniff_mime
-
-            ref = store.put(data, modality=modality, mime=sniff_mime(data) or "application/octet-stream")
+            ref = self.assistant.add_media(data, modality)
             self.system.remember_decoded(modality, ref.id, decoded)
             return ref.to_dict()
 
@@ -180,16 +176,15 @@ class Server:
 
     # -- parts ----------------------------------------------------------------------------------------------------------
     def part_json(self, part: Any, base_url: str) -> dict:
-        """A reply part on the wire: text, or a media part with an absolute artifact URL."""
+        """A reply part (:class:`~orchestrator.assistant.TextPart` / ``MediaPart``) on the wire."""
         if part.type == "text":
             return {"type": "text", "text": part.text}
         art = part.artifact
-        kind = _PART_TYPE.get(art.modality, "file_url")
-        return {"type": kind, kind: {"url": f"{base_url}v1/artifacts/{art.id}"},
-                "artifact": {"id": art.id, "modality": art.modality, "mime": art.mime, "size": art.size},
-                "generator": art.generator}
+        ref = {"id": art.id, "modality": art.modality, "mime": art.mime, "size": art.size}
+        return self.state_part_json({"type": "media", "artifact": ref, "generator": art.generator}, base_url)
 
     def state_part_json(self, part: dict, base_url: str) -> dict:
+        """A graph-state part dict on the wire: text, or a media part with an absolute artifact URL."""
         if part["type"] == "text":
             return {"type": "text", "text": part["text"]}
         ref = part["artifact"]

@@ -74,7 +74,7 @@ def _data_url(url: str, limit: int, param: str) -> bytes:
     return _b64(url[match.end():], limit, param)
 
 
-def _refuse_address(host: str, port: int, param: str) -> str:
+def _public_address(host: str, port: int, param: str) -> str:
     """Resolve ``host`` and return one address to connect to; refuse names resolving to any non-public address."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -124,7 +124,7 @@ def _fetch(url: str, settings: ServerSettings, limit: int, param: str) -> bytes:
             raise _bad(f"the host {parts.hostname!r} of the URL at {param} is not in allowed_media_domains", param,
                        "url_not_allowed")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = _refuse_address(parts.hostname, port, param)
+        address = _public_address(parts.hostname, port, param)
         conn_cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
         conn = conn_cls(parts.hostname, port, address, settings.fetch_timeout_s)
         try:

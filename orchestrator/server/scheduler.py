@@ -94,10 +94,5 @@ class Scheduler:
                 self._admitted -= 1
             raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down")
 
-    def release(self, job: Job) -> None:
-        """Give back an admitted job that was never started (e.g. its request failed validation)."""
-        with self._lock:
-            self._admitted -= 1
-
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
