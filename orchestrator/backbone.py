@@ -3,7 +3,7 @@
 Any ``AutoModelForCausalLM`` works. On top of it this module adds, as DESIGN §4 describes:
 
 - one placeholder token per input modality (``<image>``) and ``k`` signal tokens per generator
-  (``[IMG0]..[IMG{k-1}]``) as special tokens, their new embedding rows initialised at the mean of the existing
+  (``[IMG0]..[IMG{k-1}]``) as special tokens, their new embedding rows initialised from the existing
   rows; only the signal rows are trainable (a gradient mask), the rest of the LLM stays frozen;
 - a prompt builder that tokenises trusted template text normally and *user* text with special tokens split, so
   typing ``[IMG0]`` or ``<image>`` can never produce a special token, and that expands each placeholder into as
@@ -178,11 +178,26 @@ class Backbone(nn.Module):
 
     @torch.no_grad()
     def _init_new_rows(self, old_size: int, new_size: int) -> None:
-        """New rows start at the mean of the existing rows (NExT-GPT, MiniGPT-5)."""
-        for emb in {id(e): e for e in (self.model.get_input_embeddings(), self.model.get_output_embeddings())
-                    if e is not None}.values():
+        """Initialise the rows of the added tokens.
+
+        Output rows (``lm_head``) start at the mean of the existing rows (NExT-GPT, MiniGPT-5), so no new token is
+        favoured before training. Input rows are drawn from the existing rows' per-dimension mean and standard
+        deviation with a fixed seed: identical rows would give the ``k`` signal tokens of a group identical
+        queries, and the output projector then waits for training to break that symmetry (in the tiny world,
+        alignment sat on a plateau for 1000-3000 PT steps; distinct rows leave it within a few hundred).
+        """
+        noise = torch.Generator().manual_seed(new_size)
+        inputs, outputs = self.model.get_input_embeddings(), self.model.get_output_embeddings()
+        tied = outputs is not None and outputs.weight is inputs.weight
+        for emb in {id(e.weight): e for e in (inputs, outputs) if e is not None}.values():
             weight = emb.weight
-            weight[old_size:new_size] = weight[:old_size].mean(dim=0, keepdim=True)
+            old = weight[:old_size].float()
+            mean = old.mean(dim=0, keepdim=True)  # (1, D)
+            rows = mean.expand(new_size - old_size, -1)  # (new, D)
+            if emb is inputs and not tied:  # a tied matrix keeps the mean
+                std = old.std(dim=0, keepdim=True)  # (1, D)
+                rows = rows + std * torch.randn(rows.shape, generator=noise)
+            weight[old_size:new_size] = rows.to(weight.dtype)
             bias = getattr(emb, "bias", None)
             if bias is not None:
                 bias[old_size:new_size] = bias[:old_size].mean()
@@ -190,12 +205,14 @@ class Backbone(nn.Module):
     def _install_signal_row_gradients(self) -> None:
         """Make the input/output embedding matrices trainable, with a gradient mask that keeps all rows but the
         signal rows fixed (GILL's ``param.grad *= mask``)."""
+        self._signal_row_params: dict[str, nn.Parameter] = {}
+        if not self.signal_token_set:  # no generators: the embeddings stay frozen (no full-matrix gradient)
+            return
         vocab = self.model.get_input_embeddings().weight.shape[0]
         mask = torch.zeros(vocab, 1)
         for i in self.signal_token_set:
             mask[i] = 1.0
         self.register_buffer("signal_row_mask", mask, persistent=False)
-        self._signal_row_params: dict[str, nn.Parameter] = {}
         for name, module in (("embed_tokens", self.model.get_input_embeddings()),
                              ("lm_head", self.model.get_output_embeddings())):
             if module is None or any(module.weight is p for p in self._signal_row_params.values()):
@@ -373,6 +390,7 @@ class Backbone(nn.Module):
         inputs_embeds: torch.Tensor,
         *,
         max_new_tokens: int = 128,
+        min_new_tokens: int = 0,
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | None = None,
@@ -385,6 +403,7 @@ class Backbone(nn.Module):
 
         Args:
             inputs_embeds: (1, L, D) prompt embeddings from :meth:`embed`.
+            min_new_tokens: EOS is suppressed until this many tokens are out (as ``generate(min_new_tokens=)``).
             require: generators whose signal group the reply must contain (each once, in this order if the model
                 does not produce them itself); EOS is suppressed until they are satisfied and they are forced when
                 the token budget would otherwise run out.
@@ -456,7 +475,8 @@ class Backbone(nn.Module):
                 if produced >= max_new_tokens and not pending:
                     finish = "length"
                     break
-                next_id = self._choose(logits, banned, pending, max_new_tokens - produced, eos, temperature, top_p, rng)
+                next_id = self._choose(logits, banned, pending, max_new_tokens - produced, eos, temperature, top_p, rng,
+                                       allow_eos=produced >= min_new_tokens)
             if next_id == eos and not forced:
                 finish = "stop"
                 break
@@ -494,14 +514,14 @@ class Backbone(nn.Module):
         flush_text()  # a group cut off by cancellation is dropped: it never reaches ``segments``
         return GenerationResult(segments, finish, inputs_embeds.shape[1], produced)
 
-    def _choose(self, logits, banned, pending, budget, eos, temperature, top_p, rng) -> int:
+    def _choose(self, logits, banned, pending, budget, eos, temperature, top_p, rng, allow_eos: bool = True) -> int:
         logits = logits.cpu().masked_fill(banned, float("-inf"))
         if pending:
             need = sum(len(self.signal_ids[g]) for g in pending)
             if budget <= need:  # force the next required group now, or it will not fit
                 return self.signal_ids[pending[0]][0]
-            if eos is not None:
-                logits[eos] = float("-inf")
+        if eos is not None and (pending or not allow_eos):
+            logits[eos] = float("-inf")
         if temperature <= 0:
             return int(logits.argmax())
         probs = torch.softmax(logits / temperature, dim=-1)

@@ -46,12 +46,27 @@ def prefer(bb: Backbone, token_id: int):
         del bb._step
 
 
-def test_new_rows_start_at_the_mean(backbone):
-    emb = backbone.model.get_input_embeddings().weight
+def test_new_rows_are_distinct_inputs_and_mean_outputs(backbone):
+    """Input rows of the new tokens are drawn around the old rows' mean (so the k signal tokens are distinct
+    queries); output rows sit at the mean; a tied matrix stays at the mean."""
+    inputs = backbone.model.get_input_embeddings().weight.detach()
+    outputs = backbone.model.get_output_embeddings().weight.detach()
     new = sorted(backbone.special_new_ids)
-    old = [i for i in range(emb.shape[0]) if i not in backbone.special_new_ids]
-    torch.testing.assert_close(emb[new[0]], emb[old].mean(0), atol=1e-5, rtol=1e-4)
+    old = [i for i in range(inputs.shape[0]) if i not in backbone.special_new_ids]
     assert len(new) == 2 + 5
+    torch.testing.assert_close(outputs[new], outputs[old].mean(0).expand(len(new), -1), atol=1e-5, rtol=1e-4)
+    if outputs.data_ptr() == inputs.data_ptr():
+        return
+    rows = inputs[new]
+    assert torch.cdist(rows, rows).add(torch.eye(len(new)) * 1e9).min() > 0.1 * inputs[old].std(0).norm()
+    spread = (rows - inputs[old].mean(0)).std(0).mean() / inputs[old].std(0).mean()
+    assert 0.4 < spread < 2.0
+
+
+def test_new_rows_are_reproducible():
+    rows = [Backbone.from_config(LLMConfig(model="@tiny/llama"), placeholders=PLACEHOLDERS, signals=SIGNALS)
+            .model.get_input_embeddings().weight.detach() for _ in range(2)]
+    torch.testing.assert_close(rows[0], rows[1], atol=0, rtol=0)
 
 
 def test_user_text_never_produces_special_tokens(backbone):
@@ -189,3 +204,17 @@ def test_signal_rows_round_trip(backbone):
     after = backbone.signal_rows_state()
     for key in state:
         torch.testing.assert_close(after[key], state[key])
+
+
+def test_without_generators_nothing_in_the_llm_trains():
+    bb = Backbone.from_config(LLMConfig(model="@tiny/llama"), placeholders=PLACEHOLDERS, signals={})
+    assert bb.signal_row_parameters() == {} and not any(p.requires_grad for p in bb.parameters())
+
+
+def test_min_new_tokens_holds_eos_back(backbone):
+    _, _, embeds = _prompt_embeds(backbone)
+    eos = backbone.tokenizer.eos_token_id
+    with prefer(backbone, eos):
+        assert backbone.generate(embeds, max_new_tokens=8, allow=[]).completion_tokens == 0
+        held = backbone.generate(embeds, max_new_tokens=8, min_new_tokens=5, allow=[])
+    assert held.completion_tokens == 5 and held.finish_reason == "stop"

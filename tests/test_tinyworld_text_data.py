@@ -11,7 +11,7 @@ from modalities.media import decode
 from orchestrator.config import MediaLimits
 from orchestrator.training.data import MediaSeg, OutputSeg, TextSeg, load_samples
 from tinyworld import text as world_text
-from tinyworld.data import held_out_seed, write_datasets
+from tinyworld.data import PT_MIX, held_out_seed, write_datasets
 from tinyworld.evaluate import values_named
 from tinyworld.language import as_text, text_dialogues
 from tinyworld.world import Clip, Picture, Sound
@@ -47,14 +47,15 @@ def test_every_corpus_word_is_a_single_piece_of_the_clip_style_tokenizer():
 
 
 def test_datasets_load_with_the_training_loader_and_their_media_decode(tmp_path):
-    paths = write_datasets(tmp_path, pt=12, it=10, seed=1, progress=False)
+    paths = write_datasets(tmp_path, pt=18, it=10, seed=1, progress=False)  # one cycle of the default PT_MIX
     kinds = ["image", "video", "audio"]
     pt = load_samples(paths["pt"], modalities=kinds, generators=kinds)
     it = load_samples(paths["it"], modalities=kinds, generators=kinds)
-    assert len(pt) == 12 and len(it) == 10
+    assert len(pt) == 18 and len(it) == 10
     describe = [s for s in pt if s.media]
     generate = [s for s in pt if s.outputs()]
-    assert len(describe) == 6 and len(generate) == 6
+    assert len(describe) == sum(w for k, w in PT_MIX.items() if k.endswith("/describe")) == 12
+    assert len(generate) == sum(w for k, w in PT_MIX.items() if k.endswith("/generate")) == 6
     for sample in describe:
         (kind, (path,)), = sample.media.items()
         medium = decode(kind, path.read_bytes(), MediaLimits(), **({"num_frames": 8} if kind == "video" else {}))

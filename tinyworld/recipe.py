@@ -63,7 +63,8 @@ class RecipeConfig(BaseModel):
     audio_batch: int = 64
     pt_rows: int = 12000
     pt_mix: dict[str, int] | None = Field(None, description=(
-        "weights of the PT tasks ({'video/describe': 6, ...}; see tinyworld.data.task_schedule); default: even"))
+        "weights of the PT tasks ({'video/describe': 6, ...}; see tinyworld.data.task_schedule); "
+        "default: tinyworld.data.PT_MIX"))
     it_rows: int = 6000
     pt_steps: int = 3000
     it_steps: int = 1500

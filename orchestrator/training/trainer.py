@@ -387,6 +387,7 @@ class Trainer:
         if cfg.lora:
             groups.append({"params": list(system.backbone.lora_parameters().values()), "lr": cfg.lora_lr,
                            "weight_decay": cfg.weight_decay, "name": "lora"})
+        groups = [g for g in groups if g["params"]]  # e.g. no signal rows in a system without generators
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
 
     def _scheduler(self, optimizer, total: int):
