@@ -8,7 +8,8 @@ wiring (plain edges, routers' path maps, ``destinations``) into a ``networkx.DiG
 - no cycle lacks an exit (a loop whose nodes cannot reach END runs until the recursion limit);
 - with a SystemConfig: the assistant's contract -- ``ingest``, ``reason`` and ``merge`` exist, every configured
   modality has the ``encode`` node on its way to ``reason``, and every generator's ``generate_<name>`` node is
-  reachable from ``reason`` and reaches ``merge``.
+  reachable from ``reason`` and reaches ``merge``; and every component kind the config names (encoder, its
+  decoder, input projector, generator, output projector) is provided by a registry entry or an installed plugin.
 
 All problems are collected and raised together as one :class:`GraphError` (its ``node`` is the first offender);
 a valid graph gives a :class:`GraphReport` whose ``stages`` are the topological generations of the graph (cycles
@@ -111,6 +112,43 @@ def _cycle_text(g: nx.DiGraph, component: set[str], first: str) -> str:
     return " -> ".join(repr(s) for s, _ in cycle) + f" -> {cycle[0][0]!r}"
 
 
+def _unknown_kinds(config: Any) -> list[tuple[str, str]]:
+    """Components a config names that no registry entry or installed plugin provides (a plugin not installed,
+    a typo): ``(node, message)`` for the node that would fail at run time."""
+    from generators import GENERATORS, OUTPUT_PROJECTORS
+    from modalities import ENCODERS, PROJECTORS
+    from modalities.media import DECODERS
+
+    def missing(registry: Any, kind: str, what: str) -> str | None:
+        if kind in registry:
+            return None
+        group = f" (entry-point group {registry.entry_point_group!r})" if registry.entry_point_group else ""
+        return f"{what} names {registry.what} kind {kind!r}, which nothing provides{group}; known: " \
+               f"{', '.join(registry) or '(none)'}"
+
+    found = []
+    for name, mcfg in config.modalities.items():
+        for message in (missing(ENCODERS, mcfg.encoder, f"modality {name!r}"),
+                        missing(PROJECTORS, mcfg.projector.kind, f"modality {name!r}")):
+            if message:
+                found.append(("encode", message))
+        if mcfg.encoder in ENCODERS:
+            try:
+                decoder = ENCODERS.get(mcfg.encoder).input_kind
+            except (ImportError, AttributeError) as exc:
+                found.append(("encode", f"modality {name!r}: encoder kind {mcfg.encoder!r} cannot be loaded ({exc})"))
+                continue
+            message = missing(DECODERS, decoder, f"modality {name!r} (through its encoder's input_kind)")
+            if message:
+                found.append(("encode", message))
+    for name, gcfg in config.generators.items():
+        for message in (missing(GENERATORS, gcfg.kind, f"generator {name!r}"),
+                        missing(OUTPUT_PROJECTORS, gcfg.projector.kind, f"generator {name!r}")):
+            if message:
+                found.append((f"generate_{name}", message))
+    return found
+
+
 def check_graph(graph: Any, config: Any = None) -> GraphReport:
     """Check ``graph`` (a GraphBuilder, StateGraph or compiled graph), and with ``config`` (a SystemConfig) the
     assistant contract for its modalities and generators; raise :class:`GraphError` listing every problem."""
@@ -183,6 +221,9 @@ def check_graph(graph: Any, config: Any = None) -> GraphReport:
                 problem(node, f"node {node!r} is not reachable from 'reason' (no signal of the LLM can call it)")
             if "merge" in g and node not in to_merge and node not in reported:
                 problem(node, f"node {node!r} has no path to 'merge' (its {name} would never join the reply)")
+
+        for node, message in _unknown_kinds(config):
+            problem(node, message)
 
     if problems:
         messages = [m for _, m in problems]

@@ -173,7 +173,8 @@ def make_generate_node(name: str):
         signal, params = payload["signal"], payload["params"]
         group = ctx.scratch.get(signal["key"])
         if group is None:
-            raise RuntimeError(f"signal states for {name} were lost (key {signal['key']})")
+            raise RuntimeError(f"signal states for {name} were lost (key {signal['key']}): they live in the memory "
+                               "of the process that ran the LLM, so a paused turn resumes only there")
 
         def progress(step: int, total: int) -> None:
             _emit({"type": "progress", "generator": name, "index": signal["index"], "step": step, "total": total})

@@ -5,6 +5,7 @@
 >>> reply = bot.chat("Describe this, then draw it at night.", images=["cat.png"], thread_id="t1")
 >>> reply.text, reply.parts, reply.artifacts[0].path
 >>> for event in bot.stream("Make a sound of rain", audio=["clip.wav"], generate=["audio"]): ...
+>>> bot.resume("t1", True)   # a turn a custom graph paused (``interrupt()`` in a node, ``interrupt_before``)
 
 Each call is one run of the compiled LangGraph (:attr:`Assistant.graph`) on a thread kept by the SQLite
 checkpointer, so a conversation continues across calls and across Assistant instances sharing a database.
@@ -70,8 +71,12 @@ class Reply:
 
     parts: list[TextPart | MediaPart]
     thread_id: str
-    finish_reason: str = "stop"
+    finish_reason: str = "stop"  # stop | length | cancelled | interrupted
     usage: dict[str, int] = field(default_factory=dict)  # prompt_tokens, completion_tokens of the LLM call
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    """When a custom graph paused the turn (``finish_reason == "interrupted"``): ``{"node", "value"}`` per waiting
+    node, ``value`` being what the node passed to LangGraph's ``interrupt()`` (None at an ``interrupt_before``
+    breakpoint). :meth:`Assistant.resume` carries on; ``parts`` then hold the LLM's text so far."""
 
     @property
     def text(self) -> str:
@@ -84,7 +89,8 @@ class Reply:
 
 @dataclass
 class Event:
-    """A streamed event: ``token`` (text), ``encoded``, ``progress`` (generator step/total), ``part``, ``done``."""
+    """A streamed event: ``token`` (text), ``encoded``, ``progress`` (generator step/total), ``part``, ``interrupt``
+    (the turn paused; ``data["pending"]``), ``done``."""
 
     type: str
     data: dict[str, Any] = field(default_factory=dict)
@@ -221,24 +227,70 @@ class Assistant:
         thread_id = thread_id or uuid.uuid4().hex
         all_media = {"image": images, "audio": audio, "video": video, **(media or {})}
         turn = self._turn_input(text, all_media, generate, allow, params)
+        yield from self._run(turn, thread_id, cancel)
+
+    def resume_stream(self, thread_id: str, value: Any = None, *,
+                      cancel: threading.Event | None = None) -> Iterator[Event]:
+        """Carry on with a paused turn (:attr:`Reply.pending`), yielding events as :meth:`stream` does.
+
+        ``value`` answers a node's ``interrupt(...)`` call (LangGraph's ``Command(resume=value)``); at an
+        ``interrupt_before`` breakpoint the run just continues. The signal-token states a waiting generator needs
+        live in this process's memory, so resume with the Assistant that ran the turn.
+        """
+        from langgraph.types import Command
+
+        state = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+        if not state.next:
+            raise ValueError(f"thread {thread_id!r} has no paused turn to resume")
+        asked = any(task.interrupts for task in state.tasks)  # interrupt() calls, not breakpoints
+        yield from self._run(Command(resume=value) if asked else None, thread_id, cancel)
+
+    def resume(self, thread_id: str, value: Any = None, **kwargs: Any) -> Reply:
+        """:meth:`resume_stream` to the end; returns the Reply (which may be paused again)."""
+        return self._last_reply(self.resume_stream(thread_id, value, **kwargs))
+
+    def pending(self, thread_id: str) -> list[dict[str, Any]]:
+        """What a paused turn waits on: ``[{"node", "value"}]``; empty when the thread is not paused."""
+        return self._pending(self.graph.get_state({"configurable": {"thread_id": thread_id}}))
+
+    @staticmethod
+    def _pending(state: Any) -> list[dict[str, Any]]:
+        if not state.next:
+            return []
+        return [{"node": task.name, "value": value}
+                for task in state.tasks for value in [i.value for i in task.interrupts] or [None]]
+
+    def _run(self, graph_input: Any, thread_id: str, cancel: threading.Event | None) -> Iterator[Event]:
         config = {"configurable": {"thread_id": thread_id}}
         with self._lock:
             self._context.cancel = cancel or threading.Event()
-            for chunk in self.graph.stream(turn, config, context=self._context, stream_mode=["custom"],
+            for chunk in self.graph.stream(graph_input, config, context=self._context, stream_mode=["custom"],
                                            version="v2"):
                 data = chunk["data"]
                 yield Event(data.get("type", "custom"), data)
-            values = self.graph.get_state(config).values
-        yield Event("done", {"thread_id": thread_id}, reply=self._reply(values, thread_id))
+            state = self.graph.get_state(config)
+        pending = self._pending(state)
+        if pending:
+            draft = [p for p in state.values.get("draft") or [] if p["type"] == "text"]
+            reply = Reply([TextPart(p["text"]) for p in draft], thread_id, "interrupted",
+                          dict(state.values.get("usage") or {}), pending)
+            yield Event("interrupt", {"thread_id": thread_id, "pending": pending})
+        else:
+            reply = self._reply(state.values, thread_id)
+        yield Event("done", {"thread_id": thread_id}, reply=reply)
 
-    def chat(self, text: str = "", **kwargs: Any) -> Reply:
-        """Run one turn and return the interleaved Reply (same arguments as :meth:`stream`)."""
+    @staticmethod
+    def _last_reply(events: Iterator[Event]) -> Reply:
         reply = None
-        for event in self.stream(text, **kwargs):
+        for event in events:
             if event.type == "done":
                 reply = event.reply
         assert reply is not None
         return reply
+
+    def chat(self, text: str = "", **kwargs: Any) -> Reply:
+        """Run one turn and return the interleaved Reply (same arguments as :meth:`stream`)."""
+        return self._last_reply(self.stream(text, **kwargs))
 
     def seed_history(self, thread_id: str, turns: list[dict]) -> bool:
         """Start a new thread from earlier turns (``{"role", "parts"}`` with artifact-ref media parts), e.g. the

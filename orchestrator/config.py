@@ -177,10 +177,13 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def load_config(spec: "str | Path | SystemConfig | None" = None) -> SystemConfig:
-    """A SystemConfig from a preset name, a YAML path, or an existing config (``None`` -> the default preset)."""
+def load_config(spec: "str | Path | SystemConfig | dict | None" = None) -> SystemConfig:
+    """A SystemConfig from a preset name, a YAML path, plain data (a dict), or an existing config (``None`` -> the
+    default preset)."""
     if isinstance(spec, SystemConfig):
         return spec
+    if isinstance(spec, dict):
+        return SystemConfig.model_validate(spec)
     if spec is None:
         spec = DEFAULT_PRESET
     path = Path(spec)

@@ -14,6 +14,7 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START
+from langgraph.types import interrupt
 
 from graphs import GraphBuilder, GraphError, RunContext, build_graph
 from live_server import LiveServer
@@ -176,6 +177,54 @@ def test_human_approval_interrupt_before_a_generator(world_assistant, tmp_path):
     assert paused.next == ("generate_image",) and paused.values["signals"][0]["generator"] == "image"
     done = graph.invoke(None, config, context=context)  # approved: run on
     assert [p.get("generator") for p in done["reply"] if p["type"] == "media"] == ["image"]
+
+
+def ask_approval(state: dict) -> dict:
+    """A human-approval node: pause the turn (LangGraph ``interrupt``) when the LLM wants to generate; a False
+    answer drops the generator calls and says so in their place."""
+    wanted = [s["generator"] for s in state["signals"]]
+    if not wanted or interrupt({"generators": wanted}):
+        return {}
+    draft = [{"type": "text", "text": "(not generated)"} if p["type"] == "signal" else p for p in state["draft"]]
+    return {"draft": draft, "signals": []}
+
+
+def test_approval_interrupt_through_the_assistant(world_assistant, tmp_path):
+    builder = GraphBuilder(world_assistant.system).insert_after("reason", "approve", ask_approval)
+    with Assistant(system=world_assistant.system, graph=builder, db=tmp_path / "t.sqlite",
+                   artifacts=tmp_path / "a") as bot:
+        events = list(bot.stream("Draw a blue circle.", thread_id="ok"))
+        paused = events[-1].reply
+        assert paused.finish_reason == "interrupted" and paused.artifacts == []
+        assert paused.pending == [{"node": "approve", "value": {"generators": ["image"]}}] == bot.pending("ok")
+        assert [e.type for e in events][-2:] == ["interrupt", "done"] and paused.text  # the LLM's words so far
+        assert bot.history("ok") == []  # the turn is not over
+        done = bot.resume("ok", True)
+        assert done.finish_reason == "stop" and [a.generator for a in done.artifacts] == ["image"]
+        assert bot.pending("ok") == [] and len(bot.history("ok")) == 2
+        with pytest.raises(ValueError, match="no paused turn"):
+            bot.resume("ok", True)
+
+        assert bot.chat("Draw a blue circle.", thread_id="no").finish_reason == "interrupted"
+        refused = bot.resume("no", False)
+        assert refused.artifacts == [] and "(not generated)" in refused.text
+
+        assert bot.chat("What colour is the sky?", thread_id="text", allow=[]).finish_reason == "stop"  # no ask
+
+        assert bot.chat("Draw a blue circle.", thread_id="new").finish_reason == "interrupted"
+        fresh = bot.chat("Hello!", thread_id="new", allow=[])  # a new message abandons the paused turn
+        assert fresh.finish_reason == "stop" and bot.pending("new") == []
+        assert [t["role"] for t in bot.history("new")] == ["user", "assistant"]
+
+
+def test_interrupt_before_a_generator_through_the_assistant(world_assistant, tmp_path):
+    compiled = GraphBuilder(world_assistant.system).compile(interrupt_before=["generate_image"])
+    with Assistant(system=world_assistant.system, graph=compiled, db=tmp_path / "t.sqlite",
+                   artifacts=tmp_path / "a") as bot:
+        paused = bot.chat("Draw a blue circle.", thread_id="b")
+        assert paused.finish_reason == "interrupted" and paused.pending == [{"node": "generate_image", "value": None}]
+        done = bot.resume("b")
+        assert [a.generator for a in done.artifacts] == ["image"] and done.finish_reason == "stop"
 
 
 def test_assistant_takes_a_compiled_graph_and_refuses_a_broken_one(world_assistant, tmp_path):

@@ -123,3 +123,19 @@ def test_cli_check_loads_a_custom_graph_and_names_the_broken_node(tmp_path, monk
     assert "returned a NoneType" in capsys.readouterr().err
     assert cli.main(["graph", "--check", "--graph", "my_graphs"]) == 2
     assert "MODULE:FUNCTION" in capsys.readouterr().err
+
+
+def test_component_kinds_nothing_provides_are_named(config):
+    """A plugin that is not installed (or a typo) fails the check, naming the kind and the entry-point group."""
+    data = config.model_dump()
+    data["modalities"]["image"]["encoder"] = "lidar_sweeps"
+    data["modalities"]["audio"]["projector"]["kind"] = "token_merger"
+    data["generators"]["video"]["kind"] = "text_to_3d"
+    broken = type(config).model_validate(data)
+    with pytest.raises(GraphError) as caught:
+        check_graph(GraphBuilder(broken), broken)
+    assert caught.value.node == "encode" and len(caught.value.problems) == 3
+    assert "modality 'image' names modality encoder kind 'lidar_sweeps', which nothing provides " \
+           "(entry-point group 'mmgraph.modalities'); known: clip_vision" in caught.value.problems[0]
+    assert "modality 'audio' names input projector kind 'token_merger'" in caught.value.problems[1]
+    assert "generator 'video' names generator kind 'text_to_3d'" in caught.value.problems[2]
