@@ -1,4 +1,4 @@
-"""The ``mmgraph`` command line: ``run``, ``chat``, ``serve``, ``graph``, ``demo``, ``train`` and ``eval``.
+"""The ``mmgraph`` command line: ``run``, ``chat``, ``serve``, ``graph``, ``demo``, ``train``, ``eval`` and ``bench``.
 
     mmgraph run "What is this? Then draw it." --image a.png --generate image --out out/
     mmgraph chat                       # REPL: /image PATH, /audio PATH, /video PATH, /generate image, /new, /quit
@@ -336,11 +336,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="skip the demo-turn timing")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("bench", help="side-by-side benchmarks against Hugging Face LLaVA (docs/benchmarks.md)",
+                       description="Run our path and the Hugging Face baseline in one process on the same random "
+                                   "weights and print throughput, latency and memory with their ratios.")
+    from benchmarks.run import add_arguments as bench_arguments
+
+    bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("demo", help="a scripted any-to-any turn with an HTML report")
     p.add_argument("--out", default="out/demo")
     _config_arg(p)
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks.run import run_from_args
+
+    run_from_args(args)
+    return 0
 
 
 def _quiet_libraries() -> None:

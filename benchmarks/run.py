@@ -1,0 +1,85 @@
+"""``mmgraph bench`` / ``python -m benchmarks.run``: run the side-by-side benchmarks and print their tables.
+
+    mmgraph bench                                   # everything at the tiny size, on the CPU
+    mmgraph bench train decode --size llava-7b --device cuda --dtype bfloat16 --batch 16
+    mmgraph bench graph                             # orchestration overhead of a tiny-world turn
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+BENCHES = ("train", "decode", "graph")
+
+
+def describe_device(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("benches", nargs="*", metavar="BENCH", help=f"{' | '.join(BENCHES)} (default: all)")
+    parser.add_argument("--size", default="tiny", help="twin size for train / decode: tiny | llava-7b")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--batch", type=int, default=4, help="PT batch size")
+    parser.add_argument("--steps", type=int, default=5, help="timed PT steps")
+    parser.add_argument("--tokens", type=int, default=32, help="new tokens per decode run")
+    parser.add_argument("--encoder", default="live", choices=["live", "cached"],
+                        help="ours runs the frozen encoder every PT step (live) or reads cached features")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+
+
+def run_from_args(args: argparse.Namespace) -> list:
+    import torch
+
+    from benchmarks.common import table
+    from benchmarks.twins import build_twins
+
+    unknown = [b for b in args.benches if b not in BENCHES]
+    if unknown:
+        raise SystemExit(f"mmgraph bench: unknown benchmarks {unknown}; choose from {', '.join(BENCHES)}")
+    args.benches = args.benches or list(BENCHES)
+    dtype = getattr(torch, args.dtype)
+    rows = []
+    twins = None
+    if {"train", "decode"} & set(args.benches):
+        twins = build_twins(args.size, device=args.device, dtype=dtype)
+    if "train" in args.benches:
+        from benchmarks.train import bench_train
+
+        rows += bench_train(args.size, batch_size=args.batch, steps=args.steps, encoder=args.encoder, twins=twins,
+                            dtype=dtype)
+    if "decode" in args.benches:
+        from benchmarks.decode import bench_decode
+
+        rows += bench_decode(args.size, tokens=args.tokens, twins=twins, dtype=dtype)
+    if "graph" in args.benches:
+        from benchmarks.graph import bench_graph
+
+        rows += bench_graph()
+    print(table(rows, f"mmgraph bench on {describe_device(args.device)} (random weights for the twins)"))
+    for row in rows:
+        extra = {k: v for k, v in row.notes.items() if k in ("overhead_ms", "overhead_pct", "prompt")}
+        if extra:
+            print(f"  {row.measure}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                                   for k, v in extra.items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.to_dict() for r in rows], indent=2))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

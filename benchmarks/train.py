@@ -1,0 +1,92 @@
+"""MM PT training throughput: Hugging Face LLaVA vs mmgraph's trainer objective, projector-only, same batch.
+
+Both sides train the same projector (shared modules) with AdamW on the same :func:`~benchmarks.twins.make_batch`:
+
+* baseline -- ``LlavaForConditionalGeneration(input_ids, pixel_values, labels=...)``, ``loss.backward()``, the
+  vision tower and LLM frozen, as a user of transformers would run LLaVA's pre-training stage;
+* ours -- :class:`~orchestrator.training.trainer.ProjectorObjective` (the loss mmgraph's Trainer computes) on a
+  :class:`~orchestrator.training.batches.Batch`. ``encoder="live"`` runs the frozen CLIP every step as the
+  baseline does; ``encoder="cached"`` reads precomputed features, as the Trainer does from its feature cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from benchmarks.common import Row, median, peak_memory, sync, timed
+from benchmarks.twins import TwinBatch, Twins, build_twins, make_batch
+
+
+def our_batch(twins: Twins, batch: TwinBatch, features: torch.Tensor | None = None):
+    from orchestrator.training.batches import Batch
+
+    if features is None:
+        with torch.no_grad():
+            features = twins.ours.encoder("image")(pixel_values=batch.pixel_values)  # (B, 1, N, D_enc)
+    return Batch(batch.our_ids, batch.attention_mask, batch.labels, {"image": features}, {}, {})
+
+
+def losses(twins: Twins, batch: TwinBatch) -> dict[str, Any]:
+    """The two sides' LM loss and logits on one batch (no training): they must agree."""
+    from orchestrator.training.trainer import ProjectorObjective
+
+    with torch.no_grad():
+        hf = twins.hf(input_ids=batch.hf_ids, pixel_values=batch.pixel_values, attention_mask=batch.attention_mask,
+                      labels=batch.labels)
+        ours, _ = ProjectorObjective(twins.ours)(our_batch(twins, batch))
+        system = twins.ours
+        features = system.project("image", system.encoder("image")(pixel_values=batch.pixel_values))
+        embeds = system.backbone.embed(batch.our_ids, {"image": features.flatten(0, 1)})
+        logits = system.backbone.model(inputs_embeds=embeds, attention_mask=batch.attention_mask).logits
+    vocab = hf.logits.shape[-1]
+    return {"hf_loss": hf.loss.item(), "our_loss": ours.item(),
+            "max_logit_diff": (hf.logits.float() - logits[..., :vocab].float()).abs().max().item()}
+
+
+def bench_train(size: str = "tiny", *, batch_size: int = 4, steps: int = 5, warmup: int = 2,
+                device: str = "cpu", dtype: torch.dtype = torch.float32,
+                encoder: Literal["live", "cached"] = "live", twins: Twins | None = None) -> list[Row]:
+    """Samples per second (and peak memory) of one projector-only PT step, baseline vs ours."""
+    from orchestrator.training.trainer import ProjectorObjective
+
+    twins = twins or build_twins(size, device=device, dtype=dtype)
+    dev = twins.device
+    batch = make_batch(twins, batch_size)
+    params = list(twins.hf.model.multi_modal_projector.parameters())
+    hf_opt = torch.optim.AdamW(params, lr=1e-5)
+    our_opt = torch.optim.AdamW(list(twins.ours.input_projectors.parameters()), lr=1e-5)
+    objective = ProjectorObjective(twins.ours)
+    cached = None
+    if encoder == "cached":
+        with torch.no_grad():
+            cached = twins.ours.encoder("image")(pixel_values=batch.pixel_values)
+
+    def hf_step() -> None:
+        out = twins.hf(input_ids=batch.hf_ids, pixel_values=batch.pixel_values, attention_mask=batch.attention_mask,
+                       labels=batch.labels)
+        out.loss.backward()
+        hf_opt.step()
+        hf_opt.zero_grad(set_to_none=True)
+
+    def our_step() -> None:
+        total, _ = objective(our_batch(twins, batch, cached))
+        total.backward()
+        our_opt.step()
+        our_opt.zero_grad(set_to_none=True)
+
+    memory: dict[str, dict] = {"hf": {}, "ours": {}}
+    with peak_memory(dev, memory["hf"]):
+        hf_times = timed(hf_step, dev, warmup=warmup, repeats=steps)
+    with peak_memory(dev, memory["ours"]):
+        our_times = timed(our_step, dev, warmup=warmup, repeats=steps)
+    sync(dev)
+    notes = {"size": size, "batch": batch_size, "device": str(dev), "dtype": str(dtype).replace("torch.", ""),
+             "encoder": encoder, "weights": "random"}
+    rows = [Row(f"PT step, projector only ({size}, batch {batch_size}, encoder {encoder})", "samples/s",
+                batch_size / median(our_times), batch_size / median(hf_times), notes=notes)]
+    if memory["hf"]["peak_gib"] is not None:
+        rows.append(Row(f"PT step peak memory ({size}, batch {batch_size})", "GiB", memory["ours"]["peak_gib"],
+                        memory["hf"]["peak_gib"], higher_is_better=False, notes=notes))
+    return rows

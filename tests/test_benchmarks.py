@@ -1,0 +1,67 @@
+"""The side-by-side benchmarks at the tiny size: both sides compute the same thing (not timings).
+
+The twins share their modules, so equal losses, logits and greedy tokens mean the benchmark times the same
+workload on both paths.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.decode import bench_decode, same_tokens
+from benchmarks.train import bench_train, losses
+from benchmarks.twins import build_twins, make_batch
+
+
+@pytest.fixture(scope="module")
+def twins():
+    return build_twins("tiny", seed=0)
+
+
+def test_twins_share_modules_and_only_the_projector_trains(twins):
+    assert twins.ours.encoder("image").model is twins.hf.model.vision_tower
+    assert twins.ours.backbone.model.model is twins.hf.model.language_model
+    assert twins.ours.input_projectors["image"].net[0] is twins.hf.model.multi_modal_projector.linear_1
+    trainable = {n for n, p in twins.hf.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("model.multi_modal_projector.") for n in trainable)
+    ours = {n for n, p in twins.ours.named_parameters() if p.requires_grad}
+    assert ours and all(n.startswith("input_projectors.image.") for n in ours)
+
+
+def test_pt_loss_and_logits_agree(twins):
+    batch = make_batch(twins, 3, seed=1)
+    assert batch.hf_ids.shape == (3, 1 + twins.num_image_tokens + 16)
+    assert (batch.labels != -100).sum() == 3 * 16
+    result = losses(twins, batch)
+    assert result["hf_loss"] == pytest.approx(result["our_loss"], rel=1e-5)
+    assert result["max_logit_diff"] < 1e-4
+
+
+def test_greedy_tokens_agree_with_hf_generate(twins):
+    tokens = same_tokens(twins, tokens=12)
+    assert len(tokens["ours"]) == 12 and tokens["ours"] == tokens["hf"]
+
+
+def test_benchmarks_produce_rows(twins):
+    train = bench_train("tiny", batch_size=2, steps=1, warmup=1, twins=twins)
+    cached = bench_train("tiny", batch_size=2, steps=1, warmup=0, twins=twins, encoder="cached")
+    decode = bench_decode("tiny", tokens=4, repeats=1, twins=twins)
+    rows = train + cached + decode
+    assert [r.unit for r in rows] == ["samples/s", "samples/s", "tokens/s", "ms"]  # no CUDA: no memory rows
+    assert all(r.ours > 0 and r.baseline > 0 and r.ratio > 0 for r in rows)
+    assert rows[0].notes["weights"] == "random" and rows[0].notes["device"] == "cpu"
+
+
+def test_training_steps_move_the_shared_projector(twins):
+    before = twins.hf.model.multi_modal_projector.linear_1.weight.detach().clone()
+    bench_train("tiny", batch_size=2, steps=1, warmup=0, twins=twins)
+    assert not torch.equal(before, twins.ours.input_projectors["image"].net[0].weight)
+
+
+def test_graph_overhead_is_measured(world_assistant):
+    from benchmarks.graph import bench_graph
+
+    (row,) = bench_graph(repeats=1, assistant=world_assistant)
+    assert 0 < row.baseline < row.ours  # model calls are part of the turn
+    assert row.notes["overhead_ms"] == pytest.approx(row.ours - row.baseline)
