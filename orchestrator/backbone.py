@@ -206,13 +206,13 @@ class Backbone(nn.Module):
         """Make the input/output embedding matrices trainable, with a gradient mask that keeps all rows but the
         signal rows fixed (GILL's ``param.grad *= mask``)."""
         self._signal_row_params: dict[str, nn.Parameter] = {}
-        if not self.signal_token_set:  # no generators: the embeddings stay frozen (no full-matrix gradient)
-            return
         vocab = self.model.get_input_embeddings().weight.shape[0]
         mask = torch.zeros(vocab, 1)
         for i in self.signal_token_set:
             mask[i] = 1.0
         self.register_buffer("signal_row_mask", mask, persistent=False)
+        if not self.signal_token_set:  # no generators: the embeddings stay frozen (no full-matrix gradient)
+            return
         for name, module in (("embed_tokens", self.model.get_input_embeddings()),
                              ("lm_head", self.model.get_output_embeddings())):
             if module is None or any(module.weight is p for p in self._signal_row_params.values()):

@@ -63,8 +63,7 @@ def freeze_audit(system, *, train_lora: bool = False) -> list[AuditRow]:
 
     # Signal rows: the matrices require grad, the mask lets only the signal rows move.
     n_rows = len(backbone.signal_token_set)
-    mask = getattr(backbone, "signal_row_mask", None)  # absent when the system has no generators
-    mask_rows = int(mask.sum()) if mask is not None else 0
+    mask_rows = int(backbone.signal_row_mask.sum())
     if mask_rows != n_rows:
         violations.append(f"signal rows: the gradient mask opens {mask_rows} rows, expected {n_rows}")
     dims = sum(p.shape[1] for p in _unique(signal_params.values()))
