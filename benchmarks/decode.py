@@ -24,37 +24,44 @@ def hf_generate(twins: Twins, batch, tokens: int) -> torch.Tensor:
     return out[0, batch.hf_ids.shape[1]:]
 
 
-def our_generate(twins: Twins, batch, tokens: int) -> list[int]:
+def our_generate(twins: Twins, batch, tokens: int, cache: str = "auto") -> list[int]:
     system = twins.ours
     with torch.no_grad():
         features = system.project("image", system.encoder("image")(pixel_values=batch.pixel_values))
         embeds = system.backbone.embed(batch.our_ids, {"image": features.flatten(0, 1)})
-    result = system.backbone.generate(embeds, max_new_tokens=tokens, min_new_tokens=tokens)
+    result = system.backbone.generate(embeds, max_new_tokens=tokens, min_new_tokens=tokens, cache=cache)
     return [i for segment in result.segments for i in segment.token_ids]
 
 
-def same_tokens(twins: Twins, *, tokens: int = 16, text_tokens: int | None = None) -> dict[str, Any]:
+def same_tokens(twins: Twins, *, tokens: int = 16, text_tokens: int | None = None,
+                cache: str = "auto") -> dict[str, Any]:
     """Greedy tokens of both sides on one prompt (they must be equal)."""
     batch = make_batch(twins, 1, text_tokens=text_tokens)
     with torch.no_grad():
         theirs = hf_generate(twins, batch, tokens).tolist()
-    ours = our_generate(twins, batch, tokens)
+    ours = our_generate(twins, batch, tokens, cache)
     return {"hf": theirs, "ours": ours}
 
 
 def bench_decode(size: str = "tiny", *, tokens: int = 32, text_tokens: int | None = None, repeats: int = 3,
-                 device: str = "cpu", dtype: torch.dtype = torch.float32, twins: Twins | None = None) -> list[Row]:
+                 device: str = "cpu", dtype: torch.dtype = torch.float32, twins: Twins | None = None,
+                 cache: str = "auto") -> list[Row]:
+    """``cache``: ours decodes with a dynamic cache, a static one, or static with CUDA-graph steps
+    (:mod:`orchestrator.decoding`; ``auto``: graphs on CUDA)."""
     twins = twins or build_twins(size, device=device, dtype=dtype)
     dev = twins.device
     batch = make_batch(twins, 1, text_tokens=text_tokens)
     results: dict[str, dict[str, Any]] = {}
-    for name, run in (("hf", lambda n: hf_generate(twins, batch, n)), ("ours", lambda n: our_generate(twins, batch, n))):
+    for name, run in (("hf", lambda n: hf_generate(twins, batch, n)), ("ours", lambda n: our_generate(twins, batch, n, cache))):
         memory: dict[str, Any] = {}
         with torch.no_grad(), peak_memory(dev, memory):
             first = median(timed(lambda run=run: run(1), dev, warmup=1, repeats=repeats))
             full = median(timed(lambda run=run: run(tokens), dev, warmup=1, repeats=repeats))
         results[name] = {"ttft": first, "full": full, "rate": (tokens - 1) / max(full - first, 1e-9), **memory}
+    from orchestrator.decoding import resolve
+
     notes = {"size": size, "device": str(dev), "dtype": str(dtype).replace("torch.", ""), "tokens": tokens,
+             "cache": resolve(cache, dev),
              "weights": "random", "prompt": f"1 image ({twins.num_image_tokens} tokens) + "
                                            f"{batch.hf_ids.shape[1] - 1 - twins.num_image_tokens} text tokens"}
     rows = [Row(f"decode, batch 1 ({size})", "tokens/s", results["ours"]["rate"], results["hf"]["rate"], notes=notes),

@@ -25,7 +25,7 @@ def describe_device(device: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("benches", nargs="*", metavar="BENCH", help=f"{' | '.join(BENCHES)} (default: all)")
-    parser.add_argument("--size", default="tiny", help="twin size for train / decode: tiny | llava-7b")
+    parser.add_argument("--size", default="tiny", help="twin size for train / decode: tiny | llava-layout | llava-7b")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--batch", type=int, default=4, help="PT batch size")
@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per decode run")
     parser.add_argument("--encoder", default="live", choices=["live", "cached"],
                         help="ours runs the frozen encoder every PT step (live) or reads cached features")
+    parser.add_argument("--cache", default="auto", choices=["auto", "dynamic", "static", "graph"],
+                        help="our decoding cache: dynamic, static, or static with CUDA-graph steps "
+                             "(auto: graph on CUDA, dynamic elsewhere)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
 
 
@@ -59,7 +62,7 @@ def run_from_args(args: argparse.Namespace) -> list:
     if "decode" in args.benches:
         from benchmarks.decode import bench_decode
 
-        rows += bench_decode(args.size, tokens=args.tokens, twins=twins, dtype=dtype)
+        rows += bench_decode(args.size, tokens=args.tokens, twins=twins, dtype=dtype, cache=args.cache)
     if "graph" in args.benches:
         from benchmarks.graph import bench_graph
 

@@ -18,10 +18,16 @@ from typing import Any
 
 import torch
 
-#: Sizes as plain data. ``tiny`` runs on a CPU in seconds; ``llava-7b`` is LLaVA-1.5-7B's shape.
+#: Sizes as plain data. ``tiny`` runs on a CPU in seconds; ``llava-layout`` has LLaVA-1.5's sequence and vocabulary
+#: at small widths; ``llava-7b`` is LLaVA-1.5-7B's shape.
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(image_size=32, patch_size=8, vision_width=32, vision_layers=3, vision_heads=2, vision_ffn=64,
                  llm_width=64, llm_layers=2, llm_heads=4, llm_kv_heads=4, llm_ffn=128, vocab=512, text_tokens=16),
+    # LLaVA-1.5's sequence layout (576 image tokens, 64 text tokens) and vocabulary at small widths: fits a CPU,
+    # and keeps the proportions that decide what computing the LM head only at labelled positions saves
+    "llava-layout": dict(image_size=336, patch_size=14, vision_width=64, vision_layers=2, vision_heads=2,
+                         vision_ffn=128, llm_width=256, llm_layers=2, llm_heads=4, llm_kv_heads=4, llm_ffn=512,
+                         vocab=32064, text_tokens=64),
     "llava-7b": dict(image_size=336, patch_size=14, vision_width=1024, vision_layers=24, vision_heads=16,
                      vision_ffn=4096, llm_width=4096, llm_layers=32, llm_heads=32, llm_kv_heads=32, llm_ffn=11008,
                      vocab=32064, text_tokens=64),

@@ -25,7 +25,9 @@ from typing import Callable, Literal, Sequence, Union
 import torch
 from torch import nn
 
+from orchestrator import decoding
 from orchestrator.config import LLMConfig, PromptFormat
+from orchestrator.decoding import CacheKind
 from orchestrator.errors import PromptError
 from orchestrator.tiny import resolve_model
 
@@ -139,6 +141,8 @@ class Backbone(nn.Module):
         self._install_signal_row_gradients()
         self.lora_settings: dict | None = None
         self._template_cache: dict[str, list[int]] = {}
+        self._static_steps: dict[tuple, decoding.StaticSteps] = {}
+        self._static_lock = threading.Lock()
 
     # -- construction --------------------------------------------------------------------------------------------
     @classmethod
@@ -256,6 +260,7 @@ class Backbone(nn.Module):
         if self.lora_settings is not None:
             raise PromptError(f"this backbone already has LoRA adapters ({self.lora_settings})")
         settings = {"r": int(r), "alpha": int(alpha), "dropout": float(dropout), "targets": targets}
+        self._static_steps.clear()  # captured steps would run the layers without their adapters
         torch.manual_seed(seed)  # lora_A is drawn from the global generator
         inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
                                            bias="none"), self.model)
@@ -378,11 +383,17 @@ class Backbone(nn.Module):
         return self.model(inputs_embeds=self.embed(input_ids, features), **kwargs)
 
     # -- generation -----------------------------------------------------------------------------------------------
-    def _step(self, embeds: torch.Tensor, cache) -> tuple[torch.Tensor, torch.Tensor]:
-        """One forward over ``embeds`` (1, T, D): returns (next-token logits (V,), last hidden (T, D))."""
-        out = self.model(inputs_embeds=embeds, past_key_values=cache, use_cache=True,
-                         output_hidden_states=True, logits_to_keep=1)
-        return out.logits[0, -1].float(), out.hidden_states[-1][0]
+    def _steps(self, kind: CacheKind, length: int):
+        """A step runner (:mod:`orchestrator.decoding`) for a prompt plus reply of up to ``length`` positions;
+        static ones are kept per length bucket and reused (their cache and CUDA graph with them)."""
+        kind = decoding.resolve(kind, self.device)
+        if kind == "dynamic":
+            return decoding.DynamicSteps(self.model)
+        size = decoding.bucket(length)
+        key = (kind, size, str(self.device), str(self.dtype))
+        if key not in self._static_steps:
+            self._static_steps[key] = decoding.StaticSteps(self.model, size, graph=kind == "graph")
+        return self._static_steps[key]
 
     @torch.no_grad()
     def generate(
@@ -398,6 +409,7 @@ class Backbone(nn.Module):
         allow: Sequence[str] | None = None,
         on_text: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
+        cache: CacheKind = "auto",
     ) -> GenerationResult:
         """Decode one reply for a single prompt (batch 1).
 
@@ -410,8 +422,25 @@ class Backbone(nn.Module):
             allow: generators that may be emitted at all (``None``: all). Required ones are always allowed.
             on_text: called with each new piece of decoded text.
             cancel: a flag checked before every step; when set, decoding stops with ``finish_reason="cancelled"``.
+            cache: how the LLM steps (:mod:`orchestrator.decoding`): ``dynamic`` (a growing cache), ``static`` (a
+                fixed one) or ``graph`` (static, each step a replayed CUDA graph); ``auto``: ``graph`` on CUDA,
+                ``dynamic`` elsewhere. All give the same tokens.
         """
-        from transformers import DynamicCache
+        if decoding.resolve(cache, self.device) == "dynamic":
+            return self._generate(inputs_embeds, decoding.DynamicSteps(self.model), max_new_tokens=max_new_tokens,
+                                  min_new_tokens=min_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                                  require=require, allow=allow, on_text=on_text, cancel=cancel)
+        longest = max((len(ids) for ids in self.signal_ids.values()), default=0)
+        with self._static_lock:  # a static runner's cache serves one request at a time
+            steps = self._steps(cache, inputs_embeds.shape[1] + max_new_tokens + longest + 1)
+            return self._generate(inputs_embeds, steps, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                                  temperature=temperature, top_p=top_p, seed=seed, require=require, allow=allow,
+                                  on_text=on_text, cancel=cancel)
+
+    def _generate(self, inputs_embeds: torch.Tensor, steps, *, max_new_tokens: int, min_new_tokens: int,
+                  temperature: float, top_p: float, seed: int | None, require: Sequence[str],
+                  allow: Sequence[str] | None, on_text: Callable[[str], None] | None,
+                  cancel: threading.Event | None) -> GenerationResult:
 
         if inputs_embeds.dim() != 3 or inputs_embeds.shape[0] != 1:
             raise ValueError(f"generate() takes one prompt of shape (1, L, D), got {tuple(inputs_embeds.shape)}")
@@ -434,8 +463,7 @@ class Backbone(nn.Module):
             if g not in allowed:
                 banned[ids[0]] = True
 
-        cache = DynamicCache()
-        logits, _ = self._step(inputs_embeds, cache)
+        logits, _ = steps.prefill(inputs_embeds)
         segments: list[TextSpan | SignalGroup] = []
         text_ids: list[int] = []
         text_so_far = ""
@@ -490,10 +518,10 @@ class Backbone(nn.Module):
                     pending.remove(gen)
             token = torch.tensor([[next_id]], device=self.device)
             emb = embed_tokens(token)  # (1, 1, D)
-            logits, hidden = self._step(emb, cache)
+            logits, hidden = steps.step(emb)
             if group is not None:
                 group["ids"].append(next_id)
-                group["hidden"].append(hidden[-1])
+                group["hidden"].append(hidden)
                 group["embeds"].append(emb[0, 0])
                 if not forced:
                     segments.append(SignalGroup(

@@ -31,19 +31,25 @@ def _prompt_embeds(bb: Backbone, text: str = "describe it", slots: int = 3):
 @contextmanager
 def prefer(bb: Backbone, token_id: int):
     """Make the model strongly prefer ``token_id`` at every step (a logit offset, weights untouched)."""
-    original = bb._step
+    from orchestrator import decoding
 
-    def step(embeds, cache):
-        logits, hidden = original(embeds, cache)
-        logits = logits.clone()
-        logits[token_id] += 1e4
-        return logits, hidden
+    originals = {cls: cls._forward for cls in (decoding.DynamicSteps, decoding.StaticSteps)}
 
-    bb._step = step
+    def patched(original):
+        def forward(self, embeds):
+            logits, hidden = original(self, embeds)
+            logits = logits.clone()
+            logits[token_id] += 1e4
+            return logits, hidden
+        return forward
+
+    for cls, original in originals.items():
+        cls._forward = patched(original)
     try:
         yield
     finally:
-        del bb._step
+        for cls, original in originals.items():
+            cls._forward = original
 
 
 def test_new_rows_are_distinct_inputs_and_mean_outputs(backbone):
@@ -218,3 +224,34 @@ def test_min_new_tokens_holds_eos_back(backbone):
         assert backbone.generate(embeds, max_new_tokens=8, allow=[]).completion_tokens == 0
         held = backbone.generate(embeds, max_new_tokens=8, min_new_tokens=5, allow=[])
     assert held.completion_tokens == 5 and held.finish_reason == "stop"
+
+
+def test_static_cache_decodes_the_same_tokens_and_states_as_the_dynamic_one(backbone):
+    """The static runner (the CUDA-graph path without the graph) against the dynamic one: same tokens, same
+    signal states, for two prompts of different length sharing one reused cache, with and without a forced group."""
+    for text, require in (("describe it", []), ("describe it and then some more words please", ["image"])):
+        _, _, embeds = _prompt_embeds(backbone, text)
+        dynamic = backbone.generate(embeds, max_new_tokens=12, require=require, cache="dynamic")
+        static = backbone.generate(embeds, max_new_tokens=12, require=require, cache="static")
+        assert [s.token_ids for s in static.segments] == [s.token_ids for s in dynamic.segments]
+        assert len(static.signals) == len(require)
+        for a, b in zip(static.signals, dynamic.signals):
+            assert torch.allclose(a.hidden, b.hidden, atol=1e-5) and torch.equal(a.input_embeds, b.input_embeds)
+    assert len(backbone._static_steps) == 1  # both prompts fit one bucket: the cache was reused
+
+
+def test_static_runner_refuses_to_overflow_and_graphs_need_cuda():
+    from orchestrator import decoding
+
+    bb = Backbone.from_config(LLMConfig(model="@tiny/llama"), placeholders=PLACEHOLDERS, signals=SIGNALS)
+    steps = decoding.StaticSteps(bb.model, 4)
+    steps.prefill(torch.zeros(1, 3, bb.hidden_size))
+    steps.step(torch.zeros(1, 1, bb.hidden_size))
+    with pytest.raises(ValueError, match="holds 4 positions"):
+        steps.step(torch.zeros(1, 1, bb.hidden_size))
+    with pytest.raises(ValueError, match="CUDA device"):
+        decoding.StaticSteps(bb.model, 4, graph=True)
+    with pytest.raises(ValueError, match="unknown decoding cache"):
+        decoding.resolve("paged", torch.device("cpu"))
+    assert decoding.resolve("auto", torch.device("cpu")) == "dynamic"
+    assert decoding.resolve("auto", torch.device("cuda")) == "graph"

@@ -38,9 +38,10 @@ def test_pt_loss_and_logits_agree(twins):
     assert result["max_logit_diff"] < 1e-4
 
 
-def test_greedy_tokens_agree_with_hf_generate(twins):
-    tokens = same_tokens(twins, tokens=12)
-    assert len(tokens["ours"]) == 12 and tokens["ours"] == tokens["hf"]
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_greedy_tokens_agree_with_hf_generate(twins, cache):
+    tokens = same_tokens(twins, tokens=12, cache=cache)
+    assert tokens["ours"] == tokens["hf"] and len(tokens["ours"]) == 12
 
 
 def test_benchmarks_produce_rows(twins):

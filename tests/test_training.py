@@ -298,6 +298,37 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(toy, tmp_path)
     assert torch.allclose(plain[1], checkpointed[1], atol=1e-6)
 
 
+def test_lm_loss_on_labelled_columns_only_equals_the_full_logits_loss(toy, tmp_path):
+    """The objective runs the LM head only where a label follows; loss and gradients match the plain
+    full-sequence cross-entropy (and the batch really has unlabelled columns, so the two paths differ)."""
+    import torch.nn.functional as F
+
+    from orchestrator.training.batches import collate
+    from orchestrator.training.trainer import ProjectorObjective
+
+    run = trainer(make_system(toy), toy["it"], None, tmp_path / "cache", batch_size=4)
+    run.prepare()
+    system = run.system
+    batch = collate(run.encoded[:4], 0, run.features, run.targets)
+    labelled = (batch.labels[:, 1:] != -100).any(0)
+    assert 0 < int(labelled.sum()) < labelled.numel()
+    projector = next(system.input_projectors["image"].parameters())
+
+    system.zero_grad(set_to_none=True)
+    loss, parts = ProjectorObjective(system, align_weight=0.0)(batch)
+    loss.backward()
+    ours = parts["lm_loss"], projector.grad.clone()
+
+    system.zero_grad(set_to_none=True)
+    features = {m: system.project(m, x).flatten(0, 1) for m, x in batch.features.items()}
+    embeds = system.backbone.embed(batch.input_ids, features)
+    logits = system.backbone.model(inputs_embeds=embeds, attention_mask=batch.attention_mask).logits[:, :-1]
+    full = F.cross_entropy(logits.float().flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=-100)
+    full.backward()
+    assert torch.allclose(ours[0], full.detach(), rtol=1e-5)
+    assert torch.allclose(ours[1], projector.grad, rtol=1e-4, atol=1e-7)
+
+
 def _free_port() -> int:
     import socket
 

@@ -125,13 +125,16 @@ class ProjectorObjective(nn.Module):
         # 1. project the cached encoder features and splice them into the placeholder slots
         features = {m: system.project(m, x).flatten(0, 1) for m, x in batch.features.items()}  # (items*slots, D)
         embeds = backbone.embed(batch.input_ids, features)  # (B, L, D)
-        # 2. frozen LLM
+        # 2. frozen LLM; the LM head runs only at the columns that predict a label (logits at t predict the label
+        #    at t+1), not over every image slot and prompt token: at LLaVA's shape (576 image tokens) that is most
+        #    of the sequence, and its (B, L, V) float logits are the largest tensor of the step
+        targets = batch.labels[:, 1:]  # (B, L-1)
+        keep = (targets != -100).any(0).nonzero().squeeze(1)  # (P,) columns with a label in some row
         out = backbone.model(inputs_embeds=embeds, attention_mask=batch.attention_mask, use_cache=False,
-                             output_hidden_states=bool(batch.outputs))
-        # 3. LM loss on assistant tokens (next-token: logits at t predict labels at t+1)
-        logits = out.logits[:, :-1].float()  # (B, L-1, V)
-        lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.labels[:, 1:].reshape(-1),
-                             ignore_index=-100)
+                             output_hidden_states=bool(batch.outputs), logits_to_keep=keep)
+        # 3. LM loss on assistant tokens
+        logits = out.logits.float()  # (B, P, V)
+        lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, keep].reshape(-1), ignore_index=-100)
         parts = {"lm_loss": lm.detach()}
         total = self.lm_weight * lm
         # 4. alignment: hidden states (+ input embeddings) at each signal group -> output projector vs. targets

@@ -1,0 +1,135 @@
+"""How :meth:`orchestrator.backbone.Backbone.generate` runs the LLM: a prefill over the prompt, then one forward per
+new token. Two step runners with one interface:
+
+* :class:`DynamicSteps` -- Hugging Face's ``DynamicCache``, which grows by one column per token (the default on
+  CPU, where launching kernels costs little next to the arithmetic);
+* :class:`StaticSteps` -- a ``StaticCache`` of fixed length, so the one-token step has the same shapes and the same
+  tensor addresses every time. On CUDA it is captured once in a CUDA graph and replayed: the hundreds of kernel
+  launches a decoder layer stack costs from Python become one graph launch, which is what keeps batch-1 decoding
+  of a 7B model near the memory-bandwidth bound instead of the launch-overhead bound.
+
+A runner returns, for every forward, the next-token logits ``(V,)`` (float32) and the last layer's hidden state of
+the last position ``(D,)`` -- what the signal tokens hand to the output projectors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+CacheKind = Literal["auto", "dynamic", "static", "graph"]
+#: static caches are allocated in multiples of this many positions, so prompts of similar length share one cache
+#: (and one captured graph) instead of allocating per request
+BUCKET = 256
+
+
+class DynamicSteps:
+    """Prefill and steps over a ``DynamicCache``."""
+
+    def __init__(self, model: Any) -> None:
+        from transformers import DynamicCache
+
+        self.model = model
+        self.cache = DynamicCache()
+
+    def _forward(self, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(inputs_embeds=embeds, past_key_values=self.cache, use_cache=True,
+                         output_hidden_states=True, logits_to_keep=1)
+        return out.logits[0, -1].float(), out.hidden_states[-1][0, -1]
+
+    def prefill(self, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``embeds``: the prompt ``(1, L, D)``."""
+        return self._forward(embeds)
+
+    def step(self, embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``embed``: one new token ``(1, 1, D)``."""
+        return self._forward(embed)
+
+
+class StaticSteps:
+    """Prefill and steps over a ``StaticCache`` of ``max_len`` positions; with ``graph=True`` (CUDA only) the step
+    is a replayed CUDA graph.
+
+    The cache keeps its own write position (a device tensor it advances in place), so a captured step writes the
+    next column and masks the unwritten ones on every replay. :meth:`reset` rewinds it for the next prompt, keeping
+    every address, so one runner serves many requests of up to ``max_len`` positions.
+    """
+
+    def __init__(self, model: Any, max_len: int, *, graph: bool = False) -> None:
+        from transformers import StaticCache
+
+        param = next(model.parameters())
+        if graph and param.device.type != "cuda":
+            raise ValueError(f"CUDA-graph decoding needs the model on a CUDA device, not {param.device}")
+        self.model = model
+        self.max_len = int(max_len)
+        self.cache = StaticCache(config=model.config, max_cache_len=self.max_len)
+        self.graph = graph
+        hidden = model.get_input_embeddings().weight.shape[1]
+        self._embed = torch.zeros(1, 1, hidden, device=param.device, dtype=param.dtype)  # the graph's input slot
+        self._graph: Any = None
+        self._out: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.used = 0  # positions written since the last reset
+
+    def _forward(self, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(inputs_embeds=embeds, past_key_values=self.cache, use_cache=True,
+                         output_hidden_states=True, logits_to_keep=1)
+        return out.logits[0, -1].float(), out.hidden_states[-1][0, -1]
+
+    def reset(self) -> None:
+        self.cache.reset()
+        self.used = 0
+
+    def _capture(self) -> None:
+        """Warm up on a side stream (this also allocates the cache), capture one step, then rewind the cache."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._forward(self._embed)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.cache.reset()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._out = self._forward(self._embed)
+        self._graph = graph
+        self.cache.reset()  # capturing records the step without running it; rewind anyway, to be explicit
+
+    def prefill(self, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.graph and self._graph is None:
+            self._capture()
+        self.reset()
+        return self._advance(embeds)
+
+    def step(self, embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._graph is None:
+            return self._advance(embed)
+        if self.used + 1 > self.max_len:
+            raise ValueError(f"the static cache holds {self.max_len} positions; this step needs {self.used + 1}")
+        self._embed.copy_(embed)
+        self._graph.replay()
+        self.used += 1
+        logits, hidden = self._out
+        return logits.clone(), hidden.clone()  # the next replay overwrites the graph's outputs
+
+    def _advance(self, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.used + embeds.shape[1] > self.max_len:
+            raise ValueError(f"the static cache holds {self.max_len} positions; this forward needs "
+                             f"{self.used + embeds.shape[1]}")
+        self.used += embeds.shape[1]
+        return self._forward(embeds)
+
+
+def resolve(kind: CacheKind, device: torch.device) -> str:
+    """``auto``: ``graph`` on CUDA, ``dynamic`` elsewhere."""
+    if kind == "auto":
+        return "graph" if device.type == "cuda" else "dynamic"
+    if kind not in ("dynamic", "static", "graph"):
+        raise ValueError(f"unknown decoding cache {kind!r}; choose auto, dynamic, static or graph")
+    return kind
+
+
+def bucket(length: int) -> int:
+    """``length`` rounded up to a multiple of :data:`BUCKET`."""
+    return -(-int(length) // BUCKET) * BUCKET
