@@ -33,7 +33,7 @@ def test_the_shrunken_recipe_runs_every_step_and_records_it(small_run):
 
 
 def test_each_step_starts_after_the_steps_it_reads(small_run):
-    _, record = small_run
+    out, record = small_run
     timeline = record["runs"][-1]["timeline"]
     for name, spec in STEPS.items():
         start, end = timeline[name]

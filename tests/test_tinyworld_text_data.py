@@ -112,3 +112,40 @@ def test_pt_rows_follow_the_mix(tmp_path):
                            progress=False)
     rows = [json.loads(line) for line in paths["pt"].read_text().splitlines()]
     assert sum("video" in r for r in rows) == 15 and sum(r.get("generate") == "audio" for r in rows) == 5
+
+
+def test_follow_ups_revisit_an_earlier_thing_with_one_requested_attribute_changed():
+    rng = random.Random(5)
+    sound = Sound(pitch="low", waveform="sine", beeps=3)
+    for _ in range(40):
+        ex = world_text.follow_up(sound, rng)
+        (thing,) = ex.media_in + [t for t, _ in ex.media_out]
+        changed = [a for a in Sound.attributes if getattr(thing, a) != getattr(sound, a)]
+        assert len(changed) == 1 and changed[0] in world_text.REQUESTED["audio"]
+        # the reply names the new value, never the old one
+        words = ex.assistant.replace(".", " ").replace(":", " ").split()
+        new, old = str(getattr(thing, changed[0])), str(getattr(sound, changed[0]))
+        if changed[0] == "beeps":
+            new, old = world_text.NUMBERS[int(new)], world_text.NUMBERS[int(old)]
+        assert new in words and old not in words
+    # with follow-ups certain, every exchange after one that met a thing revisits a thing met before
+    rng = random.Random(6)
+    revisits = 0
+    for _ in range(50):
+        dialogue = world_text.dialogue(rng, max_turns=4, follow_ups=1.0)
+        for i, ex in enumerate(dialogue[1:], start=1):
+            met = [t for e in dialogue[:i] for t in e.media_in + [t for t, _ in e.media_out]]
+            if met:
+                now = (ex.media_in + [t for t, _ in ex.media_out])[0]
+                assert any(type(now) is type(t) and sum(getattr(now, a) != getattr(t, a) for a in t.attributes) == 1
+                           for t in met)
+                revisits += 1
+    assert revisits > 20
+    # without follow-ups a dialogue draws exactly what plain exchanges draw, so the LLM's text dialogues and the
+    # shipped IT data are unchanged by this option
+
+    def plain(rng):
+        return [world_text.exchange(rng) for _ in range(rng.randint(1, 3))]
+
+    for s in range(50):
+        assert world_text.dialogue(random.Random(s)) == plain(random.Random(s))

@@ -86,12 +86,15 @@ PT_MIX = {"image/describe": 4, "video/describe": 6, "audio/describe": 2,
 
 
 def write_datasets(folder: str | Path, *, pt: int = 3000, it: int = 3000, seed: int = 0,
-                   mix: dict[str, int] | None = None, progress: bool = True) -> dict[str, Path]:
+                   mix: dict[str, int] | None = None, progress: bool = True, it_turns: int = 3,
+                   follow_ups: float = 0.0) -> dict[str, Path]:
     """Write ``pt`` PT rows and ``it`` IT conversations into ``folder``; returns ``{"pt": path, "it": path}``.
 
     ``mix`` weighs the PT tasks (``"video/describe": 3`` makes describing clips three times as common as a
     weight-1 task); the default is :data:`PT_MIX` (:data:`EVEN_MIX` describes and generates each kind equally
-    often)."""
+    often). IT conversations have up to ``it_turns`` exchanges; ``follow_ups`` of the later ones revisit a thing
+    met earlier with one attribute changed (:func:`tinyworld.text.follow_up`), so long threads need not echo
+    earlier turns."""
     folder = Path(folder)
     rng = random.Random(seed)
     write = _MediaWriter(folder, rng)
@@ -107,7 +110,8 @@ def write_datasets(folder: str | Path, *, pt: int = 3000, it: int = 3000, seed: 
             pt_rows.append({"id": f"pt-{i}", "caption": wanted, "generate": thing.kind})
     it_rows = []
     for i in tqdm(range(it), desc="IT data", disable=not progress, leave=False):
-        it_rows.append({"id": f"it-{i}", **_conversation(world_text.dialogue(rng), write)})
+        dialogue = world_text.dialogue(rng, max_turns=it_turns, follow_ups=follow_ups)
+        it_rows.append({"id": f"it-{i}", **_conversation(dialogue, write)})
     paths = {}
     for name, rows in (("pt", pt_rows), ("it", it_rows)):
         paths[name] = folder / f"{name}.jsonl"

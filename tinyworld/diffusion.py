@@ -48,6 +48,7 @@ from PIL import Image, ImageDraw
 
 from generators.audio import MelParams
 from tinyworld import text as world_text
+from tinyworld.recipe import refresh_threads
 from tinyworld.world import (COLOURS, DIRECTIONS, PITCHES, SAMPLE_RATE, SHAPES, Clip, Picture, Sound,
                              draw_shape)
 
@@ -430,6 +431,8 @@ def train_denoiser(unet: torch.nn.Module, latents: torch.Tensor, states: torch.T
     ema = _EMA(unet, ema_decay)
     history: list[float] = []
     for step in _progress(range(steps), desc=desc, enabled=progress):
+        if step % 25 == 0:
+            refresh_threads()  # in a recipe worker: take up cores that finished steps left free
         for group in optimiser.param_groups:
             group["lr"] = group["scale"] * _lr_at(step, steps, lr, warmup=min(100, steps // 10 + 1))
         idx = torch.randint(0, len(latents), (batch_size,), generator=generator)

@@ -57,7 +57,8 @@ class RecipeConfig(BaseModel):
     image_steps: int = 1500
     image_batch: int = 64
     video_pretrain_steps: int = Field(1000, description="steps of the video UNet's 2D twin on single frames")
-    video_steps: int = 400
+    video_steps: int = Field(400, description="steps of the video UNet on whole clips (1200 found the asked "
+                                              "direction in 100 % of 60 clips, 400 in 82 %; see docs/tinyworld.md)")
     video_batch: int = 16
     audio_steps: int = 1200
     audio_batch: int = 64
@@ -66,6 +67,9 @@ class RecipeConfig(BaseModel):
         "weights of the PT tasks ({'video/describe': 6, ...}; see tinyworld.data.task_schedule); "
         "default: tinyworld.data.PT_MIX"))
     it_rows: int = 6000
+    it_turns: int = Field(3, description="most exchanges in an IT conversation")
+    it_follow_ups: float = Field(0.0, description="share of later IT exchanges that revisit an earlier thing with "
+                                                  "one attribute changed (tinyworld.text.follow_up)")
     pt_steps: int = 3000
     it_steps: int = 1500
     pt_batch: int = 32
@@ -184,8 +188,9 @@ def _generator(kind: str, vae: str, offset: int) -> Callable[[Context], dict]:
 
 
 _DIFFUSION_INPUTS = ("encoders", "vae")  # the frozen text tower and the VAEs
-step("image-generator", "weights/image-generator", after=_DIFFUSION_INPUTS)(_generator("image", "vae-rgb", 5))
+# the video generator first: it is the longest step before PT, so it starts as soon as its inputs are ready
 step("video-generator", "weights/video-generator", after=_DIFFUSION_INPUTS)(_generator("video", "vae-rgb", 6))
+step("image-generator", "weights/image-generator", after=_DIFFUSION_INPUTS)(_generator("image", "vae-rgb", 5))
 step("audio-generator", "weights/audio-generator", after=_DIFFUSION_INPUTS)(_generator("audio", "vae-mel", 7))
 
 
@@ -194,7 +199,8 @@ def _data(ctx: Context) -> dict:
     from tinyworld.data import write_datasets
 
     paths = write_datasets(ctx.work / "data", pt=ctx.config.pt_rows, it=ctx.config.it_rows, seed=ctx.seed(8),
-                           mix=ctx.config.pt_mix, progress=ctx.progress)
+                           mix=ctx.config.pt_mix, progress=ctx.progress, it_turns=ctx.config.it_turns,
+                           follow_ups=ctx.config.it_follow_ups)
     return {name: str(path) for name, path in paths.items()}
 
 
@@ -210,7 +216,8 @@ def _stage(ctx: Context, stage: str) -> dict:
     )
     out = ctx.weights / "projectors" if is_it else ctx.work / "pt"
     trainer = Trainer(ctx.system_config(), ctx.work / "data" / f"{stage}.jsonl", out, train=train,
-                      init=ctx.work / "pt" if is_it else None, overwrite=True)
+                      init=ctx.work / "pt" if is_it else None, overwrite=True,
+                      callbacks=[lambda _trainer, _step, _logs: refresh_threads()])
     result = trainer.run()
     history = result.history
     first, last = history[: max(len(history) // 10, 1)], history[-max(len(history) // 10, 1):]
@@ -241,12 +248,41 @@ def _move(src: Path, dst: Path) -> None:
     shutil.move(str(src), str(dst))
 
 
-def _run_step(name: str, out: Path, config: RecipeConfig, progress: bool, threads: int | None) -> tuple[float, dict]:
-    """Run one step (in this process or a worker); returns ``(seconds, metrics)``."""
+#: environment variable naming the file in which the scheduler grants a running step more threads
+THREADS_FILE = "TINYWORLD_THREADS_FILE"
+
+
+def refresh_threads() -> None:
+    """In a recipe worker, take up the thread count last granted to this step (:func:`_run_parallel` hands the
+    cores of finished steps to the ones still running). Long training loops call it now and then; elsewhere it
+    does nothing."""
+    import os
+
+    path = os.environ.get(THREADS_FILE)
+    if not path:
+        return
+    try:
+        granted = int(Path(path).read_text())
+    except (OSError, ValueError):
+        return
+    import torch
+
+    if granted > 0 and granted != torch.get_num_threads():
+        torch.set_num_threads(granted)
+
+
+def _run_step(name: str, out: Path, config: RecipeConfig, progress: bool, threads: int | None,
+              grant: str | None = None) -> tuple[float, dict]:
+    """Run one step (in this process or a worker); returns ``(seconds, metrics)``. ``grant``: the file through
+    which the scheduler may raise the step's thread count while it runs (:func:`refresh_threads`)."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+    if grant:
+        import os
+
+        os.environ[THREADS_FILE] = grant
     start = time.perf_counter()
     metrics = STEPS[name].fn(Context(out, config, progress))
     return time.perf_counter() - start, metrics
@@ -322,6 +358,9 @@ def _run_parallel(todo: list[str], out: Path, config: RecipeConfig, progress: bo
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     cores = config.threads or os.cpu_count() or 1
+    grants = out / "work" / "threads"
+    grants.mkdir(parents=True, exist_ok=True)
+    granted: dict[str, int] = {}
     waiting, running = list(todo), {}
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         while waiting or running:
@@ -331,8 +370,17 @@ def _run_parallel(todo: list[str], out: Path, config: RecipeConfig, progress: bo
                 threads = max(1, cores // min(jobs, len(running) + len(ready)))
                 log(f"[{name}] ... ({threads} thread{'s' * (threads > 1)})")
                 begun(name)
-                running[pool.submit(_run_step, name, out, config, progress, threads)] = name
+                granted[name] = threads
+                (grants / name).write_text(str(threads))
+                running[pool.submit(_run_step, name, out, config, progress, threads, str(grants / name))] = name
                 waiting.remove(name)
+            # a slot left idle (the rest waits on running steps): its cores go to the running steps
+            share = max(1, cores // max(len(running), 1))
+            for name in running.values():
+                if share > granted[name]:
+                    log(f"[{name}] now {share} threads")
+                    granted[name] = share
+                    (grants / name).write_text(str(share))
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 finished(running.pop(future), *future.result())

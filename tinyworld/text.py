@@ -209,6 +209,36 @@ CHAT: tuple[tuple[str, str], ...] = (
 )
 
 
-def dialogue(rng: random.Random, max_turns: int = 3) -> list[Exchange]:
-    """A conversation of 1..``max_turns`` random exchanges mixing understanding, generation and chat."""
-    return [exchange(rng) for _ in range(rng.randint(1, max_turns))]
+#: attributes a follow-up may change, per kind: the ones a generation request names
+REQUESTED: dict[str, tuple[str, ...]] = {"image": ("colour", "shape"), "video": ("colour", "shape", "direction"),
+                                         "audio": ("pitch", "beeps")}
+
+
+def follow_up(earlier: Thing, rng: random.Random) -> Exchange:
+    """An exchange about a thing like ``earlier`` with one requested attribute changed: a request to make it
+    (``Play two low beeps.`` after three low ones) or a question about an attached one. Reading the new turn, not
+    echoing the earlier one, is what it teaches."""
+    from dataclasses import replace
+
+    cls = type(earlier)
+    attribute = rng.choice(REQUESTED[earlier.kind])
+    value = rng.choice([v for v in cls.choices(attribute) if v != getattr(earlier, attribute)])
+    changed = replace(earlier, **{attribute: value})
+    if rng.random() < 0.6:
+        return generation(changed, rng)
+    question = rng.choice(QUESTIONS[changed.kind][attribute])
+    return Exchange(f"<{changed.kind}>\n{question}", answer(changed, attribute), [changed], [])
+
+
+def dialogue(rng: random.Random, max_turns: int = 3, follow_ups: float = 0.0) -> list[Exchange]:
+    """A conversation of 1..``max_turns`` random exchanges mixing understanding, generation and chat; with
+    probability ``follow_ups`` an exchange after the first is a :func:`follow_up` of a thing met earlier in the
+    conversation (when there is one)."""
+    exchanges: list[Exchange] = []
+    for _ in range(rng.randint(1, max_turns)):
+        met = [t for ex in exchanges for t in ex.media_in + [thing for thing, _ in ex.media_out]]
+        if follow_ups > 0 and met and rng.random() < follow_ups:
+            exchanges.append(follow_up(rng.choice(met), rng))
+        else:
+            exchanges.append(exchange(rng))
+    return exchanges
