@@ -518,7 +518,10 @@ class Backbone(nn.Module):
                     pending.remove(gen)
             token = torch.tensor([[next_id]], device=self.device)
             emb = embed_tokens(token)  # (1, 1, D)
-            logits, hidden = steps.step(emb)
+            # the LLM reads the token only if something needs its logits (a next token) or its hidden state (a
+            # signal token): the last token of a reply that ends at the budget costs no forward
+            if group is not None or produced < max_new_tokens or pending:
+                logits, hidden = steps.step(emb)
             if group is not None:
                 group["ids"].append(next_id)
                 group["hidden"].append(hidden)

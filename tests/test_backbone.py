@@ -255,3 +255,16 @@ def test_static_runner_refuses_to_overflow_and_graphs_need_cuda():
         decoding.resolve("paged", torch.device("cpu"))
     assert decoding.resolve("auto", torch.device("cpu")) == "dynamic"
     assert decoding.resolve("auto", torch.device("cuda")) == "graph"
+
+
+def test_a_reply_cut_at_the_budget_costs_no_forward_for_its_last_token(backbone, monkeypatch):
+    """N new tokens take the prefill and N - 1 one-token forwards (the last token's logits would go unused)."""
+    from orchestrator import decoding
+
+    calls = []
+    original = decoding.DynamicSteps.step
+    monkeypatch.setattr(decoding.DynamicSteps, "step", lambda self, embed: calls.append(1) or original(self, embed))
+    _, _, embeds = _prompt_embeds(backbone)
+    result = backbone.generate(embeds, max_new_tokens=6, min_new_tokens=6, allow=[], cache="dynamic")
+    assert result.finish_reason == "length" and result.completion_tokens == 6
+    assert len(calls) == 5
