@@ -15,6 +15,7 @@ import torch
 
 from benchmarks.common import Row, median, peak_memory, timed
 from benchmarks.twins import Twins, build_twins, make_batch
+from orchestrator.decoding import resolve
 
 
 def hf_generate(twins: Twins, batch, tokens: int) -> torch.Tensor:
@@ -52,14 +53,13 @@ def bench_decode(size: str = "tiny", *, tokens: int = 32, text_tokens: int | Non
     dev = twins.device
     batch = make_batch(twins, 1, text_tokens=text_tokens)
     results: dict[str, dict[str, Any]] = {}
-    for name, run in (("hf", lambda n: hf_generate(twins, batch, n)), ("ours", lambda n: our_generate(twins, batch, n, cache))):
+    sides = (("hf", lambda n: hf_generate(twins, batch, n)), ("ours", lambda n: our_generate(twins, batch, n, cache)))
+    for name, run in sides:
         memory: dict[str, Any] = {}
         with torch.no_grad(), peak_memory(dev, memory):
             first = median(timed(lambda run=run: run(1), dev, warmup=1, repeats=repeats))
             full = median(timed(lambda run=run: run(tokens), dev, warmup=1, repeats=repeats))
         results[name] = {"ttft": first, "full": full, "rate": (tokens - 1) / max(full - first, 1e-9), **memory}
-    from orchestrator.decoding import resolve
-
     notes = {"size": size, "device": str(dev), "dtype": str(dtype).replace("torch.", ""), "tokens": tokens,
              "cache": resolve(cache, dev),
              "weights": "random", "prompt": f"1 image ({twins.num_image_tokens} tokens) + "

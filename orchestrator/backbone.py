@@ -383,12 +383,9 @@ class Backbone(nn.Module):
         return self.model(inputs_embeds=self.embed(input_ids, features), **kwargs)
 
     # -- generation -----------------------------------------------------------------------------------------------
-    def _steps(self, kind: CacheKind, length: int):
-        """A step runner (:mod:`orchestrator.decoding`) for a prompt plus reply of up to ``length`` positions;
-        static ones are kept per length bucket and reused (their cache and CUDA graph with them)."""
-        kind = decoding.resolve(kind, self.device)
-        if kind == "dynamic":
-            return decoding.DynamicSteps(self.model)
+    def _static_steps_for(self, kind: str, length: int) -> decoding.StaticSteps:
+        """The static runner (``kind`` ``static`` or ``graph``) for a prompt plus reply of up to ``length``
+        positions; kept per length bucket and reused, its cache and CUDA graph with it."""
         size = decoding.bucket(length)
         key = (kind, size, str(self.device), str(self.dtype))
         if key not in self._static_steps:
@@ -426,22 +423,20 @@ class Backbone(nn.Module):
                 fixed one) or ``graph`` (static, each step a replayed CUDA graph); ``auto``: ``graph`` on CUDA,
                 ``dynamic`` elsewhere. All give the same tokens.
         """
-        if decoding.resolve(cache, self.device) == "dynamic":
-            return self._generate(inputs_embeds, decoding.DynamicSteps(self.model), max_new_tokens=max_new_tokens,
-                                  min_new_tokens=min_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                                  require=require, allow=allow, on_text=on_text, cancel=cancel)
+        options = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
+                       top_p=top_p, seed=seed, require=require, allow=allow, on_text=on_text, cancel=cancel)
+        kind = decoding.resolve(cache, self.device)
+        if kind == "dynamic":
+            return self._generate(inputs_embeds, decoding.DynamicSteps(self.model), **options)
         longest = max((len(ids) for ids in self.signal_ids.values()), default=0)
         with self._static_lock:  # a static runner's cache serves one request at a time
-            steps = self._steps(cache, inputs_embeds.shape[1] + max_new_tokens + longest + 1)
-            return self._generate(inputs_embeds, steps, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                                  temperature=temperature, top_p=top_p, seed=seed, require=require, allow=allow,
-                                  on_text=on_text, cancel=cancel)
+            steps = self._static_steps_for(kind, inputs_embeds.shape[1] + max_new_tokens + longest + 1)
+            return self._generate(inputs_embeds, steps, **options)
 
     def _generate(self, inputs_embeds: torch.Tensor, steps, *, max_new_tokens: int, min_new_tokens: int,
                   temperature: float, top_p: float, seed: int | None, require: Sequence[str],
                   allow: Sequence[str] | None, on_text: Callable[[str], None] | None,
                   cancel: threading.Event | None) -> GenerationResult:
-
         if inputs_embeds.dim() != 3 or inputs_embeds.shape[0] != 1:
             raise ValueError(f"generate() takes one prompt of shape (1, L, D), got {tuple(inputs_embeds.shape)}")
         unknown = [g for g in list(require) + list(allow or []) if g not in self.signal_ids]

@@ -24,7 +24,19 @@ CacheKind = Literal["auto", "dynamic", "static", "graph"]
 BUCKET = 256
 
 
-class DynamicSteps:
+class _Steps:
+    """What both runners share: one forward of the model over ``self.cache``."""
+
+    model: Any
+    cache: Any
+
+    def _forward(self, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(inputs_embeds=embeds, past_key_values=self.cache, use_cache=True,
+                         output_hidden_states=True, logits_to_keep=1)
+        return out.logits[0, -1].float(), out.hidden_states[-1][0, -1]
+
+
+class DynamicSteps(_Steps):
     """Prefill and steps over a ``DynamicCache``."""
 
     def __init__(self, model: Any) -> None:
@@ -32,11 +44,6 @@ class DynamicSteps:
 
         self.model = model
         self.cache = DynamicCache()
-
-    def _forward(self, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(inputs_embeds=embeds, past_key_values=self.cache, use_cache=True,
-                         output_hidden_states=True, logits_to_keep=1)
-        return out.logits[0, -1].float(), out.hidden_states[-1][0, -1]
 
     def prefill(self, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``embeds``: the prompt ``(1, L, D)``."""
@@ -47,7 +54,7 @@ class DynamicSteps:
         return self._forward(embed)
 
 
-class StaticSteps:
+class StaticSteps(_Steps):
     """Prefill and steps over a ``StaticCache`` of ``max_len`` positions; with ``graph=True`` (CUDA only) the step
     is a replayed CUDA graph.
 
@@ -72,17 +79,13 @@ class StaticSteps:
         self._out: tuple[torch.Tensor, torch.Tensor] | None = None
         self.used = 0  # positions written since the last reset
 
-    def _forward(self, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(inputs_embeds=embeds, past_key_values=self.cache, use_cache=True,
-                         output_hidden_states=True, logits_to_keep=1)
-        return out.logits[0, -1].float(), out.hidden_states[-1][0, -1]
-
     def reset(self) -> None:
         self.cache.reset()
         self.used = 0
 
     def _capture(self) -> None:
-        """Warm up on a side stream (this also allocates the cache), capture one step, then rewind the cache."""
+        """Warm up on a side stream (this also allocates the cache) and capture one step; :meth:`prefill` rewinds
+        the cache afterwards."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -94,31 +97,28 @@ class StaticSteps:
         with torch.cuda.graph(graph):
             self._out = self._forward(self._embed)
         self._graph = graph
-        self.cache.reset()  # capturing records the step without running it; rewind anyway, to be explicit
 
     def prefill(self, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.graph and self._graph is None:
             self._capture()
         self.reset()
-        return self._advance(embeds)
+        self._reserve(embeds.shape[1])
+        return self._forward(embeds)
 
     def step(self, embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._reserve(1)
         if self._graph is None:
-            return self._advance(embed)
-        if self.used + 1 > self.max_len:
-            raise ValueError(f"the static cache holds {self.max_len} positions; this step needs {self.used + 1}")
+            return self._forward(embed)
         self._embed.copy_(embed)
         self._graph.replay()
-        self.used += 1
         logits, hidden = self._out
         return logits.clone(), hidden.clone()  # the next replay overwrites the graph's outputs
 
-    def _advance(self, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.used + embeds.shape[1] > self.max_len:
+    def _reserve(self, positions: int) -> None:
+        if self.used + positions > self.max_len:
             raise ValueError(f"the static cache holds {self.max_len} positions; this forward needs "
-                             f"{self.used + embeds.shape[1]}")
-        self.used += embeds.shape[1]
-        return self._forward(embeds)
+                             f"{self.used + positions}")
+        self.used += positions
 
 
 def resolve(kind: CacheKind, device: torch.device) -> str:
