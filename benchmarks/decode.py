@@ -47,8 +47,8 @@ def same_tokens(twins: Twins, *, tokens: int = 16, text_tokens: int | None = Non
 def bench_decode(size: str = "tiny", *, tokens: int = 32, text_tokens: int | None = None, repeats: int = 3,
                  device: str = "cpu", dtype: torch.dtype = torch.float32, twins: Twins | None = None,
                  cache: str = "auto") -> list[Row]:
-    """``cache``: ours decodes with a dynamic cache, a static one, or static with CUDA-graph steps
-    (:mod:`orchestrator.decoding`; ``auto``: graphs on CUDA)."""
+    """``cache``: ours decodes with a dynamic cache, a static one, static with CUDA-graph steps, or those steps
+    compiled first (:mod:`orchestrator.decoding`; ``auto``: graphs on CUDA)."""
     twins = twins or build_twins(size, device=device, dtype=dtype)
     dev = twins.device
     batch = make_batch(twins, 1, text_tokens=text_tokens)
@@ -64,8 +64,9 @@ def bench_decode(size: str = "tiny", *, tokens: int = 32, text_tokens: int | Non
              "cache": resolve(cache, dev),
              "weights": "random", "prompt": f"1 image ({twins.num_image_tokens} tokens) + "
                                            f"{batch.hf_ids.shape[1] - 1 - twins.num_image_tokens} text tokens"}
-    rows = [Row(f"decode, batch 1 ({size})", "tokens/s", results["ours"]["rate"], results["hf"]["rate"], notes=notes),
-            Row(f"time to first token ({size})", "ms", 1e3 * results["ours"]["ttft"], 1e3 * results["hf"]["ttft"],
+    which = f"{size}, cache {notes['cache']}"
+    rows = [Row(f"decode, batch 1 ({which})", "tokens/s", results["ours"]["rate"], results["hf"]["rate"], notes=notes),
+            Row(f"time to first token ({which})", "ms", 1e3 * results["ours"]["ttft"], 1e3 * results["hf"]["ttft"],
                 higher_is_better=False, notes=notes)]
     if results["hf"]["peak_gib"] is not None:
         rows.append(Row(f"decode peak memory ({size})", "GiB", results["ours"]["peak_gib"], results["hf"]["peak_gib"],

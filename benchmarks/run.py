@@ -33,9 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per decode run")
     parser.add_argument("--encoder", default="live", choices=["live", "cached"],
                         help="ours runs the frozen encoder every PT step (live) or reads cached features")
-    parser.add_argument("--cache", default="auto", choices=["auto", "dynamic", "static", "graph"],
-                        help="our decoding cache: dynamic, static, or static with CUDA-graph steps "
-                             "(auto: graph on CUDA, dynamic elsewhere)")
+    parser.add_argument("--cache", default="auto",
+                        help="our decoding cache: auto | dynamic | static | graph (static, CUDA-graph steps) | "
+                             "compiled (those steps compiled by torch.compile first); auto: graph on CUDA, dynamic "
+                             "elsewhere. A comma-separated list (compiled,graph,compiled) measures each in turn on "
+                             "the same twins, the baseline again each time")
+    parser.add_argument("--compile", action="store_true", help="train: run our frozen LLM through torch.compile")
+    parser.add_argument("--compile-baseline", action="store_true",
+                        help="train: also compile the baseline's language model (LLaVA + torch.compile)")
+    parser.add_argument("--repeats", type=int, default=3, help="decode: timed runs per measure (median)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
 
 
@@ -44,7 +50,13 @@ def run_from_args(args: argparse.Namespace) -> list:
 
     from benchmarks.common import table
     from benchmarks.twins import build_twins
+    from orchestrator.decoding import resolve
 
+    for cache in args.cache.split(","):
+        try:
+            resolve(cache, torch.device("cpu"))  # an unknown kind fails here, before any model is built
+        except ValueError as error:
+            raise SystemExit(f"mmgraph bench: {error}") from None
     unknown = [b for b in args.benches if b not in BENCHES]
     if unknown:
         raise SystemExit(f"mmgraph bench: unknown benchmarks {unknown}; choose from {', '.join(BENCHES)}")
@@ -58,11 +70,13 @@ def run_from_args(args: argparse.Namespace) -> list:
         from benchmarks.train import bench_train
 
         rows += bench_train(args.size, batch_size=args.batch, steps=args.steps, encoder=args.encoder, twins=twins,
-                            dtype=dtype)
+                            dtype=dtype, compile=args.compile, compile_baseline=args.compile_baseline)
     if "decode" in args.benches:
         from benchmarks.decode import bench_decode
 
-        rows += bench_decode(args.size, tokens=args.tokens, twins=twins, dtype=dtype, cache=args.cache)
+        for cache in args.cache.split(","):
+            rows += bench_decode(args.size, tokens=args.tokens, twins=twins, dtype=dtype, cache=cache,
+                                 repeats=args.repeats)
     if "graph" in args.benches:
         from benchmarks.graph import bench_graph
 

@@ -7,6 +7,11 @@ Both sides train the same projector (shared modules) with AdamW on the same :fun
 * ours -- :class:`~orchestrator.training.trainer.ProjectorObjective` (the loss mmgraph's Trainer computes) on a
   :class:`~orchestrator.training.batches.Batch`. ``encoder="live"`` runs the frozen CLIP every step as the
   baseline does; ``encoder="cached"`` reads precomputed features, as the Trainer does from its feature cache.
+  ``compile=True`` runs the frozen LLM through ``torch.compile`` (``TrainConfig(compile=True)``).
+
+``compile_baseline=True`` also compiles the baseline's language model (``torch.compile`` on LLaVA's
+``language_model``), to show what the same compiler gives a transformers user; the default baseline is LLaVA as
+transformers runs it.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ def losses(twins: Twins, batch: TwinBatch) -> dict[str, Any]:
 
 def bench_train(size: str = "tiny", *, batch_size: int = 4, steps: int = 5, warmup: int = 2,
                 device: str = "cpu", dtype: torch.dtype = torch.float32,
-                encoder: Literal["live", "cached"] = "live", twins: Twins | None = None) -> list[Row]:
+                encoder: Literal["live", "cached"] = "live", twins: Twins | None = None, compile: bool = False,
+                compile_baseline: bool = False) -> list[Row]:
     """Samples per second (and peak memory) of one projector-only PT step, baseline vs ours."""
     from orchestrator.training.trainer import ProjectorObjective
 
@@ -57,7 +63,9 @@ def bench_train(size: str = "tiny", *, batch_size: int = 4, steps: int = 5, warm
     params = list(twins.hf.model.multi_modal_projector.parameters())
     hf_opt = torch.optim.AdamW(params, lr=1e-5)
     our_opt = torch.optim.AdamW(list(twins.ours.input_projectors.parameters()), lr=1e-5)
-    objective = ProjectorObjective(twins.ours)
+    objective = ProjectorObjective(twins.ours, compile_llm=compile)
+    hf_model = twins.hf.model
+    language_model = hf_model.language_model
     cached = None
     if encoder == "cached":
         with torch.no_grad():
@@ -77,14 +85,21 @@ def bench_train(size: str = "tiny", *, batch_size: int = 4, steps: int = 5, warm
         our_opt.zero_grad(set_to_none=True)
 
     memory: dict[str, dict] = {"hf": {}, "ours": {}}
-    with peak_memory(dev, memory["hf"]):
-        hf_times = timed(hf_step, dev, warmup=warmup, repeats=steps)
+    if compile_baseline:  # a wrapper in LLaVA's slot: the shared module itself stays uncompiled for our side
+        hf_model.language_model = torch.compile(language_model)
+    try:
+        with peak_memory(dev, memory["hf"]):
+            hf_times = timed(hf_step, dev, warmup=warmup, repeats=steps)
+    finally:
+        hf_model.language_model = language_model
     with peak_memory(dev, memory["ours"]):
         our_times = timed(our_step, dev, warmup=warmup, repeats=steps)
     sync(dev)
     notes = {"size": size, "batch": batch_size, "device": str(dev), "dtype": str(dtype).replace("torch.", ""),
-             "encoder": encoder, "weights": "random"}
-    rows = [Row(f"PT step, projector only ({size}, batch {batch_size}, encoder {encoder})", "samples/s",
+             "encoder": encoder, "compile": compile, "compile_baseline": compile_baseline, "weights": "random"}
+    which = f"encoder {encoder}" + (", compiled" if compile else "") + (", baseline compiled" if compile_baseline
+                                                                         else "")
+    rows = [Row(f"PT step, projector only ({size}, batch {batch_size}, {which})", "samples/s",
                 batch_size / median(our_times), batch_size / median(hf_times), notes=notes)]
     if memory["hf"]["peak_gib"] is not None:
         rows.append(Row(f"PT step peak memory ({size}, batch {batch_size})", "GiB", memory["ours"]["peak_gib"],

@@ -384,12 +384,12 @@ class Backbone(nn.Module):
 
     # -- generation -----------------------------------------------------------------------------------------------
     def _static_steps_for(self, kind: str, length: int) -> decoding.StaticSteps:
-        """The static runner (``kind`` ``static`` or ``graph``) for a prompt plus reply of up to ``length``
+        """The static runner (``kind`` ``static``, ``graph`` or ``compiled``) for a prompt plus reply of up to ``length``
         positions; kept per length bucket and reused, its cache and CUDA graph with it."""
         size = decoding.bucket(length)
         key = (kind, size, str(self.device), str(self.dtype))
         if key not in self._static_steps:
-            self._static_steps[key] = decoding.StaticSteps(self.model, size, graph=kind == "graph")
+            self._static_steps[key] = decoding.static_steps(kind, self.model, size)
         return self._static_steps[key]
 
     @torch.no_grad()
@@ -420,8 +420,9 @@ class Backbone(nn.Module):
             on_text: called with each new piece of decoded text.
             cancel: a flag checked before every step; when set, decoding stops with ``finish_reason="cancelled"``.
             cache: how the LLM steps (:mod:`orchestrator.decoding`): ``dynamic`` (a growing cache), ``static`` (a
-                fixed one) or ``graph`` (static, each step a replayed CUDA graph); ``auto``: ``graph`` on CUDA,
-                ``dynamic`` elsewhere. All give the same tokens.
+                fixed one), ``graph`` (static, each step a replayed CUDA graph) or ``compiled`` (``graph`` with
+                the step compiled by ``torch.compile`` first: fastest, after a one-off compilation); ``auto``:
+                ``graph`` on CUDA, ``dynamic`` elsewhere. All give the same tokens.
         """
         options = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
                        top_p=top_p, seed=seed, require=require, allow=allow, on_text=on_text, cancel=cancel)

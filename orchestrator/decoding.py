@@ -6,7 +6,12 @@ new token. Two step runners with one interface:
 * :class:`StaticSteps` -- a ``StaticCache`` of fixed length, so the one-token step has the same shapes and the same
   tensor addresses every time. On CUDA it is captured once in a CUDA graph and replayed: the hundreds of kernel
   launches a decoder layer stack costs from Python become one graph launch, which is what keeps batch-1 decoding
-  of a 7B model near the memory-bandwidth bound instead of the launch-overhead bound.
+  of a 7B model near the memory-bandwidth bound instead of the launch-overhead bound;
+* :class:`StaticSteps` with ``compile=True`` -- the one-token step goes through ``torch.compile`` first, so the
+  dozens of small elementwise kernels per layer (RMSNorm in float32, rotary embedding, SiLU-gating, residuals) fuse
+  into a few, and on CUDA the compiled step is then captured in a CUDA graph as above. At LLaVA-7B's shape on an
+  H100 the uncompiled step spends about a third of its time in those small kernels (docs/benchmarks.md); the cost
+  is a one-off compilation when the runner is first used.
 
 A runner returns, for every forward, the next-token logits ``(V,)`` (float32) and the last layer's hidden state of
 the last position ``(D,)`` -- what the signal tokens hand to the output projectors.
@@ -18,7 +23,13 @@ from typing import Any, Literal
 
 import torch
 
-CacheKind = Literal["auto", "dynamic", "static", "graph"]
+CacheKind = Literal["auto", "dynamic", "static", "graph", "compiled"]
+#: the static kinds and how their runner is built: ``compiled`` is captured in a CUDA graph where there is one
+STATIC_KINDS: dict[str, dict[str, bool]] = {
+    "static": {"graph": False, "compile": False},
+    "graph": {"graph": True, "compile": False},
+    "compiled": {"graph": True, "compile": True},
+}
 #: static caches are allocated in multiples of this many positions, so prompts of similar length share one cache
 #: (and one captured graph) instead of allocating per request
 BUCKET = 256
@@ -30,8 +41,8 @@ class _Steps:
     model: Any
     cache: Any
 
-    def _forward(self, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(inputs_embeds=embeds, past_key_values=self.cache, use_cache=True,
+    def _forward(self, embeds: torch.Tensor, model: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        out = (self.model if model is None else model)(inputs_embeds=embeds, past_key_values=self.cache, use_cache=True,
                          output_hidden_states=True, logits_to_keep=1)
         return out.logits[0, -1].float(), out.hidden_states[-1][0, -1]
 
@@ -56,14 +67,15 @@ class DynamicSteps(_Steps):
 
 class StaticSteps(_Steps):
     """Prefill and steps over a ``StaticCache`` of ``max_len`` positions; with ``graph=True`` (CUDA only) the step
-    is a replayed CUDA graph.
+    is a replayed CUDA graph; with ``compile=True`` the step (not the prefill, whose length varies) runs through
+    ``torch.compile`` with fixed shapes, before any capture.
 
     The cache keeps its own write position (a device tensor it advances in place), so a captured step writes the
     next column and masks the unwritten ones on every replay. :meth:`reset` rewinds it for the next prompt, keeping
     every address, so one runner serves many requests of up to ``max_len`` positions.
     """
 
-    def __init__(self, model: Any, max_len: int, *, graph: bool = False) -> None:
+    def __init__(self, model: Any, max_len: int, *, graph: bool = False, compile: bool = False) -> None:
         from transformers import StaticCache
 
         param = next(model.parameters())
@@ -73,6 +85,8 @@ class StaticSteps(_Steps):
         self.max_len = int(max_len)
         self.cache = StaticCache(config=model.config, max_cache_len=self.max_len)
         self.graph = graph
+        # the step's model: compiled for one-token inputs and this cache (the prefill stays eager)
+        self._step_model = torch.compile(model, dynamic=False) if compile else model
         hidden = model.get_input_embeddings().weight.shape[1]
         self._embed = torch.zeros(1, 1, hidden, device=param.device, dtype=param.dtype)  # the graph's input slot
         self._graph: Any = None
@@ -89,13 +103,13 @@ class StaticSteps(_Steps):
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            for _ in range(2):
-                self._forward(self._embed)
+            for _ in range(2):  # the first also compiles, where the step is compiled
+                self._forward(self._embed, self._step_model)
         torch.cuda.current_stream().wait_stream(stream)
         self.cache.reset()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self._out = self._forward(self._embed)
+            self._out = self._forward(self._embed, self._step_model)
         self._graph = graph
 
     def prefill(self, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +122,7 @@ class StaticSteps(_Steps):
     def step(self, embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._reserve(1)
         if self._graph is None:
-            return self._forward(embed)
+            return self._forward(embed, self._step_model)
         self._embed.copy_(embed)
         self._graph.replay()
         logits, hidden = self._out
@@ -122,12 +136,22 @@ class StaticSteps(_Steps):
 
 
 def resolve(kind: CacheKind, device: torch.device) -> str:
-    """``auto``: ``graph`` on CUDA, ``dynamic`` elsewhere."""
+    """``auto``: ``graph`` on CUDA, ``dynamic`` elsewhere (``compiled`` is opt-in: it pays a compilation the first
+    time a runner is used)."""
     if kind == "auto":
         return "graph" if device.type == "cuda" else "dynamic"
-    if kind not in ("dynamic", "static", "graph"):
-        raise ValueError(f"unknown decoding cache {kind!r}; choose auto, dynamic, static or graph")
+    if kind != "dynamic" and kind not in STATIC_KINDS:
+        raise ValueError(f"unknown decoding cache {kind!r}; choose auto, dynamic, {', '.join(STATIC_KINDS)}")
     return kind
+
+
+def static_steps(kind: str, model: Any, max_len: int) -> StaticSteps:
+    """The runner of a static ``kind``; ``compiled`` captures a CUDA graph only on CUDA (on a CPU it is the
+    compiled step alone)."""
+    options = dict(STATIC_KINDS[kind])
+    if options["compile"] and next(model.parameters()).device.type != "cuda":
+        options["graph"] = False
+    return StaticSteps(model, max_len, **options)
 
 
 def bucket(length: int) -> int:

@@ -240,6 +240,20 @@ def test_static_cache_decodes_the_same_tokens_and_states_as_the_dynamic_one(back
     assert len(backbone._static_steps) == 1  # both prompts fit one bucket: the cache was reused
 
 
+def test_compiled_steps_decode_the_same_tokens_and_states_as_the_dynamic_path():
+    """``cache="compiled"``: the one-token step through torch.compile (on a CPU without a CUDA graph). Same tokens
+    and signal states as the eager dynamic path, with a forced signal group."""
+    bb = Backbone.from_config(LLMConfig(model="@tiny/llama"), placeholders=PLACEHOLDERS, signals=SIGNALS)
+    _, _, embeds = _prompt_embeds(bb, "describe it and then some more")
+    dynamic = bb.generate(embeds, max_new_tokens=10, require=["image"], cache="dynamic")
+    compiled = bb.generate(embeds, max_new_tokens=10, require=["image"], cache="compiled")
+    assert [s.token_ids for s in compiled.segments] == [s.token_ids for s in dynamic.segments]
+    (a,), (b,) = compiled.signals, dynamic.signals
+    assert torch.allclose(a.hidden, b.hidden, atol=1e-4) and torch.equal(a.input_embeds, b.input_embeds)
+    (runner,) = bb._static_steps.values()
+    assert runner._step_model is not bb.model and not runner.graph  # compiled, and no CUDA graph on a CPU
+
+
 def test_static_runner_refuses_to_overflow_and_graphs_need_cuda():
     from orchestrator import decoding
 
@@ -253,6 +267,7 @@ def test_static_runner_refuses_to_overflow_and_graphs_need_cuda():
         decoding.StaticSteps(bb.model, 4, graph=True)
     with pytest.raises(ValueError, match="unknown decoding cache"):
         decoding.resolve("paged", torch.device("cpu"))
+    assert decoding.resolve("compiled", torch.device("cpu")) == "compiled"
     assert decoding.resolve("auto", torch.device("cpu")) == "dynamic"
     assert decoding.resolve("auto", torch.device("cuda")) == "graph"
 

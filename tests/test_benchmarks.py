@@ -66,3 +66,25 @@ def test_graph_overhead_is_measured(world_assistant):
     (row,) = bench_graph(repeats=1, assistant=world_assistant)
     assert 0 < row.baseline < row.ours  # model calls are part of the turn
     assert row.notes["overhead_ms"] == pytest.approx(row.ours - row.baseline)
+
+
+def test_compile_flags_reach_both_sides_and_the_baseline_is_restored(twins, monkeypatch):
+    """``--compile`` compiles our LLM inside the objective, ``--compile-baseline`` puts a compiled wrapper in
+    LLaVA's ``language_model`` slot while the baseline is timed, and the shared module is back afterwards.
+    (torch.compile is replaced by a recorder here: the compiled numerics are covered in test_training.)"""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(module) or module)
+    language_model = twins.hf.model.language_model
+    (row,) = bench_train("tiny", batch_size=2, steps=1, warmup=0, twins=twins, compile=True, compile_baseline=True)
+    assert language_model in compiled and twins.ours.backbone.model in compiled
+    assert twins.hf.model.language_model is language_model
+    assert row.notes["compile"] and row.notes["compile_baseline"] and "baseline compiled" in row.measure
+
+
+def test_bench_cli_refuses_an_unknown_cache_before_building_anything(monkeypatch):
+    import benchmarks.twins
+    from orchestrator.cli import main
+
+    monkeypatch.setattr(benchmarks.twins, "build_twins", lambda *a, **k: pytest.fail("built twins"))
+    with pytest.raises(SystemExit, match="unknown decoding cache 'paged'"):
+        main(["bench", "decode", "--cache", "graph,paged"])

@@ -419,3 +419,53 @@ def test_latent_diffusion_loss_trains_the_output_projector_through_the_frozen_un
 
     with pytest.raises(ConfigError, match="needs output targets"):
         trainer(system, see, None, tmp_path / "cache", **settings).evaluate()
+
+
+def test_compiled_objective_gives_the_plain_losses_and_gradients(toy, tmp_path):
+    """``TrainConfig(compile=True)``: the frozen LLM runs through torch.compile inside the objective. LM and
+    alignment losses and every projector gradient match the eager objective's; the compiled wrapper is not a
+    submodule (the objective's state dict is unchanged)."""
+    from orchestrator.training.batches import collate
+    from orchestrator.training.trainer import ProjectorObjective
+
+    run = trainer(make_system(toy), toy["it"], None, tmp_path / "cache", batch_size=4)
+    run.prepare()
+    system = run.system
+    batch = collate(run.encoded[:4], 0, run.features, run.targets)
+    assert batch.outputs  # the alignment path (hidden states at signal tokens) is exercised too
+    params = [p for p in system.parameters() if p.requires_grad]
+
+    def losses_and_grads(objective):
+        system.zero_grad(set_to_none=True)
+        total, parts = objective(batch)
+        total.backward()
+        return parts, [p.grad.clone() if p.grad is not None else None for p in params]
+
+    plain = ProjectorObjective(system)
+    compiled = ProjectorObjective(system, compile_llm=True)
+    (want, want_grads), (got, got_grads) = losses_and_grads(plain), losses_and_grads(compiled)
+    assert compiled.llm() is not system.backbone.model and plain.llm() is system.backbone.model
+    assert compiled.state_dict().keys() == plain.state_dict().keys()
+    assert want.keys() == got.keys() and len(want) >= 2
+    for name in want:
+        assert torch.allclose(got[name], want[name], rtol=1e-4, atol=1e-6), name
+    assert sum(g is not None for g in want_grads) > 0
+    for a, b in zip(got_grads, want_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_train_cli_passes_compile_to_the_train_config(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import orchestrator.training
+    from orchestrator.cli import main
+
+    seen = []
+    monkeypatch.setattr(orchestrator.training, "train",
+                        lambda *a, **kw: seen.append(kw) or SimpleNamespace(main_process=False))
+    base = ["train", "pt", "--data", "d.json", "--out", str(tmp_path / "o")]
+    assert main([*base, "--compile"]) == 0 and main(base) == 0
+    assert seen[0]["compile"] is True
+    assert "compile" not in seen[1]  # unset: TrainConfig's default (off)

@@ -84,6 +84,9 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", description="auto | cpu | cuda")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool | None = Field(None, description="default: on when training on a GPU")
+    compile: bool = Field(False, description="Run the frozen LLM's forward (and so its backward) through "
+                                             "torch.compile: fused norms, rotary and gating kernels, fewer saved "
+                                             "activations; a one-off compilation, then faster steps on a GPU.")
     progress: bool = True
 
     def resolved_lr(self) -> float:
@@ -110,12 +113,24 @@ class ProjectorObjective(nn.Module):
     DDP wraps: it owns the projectors and the backbone (frozen but for signal rows / LoRA)."""
 
     def __init__(self, system, *, lm_weight: float = 1.0, align_weight: float = 1.0,
-                 diffusion_weight: float = 0.0) -> None:
+                 diffusion_weight: float = 0.0, compile_llm: bool = False) -> None:
         super().__init__()
         self.system = system
         self.lm_weight = lm_weight
         self.align_weight = align_weight
         self.diffusion_weight = diffusion_weight
+        self.compile_llm = compile_llm
+        self._compiled: dict[int, Any] = {}  # id(LLM) -> its compiled wrapper; a plain dict, so not a submodule
+
+    def llm(self):
+        """The frozen LLM as this objective runs it: compiled on first use when ``compile_llm`` is set (again if the
+        backbone's model was replaced, e.g. by LoRA wrapping)."""
+        model = self.system.backbone.model
+        if not self.compile_llm:
+            return model
+        if id(model) not in self._compiled:
+            self._compiled = {id(model): torch.compile(model)}
+        return self._compiled[id(model)]
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from generators.projectors import alignment_loss
@@ -130,7 +145,7 @@ class ProjectorObjective(nn.Module):
         #    of the sequence, and its (B, L, V) float logits are the largest tensor of the step
         targets = batch.labels[:, 1:]  # (B, L-1)
         keep = (targets != -100).any(0).nonzero().squeeze(1)  # (P,) columns with a label in some row
-        out = backbone.model(inputs_embeds=embeds, attention_mask=batch.attention_mask, use_cache=False,
+        out = self.llm()(inputs_embeds=embeds, attention_mask=batch.attention_mask, use_cache=False,
                              output_hidden_states=bool(batch.outputs), logits_to_keep=keep)
         # 3. LM loss on assistant tokens
         logits = out.logits.float()  # (B, P, V)
@@ -494,7 +509,7 @@ class Trainer:
                                   f"{batch}: resume with the same data and settings")
             start = info["step"]
         objective = ProjectorObjective(system, lm_weight=cfg.lm_weight, align_weight=cfg.align_weight,
-                                       diffusion_weight=cfg.diffusion_weight)
+                                       diffusion_weight=cfg.diffusion_weight, compile_llm=cfg.compile)
         model, optimizer = acc.prepare(objective, optimizer)  # the scheduler is stepped once per global step
         trainable = [p for group in optimizer.param_groups for p in group["params"]]
 
