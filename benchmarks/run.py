@@ -3,6 +3,7 @@
     mmgraph bench                                   # everything at the tiny size, on the CPU
     mmgraph bench train decode --size llava-7b --device cuda --dtype bfloat16 --batch 16
     mmgraph bench graph                             # orchestration overhead of a tiny-world turn
+    mmgraph bench generate --size sd15 --device cuda --dtype float16 --compile
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import platform
 from pathlib import Path
 
-BENCHES = ("train", "decode", "graph")
+BENCHES = ("train", "decode", "graph", "generate")
 
 
 def describe_device(device: str) -> str:
@@ -25,7 +26,8 @@ def describe_device(device: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("benches", nargs="*", metavar="BENCH", help=f"{' | '.join(BENCHES)} (default: all)")
-    parser.add_argument("--size", default="tiny", help="twin size for train / decode: tiny | llava-layout | llava-7b")
+    parser.add_argument("--size", default="tiny", help="twin size: tiny | llava-layout | llava-7b for train / decode; "
+                                                       "tiny | sd15 for generate")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--batch", type=int, default=4, help="PT batch size")
@@ -38,10 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "compiled (those steps compiled by torch.compile first); auto: graph on CUDA, dynamic "
                              "elsewhere. A comma-separated list (compiled,graph,compiled) measures each in turn on "
                              "the same twins, the baseline again each time")
-    parser.add_argument("--compile", action="store_true", help="train: run our frozen LLM through torch.compile")
+    parser.add_argument("--compile", action="store_true",
+                        help="train: run our frozen LLM through torch.compile; generate: GeneratorConfig(compile=True)")
     parser.add_argument("--compile-baseline", action="store_true",
                         help="train: also compile the baseline's language model (LLaVA + torch.compile)")
-    parser.add_argument("--repeats", type=int, default=3, help="decode: timed runs per measure (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="decode, generate: timed runs per measure (median)")
+    parser.add_argument("--diffusion-steps", type=int, default=30, help="generate: DDIM steps (guidance 7.5)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
 
 
@@ -49,7 +53,8 @@ def run_from_args(args: argparse.Namespace) -> list:
     import torch
 
     from benchmarks.common import table
-    from benchmarks.twins import build_twins
+    from benchmarks.diffusion import SD_SIZES
+    from benchmarks.twins import SIZES, build_twins
     from orchestrator.decoding import resolve
 
     for cache in args.cache.split(","):
@@ -64,6 +69,10 @@ def run_from_args(args: argparse.Namespace) -> list:
     dtype = getattr(torch, args.dtype)
     rows = []
     twins = None
+    for bench in args.benches:
+        sizes = SD_SIZES if bench == "generate" else SIZES
+        if bench != "graph" and args.size not in sizes:
+            raise SystemExit(f"mmgraph bench {bench}: unknown size {args.size!r}; sizes: {', '.join(sizes)}")
     if {"train", "decode"} & set(args.benches):
         twins = build_twins(args.size, device=args.device, dtype=dtype)
     if "train" in args.benches:
@@ -77,13 +86,19 @@ def run_from_args(args: argparse.Namespace) -> list:
         for cache in args.cache.split(","):
             rows += bench_decode(args.size, tokens=args.tokens, twins=twins, dtype=dtype, cache=cache,
                                  repeats=args.repeats)
+    if "generate" in args.benches:
+        from benchmarks.diffusion import bench_generate, build_sd_twins
+
+        sd = build_sd_twins(args.size, device=args.device, dtype=dtype, steps=args.diffusion_steps,
+                            compile=args.compile)
+        rows += bench_generate(args.size, repeats=args.repeats, twins=sd, dtype=dtype)
     if "graph" in args.benches:
         from benchmarks.graph import bench_graph
 
         rows += bench_graph()
     print(table(rows, f"mmgraph bench on {describe_device(args.device)} (random weights for the twins)"))
     for row in rows:
-        extra = {k: v for k, v in row.notes.items() if k in ("overhead_ms", "overhead_pct", "prompt")}
+        extra = {k: v for k, v in row.notes.items() if k in ("overhead_ms", "overhead_pct", "prompt", "max_pixel_diff")}
         if extra:
             print(f"  {row.measure}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                                    for k, v in extra.items()))

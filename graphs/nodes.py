@@ -139,6 +139,7 @@ def reason(state: State, runtime: Runtime[RunContext]) -> dict:
         allow=state.get("allow"),
         on_text=lambda text: _emit({"type": "token", "text": text}),
         cancel=ctx.cancel,
+        cache=system.config.llm.decoding,
     )
 
     # 3. Signal groups become tool calls; their hidden states wait in the run-scoped scratch cache.

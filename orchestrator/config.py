@@ -10,7 +10,7 @@ through the same ``from_pretrained(path)`` code as real checkpoints.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -83,6 +83,8 @@ class GeneratorConfig(_Data):
     num_inference_steps: int = Field(25, ge=1)
     guidance_scale: float = Field(7.5, ge=0)
     options: dict[str, Any] = Field(default_factory=dict, description="Pipeline call knobs: height, width, num_frames, audio_length_in_s, fps ...")
+    compile: bool = Field(False, description="torch.compile the denoiser (on CUDA with CUDA graphs, mode "
+                                             "reduce-overhead): a one-off compilation, then faster denoising steps.")
 
 
 class PromptFormat(_Data):
@@ -99,6 +101,10 @@ class LLMConfig(_Data):
     dtype: str = Field("auto", description="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16")
     max_new_tokens: int = Field(128, ge=1)
     temperature: float = Field(0.0, ge=0, description="0 means greedy decoding.")
+    decoding: Literal["auto", "dynamic", "static", "graph", "compiled"] = Field(
+        "auto", description="How the LLM steps (orchestrator.decoding): auto is graph on CUDA (CUDA-graph steps over "
+                            "a static cache) and dynamic elsewhere; compiled adds torch.compile to the graph steps "
+                            "(fastest, after a one-off compilation).")
     prompt: PromptFormat = Field(default_factory=PromptFormat)
 
 

@@ -88,3 +88,47 @@ def test_bench_cli_refuses_an_unknown_cache_before_building_anything(monkeypatch
     monkeypatch.setattr(benchmarks.twins, "build_twins", lambda *a, **k: pytest.fail("built twins"))
     with pytest.raises(SystemExit, match="unknown decoding cache 'paged'"):
         main(["bench", "decode", "--cache", "graph,paged"])
+
+
+@pytest.fixture(scope="module")
+def sd_twins():
+    from benchmarks.diffusion import build_sd_twins
+
+    return build_sd_twins("tiny", steps=3)
+
+
+def test_image_generator_node_gives_the_raw_pipelines_pixels(sd_twins):
+    """Ours (the generator node: checks, cached negatives, PNG) and the raw diffusers call on the same modules and
+    seed: the same image, pixel for pixel; a different seed gives a different one."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks.diffusion import baseline_image, max_pixel_diff, our_image
+
+    assert max_pixel_diff(sd_twins) == 0
+    image = np.asarray(Image.open(io.BytesIO(our_image(sd_twins).data)).convert("RGB"))
+    assert image.shape == (32, 32, 3) and image.std() > 1
+    assert not np.array_equal(np.asarray(baseline_image(sd_twins, seed=1)), image)
+
+
+def test_generate_benchmark_rows_and_the_compile_switch(sd_twins, monkeypatch):
+    """The row of the timed comparison; ``GeneratorConfig(compile=True)`` compiles our pipeline's UNet only (the
+    baseline shares the module but keeps calling it uncompiled). Nothing is run compiled here: compiling a UNet
+    on a CPU takes about a minute (the GPU run checks the compiled pixels, docs/benchmarks.md)."""
+    from benchmarks.diffusion import bench_generate, build_sd_twins
+
+    (row,) = bench_generate("tiny", repeats=1, twins=sd_twins)
+    assert row.unit == "ms/image" and row.ours > 0 and row.baseline > 0 and row.notes["max_pixel_diff"] == 0
+    compiled = []
+    real = torch.compile  # wraps without tracing; nothing here calls the wrapper
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append((module, kw)) or real(module))
+    twins = build_sd_twins("tiny", steps=1, compile=True)
+    assert [m for m, _ in compiled] == [twins.baseline.unet] and compiled[0][1] == {"mode": None}  # CPU: no graphs
+    assert twins.ours.pipeline.unet is not twins.baseline.unet  # the wrapper sits in our pipeline alone
+    assert twins.ours.pipeline.unet._orig_mod is twins.baseline.unet
+    with pytest.raises(SystemExit, match="unknown size 'llava-7b'; sizes: tiny, sd15"):
+        from orchestrator.cli import main
+
+        main(["bench", "generate", "--size", "llava-7b"])

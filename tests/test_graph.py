@@ -207,3 +207,16 @@ def test_system_save_and_load_trainable(tiny_system, tmp_path):
     loaded = other.trainable_state_dict()
     for key, value in loaded.items():
         np.testing.assert_array_equal(value.numpy(), state[key].numpy())
+
+
+def test_the_llm_decodes_with_the_configured_cache(assistant, monkeypatch):
+    """``llm.decoding`` in the system config reaches ``Backbone.generate`` from the reasoning node."""
+    system = assistant.system
+    seen = []
+    original = type(system.backbone).generate
+    monkeypatch.setattr(type(system.backbone), "generate",
+                        lambda self, embeds, **kw: seen.append(kw["cache"]) or original(self, embeds, **kw))
+    monkeypatch.setattr(system.config.llm, "decoding", "static")
+    assistant.chat("hello there", thread_id="decoding")
+    assert seen == ["static"]
+    assert any(key[0] == "static" for key in system.backbone._static_steps)
