@@ -132,3 +132,24 @@ def test_generate_benchmark_rows_and_the_compile_switch(sd_twins, monkeypatch):
         from orchestrator.cli import main
 
         main(["bench", "generate", "--size", "llava-7b"])
+
+
+def test_every_bench_command_in_the_docs_parses():
+    """docs/benchmarks.md quotes the commands behind its tables; each must still be a valid ``mmgraph bench``
+    invocation (benchmarks, sizes and cache kinds known), so the tables stay reproducible."""
+    import shlex
+    from pathlib import Path
+
+    from benchmarks.diffusion import SD_SIZES
+    from benchmarks.twins import SIZES
+    from orchestrator.cli import build_parser
+    from orchestrator.decoding import resolve
+
+    text = (Path(__file__).parents[1] / "docs" / "benchmarks.md").read_text()
+    commands = [line.strip() for line in text.splitlines() if line.strip().startswith("mmgraph bench")]
+    assert len(commands) >= 10
+    for command in commands:
+        args = build_parser().parse_args(shlex.split(command)[1:])
+        for cache in args.cache.split(","):
+            resolve(cache, torch.device("cpu"))
+        assert args.size in (SD_SIZES if args.benches == ["generate"] else SIZES), command
