@@ -395,8 +395,10 @@ class LatentDiffusionLoss:
 
     def diffusion_loss(self, conditioning: dict[str, torch.Tensor], latents: torch.Tensor,
                        generator: torch.Generator) -> torch.Tensor:
-        """Denoising MSE of the frozen UNet on ``latents`` (N, ...) conditioned on ``conditioning`` (N, L, D)."""
+        """Denoising MSE of the frozen UNet on ``latents`` (N, ...) conditioned on ``conditioning`` (N, L, D).
+        Always the eager UNet: a compiled one (:func:`compile_denoiser`) replays CUDA graphs made for inference."""
         unet, scheduler = self.pipeline.unet, self.pipeline.scheduler
+        unet = getattr(unet, "_orig_mod", unet)  # torch.compile's wrapper keeps the module as ``_orig_mod``
         latents = latents.to(unet.device, unet.dtype)
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         steps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator)

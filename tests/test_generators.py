@@ -201,3 +201,23 @@ def test_build_generator_and_registry(tiny_cache):
     with pytest.raises(ValueError, match="unknown options"):
         build_generator(GeneratorConfig(kind="stable_diffusion", model="@tiny/stable-diffusion",
                                         options={"num_frames": 4}))
+
+
+def test_a_compiled_denoiser_wraps_the_unet_and_the_diffusion_loss_stays_eager(tiny_cache, monkeypatch):
+    """``GeneratorConfig(compile=True)``: the pipeline's UNet becomes torch.compile's wrapper (here with a backend
+    that refuses to run, so any compiled call fails loudly); ``diffusion_loss`` (training) uses the module under
+    it and works."""
+    from generators import build_generator
+
+    def refuse(graph, example_inputs):
+        raise AssertionError("the compiled UNet ran")
+
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: real(module, backend=refuse))
+    tool = build_generator(GeneratorConfig(kind="stable_diffusion", model="@tiny/stable-diffusion", compile=True))
+    unet = tool.pipeline.unet
+    assert type(unet).__name__ == "OptimizedModule" and type(unet._orig_mod).__name__ == "UNet2DConditionModel"
+    conditioning = tool.encode_text(["a red square"])
+    latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    loss = tool.diffusion_loss(conditioning, latents, torch.Generator().manual_seed(1))
+    assert loss.ndim == 0 and torch.isfinite(loss)
