@@ -138,8 +138,8 @@ def bench_generate(size: str = "tiny", *, repeats: int = 3, device: str = "cpu",
     notes = {"size": size, "device": str(dev), "dtype": str(dtype).replace("torch.", ""), "steps": twins.steps,
              "guidance": twins.guidance, "compile": twins.ours.cfg.compile, "weights": "random",
              "max_pixel_diff": max_pixel_diff(twins)}
-    which = f"{size}, {twins.steps} DDIM steps, guidance {twins.guidance:g}" + (", compiled" if notes["compile"]
-                                                                                 else "")
+    which = ", ".join([size, f"{twins.steps} DDIM steps", f"guidance {twins.guidance:g}"]
+                      + ["compiled"] * notes["compile"])
     rows = [Row(f"image generation ({which})", "ms/image", 1e3 * ours, 1e3 * theirs, higher_is_better=False,
                 notes=notes)]
     if memory["hf"]["peak_gib"] is not None:

@@ -97,8 +97,7 @@ def bench_train(size: str = "tiny", *, batch_size: int = 4, steps: int = 5, warm
     sync(dev)
     notes = {"size": size, "batch": batch_size, "device": str(dev), "dtype": str(dtype).replace("torch.", ""),
              "encoder": encoder, "compile": compile, "compile_baseline": compile_baseline, "weights": "random"}
-    which = f"encoder {encoder}" + (", compiled" if compile else "") + (", baseline compiled" if compile_baseline
-                                                                         else "")
+    which = ", ".join([f"encoder {encoder}"] + ["compiled"] * compile + ["baseline compiled"] * compile_baseline)
     rows = [Row(f"PT step, projector only ({size}, batch {batch_size}, {which})", "samples/s",
                 batch_size / median(our_times), batch_size / median(hf_times), notes=notes)]
     if memory["hf"]["peak_gib"] is not None:

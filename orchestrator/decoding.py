@@ -42,8 +42,9 @@ class _Steps:
     cache: Any
 
     def _forward(self, embeds: torch.Tensor, model: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
-        out = (self.model if model is None else model)(inputs_embeds=embeds, past_key_values=self.cache, use_cache=True,
-                         output_hidden_states=True, logits_to_keep=1)
+        model = self.model if model is None else model  # the step may run a compiled wrapper of the same model
+        out = model(inputs_embeds=embeds, past_key_values=self.cache, use_cache=True, output_hidden_states=True,
+                    logits_to_keep=1)
         return out.logits[0, -1].float(), out.hidden_states[-1][0, -1]
 
 
