@@ -98,7 +98,8 @@ def run_from_args(args: argparse.Namespace) -> list:
         rows += bench_graph()
     print(table(rows, f"mmgraph bench on {describe_device(args.device)} (random weights for the twins)"))
     for row in rows:
-        extra = {k: v for k, v in row.notes.items() if k in ("overhead_ms", "overhead_pct", "prompt", "max_pixel_diff")}
+        extra = {k: v for k, v in row.notes.items()
+                 if k in ("overhead_ms", "overhead_pct", "prompt", "max_pixel_diff")}
         if extra:
             print(f"  {row.measure}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                                    for k, v in extra.items()))

@@ -26,8 +26,7 @@ import torch
 from torch import nn
 
 from orchestrator import decoding
-from orchestrator.config import LLMConfig, PromptFormat
-from orchestrator.decoding import CacheKind
+from orchestrator.config import CacheKind, LLMConfig, PromptFormat
 from orchestrator.errors import PromptError
 from orchestrator.tiny import resolve_model
 

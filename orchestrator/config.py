@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from orchestrator.errors import ConfigError
 
+#: how the LLM steps while decoding (orchestrator.decoding; plain data here so configs can name it)
+CacheKind = Literal["auto", "dynamic", "static", "graph", "compiled"]
+
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
@@ -101,7 +104,7 @@ class LLMConfig(_Data):
     dtype: str = Field("auto", description="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16")
     max_new_tokens: int = Field(128, ge=1)
     temperature: float = Field(0.0, ge=0, description="0 means greedy decoding.")
-    decoding: Literal["auto", "dynamic", "static", "graph", "compiled"] = Field(
+    decoding: CacheKind = Field(
         "auto", description="How the LLM steps (orchestrator.decoding): auto is graph on CUDA (CUDA-graph steps over "
                             "a static cache) and dynamic elsewhere; compiled adds torch.compile to the graph steps "
                             "(fastest, after a one-off compilation).")

@@ -19,11 +19,11 @@ the last position ``(D,)`` -- what the signal tokens hand to the output projecto
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-CacheKind = Literal["auto", "dynamic", "static", "graph", "compiled"]
+from orchestrator.config import CacheKind
 #: the static kinds and how their runner is built: ``compiled`` is captured in a CUDA graph where there is one
 STATIC_KINDS: dict[str, dict[str, bool]] = {
     "static": {"graph": False, "compile": False},
