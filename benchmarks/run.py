@@ -4,6 +4,7 @@
     mmgraph bench train decode --size llava-7b --device cuda --dtype bfloat16 --batch 16
     mmgraph bench graph                             # orchestration overhead of a tiny-world turn
     mmgraph bench generate --size sd15 --device cuda --dtype float16 --compile
+    mmgraph bench grouping --steps 20               # length-grouped vs random batches, the tinyworld recipe's steps
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import json
 import platform
 from pathlib import Path
 
-BENCHES = ("train", "decode", "graph", "generate")
+BENCHES = ("train", "decode", "graph", "generate", "grouping")
+DEFAULT_BENCHES = ("train", "decode", "graph", "generate")  # grouping trains the tinyworld stages: only on request
 
 
 def describe_device(device: str) -> str:
@@ -25,13 +27,13 @@ def describe_device(device: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("benches", nargs="*", metavar="BENCH", help=f"{' | '.join(BENCHES)} (default: all)")
+    parser.add_argument("benches", nargs="*", metavar="BENCH", help=f"{' | '.join(BENCHES)} (default: {', '.join(DEFAULT_BENCHES)})")
     parser.add_argument("--size", default="tiny", help="twin size: tiny | llava-layout | llava-7b for train / decode; "
                                                        "tiny | sd15 for generate")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--batch", type=int, default=4, help="PT batch size")
-    parser.add_argument("--steps", type=int, default=5, help="timed PT steps")
+    parser.add_argument("--steps", type=int, default=5, help="timed PT steps (grouping: timed steps of each stage)")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per decode run")
     parser.add_argument("--encoder", default="live", choices=["live", "cached"],
                         help="ours runs the frozen encoder every PT step (live) or reads cached features")
@@ -65,13 +67,13 @@ def run_from_args(args: argparse.Namespace) -> list:
     unknown = [b for b in args.benches if b not in BENCHES]
     if unknown:
         raise SystemExit(f"mmgraph bench: unknown benchmarks {unknown}; choose from {', '.join(BENCHES)}")
-    args.benches = args.benches or list(BENCHES)
+    args.benches = args.benches or list(DEFAULT_BENCHES)
     dtype = getattr(torch, args.dtype)
     rows = []
     twins = None
     for bench in args.benches:
         sizes = SD_SIZES if bench == "generate" else SIZES
-        if bench != "graph" and args.size not in sizes:
+        if bench not in ("graph", "grouping") and args.size not in sizes:
             raise SystemExit(f"mmgraph bench {bench}: unknown size {args.size!r}; sizes: {', '.join(sizes)}")
     if {"train", "decode"} & set(args.benches):
         twins = build_twins(args.size, device=args.device, dtype=dtype)
@@ -92,6 +94,10 @@ def run_from_args(args: argparse.Namespace) -> list:
         sd = build_sd_twins(args.size, device=args.device, dtype=dtype, steps=args.diffusion_steps,
                             compile=args.compile)
         rows += bench_generate(args.size, repeats=args.repeats, twins=sd, dtype=dtype)
+    if "grouping" in args.benches:
+        from benchmarks.grouping import bench_grouping
+
+        rows += bench_grouping(steps=args.steps)
     if "graph" in args.benches:
         from benchmarks.graph import bench_graph
 
@@ -99,7 +105,7 @@ def run_from_args(args: argparse.Namespace) -> list:
     print(table(rows, f"mmgraph bench on {describe_device(args.device)} (random weights for the twins)"))
     for row in rows:
         extra = {k: v for k, v in row.notes.items()
-                 if k in ("overhead_ms", "overhead_pct", "prompt", "max_pixel_diff")}
+                 if k in ("overhead_ms", "overhead_pct", "prompt", "max_pixel_diff", "fill_ours", "fill_baseline")}
         if extra:
             print(f"  {row.measure}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                                    for k, v in extra.items()))

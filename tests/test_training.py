@@ -456,7 +456,7 @@ def test_compiled_objective_gives_the_plain_losses_and_gradients(toy, tmp_path):
             assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
 
 
-def test_train_cli_passes_compile_to_the_train_config(monkeypatch, tmp_path):
+def test_train_cli_passes_compile_and_grouping_to_the_train_config(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
     import orchestrator.training
@@ -466,9 +466,9 @@ def test_train_cli_passes_compile_to_the_train_config(monkeypatch, tmp_path):
     monkeypatch.setattr(orchestrator.training, "train",
                         lambda *a, **kw: seen.append(kw) or SimpleNamespace(main_process=False))
     base = ["train", "pt", "--data", "d.json", "--out", str(tmp_path / "o")]
-    assert main([*base, "--compile"]) == 0 and main(base) == 0
-    assert seen[0]["compile"] is True
-    assert "compile" not in seen[1]  # unset: TrainConfig's default (off)
+    assert main([*base, "--compile", "--group-by-length"]) == 0 and main(base) == 0
+    assert seen[0]["compile"] is True and seen[0]["group_by_length"] is True
+    assert "compile" not in seen[1] and "group_by_length" not in seen[1]  # unset: TrainConfig's defaults (off)
 
 
 @pytest.mark.gpu
@@ -489,3 +489,74 @@ def test_compiled_training_on_cuda_tracks_the_eager_run(toy, tmp_path):
     assert len(eager) == len(compiled) == 12
     assert compiled == pytest.approx(eager, rel=5e-2)
     assert sum(compiled[-3:]) < sum(compiled[:3])
+
+
+def test_length_grouped_order_is_a_seeded_permutation_of_tight_batches():
+    from orchestrator.training.batches import length_grouped_order
+
+    rng = random.Random(0)
+    lengths = [rng.randint(10, 200) for _ in range(1003)]
+    order = length_grouped_order(lengths, 8, torch.Generator().manual_seed(1), megabatch=10)
+    assert sorted(order) == list(range(1003))
+    assert order == length_grouped_order(lengths, 8, torch.Generator().manual_seed(1), megabatch=10)
+    assert order != length_grouped_order(lengths, 8, torch.Generator().manual_seed(2), megabatch=10)
+
+    def fill(order):  # real tokens / padded tokens over the full batches
+        batches = [order[i:i + 8] for i in range(0, len(order) - 7, 8)]
+        return sum(sum(lengths[i] for i in b) for b in batches) / sum(8 * max(lengths[i] for i in b) for b in batches)
+
+    shuffled = torch.randperm(1003, generator=torch.Generator().manual_seed(1)).tolist()
+    assert fill(shuffled) < 0.65 and fill(order) > 0.9
+    # the batches are not simply sorted end to end: neighbouring batches come from different mega-batches
+    firsts = [lengths[order[i]] for i in range(0, 1000, 8)]
+    assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)
+
+
+def test_group_by_length_pads_less_and_still_trains(toy, tmp_path, monkeypatch):
+    from orchestrator.training import trainer as trainer_module
+
+    padded: list[tuple[int, int]] = []  # (real tokens, padded tokens) per batch
+    collate = trainer_module.collate
+
+    def recording(items, *args, **kwargs):
+        padded.append((sum(len(e.input_ids) for e in items), len(items) * max(len(e.input_ids) for e in items)))
+        return collate(items, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "collate", recording)
+    results = {}
+    for grouped in (False, True):
+        padded.clear()
+        system = make_system(toy)
+        run = trainer(system, toy["it"], tmp_path / str(grouped), tmp_path / "cache", stage="it", max_steps=12,
+                      batch_size=8, lr=3e-3, group_by_length=grouped, seed=3).run()
+        results[grouped] = (sum(r for r, _ in padded) / sum(p for _, p in padded), run.losses())
+    assert results[True][0] > results[False][0] + 0.05, results
+    assert results[True][0] > 0.9
+    losses = results[True][1]
+    assert sum(losses[-3:]) < sum(losses[:3])
+
+
+def test_text_lm_group_by_length_feeds_shorter_batches_and_learns(tmp_path, monkeypatch):
+    from orchestrator.training import lm as lm_module
+    from orchestrator.training.toy import text_dialogues, toy_system_config
+
+    widths: list[int] = []
+    from transformers import LlamaForCausalLM
+
+    forward = LlamaForCausalLM.forward
+
+    def recording(self, *args, **kwargs):
+        widths.append(kwargs["input_ids"].shape[1])
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", recording)
+    dialogues = text_dialogues(seed=0)
+    runs = {}
+    for grouped in (False, True):
+        widths.clear()
+        losses: list[float] = []
+        lm_module.train_text_lm(toy_system_config("@tiny/llama").llm, dialogues, tmp_path / str(grouped), steps=30,
+                                batch_size=8, lr=1e-2, progress=False, losses=losses, group_by_length=grouped)
+        runs[grouped] = (sum(widths), losses)
+    assert runs[True][0] < runs[False][0]
+    assert sum(runs[True][1][-5:]) < 0.5 * sum(runs[True][1][:5])

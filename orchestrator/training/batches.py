@@ -13,6 +13,7 @@ template the assistant uses at inference), so training and serving never disagre
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 
@@ -153,3 +154,24 @@ def collate(items: list[Encoded], pad_id: int, features, targets, latents=None, 
         latents={g: (torch.tensor(which), latents[g].stack(d)) for g, (which, d) in wanted.items()},
         noise_seed=noise_seed,
     )
+
+
+def length_grouped_order(lengths: Sequence[int], batch_size: int, generator: torch.Generator,
+                         megabatch: int = 50) -> list[int]:
+    """A random order of ``range(len(lengths))`` whose consecutive runs of ``batch_size`` have similar lengths, so
+    that right-padding wastes little (Hugging Face's ``group_by_length``).
+
+    Shuffle; cut into mega-batches of ``megabatch * batch_size``; sort each by length, longest first; cut those
+    into batches; shuffle the order of the batches (a trailing short batch stays last). Every index appears once,
+    and the order depends only on ``generator``'s state."""
+    n = len(lengths)
+    order = torch.randperm(n, generator=generator).tolist()
+    size = max(1, megabatch) * batch_size
+    batches: list[list[int]] = []
+    for start in range(0, n, size):
+        group = sorted(order[start:start + size], key=lambda i: -lengths[i])
+        batches += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
+    full = [b for b in batches if len(b) == batch_size]
+    rest = [i for b in batches if len(b) < batch_size for i in b]
+    shuffled = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
+    return [i for b in shuffled for i in b] + rest

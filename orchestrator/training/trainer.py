@@ -36,7 +36,7 @@ from torch import nn
 from orchestrator.config import SystemConfig, load_config
 from orchestrator.errors import ConfigError
 from orchestrator.training.audit import format_audit, freeze_audit
-from orchestrator.training.batches import Batch, collate, encode_sample
+from orchestrator.training.batches import Batch, collate, encode_sample, length_grouped_order
 from orchestrator.training.cache import FeatureCache, content_hash, file_hash
 from orchestrator.training.data import DataError, Sample, load_samples
 
@@ -87,6 +87,9 @@ class TrainConfig(BaseModel):
     compile: bool = Field(False, description="Run the frozen LLM's forward (and so its backward) through "
                                              "torch.compile: fused norms, rotary and gating kernels, fewer saved "
                                              "activations; a one-off compilation, then faster steps on a GPU.")
+    group_by_length: bool = Field(False, description="Batch samples of similar token length together (shuffled "
+                                                     "mega-batches of 50 batches, each sorted by length): less "
+                                                     "padding, the same samples per epoch.")
     progress: bool = True
 
     def resolved_lr(self) -> float:
@@ -483,6 +486,7 @@ class Trainer:
         features, targets, encoded = self.features, self.targets, self.encoded
 
         n = len(encoded)
+        lengths = [len(e.input_ids) for e in encoded]
         per_epoch = n // cfg.batch_size if n >= cfg.batch_size else 1
         batch = min(cfg.batch_size, n)
         if batch < acc.num_processes:
@@ -539,7 +543,9 @@ class Trainer:
                 epoch, index = divmod(step, per_epoch)
                 if epoch != order_epoch:  # each epoch's order depends only on the seed: resumable
                     order_epoch = epoch
-                    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + epoch))
+                    shuffle = torch.Generator().manual_seed(cfg.seed + epoch)
+                    order = (torch.tensor(length_grouped_order(lengths, batch, shuffle)) if cfg.group_by_length
+                             else torch.randperm(n, generator=shuffle))
                 ids = order[index * batch:(index + 1) * batch].tolist()
                 local = [encoded[i] for i in ids[acc.process_index::acc.num_processes]]
                 tic = time.perf_counter()
