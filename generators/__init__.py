@@ -4,7 +4,8 @@
 
 Two registries name the components, so configs and plugins refer to them by kind:
 
-* :data:`GENERATORS` -- ``stable_diffusion`` | ``text_to_video_sd`` | ``audioldm2`` -> a
+* :data:`GENERATORS` -- ``stable_diffusion`` | ``text_to_video_sd`` | ``animatediff`` | ``audioldm2`` |
+  ``mel_diffusion`` -> a
   :class:`~generators.base.GeneratorTool` subclass; entry-point group ``mmgraph.generators``.
 * :data:`OUTPUT_PROJECTORS` -- ``mlp`` | ``transformer`` -> an :class:`~generators.projectors.OutputProjector`
   subclass; entry-point group ``mmgraph.output_projectors``.
@@ -22,6 +23,7 @@ from orchestrator.registry import Registry, lazy_exports
 GENERATORS: Registry[Any] = Registry("generator", "mmgraph.generators", {
     "stable_diffusion": "generators.image:StableDiffusionTool",
     "text_to_video_sd": "generators.video:TextToVideoTool",
+    "animatediff": "generators.video:AnimateDiffTool",
     "audioldm2": "generators.audio:AudioLDM2Tool",
     "mel_diffusion": "generators.audio:MelDiffusionTool",
 })

@@ -393,6 +393,11 @@ class LatentDiffusionLoss:
             out.append(latents[0] if self.modality == "image" else latents.permute(1, 0, 2, 3))  # (C, [F,] h, w)
         return torch.stack(out).float().cpu()
 
+    def denoiser_conditioning(self, prompt: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """The ``encoder_hidden_states`` the UNet takes for ``prompt`` ``(N, L, D)`` and ``latents``: the prompt
+        itself (one condition per sample); UNets that read one per frame repeat it."""
+        return prompt
+
     def diffusion_loss(self, conditioning: dict[str, torch.Tensor], latents: torch.Tensor,
                        generator: torch.Generator) -> torch.Tensor:
         """Denoising MSE of the frozen UNet on ``latents`` (N, ...) conditioned on ``conditioning`` (N, L, D).
@@ -406,7 +411,7 @@ class LatentDiffusionLoss:
         noisy = scheduler.add_noise(latents, noise, steps)
         kind = scheduler.config.prediction_type
         target = noise if kind == "epsilon" else scheduler.get_velocity(latents, noise, steps)
-        prompt = conditioning["prompt_embeds"].to(unet.dtype)
+        prompt = self.denoiser_conditioning(conditioning["prompt_embeds"].to(unet.dtype), latents)
         pred = unet(noisy, steps, encoder_hidden_states=prompt).sample
         return torch.nn.functional.mse_loss(pred.float(), target.float())
 

@@ -228,6 +228,24 @@ def build_text_to_video_sd(path: Path, seed: int) -> None:
     pipeline.save_pretrained(path)
 
 
+def build_animatediff(path: Path, seed: int) -> None:
+    """A tiny ``AnimateDiffPipeline`` (``UNetMotionModel``: motion modules with sinusoidal frame positions)
+    producing 32x32 frames, saved to ``path``."""
+    from diffusers import AnimateDiffPipeline, DDIMScheduler, UNetMotionModel
+
+    torch.manual_seed(seed)
+    tokenizer, text_encoder = tiny_clip_text(seed)
+    unet = UNetMotionModel(
+        **{k: v for k, v in _UNET.items() if k != "attention_head_dim"}, sample_size=16,
+        cross_attention_dim=text_encoder.config.hidden_size, num_attention_heads=2, motion_num_attention_heads=2,
+        down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"),
+        up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"), motion_max_seq_length=32,
+    )
+    pipeline = AnimateDiffPipeline(vae=_tiny_vae(3), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   motion_adapter=None, scheduler=DDIMScheduler(**_DDIM))
+    pipeline.save_pretrained(path)
+
+
 def build_audioldm2(path: Path, seed: int) -> None:
     """A tiny ``AudioLDM2Pipeline`` (CLAP + T5 + GPT-2 + AudioLDM2 UNet + HiFi-GAN), saved to ``path``."""
     from diffusers import AudioLDM2Pipeline, AudioLDM2ProjectionModel, AudioLDM2UNet2DConditionModel, DDIMScheduler

@@ -1,7 +1,16 @@
-"""Video generation: a frozen ModelScope-style ``TextToVideoSDPipeline`` driven by ``prompt_embeds`` -> MP4 / GIF.
+"""Video generation: a frozen text-to-video pipeline driven by ``prompt_embeds`` -> MP4 / GIF.
 
-Real checkpoints (e.g. ``ali-vilab/text-to-video-ms-1.7b``, ZeroScope) and ``@tiny/text-to-video-sd`` load through
-the same ``TextToVideoSDPipeline.from_pretrained`` call. The conditioning is the CLIP text encoder's last hidden
+Two families, one tool each:
+
+* ``text_to_video_sd`` -- ModelScope's ``TextToVideoSDPipeline`` (``UNet3DConditionModel``: temporal convolutions
+  and temporal attention inside the UNet). Real checkpoints (e.g. ``ali-vilab/text-to-video-ms-1.7b``, ZeroScope)
+  and ``@tiny/text-to-video-sd`` load through ``TextToVideoSDPipeline.from_pretrained``.
+* ``animatediff`` -- ``AnimateDiffPipeline`` (``UNetMotionModel``: an image UNet whose blocks carry motion modules,
+  temporal attention with sinusoidal frame positions). Real checkpoints (a Stable Diffusion 1.5 UNet with an
+  AnimateDiff motion adapter, saved as one pipeline) and ``@tiny/animatediff`` load through
+  ``AnimateDiffPipeline.from_pretrained``.
+
+ The conditioning is the CLIP text encoder's last hidden
 state (``(77, 1024)`` for the real models). Frames are encoded as H.264 MP4 by default, or as an animated GIF
 with ``format="gif"``.
 """
@@ -11,7 +20,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-from diffusers import TextToVideoSDPipeline
+import torch
+from diffusers import AnimateDiffPipeline, TextToVideoSDPipeline
 
 from generators.base import ClipTextConditioning, GeneratorTool, LatentDiffusionLoss
 
@@ -62,3 +72,16 @@ class TextToVideoTool(LatentDiffusionLoss, ClipTextConditioning, GeneratorTool):
             "width": width, "height": height, "size": [width, height], "frames": num_frames, "fps": fps,
             "seconds": num_frames / fps, "format": fmt,
         }
+
+
+class AnimateDiffTool(TextToVideoTool):
+    """Text-to-video with ``AnimateDiffPipeline`` (``UNetMotionModel``); the options of :class:`TextToVideoTool`.
+
+    Its UNet is an image UNet run on every frame, so it takes one text condition per frame: the pipeline repeats
+    the prompt over the frames, and so does :meth:`denoiser_conditioning` for the training-time diffusion loss."""
+
+    pipeline_class = AnimateDiffPipeline
+
+    def denoiser_conditioning(self, prompt: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        frames = latents.shape[2]  # latents (N, C, F, h, w)
+        return prompt.repeat_interleave(frames, dim=0)  # (N, L, D) -> (N * F, L, D): frame-major, as the UNet reads

@@ -78,7 +78,8 @@ class OutputProjectorConfig(_Data):
 class GeneratorConfig(_Data):
     """One output generator: a frozen diffusion pipeline driven by prompt embeddings, and its signal tokens."""
 
-    kind: str = Field(description="Registry kind: stable_diffusion | text_to_video_sd | audioldm2 (or a plugin).")
+    kind: str = Field(description="Registry kind: stable_diffusion | text_to_video_sd | animatediff | audioldm2 | "
+                                  "mel_diffusion (or a plugin).")
     model: str = Field(description="Hugging Face id, local path, or @tiny/<name>.")
     signal_prefix: str | None = Field(None, description="Signal token stem, e.g. IMG -> [IMG0]..; default from the kind.")
     num_signal_tokens: int = Field(4, ge=1, le=64)

@@ -32,6 +32,7 @@ TINY_BUILDERS: Registry[Callable[[Path, int], None]] = Registry("tiny component"
     "whisper-encoder": "modalities.tiny:build_whisper_encoder",
     "stable-diffusion": "generators.tiny:build_stable_diffusion",
     "text-to-video-sd": "generators.tiny:build_text_to_video_sd",
+    "animatediff": "generators.tiny:build_animatediff",
     "audioldm2": "generators.tiny:build_audioldm2",
     "mel-diffusion": "generators.tiny:build_mel_diffusion",
 })

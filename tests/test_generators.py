@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.config import GeneratorConfig
+from orchestrator.config import GeneratorConfig, MediaLimits
 from orchestrator.registry import UnknownKindError
 from orchestrator.tiny import resolve_model
 
@@ -47,6 +47,8 @@ CASES = {
                          {"width": 48, "height": 40}),
     "text_to_video_sd": ("@tiny/text-to-video-sd", {"num_frames": 4, "fps": 8}, "video/mp4", _decode_mp4,
                          {"width": 32, "height": 32, "frames": 4}),
+    "animatediff": ("@tiny/animatediff", {"num_frames": 4, "fps": 8}, "video/mp4", _decode_mp4,
+                    {"width": 32, "height": 32, "frames": 4}),
     "audioldm2": ("@tiny/audioldm2", {"audio_length_in_s": 0.128}, "audio/wav", _decode_wav,
                   {"sample_rate": 16000, "samples": 2048}),
 }
@@ -221,3 +223,25 @@ def test_a_compiled_denoiser_wraps_the_unet_and_the_diffusion_loss_stays_eager(t
     latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     loss = tool.diffusion_loss(conditioning, latents, torch.Generator().manual_seed(1))
     assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("kind", ["text_to_video_sd", "animatediff"])
+def test_video_diffusion_loss_reaches_the_conditioning_through_the_frozen_unet(tiny_cache, kind):
+    """The training-time loss of both video families: target latents ``(N, C, F, h, w)`` from a video file, a finite
+    loss, a gradient on the (projector-made) conditioning, none on the frozen UNet; AnimateDiff's image UNet gets
+    the prompt once per frame."""
+    from generators import GENERATORS
+
+    model, options = CASES[kind][:2]
+    tool = GENERATORS.get(kind).from_config(GeneratorConfig(kind=kind, model=model, num_inference_steps=2,
+                                                            options=options), seed=0)
+    video = tool.generate(tool.encode_text([PROMPT]), seed=1).data
+    latents = tool.target_latents([video, video], MediaLimits())
+    assert latents.shape[:3] == (2, 4, 4)
+    conditioning = {k: v.repeat(2, 1, 1).requires_grad_(True) for k, v in tool.encode_text([PROMPT]).items()}
+    loss = tool.diffusion_loss(conditioning, latents, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and conditioning["prompt_embeds"].grad.abs().sum() > 0
+    assert all(p.grad is None for p in tool.pipeline.unet.parameters())
+    per_frame = tool.denoiser_conditioning(conditioning["prompt_embeds"], latents)
+    assert per_frame.shape[0] == (8 if kind == "animatediff" else 2)

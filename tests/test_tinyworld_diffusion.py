@@ -161,6 +161,30 @@ def test_inflated_unet_denoises_each_frame_like_its_2d_twin():
     torch.testing.assert_close(video[0].permute(1, 0, 2, 3), images, atol=1e-4, rtol=1e-4)
 
 
+@torch.no_grad()
+def test_motion_unet_starts_as_its_2d_twin_and_its_frame_positions_tell_frames_apart():
+    torch.manual_seed(0)
+    config = {**D.UNET_3D_CONFIG, **SMALL_UNET_3D}
+    twin = D.make_unet_2d(8, 64, **D.unet_2d_twin(config)).eval()
+    for p in twin.parameters():
+        p.add_(0.02 * torch.randn_like(p))
+    unet = D.motion_unet(twin).eval()
+    assert unet.config.motion_max_seq_length >= D.FRAMES
+    frames = torch.randn(3, 4, 8, 8)  # (F, C, h, w)
+    text = torch.randn(1, 16, 64).expand(3, -1, -1)  # one condition per frame
+    video = unet(frames.permute(1, 0, 2, 3)[None], 10, encoder_hidden_states=text).sample  # (1, C, F, h, w)
+    images = twin(frames, 10, encoder_hidden_states=text).sample  # (F, C, h, w)
+    torch.testing.assert_close(video[0].permute(1, 0, 2, 3), images, atol=1e-4, rtol=1e-4)
+    # once the motion modules are trained (here: perturbed), identical frames come out different: each knows where
+    # it is in the clip, which a position-free temporal attention cannot tell
+    for name, p in unet.named_parameters():
+        if ".motion_modules." in name:
+            p.add_(0.2 * torch.randn_like(p))
+    same = torch.randn(1, 4, 1, 8, 8).expand(1, 4, 3, 8, 8)  # (1, C, F, h, w): three equal frames
+    out = unet(same, 10, encoder_hidden_states=text).sample
+    assert (out[:, :, 0] - out[:, :, 2]).abs().max() > 1e-3
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # shrunken training runs
 # ---------------------------------------------------------------------------------------------------------------
@@ -218,24 +242,34 @@ def test_train_image_generator_saves_a_stable_diffusion_pipeline(trained, tmp_pa
     assert Image.open(io.BytesIO(media.data)).size == (32, 32)
 
 
-def test_train_video_generator_saves_a_text_to_video_pipeline(trained, tmp_path):
+@pytest.mark.parametrize("architecture", ["motion", "unet3d"])
+def test_train_video_generator_saves_a_text_to_video_pipeline(trained, tmp_path, architecture):
     import av
 
-    from generators.video import TextToVideoTool
+    from generators import GENERATORS
 
     root, text_dir, _ = trained
     metrics = D.train_video_generator(text_dir, root / "vae-rgb", tmp_path / "video", steps=12, batch_size=4,
                                       seed=0, progress=False, samples=24, config=SMALL_UNET_3D,
-                                      pretrain_steps=12, pretrain_batch_size=16)
+                                      pretrain_steps=12, pretrain_batch_size=16, architecture=architecture)
     _assert_learned(metrics)
     _assert_learned({**metrics["pretrain"], "parameters": 1})
-    cfg = GeneratorConfig(kind="text_to_video_sd", model=str(tmp_path / "video"), num_inference_steps=2,
+    kind = D.video_kind(tmp_path / "video")
+    assert kind == D.VIDEO_ARCHITECTURES[architecture] and metrics["architecture"] == architecture
+    cfg = GeneratorConfig(kind=kind, model=str(tmp_path / "video"), num_inference_steps=2,
                           options={"num_frames": 8, "height": 32, "width": 32})
-    tool = TextToVideoTool.from_config(cfg)
+    tool = GENERATORS.get(kind).from_config(cfg)
     media = tool.generate(tool.encode_text(["a blue square moving up"]), guidance_scale=4.0)
     with av.open(io.BytesIO(media.data)) as container:
         frames = list(container.decode(container.streams.video[0]))
     assert len(frames) == 8 and (frames[0].width, frames[0].height) == (32, 32)
+
+
+def test_unknown_video_architecture_is_refused(trained, tmp_path):
+    root, text_dir, _ = trained
+    with pytest.raises(ValueError, match="unknown video architecture 'unet4d'"):
+        D.train_video_generator(text_dir, root / "vae-rgb", tmp_path / "v", steps=1, batch_size=1, seed=0,
+                                samples=4, architecture="unet4d")
 
 
 def test_train_audio_generator_saves_a_mel_diffusion_pipeline(trained, tmp_path):
