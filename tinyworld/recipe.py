@@ -48,7 +48,8 @@ class RecipeConfig(BaseModel):
     device: str = Field("cpu", description="device of the PT / IT stages (cpu | cuda | auto)")
     lm_steps: int = 1500
     lm_dialogues: int = 6000
-    encoder_steps: int = 1000
+    encoder_steps: int = Field(1000, description="steps of the CLIP / Whisper encoders (1500 lifted zero-shot picture "
+                                                 "shape from 94.7 to 97.7 %; see docs/tinyworld.md)")
     encoder_train: int | None = Field(None, description="pre-rendered training items (default: the module's)")
     samples: int | None = Field(None, description="rendered training items of each VAE and generator "
                                                   "(default: the diffusion module's)")
