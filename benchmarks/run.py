@@ -4,7 +4,7 @@
     mmgraph bench train decode --size llava-7b --device cuda --dtype bfloat16 --batch 16
     mmgraph bench graph                             # orchestration overhead of a tiny-world turn
     mmgraph bench generate --size sd15 --device cuda --dtype float16 --compile
-    mmgraph bench grouping --steps 20               # length-grouped vs random batches, the tinyworld recipe's steps
+    mmgraph bench grouping --steps 40               # length-grouped vs random batches, the tinyworld recipe's steps
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def describe_device(device: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("benches", nargs="*", metavar="BENCH", help=f"{' | '.join(BENCHES)} (default: {', '.join(DEFAULT_BENCHES)})")
+    parser.add_argument("benches", nargs="*", metavar="BENCH",
+                        help=f"{' | '.join(BENCHES)} (default: {', '.join(DEFAULT_BENCHES)})")
     parser.add_argument("--size", default="tiny", help="twin size: tiny | llava-layout | llava-7b for train / decode; "
                                                        "tiny | sd15 for generate")
     parser.add_argument("--device", default="cpu")

@@ -10,9 +10,8 @@ Two families, one tool each:
   AnimateDiff motion adapter, saved as one pipeline) and ``@tiny/animatediff`` load through
   ``AnimateDiffPipeline.from_pretrained``.
 
- The conditioning is the CLIP text encoder's last hidden
-state (``(77, 1024)`` for the real models). Frames are encoded as H.264 MP4 by default, or as an animated GIF
-with ``format="gif"``.
+The conditioning is the CLIP text encoder's last hidden state (``(77, 1024)`` for the real models). Frames are
+encoded as H.264 MP4 by default, or as an animated GIF with ``format="gif"``.
 """
 
 from __future__ import annotations

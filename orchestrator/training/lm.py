@@ -65,10 +65,9 @@ def train_text_lm(
     lengths = [len(r) for r in rows]
     queue: list[int] = []
     for _ in tqdm(range(steps), desc="text LM", disable=not progress, leave=False, mininterval=0.5):
-        if group_by_length:
-            if len(queue) < batch_size:
-                queue = length_grouped_order(lengths, batch_size, generator) if len(rows) >= batch_size else \
-                    torch.randint(len(rows), (batch_size,), generator=generator).tolist()
+        if group_by_length and len(rows) >= batch_size:
+            if len(queue) < batch_size:  # a new epoch of length-grouped batches (a short last batch is dropped)
+                queue = length_grouped_order(lengths, batch_size, generator)
             pick, queue = queue[:batch_size], queue[batch_size:]
         else:
             pick = torch.randint(len(rows), (batch_size,), generator=generator).tolist()
