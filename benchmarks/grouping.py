@@ -53,17 +53,16 @@ def _fill(lengths: list[int], order: list[int], batch: int) -> float:
 def bench_text_lm(*, steps: int = 20, batch_size: int = 32, dialogues: int = 2000, warmup: int = 3) -> Row:
     import torch
 
-    from orchestrator.backbone import Backbone, Text, Turn
+    from orchestrator.backbone import Backbone
     from orchestrator.tiny import resolve_model
-    from orchestrator.training.batches import length_grouped_order
-    from orchestrator.training.lm import train_text_lm
+    from orchestrator.training.batches import epoch_order
+    from orchestrator.training.lm import dialogue_ids, train_text_lm
     from tinyworld.language import llm_config, text_dialogues
 
     config = llm_config(resolve_model("@tinyworld/llm"))
     data = text_dialogues(dialogues, seed=0)
     backbone = Backbone.from_config(config, placeholders={}, signals={}, device="cpu", dtype=torch.float32)
-    lengths = [len(backbone.build_prompt([Turn(r, [Text(t)]) for r, t in d], add_generation_prompt=False).input_ids)
-               for d in data]
+    lengths = [len(ids) for ids in dialogue_ids(backbone, data)]
     per_step = {}
     with tempfile.TemporaryDirectory() as tmp:
         for grouped in (False, True):
@@ -71,19 +70,15 @@ def bench_text_lm(*, steps: int = 20, batch_size: int = 32, dialogues: int = 200
             train_text_lm(config, data, Path(tmp) / str(grouped), steps=steps + warmup, batch_size=batch_size,
                           progress=False, losses=clock, group_by_length=grouped)
             per_step[grouped] = clock.seconds_per_step(warmup)
-    shuffled = torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).tolist()
-    grouped = length_grouped_order(lengths, batch_size, torch.Generator().manual_seed(0))
+    fills = {grouped: _fill(lengths, epoch_order(lengths, batch_size, 0, grouped), batch_size)
+             for grouped in (False, True)}
     return Row(f"text LM step, tinyworld LLM (batch {batch_size})", "samples/s", batch_size / per_step[True],
-               batch_size / per_step[False],
-               notes={"fill_ours": _fill(lengths, grouped, batch_size),
-                      "fill_baseline": _fill(lengths, shuffled, batch_size)})
+               batch_size / per_step[False], notes={"fill_ours": fills[True], "fill_baseline": fills[False]})
 
 
 def bench_projector_stages(*, steps: int = 20, rows: int = 400, warmup: int = 3) -> list[Row]:
-    import torch
-
     from orchestrator.training import TrainConfig, Trainer
-    from orchestrator.training.batches import length_grouped_order
+    from orchestrator.training.batches import epoch_order
     from tinyworld.data import write_datasets
 
     out: list[Row] = []
@@ -101,10 +96,7 @@ def bench_projector_stages(*, steps: int = 20, rows: int = 400, warmup: int = 3)
                 result = trainer.run()
                 per_step[grouped] = mean([batch / h["samples_per_s"] for h in result.history[warmup:]])
                 lengths = [len(e.input_ids) for e in trainer.encoded]
-                shuffle = torch.Generator().manual_seed(train.seed)
-                order = (length_grouped_order(lengths, batch, shuffle) if grouped
-                         else torch.randperm(len(lengths), generator=shuffle).tolist())
-                fills[grouped] = _fill(lengths, order, batch)
+                fills[grouped] = _fill(lengths, epoch_order(lengths, batch, train.seed, grouped), batch)  # epoch 0
             out.append(Row(f"MM {stage.upper()} step, tiny-world (batch {batch})", "samples/s",
                            batch / per_step[True], batch / per_step[False],
                            notes={"fill_ours": fills[True], "fill_baseline": fills[False]}))

@@ -175,3 +175,12 @@ def length_grouped_order(lengths: Sequence[int], batch_size: int, generator: tor
     rest = [i for b in batches if len(b) < batch_size for i in b]
     shuffled = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
     return [i for b in shuffled for i in b] + rest
+
+
+def epoch_order(lengths: Sequence[int], batch_size: int, seed: int, grouped: bool) -> list[int]:
+    """One epoch's sample order, seeded by ``seed``: :func:`length_grouped_order` when ``grouped``, else a plain
+    random permutation (the Trainer's order; its consecutive runs of ``batch_size`` are the batches)."""
+    shuffle = torch.Generator().manual_seed(seed)
+    if grouped:
+        return length_grouped_order(lengths, batch_size, shuffle)
+    return torch.randperm(len(lengths), generator=shuffle).tolist()

@@ -23,6 +23,13 @@ from orchestrator.tiny import resolve_model
 Dialogue = Sequence[tuple[str, str]]  # (role, text) pairs: ("user", ...), ("assistant", ...)
 
 
+def dialogue_ids(backbone: Backbone, dialogues: Sequence[Dialogue]) -> list[list[int]]:
+    """Each dialogue's token ids, laid out by the backbone's prompt builder (whole conversations, no generation
+    prompt): the rows :func:`train_text_lm` trains on."""
+    return [backbone.build_prompt([Turn(role, [Text(text)]) for role, text in d], add_generation_prompt=False)
+            .input_ids for d in dialogues]
+
+
 def train_text_lm(
     llm: LLMConfig | str,
     dialogues: Sequence[Dialogue],
@@ -51,8 +58,7 @@ def train_text_lm(
     backbone = Backbone.from_config(cfg, placeholders={}, signals={}, device="cpu", dtype=torch.float32, seed=seed)
     tokenizer = backbone.tokenizer
     model = AutoModelForCausalLM.from_pretrained(resolve_model(cfg.model, seed), dtype=torch.float32)
-    rows = [backbone.build_prompt([Turn(role, [Text(text)]) for role, text in d], add_generation_prompt=False)
-            .input_ids for d in dialogues]
+    rows = dialogue_ids(backbone, dialogues)
     if not rows:
         raise ValueError("train_text_lm needs at least one dialogue")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -36,7 +36,7 @@ from torch import nn
 from orchestrator.config import SystemConfig, load_config
 from orchestrator.errors import ConfigError
 from orchestrator.training.audit import format_audit, freeze_audit
-from orchestrator.training.batches import Batch, collate, encode_sample, length_grouped_order
+from orchestrator.training.batches import Batch, collate, encode_sample, epoch_order
 from orchestrator.training.cache import FeatureCache, content_hash, file_hash
 from orchestrator.training.data import DataError, Sample, load_samples
 
@@ -543,9 +543,7 @@ class Trainer:
                 epoch, index = divmod(step, per_epoch)
                 if epoch != order_epoch:  # each epoch's order depends only on the seed: resumable
                     order_epoch = epoch
-                    shuffle = torch.Generator().manual_seed(cfg.seed + epoch)
-                    order = (torch.tensor(length_grouped_order(lengths, batch, shuffle)) if cfg.group_by_length
-                             else torch.randperm(n, generator=shuffle))
+                    order = torch.tensor(epoch_order(lengths, batch, cfg.seed + epoch, cfg.group_by_length))
                 ids = order[index * batch:(index + 1) * batch].tolist()
                 local = [encoded[i] for i in ids[acc.process_index::acc.num_processes]]
                 tic = time.perf_counter()
