@@ -439,6 +439,9 @@ def zero_shot(binder: Binder, tokenizer, processor, *, num_eval: int = 300, seed
 
     was_training = binder.training
     binder.eval()
+    device = next(binder.parameters()).device
+    picture_pixels, sound_mels, frame_pixels, end_pixels = (
+        x.to(device) for x in (picture_pixels, sound_mels, frame_pixels, end_pixels))
     groups = [  # (name, things, attributes, their embeddings (N, P), caption of a thing)
         ("image", pictures, PICTURE_ATTRIBUTES, binder.embed_images(picture_pixels), world_text.caption),
         ("audio", sounds, SOUND_ATTRIBUTES, torch.cat([binder.embed_sounds(m) for m in sound_mels.split(64)]),
@@ -453,10 +456,11 @@ def zero_shot(binder: Binder, tokenizer, processor, *, num_eval: int = 300, seed
             texts = [describe(replace(t, **{attribute: v})) for t in things for v in values]
             tokens = tokenizer(texts, padding="max_length", max_length=TEXT_MAX_LENGTH, truncation=True,
                                return_tensors="pt")
-            candidates = binder.embed_texts(tokens["input_ids"], tokens["attention_mask"])  # (N * V, P)
+            candidates = binder.embed_texts(tokens["input_ids"].to(device),
+                                            tokens["attention_mask"].to(device))            # (N * V, P)
             candidates = candidates.reshape(len(things), len(values), -1)                  # (N, V, P)
             scores = torch.einsum("np,nvp->nv", media, candidates)                          # (N, V)
-            truth = torch.tensor([values.index(getattr(t, attribute)) for t in things])
+            truth = torch.tensor([values.index(getattr(t, attribute)) for t in things], device=device)
             metrics[f"{name}/{attribute}"] = (scores.argmax(1) == truth).float().mean().item()
     binder.train(was_training)
     return metrics
@@ -473,7 +477,8 @@ def _lr_factor(step: int, steps: int, warmup: int) -> float:
 
 def train_encoders(out: str | Path, *, steps: int = STEPS, batch_size: int = BATCH_SIZE, seed: int = 0,
                    progress: bool = True, num_train: int = NUM_TRAIN, audio_batch_size: int | None = None,
-                   clip_batch_size: int | None = None, lr: float = LR, num_eval: int = 300, eval_every: int = 0) -> dict:
+                   clip_batch_size: int | None = None, lr: float = LR, num_eval: int = 300, eval_every: int = 0,
+                   device: str = "cpu") -> dict:
     """Train the CLIP pair and the Whisper encoder jointly; write the encoders; return metrics.
 
     ``num_train`` pictures, ``num_train // 3`` clip frames and ``num_train`` sounds are rendered once (seeded by
@@ -482,7 +487,8 @@ def train_encoders(out: str | Path, *, steps: int = STEPS, batch_size: int = BAT
     those (see :meth:`MediaSet.sample`) --, one caption per medium (its form drawn at random), and minimises the
     sum of the image, audio and clip contrastive losses (``clip_batch_size`` clips, default 16 per 128 images;
     AdamW, ``lr`` with 5 % linear warm-up then cosine decay,
-    gradient norm clipped at 1).
+    gradient norm clipped at 1). ``device``: where the towers train; the renders and the batch draws stay on the
+    CPU, and the towers come back to it for the evaluation and the saved folders.
 
     Writes ``out/"image"`` (``CLIPVisionModel`` + ``CLIPImageProcessorPil``), ``out/"text"``
     (``CLIPTextModel`` + ``CLIPTokenizer``), ``out/"audio"`` (``WhisperModel`` + ``WhisperFeatureExtractor``
@@ -506,6 +512,7 @@ def train_encoders(out: str | Path, *, steps: int = STEPS, batch_size: int = BAT
         binder = Binder(build_clip(tokenizer), build_whisper())
     binder.whisper.decoder.requires_grad_(False)  # rides along only so the folder loads as a WhisperModel
     binder.clip.logit_scale.data.fill_(math.log(LOGIT_SCALE_INIT))
+    binder.to(device)
     parameters = [p for p in binder.parameters() if p.requires_grad]
     decay = [p for p in parameters if p.ndim >= 2]
     no_decay = [p for p in parameters if p.ndim < 2]
@@ -524,10 +531,12 @@ def train_encoders(out: str | Path, *, steps: int = STEPS, batch_size: int = BAT
         ends, clip_codes, clip_caps = clip_set.sample(clip_batch_size, generator)
         # M = images + sounds + clips, in that order; one caption per medium, in the same order
         caption_ids = torch.cat([image_caps, sound_caps, clip_caps])                                 # (M,)
-        texts = binder.embed_texts(captions.input_ids[caption_ids], captions.attention_mask[caption_ids])  # (M, P)
-        media = torch.cat([binder.embed_images(pixels), binder.embed_sounds(mels), binder.embed_clips(ends)])
+        texts = binder.embed_texts(captions.input_ids[caption_ids].to(device),
+                                   captions.attention_mask[caption_ids].to(device))                  # (M, P)
+        media = torch.cat([binder.embed_images(pixels.to(device)), binder.embed_sounds(mels.to(device)),
+                           binder.embed_clips(ends.to(device))])
         match = matches(torch.cat([image_codes, sound_codes, clip_codes]),
-                        captions.constraints[caption_ids])                                           # (M, M)
+                        captions.constraints[caption_ids]).to(device)                                # (M, M)
         scale = binder.clip.logit_scale.clamp(max=math.log(100.0)).exp()
         rows, cols = soft_contrastive(scale * media @ texts.T, match)                                # (M,), (M,)
         # each medium is contrasted with every caption (sounds and clips are extra negatives for images, ...)
@@ -551,7 +560,7 @@ def train_encoders(out: str | Path, *, steps: int = STEPS, batch_size: int = BAT
     bar.close()
     train_seconds, train_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
 
-    binder.eval()
+    binder.cpu().eval()
     metrics: dict[str, float] = zero_shot(binder, tokenizer, processor, num_eval=num_eval, seed=seed)
     tail = history[-max(1, min(20, steps // 10)):]  # average the last steps: one batch is noisy
     metrics.update({

@@ -532,10 +532,10 @@ def make_batch(name: str, size: int, rng: random.Random, gen: torch.Generator,
 # training and evaluation
 # ------------------------------------------------------------------------------------------------------------------
 def train_judge(name: str, *, steps: int, batch_size: int, seed: int = 1000, lr: float = 3e-3,
-                progress: bool = True) -> _Judge:
+                progress: bool = True, device: str = "cpu") -> _Judge:
     """Train one judge from scratch on freshly rendered, augmented samples (AdamW, one-cycle schedule, the sum
     of the heads' cross-entropies with a little label smoothing). Deterministic for a given seed and thread
-    count."""
+    count. ``device``: where it trains (the samples are rendered on the CPU); the judge comes back on the CPU."""
     from tqdm import tqdm
 
     if steps < 1 or batch_size < 2:
@@ -543,7 +543,7 @@ def train_judge(name: str, *, steps: int, batch_size: int, seed: int = 1000, lr:
     stream = _stream(seed, _STREAMS[name])
     with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's global RNG
         torch.manual_seed(stream)
-        model = JUDGES[name]()
+        model = JUDGES[name]().to(device)
     rng, gen = random.Random(stream), torch.Generator().manual_seed(stream)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.15)
@@ -551,15 +551,15 @@ def train_judge(name: str, *, steps: int, batch_size: int, seed: int = 1000, lr:
     bar = tqdm(range(steps), desc=f"{name} judge", disable=not progress, leave=True, dynamic_ncols=True)
     for _ in bar:
         x, things = make_batch(name, batch_size, rng, gen, "train")
-        logits, labels = model(x), model.labels(things)
-        loss = sum(F.cross_entropy(logits[a], labels[a], label_smoothing=0.05) for a in model.attributes)
+        logits, labels = model(x.to(device)), model.labels(things)
+        loss = sum(F.cross_entropy(logits[a], labels[a].to(device), label_smoothing=0.05) for a in model.attributes)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         schedule.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
-    return model.eval()
+    return model.cpu().eval()
 
 
 @torch.inference_mode()
@@ -620,17 +620,19 @@ def load_judge(path: str | Path, name: str) -> _Judge:
 
 
 def train_judges(out: str | Path, *, steps: int = STEPS, batch_size: int = BATCH_SIZE, seed: int = 1000,
-                 progress: bool = True, eval_samples: int = EVAL_SAMPLES) -> dict[str, dict[str, float]]:
+                 progress: bool = True, eval_samples: int = EVAL_SAMPLES,
+                 device: str = "cpu") -> dict[str, dict[str, float]]:
     """Train the picture, clip and sound judges (``steps`` optimiser steps of ``batch_size`` each), save them
     into ``out`` and return the held-out accuracy on clean renders, ``{judge: {attribute: accuracy}}``.
 
     Each judge's JSON config also records its accuracy under the heavy corruption, its parameter count and its
-    training settings and time. ``eval_samples`` held-out renders are used per judge and condition.
+    training settings and time. ``eval_samples`` held-out renders are used per judge and condition. ``device``:
+    where the judges train (they are evaluated and saved on the CPU).
     """
     results: dict[str, dict[str, float]] = {}
     for name in JUDGES:
         start, cpu = time.perf_counter(), time.process_time()
-        model = train_judge(name, steps=steps, batch_size=batch_size, seed=seed, progress=progress)
+        model = train_judge(name, steps=steps, batch_size=batch_size, seed=seed, progress=progress, device=device)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         clean = evaluate(model, samples=eval_samples, seed=seed)
         noisy = evaluate(model, samples=eval_samples, seed=seed, noisy=True)

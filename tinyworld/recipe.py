@@ -45,7 +45,8 @@ class RecipeConfig(BaseModel):
 
     seed: int = 0
     threads: int | None = Field(None, description="torch threads (default: torch's own choice)")
-    device: str = Field("cpu", description="device of the PT / IT stages (cpu | cuda | auto)")
+    device: str = Field("cpu", description="device every step trains on (cpu | cuda | auto); data is rendered and "
+                                           "batches are drawn on the CPU, so a seed draws the same batches anywhere")
     lm_steps: int = 1500
     lm_dialogues: int = 6000
     encoder_steps: int = Field(1000, description="steps of the CLIP / Whisper encoders (1500 lifted zero-shot picture "
@@ -101,6 +102,9 @@ class Context:
         self.out, self.config, self.progress = out, config, progress
         self.weights = out / "weights"
         self.work = out / "work"
+        from orchestrator.system import resolve_device
+
+        self.device = str(resolve_device(config.device))  # "auto" -> cuda when there is one
 
     def seed(self, offset: int) -> int:
         """The seed of one step: the run's seed plus a fixed per-step offset."""
@@ -147,7 +151,7 @@ def _language(ctx: Context) -> dict:
 
     c = ctx.config
     metrics = train_language_model(ctx.work / "llm", steps=c.lm_steps, dialogues=c.lm_dialogues, seed=ctx.seed(1),
-                                   progress=ctx.progress, group_by_length=c.group_by_length)
+                                   progress=ctx.progress, group_by_length=c.group_by_length, device=ctx.device)
     _move(ctx.work / "llm", ctx.weights / "llm")
     return metrics
 
@@ -159,7 +163,7 @@ def _encoders(ctx: Context) -> dict:
     c = ctx.config
     extra = {"num_train": c.encoder_train} if c.encoder_train else {}
     metrics = train_encoders(ctx.work / "encoders", steps=c.encoder_steps, seed=ctx.seed(2), progress=ctx.progress,
-                             **extra)
+                             device=ctx.device, **extra)
     shutil.copytree(ctx.work / "encoders" / "image", ctx.weights / "image-encoder", dirs_exist_ok=True)
     shutil.copytree(ctx.work / "encoders" / "audio", ctx.weights / "audio-encoder", dirs_exist_ok=True)
     return {**metrics, "loss_first": metrics["loss/initial"], "loss_last": metrics["loss/image"] + metrics["loss/audio"]
@@ -172,9 +176,9 @@ def _vaes(ctx: Context) -> dict:
 
     c = ctx.config
     rgb = train_vae(ctx.work / "vae-rgb", channels=3, steps=c.vae_steps, batch_size=c.vae_batch,
-                    seed=ctx.seed(3), progress=ctx.progress, samples=c.samples)
+                    seed=ctx.seed(3), progress=ctx.progress, samples=c.samples, device=ctx.device)
     mel = train_vae(ctx.work / "vae-mel", channels=1, steps=c.vae_steps, batch_size=c.vae_batch,
-                    seed=ctx.seed(4), progress=ctx.progress, samples=c.samples)
+                    seed=ctx.seed(4), progress=ctx.progress, samples=c.samples, device=ctx.device)
     return {"rgb": rgb, "mel": mel}
 
 
@@ -187,7 +191,7 @@ def _generator(kind: str, vae: str, offset: int) -> Callable[[Context], dict]:
         extra = {"pretrain_steps": c.video_pretrain_steps} if kind == "video" else {}
         return train(ctx.work / "encoders" / "text", ctx.work / vae, ctx.weights / f"{kind}-generator",
                      steps=getattr(c, f"{kind}_steps"), batch_size=getattr(c, f"{kind}_batch"), seed=ctx.seed(offset),
-                     progress=ctx.progress, samples=c.samples, **extra)
+                     progress=ctx.progress, samples=c.samples, device=ctx.device, **extra)
     return run
 
 
@@ -216,7 +220,7 @@ def _stage(ctx: Context, stage: str) -> dict:
     train = TrainConfig(
         stage=stage, max_steps=c.it_steps if is_it else c.pt_steps, batch_size=c.it_batch if is_it else c.pt_batch,
         lr=c.it_lr if is_it else c.pt_lr, lora=c.lora and is_it, lora_lr=c.it_lr, seed=ctx.seed(9 + is_it),
-        cache_dir=str(ctx.work / "cache"), device=c.device, progress=ctx.progress, warmup_ratio=0.05,
+        cache_dir=str(ctx.work / "cache"), device=ctx.device, progress=ctx.progress, warmup_ratio=0.05,
         group_by_length=c.group_by_length,
     )
     out = ctx.weights / "projectors" if is_it else ctx.work / "pt"
@@ -242,7 +246,8 @@ def _judges(ctx: Context) -> dict:
     from tinyworld.judges import train_judges
 
     extra = {"steps": ctx.config.judge_steps} if ctx.config.judge_steps else {}
-    return train_judges(ctx.weights / "judges", seed=ctx.seed(11) + 1_000_000, progress=ctx.progress, **extra)
+    return train_judges(ctx.weights / "judges", seed=ctx.seed(11) + 1_000_000, progress=ctx.progress,
+                        device=ctx.device, **extra)
 
 
 def _move(src: Path, dst: Path) -> None:
@@ -451,8 +456,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads in all (default: torch's choice; "
                         "with --jobs > 1 the machine's cores)")
     parser.add_argument("--jobs", type=int, default=1, help="steps run side by side in worker processes")
-    parser.add_argument("--device", default="cpu", help="device of the PT / IT stages")
+    parser.add_argument("--device", default="cpu", help="device every step trains on (cpu | cuda | auto)")
     parser.add_argument("--small", action="store_true", help="the shrunken test recipe (minutes, not an hour)")
+    parser.add_argument("--set", dest="settings", metavar="KEY=VALUE", type=_setting, action="append", default=[],
+                        help="override one RecipeConfig field, e.g. --set video_steps=1200 (repeatable; values "
+                             "read as JSON when they parse: 1200, 0.35, true, {\"image/describe\": 2})")
     parser.add_argument("--only", nargs="+", choices=list(STEPS), help="run only these steps")
     parser.add_argument("--overwrite", action="store_true", help="delete OUT and start over")
     parser.add_argument("--no-progress", action="store_true")
@@ -460,9 +468,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="afterwards copy OUT/weights into the package (tinyworld/weights): the new default system")
 
 
-def run_from_args(args: argparse.Namespace) -> dict:
+def _setting(text: str) -> tuple[str, object]:
+    """One ``--set KEY=VALUE``: the value read as JSON where it parses (numbers, booleans, objects), else as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def config_from_args(args: argparse.Namespace) -> RecipeConfig:
+    """The run's :class:`RecipeConfig`: the shipped defaults (or :meth:`RecipeConfig.small`), then ``--seed``,
+    ``--threads``, ``--device`` and every ``--set``. An unknown or ill-typed setting raises :class:`ConfigError`."""
+    from pydantic import ValidationError
+
+    from orchestrator.errors import ConfigError
+
     settings = dict(seed=args.seed, threads=args.threads, device=args.device)
-    config = RecipeConfig.small(**settings) if args.small else RecipeConfig(**settings)
+    for key, value in getattr(args, "settings", None) or []:
+        if key not in RecipeConfig.model_fields:
+            raise ConfigError(f"unknown recipe setting {key!r}; the settings are "
+                              + ", ".join(sorted(RecipeConfig.model_fields)))
+        settings[key] = value
+    try:
+        return RecipeConfig.small(**settings) if args.small else RecipeConfig(**settings)
+    except ValidationError as exc:
+        raise ConfigError(f"bad recipe setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+
+
+def run_from_args(args: argparse.Namespace) -> dict:
+    config = config_from_args(args)
     record = run(args.out, config, only=args.only, overwrite=args.overwrite, progress=not args.no_progress,
                  jobs=args.jobs)
     wall = record["runs"][-1]["wall_seconds"] if record.get("runs") else 0.0

@@ -42,6 +42,7 @@ def train_text_lm(
     progress: bool = True,
     losses: list[float] | None = None,
     group_by_length: bool = False,
+    device: str = "cpu",
 ) -> Path:
     """Train every weight of ``llm`` on ``dialogues`` (next-token loss over whole conversations) and save the
     model and its tokenizer to ``out`` with ``save_pretrained`` (safetensors). Returns ``out``; each step's
@@ -49,7 +50,8 @@ def train_text_lm(
 
     Each step draws ``batch_size`` dialogues at random; with ``group_by_length`` the batches are cut from shuffled
     epochs instead, each batch of dialogues of similar length (:func:`~orchestrator.training.batches.
-    length_grouped_order`), which pads far less: the world's dialogues fill half of a randomly drawn batch."""
+    length_grouped_order`), which pads far less: the world's dialogues fill half of a randomly drawn batch.
+    ``device``: where the model trains (batches are drawn on the CPU, so a seed gives the same batches anywhere)."""
     cfg = llm if isinstance(llm, LLMConfig) else LLMConfig(model=llm)
     from transformers import AutoModelForCausalLM
 
@@ -63,7 +65,7 @@ def train_text_lm(
         raise ValueError("train_text_lm needs at least one dialogue")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    model.requires_grad_(True)
+    model.to(device).requires_grad_(True)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * (1 - s / steps))
@@ -83,6 +85,7 @@ def train_text_lm(
         for b, i in enumerate(pick):
             ids[b, :len(rows[i])] = torch.tensor(rows[i])
             labels[b, :len(rows[i])] = torch.tensor(rows[i])
+        ids, labels = ids.to(device), labels.to(device)
         logits = model(input_ids=ids, attention_mask=(labels != -100).long()).logits[:, :-1]  # (B, L-1, V)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
         loss.backward()
@@ -91,7 +94,7 @@ def train_text_lm(
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-    model.eval()
+    model.cpu().eval()
     out = Path(out)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

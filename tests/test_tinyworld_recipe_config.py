@@ -1,0 +1,76 @@
+"""How a recipe run is configured: ``mmgraph train world --set KEY=VALUE`` and the device every step trains on."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from orchestrator.cli import main
+from orchestrator.errors import ConfigError
+from tinyworld.recipe import STEPS, Context, RecipeConfig, add_arguments, config_from_args, run
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(["--out", "unused", *argv])
+
+
+def test_set_overrides_fields_with_json_typed_values():
+    config = config_from_args(_args("--set", "video_steps=1200", "--set", "it_follow_ups=0.35", "--set",
+                                    "group_by_length=true", "--set", 'pt_mix={"image/describe": 2}',
+                                    "--set", "preset=tiny-world", "--seed", "3"))
+    assert config.video_steps == 1200 and config.it_follow_ups == 0.35 and config.group_by_length is True
+    assert config.pt_mix == {"image/describe": 2} and config.preset == "tiny-world" and config.seed == 3
+    untouched = RecipeConfig()
+    assert config.encoder_steps == untouched.encoder_steps and config.lm_steps == untouched.lm_steps
+
+
+def test_set_applies_on_top_of_the_small_recipe():
+    config = config_from_args(_args("--small", "--set", "video_steps=7"))
+    assert config.video_steps == 7
+    assert config.lm_steps == RecipeConfig.small().lm_steps != RecipeConfig().lm_steps
+
+
+@pytest.mark.parametrize("setting, message", [("vidoe_steps=3", "unknown recipe setting 'vidoe_steps'"),
+                                              ("video_steps=many", "video_steps")])
+def test_bad_settings_are_refused_before_anything_runs(tmp_path, capsys, setting, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_args(_args("--set", setting))
+    out = tmp_path / "run"
+    assert main(["train", "world", "--out", str(out), "--set", setting]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_setting_without_equals_sign_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit):
+        _args("--set", "video_steps")
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_every_step_trains_on_the_resolved_device(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert Context(tmp_path, RecipeConfig(device="auto"), progress=False).device == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert Context(tmp_path, RecipeConfig(device="auto"), progress=False).device == "cuda"
+    assert Context(tmp_path, RecipeConfig(), progress=False).device == "cpu"
+
+
+@pytest.mark.gpu
+def test_the_small_recipe_trains_every_step_on_cuda(tmp_path, monkeypatch):
+    """Every step on the GPU (the LLM, the towers, VAEs, UNets, judges, PT and IT); the folder it writes loads on
+    the CPU as a complete system that answers and draws."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from orchestrator.assistant import Assistant
+
+    out = tmp_path / "world"
+    record = run(out, RecipeConfig.small(device="cuda"), progress=False, log=lambda _: None, jobs=2)
+    assert set(record["steps"]) == set(STEPS) and record["config"]["device"] == "cuda"
+    monkeypatch.setenv("MMGRAPH_TINYWORLD", str(out / "weights"))
+    bot = Assistant.from_config("tiny-world", db=tmp_path / "t.sqlite", artifacts=tmp_path / "a", device="cpu")
+    forced = bot.chat("Draw a red circle.", generate=["image"], max_new_tokens=12)
+    assert [a.modality for a in forced.artifacts] == ["image"]
