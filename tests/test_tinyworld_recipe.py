@@ -40,6 +40,9 @@ def test_each_step_starts_after_the_steps_it_reads(small_run):
         assert start <= end
         for before in spec.after:
             assert timeline[before][1] <= start, (before, name)
+    # two slots: the heads of the longest chains (encoders, VAEs -> video generator -> PT -> IT) go first
+    assert timeline["encoders"][0] < 1 and timeline["vae"][0] < 1
+    assert timeline["language"][0] >= min(timeline["encoders"][1], timeline["vae"][1])
     assert json.loads((out / "recipe.json").read_text())["steps"].keys() == record["steps"].keys()
     for name in ("llm", "image-encoder", "audio-encoder", "image-generator", "video-generator", "audio-generator",
                  "projectors", "judges"):

@@ -74,3 +74,15 @@ def test_the_small_recipe_trains_every_step_on_cuda(tmp_path, monkeypatch):
     bot = Assistant.from_config("tiny-world", db=tmp_path / "t.sqlite", artifacts=tmp_path / "a", device="cpu")
     forced = bot.chat("Draw a red circle.", generate=["image"], max_new_tokens=12)
     assert [a.modality for a in forced.artifacts] == ["image"]
+
+
+def test_the_scheduler_starts_the_longest_chains_first():
+    """The encoders and VAEs head the chain to the video generator, PT and IT; the LLM only feeds PT (the slow
+    tier's recipe run checks that they start first)."""
+    from tinyworld.recipe import chain_lengths
+
+    chain = chain_lengths()
+    assert chain["it"] == 1 and chain["pt"] == 2 and chain["judges"] == 1
+    assert chain["encoders"] == chain["vae"] == 4 > chain["language"] == chain["video-generator"] == 3
+    for name, spec in STEPS.items():  # a step is always further from the end than the steps that read it
+        assert all(chain[before] > chain[name] for before in spec.after)

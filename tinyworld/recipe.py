@@ -305,9 +305,9 @@ def run(out: str | Path, config: RecipeConfig | None = None, *, only: list[str] 
     step -> [start, end] seconds into that run).
 
     ``jobs > 1`` runs independent steps side by side in that many worker processes (the LLM trains while the
-    encoders, VAEs and generators do): a step starts once the steps it reads (:attr:`Step.after`) are done. Each
-    worker gets ``threads / (steps running or ready)`` torch threads, at least one; ``threads`` defaults to the
-    machine's cores when ``jobs > 1``. Small models use cores far better as separate processes than as threads of
+    encoders, VAEs and generators do): a step starts once the steps it reads (:attr:`Step.after`) are done, the
+    steps at the head of the longest chains first (:func:`chain_lengths`). Each worker gets ``threads / (steps
+    running or ready)`` torch threads, at least one; ``threads`` defaults to the machine's cores when ``jobs > 1``. Small models use cores far better as separate processes than as threads of
     one. ``total_seconds`` sums the steps' own times; ``wall_seconds`` is what a run took on the clock.
     """
     config = config or RecipeConfig()
@@ -359,6 +359,24 @@ def run(out: str | Path, config: RecipeConfig | None = None, *, only: list[str] 
     return record
 
 
+def chain_lengths() -> dict[str, int]:
+    """Step -> the number of steps on the longest chain that starts with it and follows what reads what (``it``: 1,
+    ``pt``: 2, ``encoders``: 4 through a generator, PT and IT). The parallel scheduler starts the longest chains
+    first: the encoders and VAEs before the LLM, which only PT waits for."""
+    readers: dict[str, list[str]] = {name: [] for name in STEPS}
+    for name, spec in STEPS.items():
+        for before in spec.after:
+            readers[before].append(name)
+    lengths: dict[str, int] = {}
+
+    def length(name: str) -> int:
+        if name not in lengths:
+            lengths[name] = 1 + max((length(r) for r in readers[name]), default=0)
+        return lengths[name]
+
+    return {name: length(name) for name in STEPS}
+
+
 def _run_parallel(todo: list[str], out: Path, config: RecipeConfig, progress: bool, jobs: int,
                   log: Callable[[str], None], begun: Callable[[str], None],
                   finished: Callable[[str, float, dict], None]) -> None:
@@ -368,6 +386,7 @@ def _run_parallel(todo: list[str], out: Path, config: RecipeConfig, progress: bo
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     cores = config.threads or os.cpu_count() or 1
+    chain = chain_lengths()  # longest chains first; ties in registration order
     grants = out / "work" / "threads"
     grants.mkdir(parents=True, exist_ok=True)
     granted: dict[str, int] = {}
@@ -375,7 +394,7 @@ def _run_parallel(todo: list[str], out: Path, config: RecipeConfig, progress: bo
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         while waiting or running:
             busy = set(waiting) | set(running.values())
-            ready = [n for n in waiting if not busy.intersection(STEPS[n].after)]
+            ready = sorted((n for n in waiting if not busy.intersection(STEPS[n].after)), key=lambda n: -chain[n])
             for name in ready[: jobs - len(running)]:
                 threads = max(1, cores // min(jobs, len(running) + len(ready)))
                 log(f"[{name}] ... ({threads} thread{'s' * (threads > 1)})")
