@@ -51,7 +51,7 @@ def test_a_setting_without_equals_sign_is_an_argument_error(capsys):
     assert "expected KEY=VALUE" in capsys.readouterr().err
 
 
-def test_every_step_trains_on_the_resolved_device(tmp_path, monkeypatch):
+def test_the_run_device_resolves_auto_to_cuda_only_when_there_is_one(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert Context(tmp_path, RecipeConfig(device="auto"), progress=False).device == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

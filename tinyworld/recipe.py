@@ -506,7 +506,7 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig:
     from orchestrator.errors import ConfigError
 
     settings = dict(seed=args.seed, threads=args.threads, device=args.device)
-    for key, value in getattr(args, "settings", None) or []:
+    for key, value in args.settings:
         if key not in RecipeConfig.model_fields:
             raise ConfigError(f"unknown recipe setting {key!r}; the settings are "
                               + ", ".join(sorted(RecipeConfig.model_fields)))
