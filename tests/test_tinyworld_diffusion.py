@@ -294,3 +294,28 @@ def test_caption_forms_and_balanced_data():
     assert captions[0] == D.EMPTY and ids.shape == (3, 2)
     assert captions[ids[0, 0]] == D.world_text.request_caption(things[0])
     assert captions[ids[0, 1]] == D.world_text.caption(things[0])
+
+
+class _FixedJudges:
+    """Reads every medium as the same thing and remembers what it was given."""
+
+    def __init__(self, verdict: dict) -> None:
+        self.verdict, self.seen = verdict, []
+
+    def judge(self, kind: str, data: bytes) -> dict:
+        self.seen.append((kind, data[:12]))
+        return dict(self.verdict)
+
+
+def test_evaluate_video_can_be_read_by_the_judges():
+    from orchestrator.tiny import resolve_model
+
+    judges = _FixedJudges({"colour": "red", "shape": "circle", "direction": "up"})
+    result = D.evaluate_video(resolve_model("@tinyworld/video-generator"), samples=6, steps=2, judges=judges, seed=4)
+    wanted = D._request_things(Clip, 6, ("colour", "shape", "direction"), 4)
+    assert [kind for kind, _ in judges.seen] == ["video"] * 6
+    assert all(head[4:8] == b"ftyp" for _, head in judges.seen)  # the tool's own MP4, not the analytic GIF
+    for attribute, value in judges.verdict.items():
+        assert result[f"{attribute}_accuracy"] == sum(getattr(t, attribute) == value for t in wanted) / 6
+    assert result["accuracy"] == sum((t.colour, t.shape, t.direction) == ("red", "circle", "up") for t in wanted) / 6
+    assert len(result["failures"]) == min(8, 6 - round(result["accuracy"] * 6))

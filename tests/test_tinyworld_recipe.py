@@ -28,6 +28,7 @@ def test_the_shrunken_recipe_runs_every_step_and_records_it(small_run):
     out, record = small_run
     assert set(record["steps"]) == set(STEPS)
     assert record["runs"][-1]["jobs"] == 2 and set(record["runs"][-1]["steps"]) == set(STEPS)
+    assert record["runs"][-1]["config"] == record["config"] == RecipeConfig.small(threads=2).model_dump()
     # two workers: the steps overlap, so the clock shows less than the steps' summed times
     assert record["runs"][-1]["wall_seconds"] < record["total_seconds"]
 

@@ -86,3 +86,62 @@ def test_the_scheduler_starts_the_longest_chains_first():
     assert chain["encoders"] == chain["vae"] == 4 > chain["language"] == chain["video-generator"] == 3
     for name, spec in STEPS.items():  # a step is always further from the end than the steps that read it
         assert all(chain[before] > chain[name] for before in spec.after)
+
+
+@pytest.mark.parametrize("value, language, pt, it", [("true", True, True, True), ("false", False, False, False),
+                                                     ('["language"]', True, False, False),
+                                                     ('["pt", "it"]', False, True, True)])
+def test_group_by_length_reaches_the_steps_it_names(tmp_path, monkeypatch, value, language, pt, it):
+    import types
+
+    import orchestrator.training
+    import tinyworld.language
+    from tinyworld import recipe
+
+    config = config_from_args(_args("--set", f"group_by_length={value}"))
+    seen = {}
+    def train_language_model(out, **kw):
+        seen["language"] = kw["group_by_length"]
+        return {}
+
+    monkeypatch.setattr(tinyworld.language, "train_language_model", train_language_model)
+    monkeypatch.setattr(recipe, "_move", lambda src, dst: None)
+
+    class Trainer:
+        def __init__(self, system, data, out, *, train, **kw):
+            seen[train.stage] = train.group_by_length
+
+        def run(self):
+            return types.SimpleNamespace(history=[{"lm_loss": 1.0}], steps=1)
+
+    monkeypatch.setattr(orchestrator.training, "Trainer", Trainer)
+    ctx = Context(tmp_path, config, progress=False)
+    monkeypatch.setattr(Context, "system_config", lambda self: None)
+    STEPS["language"].fn(ctx)
+    recipe._stage(ctx, "pt")
+    recipe._stage(ctx, "it")
+    assert seen == {"language": language, "pt": pt, "it": it}
+
+
+def test_group_by_length_names_only_batched_steps():
+    with pytest.raises(ConfigError, match="group_by_length"):
+        config_from_args(_args("--set", 'group_by_length=["vae"]'))
+
+
+def test_each_run_records_its_own_settings(tmp_path, monkeypatch):
+    """``--only`` reruns some steps with other settings: the record keeps what every run used."""
+    from tinyworld import recipe
+
+    def write(name):
+        def fn(ctx):
+            (ctx.out / f"{name}.txt").write_text(str(ctx.config.video_steps))
+            return {"video_steps": ctx.config.video_steps}
+        return recipe.Step(f"{name}.txt", fn)
+
+    monkeypatch.setattr(recipe, "STEPS", {"first": write("first"), "second": write("second")})
+    run(tmp_path, RecipeConfig(video_steps=5), progress=False, log=lambda _: None)
+    (tmp_path / "second.txt").unlink()
+    record = run(tmp_path, RecipeConfig(video_steps=9), only=["second"], progress=False, log=lambda _: None)
+    assert [r["steps"] for r in record["runs"]] == [["first", "second"], ["second"]]
+    assert [r["config"]["video_steps"] for r in record["runs"]] == [5, 9] and record["config"]["video_steps"] == 9
+    assert {k: v["metrics"]["video_steps"] for k, v in record["steps"].items()} == {"first": 5, "second": 9}

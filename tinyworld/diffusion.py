@@ -849,12 +849,13 @@ def _evaluate(tool: Any, things: Sequence[Any], read: Callable[[bytes], dict], a
         media = tool.generate(conditioning, seed=i)
         seconds += time.time() - started
         found = read(media.data)
-        right = {a: found[a] == getattr(thing, a) for a in attributes}
+        right = {a: str(found[a]) == str(getattr(thing, a)) for a in attributes}
         for a in attributes:
             hits[a] += right[a]
         together += all(right.values())
         if not all(right.values()) and len(failures) < 8:
-            failures.append({"wanted": world_text.request_caption(thing), "found": {a: found[a] for a in attributes}})
+            failures.append({"wanted": world_text.request_caption(thing),
+                             "found": {a: str(found[a]) for a in attributes}})
     n = len(things)
     return {"samples": n, "accuracy": together / n, **{f"{a}_accuracy": hits[a] / n for a in attributes},
             "seconds_per_sample": seconds / n, "failures": failures}
@@ -867,14 +868,22 @@ def _request_things(cls, n: int, attributes: Sequence[str], seed: int) -> list:
     return [cls.sample(rng, **dict(zip(attributes, combos[i % len(combos)]))) for i in range(n)]
 
 
+def _judged(judges: Any, kind: str) -> Callable[[bytes], dict]:
+    return lambda data: judges.judge(kind, data)
+
+
 def evaluate_image(folder: str | Path, *, samples: int = 48, steps: int = 25, guidance: float = 4.0,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, judges: Any = None) -> dict:
     """Generate ``samples`` pictures from request captions (every colour x shape) through
-    :class:`~generators.image.StableDiffusionTool` and read colour and shape back (:func:`read_picture`)."""
+    :class:`~generators.image.StableDiffusionTool` and read colour and shape back: with the analytic reader
+    (:func:`read_picture`), or with ``judges`` (:class:`tinyworld.judges.Judges`, what ``mmgraph eval`` uses)."""
     tool = _tool("stable_diffusion", folder, steps, guidance, {"height": SIDE, "width": SIDE})
 
     def read(data: bytes) -> dict:
         return read_picture(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+
+    if judges is not None:
+        read = _judged(judges, "image")
 
     return _evaluate(tool, _request_things(Picture, samples, ("colour", "shape"), seed), read, ("colour", "shape"))
 
@@ -890,11 +899,13 @@ def video_kind(folder: str | Path) -> str:
 
 
 def evaluate_video(folder: str | Path, *, samples: int = 48, steps: int = 25, guidance: float = 4.0,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, judges: Any = None) -> dict:
     """Generate ``samples`` 8-frame clips (every colour x shape x direction, cycled) through
-    the folder's video tool (:func:`video_kind`; lossless GIF output) and read colour, shape and direction back."""
-    tool = _tool(video_kind(folder), folder, steps, guidance,
-                 {"num_frames": FRAMES, "height": SIDE, "width": SIDE, "format": "gif"})
+    the folder's video tool (:func:`video_kind`) and read colour, shape and direction back: from lossless GIFs with
+    the analytic reader (:func:`read_clip`), or, given ``judges``, from the tool's MP4 with the judges."""
+    options = {"num_frames": FRAMES, "height": SIDE, "width": SIDE}
+    tool = _tool(video_kind(folder), folder, steps, guidance, options if judges is not None else
+                 {**options, "format": "gif"})
 
     def read(data: bytes) -> dict:
         gif = Image.open(io.BytesIO(data))
@@ -904,14 +915,17 @@ def evaluate_video(folder: str | Path, *, samples: int = 48, steps: int = 25, gu
             frames.append(np.asarray(gif.convert("RGB")))
         return read_clip(frames)
 
+    if judges is not None:
+        read = _judged(judges, "video")
     return _evaluate(tool, _request_things(Clip, samples, ("colour", "shape", "direction"), seed), read,
                      ("colour", "shape", "direction"))
 
 
 def evaluate_audio(folder: str | Path, *, samples: int = 48, steps: int = 25, guidance: float = 4.0,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, judges: Any = None) -> dict:
     """Generate ``samples`` sounds from request captions (every pitch x beep count) through
-    :class:`~generators.audio.MelDiffusionTool` and read pitch and beep count back from the WAV."""
+    :class:`~generators.audio.MelDiffusionTool` and read pitch and beep count back from the WAV (analytic reader,
+    or ``judges``)."""
     import soundfile as sf
 
     tool = _tool("mel_diffusion", folder, steps, guidance, {})
@@ -920,6 +934,8 @@ def evaluate_audio(folder: str | Path, *, samples: int = 48, steps: int = 25, gu
         wave, rate = sf.read(io.BytesIO(data), dtype="float32")
         return read_sound(wave, rate)
 
+    if judges is not None:
+        read = _judged(judges, "audio")
     return _evaluate(tool, _request_things(Sound, samples, ("pitch", "beeps"), seed), read, ("pitch", "beeps"))
 
 
