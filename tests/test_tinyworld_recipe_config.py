@@ -100,6 +100,7 @@ def test_group_by_length_reaches_the_steps_it_names(tmp_path, monkeypatch, value
 
     config = config_from_args(_args("--set", f"group_by_length={value}"))
     seen = {}
+
     def train_language_model(out, **kw):
         seen["language"] = kw["group_by_length"]
         return {}

@@ -838,7 +838,10 @@ def _tool(kind: str, folder: str | Path, steps: int, guidance: float, options: d
     return GENERATORS.get(kind).from_config(cfg, seed=0)
 
 
-def _evaluate(tool: Any, things: Sequence[Any], read: Callable[[bytes], dict], attributes: Sequence[str]) -> dict:
+def _evaluate(tool: Any, things: Sequence[Any], read: Callable[[bytes], dict], attributes: Sequence[str],
+              judges: Any = None, kind: str = "") -> dict:
+    if judges is not None:  # the eval's judges read the media instead of the analytic reader
+        read = lambda data: judges.judge(kind, data)  # noqa: E731
     hits = {a: 0 for a in attributes}
     together = 0
     seconds = 0.0
@@ -868,10 +871,6 @@ def _request_things(cls, n: int, attributes: Sequence[str], seed: int) -> list:
     return [cls.sample(rng, **dict(zip(attributes, combos[i % len(combos)]))) for i in range(n)]
 
 
-def _judged(judges: Any, kind: str) -> Callable[[bytes], dict]:
-    return lambda data: judges.judge(kind, data)
-
-
 def evaluate_image(folder: str | Path, *, samples: int = 48, steps: int = 25, guidance: float = 4.0,
                    seed: int = 0, judges: Any = None) -> dict:
     """Generate ``samples`` pictures from request captions (every colour x shape) through
@@ -882,10 +881,8 @@ def evaluate_image(folder: str | Path, *, samples: int = 48, steps: int = 25, gu
     def read(data: bytes) -> dict:
         return read_picture(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
 
-    if judges is not None:
-        read = _judged(judges, "image")
-
-    return _evaluate(tool, _request_things(Picture, samples, ("colour", "shape"), seed), read, ("colour", "shape"))
+    return _evaluate(tool, _request_things(Picture, samples, ("colour", "shape"), seed), read, ("colour", "shape"),
+                     judges, "image")
 
 
 def video_kind(folder: str | Path) -> str:
@@ -915,10 +912,8 @@ def evaluate_video(folder: str | Path, *, samples: int = 48, steps: int = 25, gu
             frames.append(np.asarray(gif.convert("RGB")))
         return read_clip(frames)
 
-    if judges is not None:
-        read = _judged(judges, "video")
     return _evaluate(tool, _request_things(Clip, samples, ("colour", "shape", "direction"), seed), read,
-                     ("colour", "shape", "direction"))
+                     ("colour", "shape", "direction"), judges, "video")
 
 
 def evaluate_audio(folder: str | Path, *, samples: int = 48, steps: int = 25, guidance: float = 4.0,
@@ -934,9 +929,8 @@ def evaluate_audio(folder: str | Path, *, samples: int = 48, steps: int = 25, gu
         wave, rate = sf.read(io.BytesIO(data), dtype="float32")
         return read_sound(wave, rate)
 
-    if judges is not None:
-        read = _judged(judges, "audio")
-    return _evaluate(tool, _request_things(Sound, samples, ("pitch", "beeps"), seed), read, ("pitch", "beeps"))
+    return _evaluate(tool, _request_things(Sound, samples, ("pitch", "beeps"), seed), read, ("pitch", "beeps"),
+                     judges, "audio")
 
 
 # ---------------------------------------------------------------------------------------------------------------

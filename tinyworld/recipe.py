@@ -314,8 +314,9 @@ def run(out: str | Path, config: RecipeConfig | None = None, *, only: list[str] 
     ``jobs > 1`` runs independent steps side by side in that many worker processes (the LLM trains while the
     encoders, VAEs and generators do): a step starts once the steps it reads (:attr:`Step.after`) are done, the
     steps at the head of the longest chains first (:func:`chain_lengths`). Each worker gets ``threads / (steps
-    running or ready)`` torch threads, at least one; ``threads`` defaults to the machine's cores when ``jobs > 1``. Small models use cores far better as separate processes than as threads of
-    one. ``total_seconds`` sums the steps' own times; ``wall_seconds`` is what a run took on the clock.
+    running or ready)`` torch threads, at least one; ``threads`` defaults to the machine's cores when ``jobs > 1``.
+    Small models use cores far better as separate processes than as threads of one. ``total_seconds`` sums the
+    steps' own times; ``wall_seconds`` is what a run took on the clock.
     """
     config = config or RecipeConfig()
     out = Path(out)
@@ -357,8 +358,7 @@ def run(out: str | Path, config: RecipeConfig | None = None, *, only: list[str] 
         _run_parallel(todo, out, config, progress, jobs, log, begun, finished)
     if todo:
         record.setdefault("runs", []).append({"jobs": jobs, "threads": config.threads, "config": config.model_dump(),
-                                              "steps": todo,
-                                              "wall_seconds": round(time.perf_counter() - started, 1),
+                                              "steps": todo, "wall_seconds": round(time.perf_counter() - started, 1),
                                               "timeline": timeline})
         record_path.write_text(json.dumps(record, indent=2, default=str))
     weights = out / "weights"
