@@ -533,7 +533,10 @@ def test_group_by_length_pads_less_and_still_trains(toy, tmp_path, monkeypatch):
     assert results[True][0] > results[False][0] + 0.05, results
     assert results[True][0] > 0.9
     losses = results[True][1]
-    assert sum(losses[-3:]) < sum(losses[:3])
+    # grouped batches alternate between short and long conversations, whose losses differ several-fold, so compare
+    # halves of the run rather than a few steps at each end
+    half = len(losses) // 2
+    assert sum(losses[half:]) < 0.85 * sum(losses[:half]), losses
 
 
 def test_text_lm_group_by_length_feeds_shorter_batches_and_learns(tmp_path, monkeypatch):

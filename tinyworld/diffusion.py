@@ -48,6 +48,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from generators.audio import MelParams
+from orchestrator.training.optim import adamw
 from tinyworld import text as world_text
 from tinyworld.recipe import refresh_threads
 from tinyworld.world import (COLOURS, DIRECTIONS, PITCHES, SAMPLE_RATE, SHAPES, Clip, Picture, Sound,
@@ -273,7 +274,7 @@ def train_vae(out: str | Path, *, channels: int, steps: int, batch_size: int, se
     default = SAMPLES["pictures"] if channels == 3 else SAMPLES["sounds"]
     data = vae_training_data(channels, samples or default, seed)  # (N, C, H, W) in [-1, 1]
     vae = make_vae(channels, **(config or {})).to(device)
-    optimiser = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    optimiser = adamw(vae.parameters(), lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     fixed = data[torch.randperm(len(data), generator=generator)[:64]]
 
@@ -438,8 +439,7 @@ def train_denoiser(unet: torch.nn.Module, latents: torch.Tensor, states: torch.T
         param.requires_grad_(scale > 0)
         if scale > 0:
             groups.setdefault(scale, []).append(param)
-    optimiser = torch.optim.AdamW([{"params": ps, "scale": scale} for scale, ps in groups.items()], lr=lr,
-                                  weight_decay=0.01)
+    optimiser = adamw([{"params": ps, "scale": scale} for scale, ps in groups.items()], lr=lr, weight_decay=0.01)
     trainable = [p for ps in groups.values() for p in ps]
     ema = _EMA(unet, ema_decay)
     history: list[float] = []

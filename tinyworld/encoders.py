@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from orchestrator.training.optim import adamw
 from tinyworld import text as world_text
 from tinyworld.world import (BEEPS, COLOURS, DIRECTIONS, PITCHES, POSITIONS, SHAPES, SIZES, WAVEFORMS, Clip,
                              Picture, Sound)
@@ -516,8 +517,8 @@ def train_encoders(out: str | Path, *, steps: int = STEPS, batch_size: int = BAT
     parameters = [p for p in binder.parameters() if p.requires_grad]
     decay = [p for p in parameters if p.ndim >= 2]
     no_decay = [p for p in parameters if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=lr, betas=(0.9, 0.98))
+    optimizer = adamw([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+                      lr=lr, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, steps, warmup))
     generator = torch.Generator().manual_seed(seed)

@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from orchestrator.training.optim import adamw
 from tinyworld.world import SAMPLE_RATE, Clip, Picture, Sound, Thing
 
 FORMAT = "mmgraph-tinyworld-judge"
@@ -545,7 +546,7 @@ def train_judge(name: str, *, steps: int, batch_size: int, seed: int = 1000, lr:
         torch.manual_seed(stream)
         model = JUDGES[name]().to(device)
     rng, gen = random.Random(stream), torch.Generator().manual_seed(stream)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    optimiser = adamw(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.15)
     model.train()
     bar = tqdm(range(steps), desc=f"{name} judge", disable=not progress, leave=True, dynamic_ncols=True)

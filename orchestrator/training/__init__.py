@@ -7,8 +7,9 @@
 
 Modules: :mod:`~orchestrator.training.data` (reading and validating LLaVA / NExT-GPT style data),
 :mod:`~orchestrator.training.cache` (content-addressed feature caches), :mod:`~orchestrator.training.batches`
-(samples -> tokens, labels, features, targets), :mod:`~orchestrator.training.audit` (the freeze audit) and
-:mod:`~orchestrator.training.trainer` (the accelerate loop, checkpoints, logs and plots).
+(samples -> tokens, labels, features, targets), :mod:`~orchestrator.training.audit` (the freeze audit),
+:mod:`~orchestrator.training.optim` (AdamW, fused where torch can) and :mod:`~orchestrator.training.trainer` (the
+accelerate loop, checkpoints, logs and plots).
 """
 
 from orchestrator.registry import lazy_exports

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from orchestrator.backbone import Backbone, Text, Turn
 from orchestrator.config import LLMConfig
 from orchestrator.training.batches import length_grouped_order
+from orchestrator.training.optim import adamw
 from orchestrator.tiny import resolve_model
 
 Dialogue = Sequence[tuple[str, str]]  # (role, text) pairs: ("user", ...), ("assistant", ...)
@@ -67,7 +68,7 @@ def train_text_lm(
 
     model.to(device).requires_grad_(True)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    optimizer = adamw(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * (1 - s / steps))
     generator = torch.Generator().manual_seed(seed)
     lengths = [len(r) for r in rows]

@@ -39,6 +39,7 @@ from orchestrator.training.audit import format_audit, freeze_audit
 from orchestrator.training.batches import Batch, collate, encode_sample, epoch_order
 from orchestrator.training.cache import FeatureCache, content_hash, file_hash
 from orchestrator.training.data import DataError, Sample, load_samples
+from orchestrator.training.optim import adamw
 
 CHECKPOINT_DIR = "checkpoint"
 LOG_FILE = "log.jsonl"
@@ -409,7 +410,7 @@ class Trainer:
             groups.append({"params": list(system.backbone.lora_parameters().values()), "lr": cfg.lora_lr,
                            "weight_decay": cfg.weight_decay, "name": "lora"})
         groups = [g for g in groups if g["params"]]  # e.g. no signal rows in a system without generators
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+        return adamw(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
 
     def _scheduler(self, optimizer, total: int):
         warmup = math.ceil(self.cfg.warmup_ratio * total)
