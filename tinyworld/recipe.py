@@ -79,8 +79,9 @@ class RecipeConfig(BaseModel):
         "batch by token length (less padding, the same data): true for the LLM's dialogues and the PT / IT "
         "samples, or a list of those steps. Off by default: it makes steps 1.3-1.9x faster, but a grouped LLM "
         "dropped image position to 79 % (46.5 % grouped everywhere); see docs/tinyworld.md"))
-    pt_steps: int = Field(3000, description="MM PT steps (1500 PT + 1000 IT steps read image shape at 97.0 % of "
-                                            "1000 pictures, 3000 + 1500 at 99.3 %; see docs/tinyworld.md)")
+    pt_steps: int = Field(3000, description="MM PT steps (image shape on 1000 held-out pictures after PT + IT steps: "
+                                            "1500 + 1000: 97.0 %, 1500 + 1500: 99.1 %, 3000 + 1500: 99.3 %; "
+                                            "see docs/tinyworld.md)")
     it_steps: int = 1500
     pt_batch: int = 32
     it_batch: int = 16
