@@ -91,3 +91,19 @@ def test_the_trained_folder_is_a_complete_system(small_run, monkeypatch, tmp_pat
     assert isinstance(reply.text, str) and reply.thread_id
     forced = bot.chat("Draw a red circle.", generate=["image"], max_new_tokens=12)
     assert [a.modality for a in forced.artifacts] == ["image"]
+
+
+def test_a_plan_probes_every_step_and_predicts_the_run_it_planned(small_run, tmp_path):
+    from tinyworld.plan import LOOP_STEPS, plan
+
+    _, record = small_run
+    for name, step in record["steps"].items():  # every training loop of the run is metered under a known name
+        assert all(loop["name"] in LOOP_STEPS for loop in step["loops"]), name
+    assert {loop["name"] for step in record["steps"].values() for loop in step["loops"]} == set(LOOP_STEPS)
+    result = plan(tmp_path, RecipeConfig.small(threads=2), jobs=2, probe_steps=4, progress=False, log=lambda _: None)
+    assert set(result["steps"]) == set(STEPS)
+    assert (tmp_path / "plan.json").is_file() and (tmp_path / "plan.png").is_file()
+    assert not (tmp_path / "probe").exists()
+    assert result["chain"][-1] == "it"
+    actual = record["runs"][-1]["wall_seconds"]  # the same config, run for real with two jobs
+    assert 0.4 * actual < result["wall_seconds"] < 2.5 * actual

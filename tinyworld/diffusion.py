@@ -48,6 +48,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from generators.audio import MelParams
+from orchestrator.training.meter import metered
 from orchestrator.training.optim import adamw
 from tinyworld import text as world_text
 from tinyworld.recipe import refresh_threads
@@ -281,7 +282,8 @@ def train_vae(out: str | Path, *, channels: int, steps: int, batch_size: int, se
     recon_before = reconstruction_l1(vae, fixed)
     history: list[float] = []
     vae.train()
-    for step in _progress(range(steps), desc=f"vae ({channels} ch)", enabled=progress):
+    name = f"vae ({channels} ch)"
+    for step in metered(_progress(range(steps), desc=name, enabled=progress), name):
         for group in optimiser.param_groups:
             group["lr"] = _lr_at(step, steps, lr, warmup=min(50, steps // 10 + 1))
         batch = data[torch.randint(0, len(data), (batch_size,), generator=generator)].to(device)
@@ -443,7 +445,7 @@ def train_denoiser(unet: torch.nn.Module, latents: torch.Tensor, states: torch.T
     trainable = [p for ps in groups.values() for p in ps]
     ema = _EMA(unet, ema_decay)
     history: list[float] = []
-    for step in _progress(range(steps), desc=desc, enabled=progress):
+    for step in metered(_progress(range(steps), desc=desc, enabled=progress), desc):
         if step % 25 == 0:
             refresh_threads()  # in a recipe worker: take up cores that finished steps left free
         for group in optimiser.param_groups:

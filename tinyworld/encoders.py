@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from orchestrator.training.meter import metered
 from orchestrator.training.optim import adamw
 from tinyworld import text as world_text
 from tinyworld.world import (BEEPS, COLOURS, DIRECTIONS, PITCHES, POSITIONS, SHAPES, SIZES, WAVEFORMS, Clip,
@@ -526,7 +527,7 @@ def train_encoders(out: str | Path, *, steps: int = STEPS, batch_size: int = BAT
     history: list[tuple[float, float]] = []
     binder.train()
     bar = tqdm(range(steps), desc="encoders", disable=not progress)
-    for step in bar:
+    for step in metered(bar, "encoders"):
         pixels, image_codes, image_caps = image_set.sample(batch_size, generator)
         mels, sound_codes, sound_caps = sound_set.sample(audio_batch_size, generator)
         ends, clip_codes, clip_caps = clip_set.sample(clip_batch_size, generator)

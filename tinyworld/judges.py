@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from orchestrator.training.meter import metered
 from orchestrator.training.optim import adamw
 from tinyworld.world import SAMPLE_RATE, Clip, Picture, Sound, Thing
 
@@ -550,7 +551,7 @@ def train_judge(name: str, *, steps: int, batch_size: int, seed: int = 1000, lr:
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.15)
     model.train()
     bar = tqdm(range(steps), desc=f"{name} judge", disable=not progress, leave=True, dynamic_ncols=True)
-    for _ in bar:
+    for _ in metered(bar, f"{name} judge"):
         x, things = make_batch(name, batch_size, rng, gen, "train")
         logits, labels = model(x.to(device)), model.labels(things)
         loss = sum(F.cross_entropy(logits[a], labels[a].to(device), label_smoothing=0.05) for a in model.attributes)

@@ -2,6 +2,7 @@
 
     mmgraph train world --out runs/world            # or: python -m tinyworld.recipe --out runs/world
     MMGRAPH_TINYWORLD=runs/world/weights mmgraph demo   # use the freshly trained system
+    mmgraph train world --plan --out runs/plan --jobs 2  # how long a run would take here (tinyworld.plan)
 
 Steps (each a real Hugging Face / diffusers class at tiny size, seeded from one seed):
 
@@ -292,9 +293,13 @@ def refresh_threads() -> None:
 
 
 def _run_step(name: str, out: Path, config: RecipeConfig, progress: bool, threads: int | None,
-              grant: str | None = None) -> tuple[float, dict]:
-    """Run one step (in this process or a worker); returns ``(seconds, metrics)``. ``grant``: the file through
-    which the scheduler may raise the step's thread count while it runs (:func:`refresh_threads`)."""
+              grant: str | None = None) -> tuple[float, dict, list[dict]]:
+    """Run one step (in this process or a worker); returns ``(seconds, metrics, loops)``, ``loops`` being the
+    :mod:`~orchestrator.training.meter` records of its training loops. ``grant``: the file through which the
+    scheduler may raise the step's thread count while it runs (:func:`refresh_threads`)."""
+    from orchestrator.training import meter
+
+    meter.reset()
     if threads:
         import torch
 
@@ -305,15 +310,16 @@ def _run_step(name: str, out: Path, config: RecipeConfig, progress: bool, thread
         os.environ[THREADS_FILE] = grant
     start = time.perf_counter()
     metrics = STEPS[name].fn(Context(out, config, progress))
-    return time.perf_counter() - start, metrics
+    return time.perf_counter() - start, metrics, meter.collected()
 
 
 def run(out: str | Path, config: RecipeConfig | None = None, *, only: list[str] | None = None,
         overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print, jobs: int = 1) -> dict:
     """Run the recipe into ``out``; returns the ``recipe.json`` record ``{"config", "steps": {step: {"seconds",
-    "metrics"}}, "total_seconds", "runs": [{"jobs", "threads", "config", "wall_seconds", "steps", "timeline"},
+    "metrics", "loops"}}, "total_seconds", "runs": [{"jobs", "threads", "config", "wall_seconds", "steps", "timeline"},
     ...]}`` (``timeline``: step -> [start, end] seconds into that run; the top ``config`` is the latest run's, each
-    run's own is in ``runs``, since ``--only`` can rerun some steps with other settings).
+    run's own is in ``runs``, since ``--only`` can rerun some steps with other settings). ``loops``: the seconds per
+step of the step's training loops (:mod:`orchestrator.training.meter`), which :mod:`tinyworld.plan` predicts from.
 
     ``jobs > 1`` runs independent steps side by side in that many worker processes (the LLM trains while the
     encoders, VAEs and generators do): a step starts once the steps it reads (:attr:`Step.after`) are done, the
@@ -344,11 +350,11 @@ def run(out: str | Path, config: RecipeConfig | None = None, *, only: list[str] 
     def begun(name: str) -> None:
         timeline[name] = [round(time.perf_counter() - started, 1)]
 
-    def finished(name: str, seconds: float, metrics: dict) -> None:
+    def finished(name: str, seconds: float, metrics: dict, loops: list[dict]) -> None:
         timeline[name].append(round(time.perf_counter() - started, 1))
         if record_path.exists():  # another run of this folder (``--only`` other steps) may have written meanwhile
             record["steps"] = {**json.loads(record_path.read_text()).get("steps", {}), **record.get("steps", {})}
-        record.setdefault("steps", {})[name] = {"seconds": round(seconds, 1), "metrics": metrics}
+        record.setdefault("steps", {})[name] = {"seconds": round(seconds, 1), "metrics": metrics, "loops": loops}
         record["total_seconds"] = round(sum(s["seconds"] for s in record["steps"].values()), 1)
         record_path.write_text(json.dumps(record, indent=2, default=str))
         log(f"[{name}] {seconds:.0f} s  {json.dumps(metrics, default=str)[:300]}")
@@ -391,40 +397,57 @@ def chain_lengths() -> dict[str, int]:
 
 def _run_parallel(todo: list[str], out: Path, config: RecipeConfig, progress: bool, jobs: int,
                   log: Callable[[str], None], begun: Callable[[str], None],
-                  finished: Callable[[str, float, dict], None]) -> None:
+                  finished: Callable[[str, float, dict, list], None]) -> None:
     """Schedule ``todo`` over ``jobs`` spawned worker processes, each step once its ``after`` steps are done."""
     import multiprocessing
     import os
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     cores = config.threads or os.cpu_count() or 1
-    chain = chain_lengths()  # longest chains first; ties in registration order
     grants = out / "work" / "threads"
     grants.mkdir(parents=True, exist_ok=True)
-    granted: dict[str, int] = {}
+    granted: dict[str, int] = {}  # running step -> threads
     waiting, running = list(todo), {}
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         while waiting or running:
-            busy = set(waiting) | set(running.values())
-            ready = sorted((n for n in waiting if not busy.intersection(STEPS[n].after)), key=lambda n: -chain[n])
-            for name in ready[: jobs - len(running)]:
-                threads = max(1, cores // min(jobs, len(running) + len(ready)))
+            starts, raised = schedule(waiting, granted, jobs, cores)
+            for name, threads in starts:
                 log(f"[{name}] ... ({threads} thread{'s' * (threads > 1)})")
                 begun(name)
                 granted[name] = threads
                 (grants / name).write_text(str(threads))
                 running[pool.submit(_run_step, name, out, config, progress, threads, str(grants / name))] = name
                 waiting.remove(name)
-            # a slot left idle (the rest waits on running steps): its cores go to the running steps
-            share = max(1, cores // max(len(running), 1))
-            for name in running.values():
-                if share > granted[name]:
-                    log(f"[{name}] now {share} threads")
-                    granted[name] = share
-                    (grants / name).write_text(str(share))
+            for name, threads in raised.items():
+                log(f"[{name}] now {threads} threads")
+                granted[name] = threads
+                (grants / name).write_text(str(threads))
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                finished(running.pop(future), *future.result())
+                name = running.pop(future)
+                granted.pop(name)
+                finished(name, *future.result())
+
+
+def schedule(waiting: list[str], granted: dict[str, int], jobs: int, cores: int
+             ) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    """The parallel scheduler's decision at one moment, shared by the real run and :func:`tinyworld.plan.simulate`.
+
+    ``waiting``: steps not started, in recipe order; ``granted``: running step -> its threads. Returns the steps
+    to start now with their threads -- the ready ones (nothing they read is waiting or running) at the head of the
+    longest chains first (:func:`chain_lengths`), as many as free slots, each ``cores / min(jobs, steps running
+    or ready)`` threads -- and the running steps whose threads rise: when a slot stays idle, its cores go to the
+    running steps."""
+    chain = chain_lengths()  # longest chains first; ties in recipe order
+    busy = set(waiting) | set(granted)
+    ready = sorted((n for n in waiting if not busy.intersection(STEPS[n].after)), key=lambda n: -chain[n])
+    starts: list[tuple[str, int]] = []
+    for name in ready[: max(jobs - len(granted), 0)]:
+        starts.append((name, max(1, cores // min(jobs, len(granted) + len(starts) + len(ready)))))
+    running = len(granted) + len(starts)
+    share = max(1, cores // max(running, 1))
+    raised = {name: share for name, threads in [*granted.items(), *starts] if share > threads}
+    return starts, raised
 
 
 #: what the package may hold of a run's weights: the limit of the tinyworld issue, and the file kinds it may contain
@@ -497,6 +520,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--ship", action="store_true",
                         help="afterwards copy OUT/weights into the package (tinyworld/weights): the new default system")
+    parser.add_argument("--plan", action="store_true",
+                        help="train nothing for real: probe every step with short loops and predict how long this "
+                             "run would take here (OUT/plan.json; minutes, see tinyworld.plan)")
+    parser.add_argument("--probe-steps", type=int, default=16, help="steps of each loop in a --plan probe")
+    parser.add_argument("--keep-probe", action="store_true", help="keep the --plan probe's run folder (OUT/probe)")
 
 
 def _setting(text: str) -> tuple[str, object]:
@@ -531,6 +559,16 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig:
 
 def run_from_args(args: argparse.Namespace) -> dict:
     config = config_from_args(args)
+    if args.plan:
+        from orchestrator.errors import ConfigError
+        from tinyworld.plan import format_plan, plan
+
+        if args.only or args.ship:
+            raise ConfigError("--plan probes the whole recipe and trains nothing to keep: drop --only / --ship")
+        result = plan(args.out, config, jobs=args.jobs, probe_steps=args.probe_steps, progress=not args.no_progress,
+                      keep_probe=args.keep_probe)
+        print(format_plan(result))
+        return result
     record = run(args.out, config, only=args.only, overwrite=args.overwrite, progress=not args.no_progress,
                  jobs=args.jobs)
     wall = record["runs"][-1]["wall_seconds"] if record.get("runs") else 0.0

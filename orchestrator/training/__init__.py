@@ -8,7 +8,8 @@
 Modules: :mod:`~orchestrator.training.data` (reading and validating LLaVA / NExT-GPT style data),
 :mod:`~orchestrator.training.cache` (content-addressed feature caches), :mod:`~orchestrator.training.batches`
 (samples -> tokens, labels, features, targets), :mod:`~orchestrator.training.audit` (the freeze audit),
-:mod:`~orchestrator.training.optim` (AdamW, fused where torch can) and :mod:`~orchestrator.training.trainer` (the
+:mod:`~orchestrator.training.optim` (AdamW, fused where torch can), :mod:`~orchestrator.training.meter`
+(seconds per step of every training loop) and :mod:`~orchestrator.training.trainer` (the
 accelerate loop, checkpoints, logs and plots).
 """
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from orchestrator.backbone import Backbone, Text, Turn
 from orchestrator.config import LLMConfig
 from orchestrator.training.batches import length_grouped_order
+from orchestrator.training.meter import metered
 from orchestrator.training.optim import adamw
 from orchestrator.tiny import resolve_model
 
@@ -73,7 +74,8 @@ def train_text_lm(
     generator = torch.Generator().manual_seed(seed)
     lengths = [len(r) for r in rows]
     queue: list[int] = []
-    for _ in tqdm(range(steps), desc="text LM", disable=not progress, leave=False, mininterval=0.5):
+    for _ in metered(tqdm(range(steps), desc="text LM", disable=not progress, leave=False, mininterval=0.5),
+                     "text LM"):
         if group_by_length and len(rows) >= batch_size:
             if len(queue) < batch_size:  # a new epoch of length-grouped batches (a short last batch is dropped)
                 queue = length_grouped_order(lengths, batch_size, generator)

@@ -39,6 +39,7 @@ from orchestrator.training.audit import format_audit, freeze_audit
 from orchestrator.training.batches import Batch, collate, encode_sample, epoch_order
 from orchestrator.training.cache import FeatureCache, content_hash, file_hash
 from orchestrator.training.data import DataError, Sample, load_samples
+from orchestrator.training.meter import metered
 from orchestrator.training.optim import adamw
 
 CHECKPOINT_DIR = "checkpoint"
@@ -540,7 +541,7 @@ class Trainer:
         step = start
         try:
             order_epoch, order = -1, None
-            for step in range(start, stop):
+            for step in metered(range(start, stop), f"mm {cfg.stage}"):
                 epoch, index = divmod(step, per_epoch)
                 if epoch != order_epoch:  # each epoch's order depends only on the seed: resumable
                     order_epoch = epoch
