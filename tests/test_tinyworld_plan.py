@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from orchestrator.training import meter
-from tinyworld.plan import (configured_steps, critical_chain, predict_step, probe_config, simulate)
+from tinyworld.plan import configured_steps, critical_chain, predict_step, probe_config, simulate
 from tinyworld.recipe import STEPS, RecipeConfig, chain_lengths, schedule
 
 

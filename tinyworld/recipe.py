@@ -316,10 +316,11 @@ def _run_step(name: str, out: Path, config: RecipeConfig, progress: bool, thread
 def run(out: str | Path, config: RecipeConfig | None = None, *, only: list[str] | None = None,
         overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print, jobs: int = 1) -> dict:
     """Run the recipe into ``out``; returns the ``recipe.json`` record ``{"config", "steps": {step: {"seconds",
-    "metrics", "loops"}}, "total_seconds", "runs": [{"jobs", "threads", "config", "wall_seconds", "steps", "timeline"},
-    ...]}`` (``timeline``: step -> [start, end] seconds into that run; the top ``config`` is the latest run's, each
-    run's own is in ``runs``, since ``--only`` can rerun some steps with other settings). ``loops``: the seconds per
-step of the step's training loops (:mod:`orchestrator.training.meter`), which :mod:`tinyworld.plan` predicts from.
+    "metrics", "loops"}}, "total_seconds", "runs": [{"jobs", "threads", "config", "wall_seconds", "steps",
+    "timeline"}, ...]}`` (``timeline``: step -> [start, end] seconds into that run; the top ``config`` is the latest
+    run's, each run's own is in ``runs``, since ``--only`` can rerun some steps with other settings). ``loops``: the
+    seconds per step of the step's training loops (:mod:`orchestrator.training.meter`), which :mod:`tinyworld.plan`
+    predicts from.
 
     ``jobs > 1`` runs independent steps side by side in that many worker processes (the LLM trains while the
     encoders, VAEs and generators do): a step starts once the steps it reads (:attr:`Step.after`) are done, the
