@@ -5,6 +5,7 @@
     mmgraph bench graph                             # orchestration overhead of a tiny-world turn
     mmgraph bench generate --size sd15 --device cuda --dtype float16 --compile
     mmgraph bench grouping --steps 40               # length-grouped vs random batches, the tinyworld recipe's steps
+    mmgraph bench micro --steps 40                  # the same random batches in micro-batches of similar length
     mmgraph bench optimizer --steps 20              # fused vs default AdamW, the tinyworld recipe's training steps
 """
 
@@ -15,8 +16,8 @@ import json
 import platform
 from pathlib import Path
 
-BENCHES = ("train", "decode", "graph", "generate", "grouping", "optimizer")
-DEFAULT_BENCHES = ("train", "decode", "graph", "generate")  # grouping, optimizer train tinyworld's models: on request
+BENCHES = ("train", "decode", "graph", "generate", "grouping", "micro", "optimizer")
+DEFAULT_BENCHES = ("train", "decode", "graph", "generate")  # grouping, micro, optimizer train tinyworld's models
 
 
 def describe_device(device: str) -> str:
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--batch", type=int, default=4, help="PT batch size")
     parser.add_argument("--steps", type=int, default=5,
-                        help="timed PT steps (grouping, optimizer: timed steps of each stage)")
+                        help="timed PT steps (grouping, micro, optimizer: timed steps of each stage)")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per decode run")
     parser.add_argument("--encoder", default="live", choices=["live", "cached"],
                         help="ours runs the frozen encoder every PT step (live) or reads cached features")
@@ -76,7 +77,7 @@ def run_from_args(args: argparse.Namespace) -> list:
     twins = None
     for bench in args.benches:
         sizes = SD_SIZES if bench == "generate" else SIZES
-        if bench not in ("graph", "grouping", "optimizer") and args.size not in sizes:
+        if bench not in ("graph", "grouping", "micro", "optimizer") and args.size not in sizes:
             raise SystemExit(f"mmgraph bench {bench}: unknown size {args.size!r}; sizes: {', '.join(sizes)}")
     if {"train", "decode"} & set(args.benches):
         twins = build_twins(args.size, device=args.device, dtype=dtype)
@@ -97,10 +98,11 @@ def run_from_args(args: argparse.Namespace) -> list:
         sd = build_sd_twins(args.size, device=args.device, dtype=dtype, steps=args.diffusion_steps,
                             compile=args.compile)
         rows += bench_generate(args.size, repeats=args.repeats, twins=sd, dtype=dtype)
-    if "grouping" in args.benches:
-        from benchmarks.grouping import bench_grouping
+    for mode in ("grouping", "micro"):
+        if mode in args.benches:
+            from benchmarks.grouping import bench_grouping
 
-        rows += bench_grouping(steps=args.steps)
+            rows += bench_grouping(steps=args.steps, mode=mode)
     if "optimizer" in args.benches:
         from benchmarks.optimizer import bench_optimizer
 

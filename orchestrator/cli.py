@@ -207,7 +207,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                "batch_size": args.batch_size, "lr": args.lr, "lora_lr": args.lora_lr, "align_weight": args.align_weight,
                "diffusion_weight": args.diffusion_weight,
                "save_every": args.save_every, "cache_dir": args.cache, "seed": args.seed, "lora_r": args.lora_r,
-               "compile": args.compile, "group_by_length": args.group_by_length}
+               "compile": args.compile, "group_by_length": args.group_by_length, "micro_batches": args.micro_batches}
     options = {k: v for k, v in options.items() if v is not None}
     result = train(args.config, args.data, args.out, stage=args.stage, init=args.init, lora=args.lora,
                    resume=args.resume, overwrite=args.overwrite, device=args.device or "auto",
@@ -248,6 +248,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="run the frozen LLM through torch.compile (a one-off compilation, then faster GPU steps)")
     p.add_argument("--group-by-length", action="store_true", default=None,
                    help="batch samples of similar token length together (less padding, same samples per epoch)")
+    p.add_argument("--micro-batches", type=int, default=None,
+                   help="cut each batch into N micro-batches of similar token length and accumulate: the same "
+                        "steps, less padding (faster on a CPU)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bars or audit table")
 

@@ -88,29 +88,22 @@ def test_the_scheduler_starts_the_longest_chains_first():
         assert all(chain[before] > chain[name] for before in spec.after)
 
 
-@pytest.mark.parametrize("value, language, pt, it", [("true", True, True, True), ("false", False, False, False),
-                                                     ('["language"]', True, False, False),
-                                                     ('["pt", "it"]', False, True, True)])
-def test_group_by_length_reaches_the_steps_it_names(tmp_path, monkeypatch, value, language, pt, it):
+def _seen_by_batched_steps(tmp_path, monkeypatch, config, field: str) -> dict:
+    """``field`` as the LLM step and the PT / IT stages receive it from ``config`` (nothing trains)."""
     import types
 
     import orchestrator.training
     import tinyworld.language
     from tinyworld import recipe
 
-    config = config_from_args(_args("--set", f"group_by_length={value}"))
     seen = {}
-
-    def train_language_model(out, **kw):
-        seen["language"] = kw["group_by_length"]
-        return {}
-
-    monkeypatch.setattr(tinyworld.language, "train_language_model", train_language_model)
+    monkeypatch.setattr(tinyworld.language, "train_language_model",
+                        lambda out, **kw: seen.update(language=kw[field]) or {})
     monkeypatch.setattr(recipe, "_move", lambda src, dst: None)
 
     class Trainer:
         def __init__(self, system, data, out, *, train, **kw):
-            seen[train.stage] = train.group_by_length
+            seen[train.stage] = getattr(train, field)
 
         def run(self):
             return types.SimpleNamespace(history=[{"lm_loss": 1.0}], steps=1)
@@ -121,7 +114,28 @@ def test_group_by_length_reaches_the_steps_it_names(tmp_path, monkeypatch, value
     STEPS["language"].fn(ctx)
     recipe._stage(ctx, "pt")
     recipe._stage(ctx, "it")
+    return seen
+
+
+@pytest.mark.parametrize("value, language, pt, it", [("true", True, True, True), ("false", False, False, False),
+                                                     ('["language"]', True, False, False),
+                                                     ('["pt", "it"]', False, True, True)])
+def test_group_by_length_reaches_the_steps_it_names(tmp_path, monkeypatch, value, language, pt, it):
+    config = config_from_args(_args("--set", f"group_by_length={value}"))
+    seen = _seen_by_batched_steps(tmp_path, monkeypatch, config, "group_by_length")
     assert seen == {"language": language, "pt": pt, "it": it}
+
+
+@pytest.mark.parametrize("args, language, pt, it", [((), 4, 1, 2), (("--set", 'micro_batches={"it": 3}'), 1, 1, 3)])
+def test_micro_batches_reach_the_steps_they_name(tmp_path, monkeypatch, args, language, pt, it):
+    seen = _seen_by_batched_steps(tmp_path, monkeypatch, config_from_args(_args(*args)), "micro_batches")
+    assert seen == {"language": language, "pt": pt, "it": it}
+
+
+@pytest.mark.parametrize("value", ['{"vae": 2}', '{"it": 0}'])
+def test_micro_batches_name_only_batched_steps_and_positive_counts(value):
+    with pytest.raises(ConfigError, match="micro_batches"):
+        config_from_args(_args("--set", f"micro_batches={value}"))
 
 
 def test_group_by_length_names_only_batched_steps():

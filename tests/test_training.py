@@ -466,9 +466,9 @@ def test_train_cli_passes_compile_and_grouping_to_the_train_config(monkeypatch, 
     monkeypatch.setattr(orchestrator.training, "train",
                         lambda *a, **kw: seen.append(kw) or SimpleNamespace(main_process=False))
     base = ["train", "pt", "--data", "d.json", "--out", str(tmp_path / "o")]
-    assert main([*base, "--compile", "--group-by-length"]) == 0 and main(base) == 0
-    assert seen[0]["compile"] is True and seen[0]["group_by_length"] is True
-    assert "compile" not in seen[1] and "group_by_length" not in seen[1]  # unset: TrainConfig's defaults (off)
+    assert main([*base, "--compile", "--group-by-length", "--micro-batches", "3"]) == 0 and main(base) == 0
+    assert seen[0]["compile"] is True and seen[0]["group_by_length"] is True and seen[0]["micro_batches"] == 3
+    assert not {"compile", "group_by_length", "micro_batches"} & set(seen[1])  # unset: TrainConfig's defaults
 
 
 @pytest.mark.gpu
@@ -563,3 +563,111 @@ def test_text_lm_group_by_length_feeds_shorter_batches_and_learns(tmp_path, monk
         runs[grouped] = (sum(widths), losses)
     assert runs[True][0] < runs[False][0]
     assert sum(runs[True][1][-5:]) < 0.5 * sum(runs[True][1][:5])
+
+
+def test_length_chunks_and_step_shares():
+    from orchestrator.training.batches import IGNORE, Encoded, Share, length_chunks
+
+    lengths = [9, 3, 7, 1, 5, 8, 2]
+    chunks = length_chunks(list(range(7)), 3, length=lambda i: lengths[i])
+    assert [len(c) for c in chunks] == [2, 3, 2]
+    assert [lengths[i] for c in chunks for i in c] == sorted(lengths)  # every item once, shortest first
+    assert len(length_chunks(list(range(3)), 5, length=lambda i: i)) == 3  # never an empty micro-batch
+
+    a = Encoded("a", [1, 2, 3, 4], [IGNORE, IGNORE, 3, 4], outputs=[("image", "h", 2)], targets=[None])
+    b = Encoded("b", [1, 2, 3], [1, 2, IGNORE], outputs=[("image", "h", 0), ("audio", "g", 1)], targets=["t", "u"])
+    share = Share.of([a, b], latents={"image": object()})
+    # labels[1:] are the predicted tokens: a has 3, 4; b has 2
+    assert share.tokens == 3 and share.outputs == {"image": 2, "audio": 1} and share.latents == {"image": 1}
+
+
+def test_micro_batches_take_the_whole_batch_step_with_less_padding(toy, tmp_path, monkeypatch):
+    from orchestrator.training import trainer as trainer_module
+
+    widths: list[tuple[int, int]] = []  # (rows, padded length) of every collated batch
+    collate = trainer_module.collate
+
+    def recording(items, *args, **kwargs):
+        widths.append((len(items), max(len(e.input_ids) for e in items)))
+        return collate(items, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "collate", recording)
+    runs = {}
+    for parts in (1, 3):
+        widths.clear()
+        system = make_system(toy)
+        result = trainer(system, toy["it"], tmp_path / str(parts), tmp_path / "cache", stage="it", max_steps=4,
+                         batch_size=8, lr=3e-3, seed=5, micro_batches=parts).run()
+        runs[parts] = (sum(r * w for r, w in widths), result.history)
+    (padded_1, history_1), (padded_3, history_3) = runs[1], runs[3]
+    assert padded_3 < padded_1  # fewer padded tokens for the same samples
+    for one, three in zip(history_1, history_3, strict=True):  # the same losses, every part of them
+        for key in ("loss", "lm_loss", "align_loss"):
+            assert three[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), (key, one, three)
+    # (weights are not compared: Adam turns the rounding noise of gradients that are exactly zero in exact
+    # arithmetic, such as attention key biases', into full-size steps; the gradients are compared below)
+
+
+def test_micro_batch_shares_add_up_to_the_whole_batch_loss_and_gradients(toy, tmp_path):
+    from orchestrator.training.batches import Share, collate, length_chunks
+    from orchestrator.training.trainer import ProjectorObjective
+
+    run = trainer(make_system(toy), toy["it"], None, tmp_path / "cache", batch_size=8)
+    run.prepare()
+    system, items = run.system, run.encoded[:8]
+    objective = ProjectorObjective(system)
+    trainable = [p for p in system.parameters() if p.requires_grad]
+
+    def backward(batches, share=None):
+        system.zero_grad(set_to_none=True)
+        total, parts = 0.0, {}
+        for batch in batches:
+            loss, part = objective(batch, share)
+            loss.backward()
+            total += loss.item()
+            for k, v in part.items():
+                parts[k] = parts.get(k, 0.0) + v.item()
+        grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in trainable]
+        return total, parts, grads
+
+    whole = backward([collate(items, 0, run.features, run.targets)])
+    chunks = length_chunks(items, 3)
+    assert len(chunks) == 3 and sum(len(c) for c in chunks) == 8
+    split = backward([collate(c, 0, run.features, run.targets) for c in chunks], Share.of(items))
+    assert split[0] == pytest.approx(whole[0], rel=1e-5)
+    assert split[1].keys() == whole[1].keys() and any(k.startswith("align/") for k in whole[1])
+    for key in whole[1]:
+        assert split[1][key] == pytest.approx(whole[1][key], rel=1e-5), key
+    assert sum(g.abs().sum() for g in whole[2]) > 0
+    for a, b in zip(whole[2], split[2]):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_text_lm_micro_batches_take_the_same_steps_on_shorter_rows(tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    from orchestrator.training import lm as lm_module
+    from orchestrator.training.toy import text_dialogues, toy_system_config
+
+    cells: list[int] = []  # padded tokens per forward
+    forward = LlamaForCausalLM.forward
+
+    def recording(self, *args, **kwargs):
+        cells.append(kwargs["input_ids"].numel())
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", recording)
+    dialogues = text_dialogues(seed=0)
+    runs = {}
+    for parts in (1, 4):
+        cells.clear()
+        losses: list[float] = []
+        out = lm_module.train_text_lm(toy_system_config("@tiny/llama").llm, dialogues, tmp_path / str(parts),
+                                      steps=5, batch_size=8, lr=1e-2, progress=False, losses=losses,
+                                      micro_batches=parts)
+        runs[parts] = (sum(cells), len(cells), losses, AutoModelForCausalLM.from_pretrained(out).state_dict())
+    assert runs[4][1] == 4 * runs[1][1]  # four forwards a step
+    assert runs[4][0] < runs[1][0]
+    assert runs[4][2] == pytest.approx(runs[1][2], rel=1e-4)
+    for key, value in runs[1][3].items():
+        assert torch.allclose(runs[4][3][key], value, rtol=1e-3, atol=1e-5), key

@@ -109,10 +109,11 @@ def answer_accuracy(model_dir: str | Path, n: int = 60, *, seed: int = 10_000) -
 
 def train_language_model(out: str | Path, *, steps: int = 1500, batch_size: int = 32, lr: float = 3e-3,
                          dialogues: int = 6000, seed: int = 0, progress: bool = True,
-                         group_by_length: bool = False, device: str = "cpu") -> dict:
+                         group_by_length: bool = False, micro_batches: int = 1, device: str = "cpu") -> dict:
     """Tokenizer + randomly initialised ``LlamaForCausalLM`` of :data:`LLM_SIZE`, trained on
     :func:`text_dialogues`; saved to ``out`` (``save_pretrained``, safetensors). ``group_by_length``: batches of
-    dialogues of similar length (:func:`orchestrator.training.lm.train_text_lm`); ``device``: where it trains.
+    dialogues of similar length; ``micro_batches``: each batch in runs of similar length (both
+    :func:`orchestrator.training.lm.train_text_lm`); ``device``: where it trains.
     Returns held-out metrics."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -127,7 +128,7 @@ def train_language_model(out: str | Path, *, steps: int = 1500, batch_size: int 
     losses: list[float] = []
     train_text_lm(llm_config(out), text_dialogues(dialogues, seed=seed), out, steps=steps, batch_size=batch_size,
                   lr=lr, seed=seed, progress=progress, losses=losses, group_by_length=group_by_length,
-                  device=device)
+                  micro_batches=micro_batches, device=device)
     tenth = max(len(losses) // 10, 1)
     return {"loss_first": sum(losses[:tenth]) / tenth, "loss_last": sum(losses[-tenth:]) / tenth,
             "answer_accuracy": answer_accuracy(out), "vocab": len(tokenizer)}

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from orchestrator.config import PRESET_DIR, SystemConfig
 from orchestrator.tiny import PACKAGED_WORLD_WEIGHTS as PACKAGED_WEIGHTS
@@ -91,6 +91,13 @@ class RecipeConfig(BaseModel):
     lora: bool = True
     judge_steps: int | None = Field(None, description="judge training steps (default: the module's)")
     preset: str = "tiny-world"
+
+    micro_batches: dict[Literal["language", "pt", "it"], PositiveInt] = Field(
+        default_factory=lambda: {"language": 4, "it": 2}, description=(
+            "cut each batch of the LLM's dialogues / the PT / IT samples into this many micro-batches of similar "
+            "length and accumulate (a step missing here: 1): the same batches and steps with less padding. On one "
+            "CPU thread LLM steps run 1.6x faster with 4, IT steps 1.1x with 2; PT's batches pad little and gain "
+            "nothing (docs/tinyworld.md)"))
 
     def grouped(self, step: str) -> bool:
         """Whether ``step`` (``language``, ``pt`` or ``it``) batches by token length."""
@@ -162,7 +169,8 @@ def _language(ctx: Context) -> dict:
 
     c = ctx.config
     metrics = train_language_model(ctx.work / "llm", steps=c.lm_steps, dialogues=c.lm_dialogues, seed=ctx.seed(1),
-                                   progress=ctx.progress, group_by_length=c.grouped("language"), device=ctx.device)
+                                   progress=ctx.progress, group_by_length=c.grouped("language"),
+                                   micro_batches=c.micro_batches.get("language", 1), device=ctx.device)
     _move(ctx.work / "llm", ctx.weights / "llm")
     return metrics
 
@@ -232,7 +240,7 @@ def _stage(ctx: Context, stage: str) -> dict:
         stage=stage, max_steps=c.it_steps if is_it else c.pt_steps, batch_size=c.it_batch if is_it else c.pt_batch,
         lr=c.it_lr if is_it else c.pt_lr, lora=c.lora and is_it, lora_lr=c.it_lr, seed=ctx.seed(9 + is_it),
         cache_dir=str(ctx.work / "cache"), device=ctx.device, progress=ctx.progress, warmup_ratio=0.05,
-        group_by_length=c.grouped(stage),
+        group_by_length=c.grouped(stage), micro_batches=c.micro_batches.get(stage, 1),
     )
     out = ctx.weights / "projectors" if is_it else ctx.work / "pt"
     trainer = Trainer(ctx.system_config(), ctx.work / "data" / f"{stage}.jsonl", out, train=train,

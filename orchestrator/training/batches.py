@@ -156,6 +156,39 @@ def collate(items: list[Encoded], pad_id: int, features, targets, latents=None, 
     )
 
 
+@dataclass(frozen=True)
+class Share:
+    """The denominators of a whole step's mean losses, for a step cut into micro-batches: its labelled tokens and
+    its outputs (and target latents) per generator. Each micro-batch divides its summed losses by these, so the
+    micro-batches' losses and gradients add up to the whole batch's."""
+
+    tokens: int
+    outputs: dict[str, int]
+    latents: dict[str, int]
+
+    @classmethod
+    def of(cls, items: Sequence[Encoded], latents=None) -> "Share":
+        outputs: dict[str, int] = {}
+        wanted: dict[str, int] = {}
+        for e in items:
+            for (gen, _, _), target in zip(e.outputs, e.targets or [None] * len(e.outputs)):
+                outputs[gen] = outputs.get(gen, 0) + 1
+                if latents is not None and target is not None and gen in latents:
+                    wanted[gen] = wanted.get(gen, 0) + 1
+        # the LM loss predicts labels[1:] of each row (position t's logits predict the label at t + 1)
+        tokens = sum(sum(t != IGNORE for t in e.labels[1:]) for e in items)
+        return cls(tokens, outputs, wanted)
+
+
+def length_chunks(items: Sequence, parts: int, length=lambda e: len(e.input_ids)) -> list[list]:
+    """``items`` sorted by ``length`` and cut into ``parts`` consecutive runs of near-equal size (fewer when there
+    are fewer items): micro-batches of similar length, which pad far less than the batch they came from."""
+    ranked = sorted(items, key=length)
+    parts = max(1, min(parts, len(ranked)))
+    bounds = [round(i * len(ranked) / parts) for i in range(parts + 1)]
+    return [ranked[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
 def length_grouped_order(lengths: Sequence[int], batch_size: int, generator: torch.Generator,
                          megabatch: int = 50) -> list[int]:
     """A random order of ``range(len(lengths))`` whose consecutive runs of ``batch_size`` have similar lengths, so

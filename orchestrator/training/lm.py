@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from orchestrator.backbone import Backbone, Text, Turn
 from orchestrator.config import LLMConfig
-from orchestrator.training.batches import length_grouped_order
+from orchestrator.training.batches import length_chunks, length_grouped_order
 from orchestrator.training.meter import metered
 from orchestrator.training.optim import adamw
 from orchestrator.tiny import resolve_model
@@ -32,6 +32,17 @@ def dialogue_ids(backbone: Backbone, dialogues: Sequence[Dialogue]) -> list[list
             .input_ids for d in dialogues]
 
 
+def _pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``(ids, labels)``, each ``(len(rows), longest)``; labels are -100 on the padding."""
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    labels = torch.full((len(rows), length), -100, dtype=torch.long)
+    for b, row in enumerate(rows):
+        ids[b, :len(row)] = torch.tensor(row)
+        labels[b, :len(row)] = torch.tensor(row)
+    return ids, labels
+
+
 def train_text_lm(
     llm: LLMConfig | str,
     dialogues: Sequence[Dialogue],
@@ -44,6 +55,7 @@ def train_text_lm(
     progress: bool = True,
     losses: list[float] | None = None,
     group_by_length: bool = False,
+    micro_batches: int = 1,
     device: str = "cpu",
 ) -> Path:
     """Train every weight of ``llm`` on ``dialogues`` (next-token loss over whole conversations) and save the
@@ -53,7 +65,9 @@ def train_text_lm(
     Each step draws ``batch_size`` dialogues at random; with ``group_by_length`` the batches are cut from shuffled
     epochs instead, each batch of dialogues of similar length (:func:`~orchestrator.training.batches.
     length_grouped_order`), which pads far less: the world's dialogues fill half of a randomly drawn batch.
-    ``device``: where the model trains (batches are drawn on the CPU, so a seed gives the same batches anywhere)."""
+    ``micro_batches``: cut each drawn batch into this many runs of similar length and accumulate their gradients,
+    which keeps the batches (and, up to float rounding, the steps) and drops most of the padding. ``device``: where
+    the model trains (batches are drawn on the CPU, so a seed gives the same batches anywhere)."""
     cfg = llm if isinstance(llm, LLMConfig) else LLMConfig(model=llm)
     from transformers import AutoModelForCausalLM
 
@@ -82,18 +96,18 @@ def train_text_lm(
             pick, queue = queue[:batch_size], queue[batch_size:]
         else:
             pick = torch.randint(len(rows), (batch_size,), generator=generator).tolist()
-        length = max(len(rows[i]) for i in pick)
-        ids = torch.full((batch_size, length), pad, dtype=torch.long)
-        labels = torch.full((batch_size, length), -100, dtype=torch.long)
-        for b, i in enumerate(pick):
-            ids[b, :len(rows[i])] = torch.tensor(rows[i])
-            labels[b, :len(rows[i])] = torch.tensor(rows[i])
-        ids, labels = ids.to(device), labels.to(device)
-        logits = model(input_ids=ids, attention_mask=(labels != -100).long()).logits[:, :-1]  # (B, L-1, V)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
-        loss.backward()
+        predicted = sum(len(rows[i]) - 1 for i in pick)  # every token but each row's first is a target
+        loss = 0.0
+        for chunk in length_chunks(pick, micro_batches, length=lambda i: len(rows[i])):
+            ids, labels = _pad([rows[i] for i in chunk], pad)
+            ids, labels = ids.to(device), labels.to(device)
+            logits = model(input_ids=ids, attention_mask=(labels != -100).long()).logits[:, :-1]  # (b, L-1, V)
+            part = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100,
+                                   reduction="sum") / max(predicted, 1)  # this chunk's share of the batch's mean
+            part.backward()
+            loss += part.item()
         if losses is not None:
-            losses.append(loss.item())
+            losses.append(loss)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)

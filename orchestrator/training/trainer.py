@@ -19,6 +19,7 @@ Several processes (``torchrun`` / ``accelerate launch``) train with DDP; ``batch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -36,7 +37,7 @@ from torch import nn
 from orchestrator.config import SystemConfig, load_config
 from orchestrator.errors import ConfigError
 from orchestrator.training.audit import format_audit, freeze_audit
-from orchestrator.training.batches import Batch, collate, encode_sample, epoch_order
+from orchestrator.training.batches import Batch, Share, collate, encode_sample, epoch_order, length_chunks
 from orchestrator.training.cache import FeatureCache, content_hash, file_hash
 from orchestrator.training.data import DataError, Sample, load_samples
 from orchestrator.training.meter import metered
@@ -92,6 +93,10 @@ class TrainConfig(BaseModel):
     group_by_length: bool = Field(False, description="Batch samples of similar token length together (shuffled "
                                                      "mega-batches of 50 batches, each sorted by length): less "
                                                      "padding, the same samples per epoch.")
+    micro_batches: int = Field(1, ge=1, description="Cut each step's batch (per process) into this many micro-batches "
+                                                    "of similar token length and accumulate their gradients: the "
+                                                    "same samples and, up to float rounding, the same step, with "
+                                                    "less padding (on a CPU, where padded tokens cost full price).")
     progress: bool = True
 
     def resolved_lr(self) -> float:
@@ -137,7 +142,9 @@ class ProjectorObjective(nn.Module):
             self._compiled = {id(model): torch.compile(model)}
         return self._compiled[id(model)]
 
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, batch: Batch, share: Share | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The batch's mean losses; with ``share`` (``batch`` is one micro-batch of a step), this micro-batch's part
+        of the step's means: summed over its tokens / outputs and divided by the step's counts."""
         from generators.projectors import alignment_loss
 
         system = self.system
@@ -154,7 +161,11 @@ class ProjectorObjective(nn.Module):
                              output_hidden_states=bool(batch.outputs), logits_to_keep=keep)
         # 3. LM loss on assistant tokens
         logits = out.logits.float()  # (B, P, V)
-        lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, keep].reshape(-1), ignore_index=-100)
+        if share is None:
+            lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, keep].reshape(-1), ignore_index=-100)
+        else:
+            lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, keep].reshape(-1), ignore_index=-100,
+                                 reduction="sum") / max(share.tokens, 1)
         parts = {"lm_loss": lm.detach()}
         total = self.lm_weight * lm
         # 4. alignment: hidden states (+ input embeddings) at each signal group -> output projector vs. targets
@@ -168,7 +179,9 @@ class ProjectorObjective(nn.Module):
                 h = hidden[rows[:, None], pos].to(dtype)  # (N, k, D)
                 e = embeds[rows[:, None], pos].to(dtype)  # (N, k, D)
                 conditioning = projector(h, e)  # {spec: (N, L, D)}
-                align = alignment_loss(conditioning, batch.targets[name])
+                align = alignment_loss(conditioning, batch.targets[name])  # a mean over outputs (and positions)
+                if share is not None:
+                    align = align * (len(rows) / share.outputs[name])
                 parts[f"align/{name}"] = align.detach()
                 total = total + self.align_weight * align
                 # 5. optional: the frozen generator's denoising loss on the wanted outputs, through the projector
@@ -177,6 +190,8 @@ class ProjectorObjective(nn.Module):
                     noise = torch.Generator().manual_seed(batch.noise_seed)
                     diffusion = system.generator(name).diffusion_loss(
                         {k: v[which] for k, v in conditioning.items()}, latents, noise)
+                    if share is not None:
+                        diffusion = diffusion * (len(which) / share.latents[name])
                     parts[f"diffusion/{name}"] = diffusion.detach()
                     total = total + self.diffusion_weight * diffusion
         return total, parts
@@ -485,7 +500,7 @@ class Trainer:
             raise ConfigError("Trainer.run() needs an output folder")
         self.prepare()
         acc, system = self.accelerator, self.system
-        features, targets, encoded = self.features, self.targets, self.encoded
+        encoded = self.encoded
 
         n = len(encoded)
         lengths = [len(e.input_ids) for e in encoded]
@@ -549,12 +564,8 @@ class Trainer:
                 ids = order[index * batch:(index + 1) * batch].tolist()
                 local = [encoded[i] for i in ids[acc.process_index::acc.num_processes]]
                 tic = time.perf_counter()
-                data = collate(local, system.backbone.tokenizer.pad_token_id or 0, features, targets, self.latents,
-                               noise_seed=(cfg.seed + 1) * 1_000_003 + step * acc.num_processes + acc.process_index
-                               ).to(acc.device)
-                with acc.autocast():
-                    loss, parts = model(data)
-                acc.backward(loss)
+                loss, parts = self._forward_backward(model, local, (cfg.seed + 1) * 1_000_003 + step * acc.num_processes
+                                                     + acc.process_index)
                 if cfg.grad_clip is not None:
                     acc.clip_grad_norm_(trainable, cfg.grad_clip)
                 optimizer.step()
@@ -599,6 +610,33 @@ class Trainer:
         self.say(f"{'finished' if finished else 'stopped'} at step {stop}/{total}; "
                  + (f"weights in {self.out}" if finished else f"resume with --resume ({self.out / CHECKPOINT_DIR})"))
         return TrainResult(self.out, stop, history, finished, acc.is_main_process)
+
+    def _forward_backward(self, model, items: list, noise_seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One step's losses and gradients over ``items`` (this process's share of the batch): in one pass, or in
+        ``micro_batches`` passes over runs of similar length whose losses add up to the batch's means."""
+        acc, cfg = self.accelerator, self.cfg
+        pad = self.system.backbone.tokenizer.pad_token_id or 0
+        if cfg.micro_batches == 1:
+            data = collate(items, pad, self.features, self.targets, self.latents, noise_seed=noise_seed).to(acc.device)
+            with acc.autocast():
+                loss, parts = model(data)
+            acc.backward(loss)
+            return loss, parts
+        share = Share.of(items, self.latents)
+        chunks = length_chunks(items, cfg.micro_batches)
+        loss, parts = torch.zeros((), device=acc.device), {}
+        for j, chunk in enumerate(chunks):
+            data = collate(chunk, pad, self.features, self.targets, self.latents,
+                           noise_seed=noise_seed * len(chunks) + j).to(acc.device)
+            # gradients are all-reduced once, after the last micro-batch
+            with acc.no_sync(model) if j + 1 < len(chunks) else contextlib.nullcontext():
+                with acc.autocast():
+                    part_loss, part_parts = model(data, share)
+                acc.backward(part_loss)
+            loss = loss + part_loss.detach()
+            for name, value in part_parts.items():
+                parts[name] = parts[name] + value if name in parts else value
+        return loss, parts
 
     def _reduce(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> dict[str, float]:
         """Average the step's losses over processes (an alignment term only over processes that had one)."""
