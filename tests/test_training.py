@@ -348,12 +348,19 @@ def test_two_process_ddp_on_cpu_tracks_the_single_process_run(toy, tmp_path):
             "--batch-size", "8", "--cache", str(tmp_path / "cache"), "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(_free_port()), "-m", "orchestrator.cli", *args, "--out", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=300)
+
+    def two_processes(out: str, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+             "--master_port", str(_free_port()), "-m", "orchestrator.cli", *args, "--out", str(tmp_path / out),
+             *extra], env=env, capture_output=True, text=True, timeout=300)
+
+    done = two_processes("two")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("pt: 8 steps") == 1  # only the main process reports
+    # micro-batches under DDP: gradients are all-reduced once a step (no_sync before the last pass), same steps
+    micro = two_processes("two-micro", "--micro-batches", "2")
+    assert micro.returncode == 0, micro.stderr[-3000:]
 
     one = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
     two = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
@@ -363,6 +370,8 @@ def test_two_process_ddp_on_cpu_tracks_the_single_process_run(toy, tmp_path):
     for a, b in zip(one, two):
         assert b["loss"] == pytest.approx(a["loss"], rel=0.05), (a, b)
     assert two[-1]["loss"] < 0.7 * two[0]["loss"]
+    two_micro = [json.loads(line) for line in (tmp_path / "two-micro" / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in two_micro] == pytest.approx([r["loss"] for r in two], rel=1e-4)
 
 
 def test_cli_train_writes_a_run_refuses_to_clobber_it_and_reports_bad_rows(toy, tmp_path, capsys):
