@@ -182,9 +182,12 @@ class Share:
 
 def length_chunks(items: Sequence, parts: int, length=lambda e: len(e.input_ids)) -> list[list]:
     """``items`` sorted by ``length`` and cut into ``parts`` consecutive runs of near-equal size (fewer when there
-    are fewer items): micro-batches of similar length, which pad far less than the batch they came from."""
+    are fewer items): micro-batches of similar length, which pad far less than the batch they came from. One part:
+    the items as they are, in their order (a one-pass step is unchanged)."""
+    parts = max(1, min(parts, len(items)))
+    if parts == 1:
+        return [list(items)]
     ranked = sorted(items, key=length)
-    parts = max(1, min(parts, len(ranked)))
     bounds = [round(i * len(ranked) / parts) for i in range(parts + 1)]
     return [ranked[a:b] for a, b in zip(bounds, bounds[1:])]
 

@@ -161,11 +161,10 @@ class ProjectorObjective(nn.Module):
                              output_hidden_states=bool(batch.outputs), logits_to_keep=keep)
         # 3. LM loss on assistant tokens
         logits = out.logits.float()  # (B, P, V)
-        if share is None:
-            lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, keep].reshape(-1), ignore_index=-100)
-        else:
-            lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, keep].reshape(-1), ignore_index=-100,
-                                 reduction="sum") / max(share.tokens, 1)
+        lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, keep].reshape(-1), ignore_index=-100,
+                             reduction="mean" if share is None else "sum")
+        if share is not None:
+            lm = lm / max(share.tokens, 1)
         parts = {"lm_loss": lm.detach()}
         total = self.lm_weight * lm
         # 4. alignment: hidden states (+ input embeddings) at each signal group -> output projector vs. targets
@@ -616,18 +615,12 @@ class Trainer:
         ``micro_batches`` passes over runs of similar length whose losses add up to the batch's means."""
         acc, cfg = self.accelerator, self.cfg
         pad = self.system.backbone.tokenizer.pad_token_id or 0
-        if cfg.micro_batches == 1:
-            data = collate(items, pad, self.features, self.targets, self.latents, noise_seed=noise_seed).to(acc.device)
-            with acc.autocast():
-                loss, parts = model(data)
-            acc.backward(loss)
-            return loss, parts
-        share = Share.of(items, self.latents)
         chunks = length_chunks(items, cfg.micro_batches)
+        share = Share.of(items, self.latents) if len(chunks) > 1 else None  # one pass: the objective's own means
         loss, parts = torch.zeros((), device=acc.device), {}
         for j, chunk in enumerate(chunks):
-            data = collate(chunk, pad, self.features, self.targets, self.latents,
-                           noise_seed=noise_seed * len(chunks) + j).to(acc.device)
+            seed = noise_seed if share is None else noise_seed * len(chunks) + j
+            data = collate(chunk, pad, self.features, self.targets, self.latents, noise_seed=seed).to(acc.device)
             # gradients are all-reduced once, after the last micro-batch
             with acc.no_sync(model) if j + 1 < len(chunks) else contextlib.nullcontext():
                 with acc.autocast():
