@@ -40,6 +40,7 @@ class AudioLDM2Tool(GeneratorTool):
     modality = "audio"
     default_signal_prefix = "AUD"
     pipeline_class = AudioLDM2Pipeline
+    generation_components = ("unet", "vae", "vocoder", "scheduler")
     call_options = {"audio_length_in_s": None}
     attention_masks = {"prompt_embeds": "attention_mask"}
 

@@ -152,6 +152,9 @@ class GeneratorTool(ABC):
     load_kwargs: ClassVar[Mapping[str, Any]] = {}
     #: whether the tool offers ``target_latents`` / ``diffusion_loss`` (see :class:`LatentDiffusionLoss`).
     supports_diffusion_loss: ClassVar[bool] = False
+    #: the pipeline components only generation (and the latent-diffusion loss) use; ``from_config(...,
+    #: conditioning_only=True)`` leaves them out and keeps the text side that :meth:`encode_text` needs.
+    generation_components: ClassVar[tuple[str, ...]] = ("unet", "vae", "scheduler")
 
     def __init__(self, pipeline: Any, cfg: GeneratorConfig, *, seed: int = 0) -> None:
         self.pipeline = pipeline
@@ -161,18 +164,25 @@ class GeneratorTool(ABC):
         unknown = set(cfg.options) - set(self.call_options) - set(self.output_options)
         if unknown:
             raise ValueError(self._unknown_options_message(unknown))
-        if cfg.compile:
+        if cfg.compile and not self.conditioning_only:
             compile_denoiser(pipeline)
 
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod
     def from_config(cls, cfg: GeneratorConfig, *, device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32, seed: int = 0) -> "GeneratorTool":
-        """Load ``cfg.model`` (a Hugging Face id, a local folder or ``@tiny/<name>``) frozen on ``device``."""
+                    dtype: torch.dtype = torch.float32, seed: int = 0,
+                    conditioning_only: bool = False) -> "GeneratorTool":
+        """Load ``cfg.model`` (a Hugging Face id, a local folder or ``@tiny/<name>``) frozen on ``device``.
+
+        ``conditioning_only``: load only what :meth:`encode_text` needs (the tokenizer and text encoder), not the
+        :attr:`generation_components` -- what training the output projector against the text features needs, in
+        a fraction of the memory. Such a tool cannot generate. The folder may then hold only the text side."""
         # 1. Resolve the model name to something from_pretrained loads (tiny components are built on first use)
         source = resolve_model(cfg.model, seed)
-        # 2. Load, place and freeze the pipeline
-        pipeline = cls.pipeline_class.from_pretrained(source, dtype=dtype, **cls.load_kwargs)  # torch_dtype= is deprecated
+        # 2. Load, place and freeze the pipeline (a component passed as None is not loaded)
+        skipped = dict.fromkeys(cls.generation_components) if conditioning_only else {}
+        pipeline = cls.pipeline_class.from_pretrained(source, dtype=dtype,  # torch_dtype= is deprecated
+                                                      **{**cls.load_kwargs, **skipped})
         pipeline.to(device)
         freeze(pipeline)
         pipeline.set_progress_bar_config(disable=True)
@@ -182,6 +192,17 @@ class GeneratorTool(ABC):
     @property
     def device(self) -> torch.device:
         return self.pipeline.device
+
+    @property
+    def conditioning_only(self) -> bool:
+        """Whether the pipeline was loaded without its :attr:`generation_components` (it can only encode text)."""
+        return any(getattr(self.pipeline, name, None) is None for name in self.generation_components)
+
+    def _require_denoiser(self, action: str) -> None:
+        if self.conditioning_only:
+            raise RuntimeError(f"{type(self).__name__} of {self.cfg.model!r} was loaded for its text conditioning "
+                               f"only (no {', '.join(self.generation_components)}), so it cannot {action}; load "
+                               f"it without conditioning_only=True")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -286,6 +307,7 @@ class GeneratorTool(ABC):
             options: per-call overrides of ``cfg.options`` (:attr:`call_options` and :attr:`output_options`).
         """
         # 1. Resolve the call parameters: explicit arguments win over the config
+        self._require_denoiser("generate")
         steps = num_inference_steps or self.cfg.num_inference_steps
         guidance = self.cfg.guidance_scale if guidance_scale is None else guidance_scale
         seed = self.seed if seed is None else seed
@@ -382,6 +404,7 @@ class LatentDiffusionLoss:
         """Target files -> clean latents ``(N, C, h, w)`` (images) or ``(N, C, F, h, w)`` (videos)."""
         import numpy as np
 
+        self._require_denoiser("encode target latents")
         height, width = self._output_size()
         vae = self.pipeline.vae
         out = []
@@ -402,6 +425,7 @@ class LatentDiffusionLoss:
                        generator: torch.Generator) -> torch.Tensor:
         """Denoising MSE of the frozen UNet on ``latents`` (N, ...) conditioned on ``conditioning`` (N, L, D).
         Always the eager UNet: a compiled one (:func:`compile_denoiser`) replays CUDA graphs made for inference."""
+        self._require_denoiser("score the latent-diffusion loss")
         unet, scheduler = self.pipeline.unet, self.pipeline.scheduler
         unet = getattr(unet, "_orig_mod", unet)  # torch.compile's wrapper keeps the module as ``_orig_mod``
         latents = latents.to(unet.device, unet.dtype)
@@ -417,7 +441,8 @@ class LatentDiffusionLoss:
 
 
 def build_generator(cfg: GeneratorConfig, **kwargs: Any) -> GeneratorTool:
-    """Build the generator tool ``cfg.kind`` names (``device=``, ``dtype=``, ``seed=`` go to ``from_config``)."""
+    """Build the generator tool ``cfg.kind`` names (``device=``, ``dtype=``, ``seed=``, ``conditioning_only=`` go to
+    ``from_config``)."""
     from generators import GENERATORS
 
     return GENERATORS.get(cfg.kind).from_config(cfg, **kwargs)

@@ -326,9 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
         _train_args(p)
         p.set_defaults(func=cmd_train)
     p = stages.add_parser("world", help="the tinyworld recipe: every component of tiny-world from scratch",
-                          description="Train the tokenizer and LLM, the CLIP-style and Whisper encoders, the image / "
-                                      "video / audio diffusion generators, MM PT and MM IT, and the eval judges, in "
-                                      "order, into OUT/weights (see docs/tinyworld.md).")
+                          description="Train the tokenizer and LLM, the CLIP-style and Whisper encoders, the VAEs, "
+                                      "MM PT and MM IT, the image / video / audio diffusion generators and the eval "
+                                      "judges into OUT/weights (see docs/tinyworld.md).")
     from tinyworld.recipe import add_arguments
 
     add_arguments(p)

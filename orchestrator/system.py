@@ -76,7 +76,13 @@ class MMSystem(nn.Module):
         weights: str | Path | None = None,
         device: str | torch.device | None = None,
         load_generators: bool = True,
+        conditioning_only: bool = False,
     ) -> "MMSystem":
+        """Build the system of ``config`` (a SystemConfig, a preset name or a YAML path) on ``device``, with its
+        trained projectors from ``weights`` (default: the config's ``weights``). ``load_generators=False`` builds
+        no generators and no output projectors; ``conditioning_only=True`` loads each generator's text side only
+        (:meth:`GeneratorTool.from_config <generators.base.GeneratorTool.from_config>`): enough to train the
+        output projectors against their text features, not to generate."""
         from generators import build_generator, build_output_projector
         from modalities import build_encoder, build_projector
 
@@ -98,7 +104,8 @@ class MMSystem(nn.Module):
         generators: dict[str, Any] = {}
         if load_generators:
             for name, gcfg in config.generators.items():
-                generators[name] = build_generator(gcfg, device=dev, dtype=frozen_dtype, seed=config.seed)
+                generators[name] = build_generator(gcfg, device=dev, dtype=frozen_dtype, seed=config.seed,
+                                                   conditioning_only=conditioning_only)
 
         # Trainable parts: seeded, float32 master weights.
         torch.manual_seed(config.seed)

@@ -168,6 +168,23 @@ def test_wrong_shape_raises(case, prompt_conditioning):
         tool.generate({k: v for k, v in prompt_conditioning.items() if k != spec.name})
 
 
+def test_a_conditioning_only_tool_encodes_the_same_text_features_and_refuses_to_generate(case, prompt_conditioning):
+    """What output-projector training needs: the text side alone, with the full tool's very targets."""
+    from generators import GENERATORS
+
+    kind, tool = case
+    light = GENERATORS.get(kind).from_config(tool.cfg, seed=0, conditioning_only=True)
+    assert light.conditioning_only and not tool.conditioning_only
+    assert all(getattr(light.pipeline, name) is None for name in light.generation_components)
+    assert light.conditioning_specs() == tool.conditioning_specs()
+    features = light.encode_text([PROMPT])
+    assert features.keys() == prompt_conditioning.keys()
+    assert all(torch.equal(features[name], prompt_conditioning[name]) for name in features)
+    assert 0 < sum(p.numel() for p in light.parameters()) < sum(p.numel() for p in tool.parameters())
+    with pytest.raises(RuntimeError, match="text conditioning only.*cannot generate"):
+        light.generate(prompt_conditioning)
+
+
 def test_pipeline_is_frozen(case):
     _, tool = case
     params = list(tool.parameters())

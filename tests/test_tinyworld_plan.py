@@ -74,8 +74,8 @@ def test_a_step_is_predicted_from_its_fixed_work_and_its_loops_seconds_per_step(
 
 def test_the_scheduler_starts_the_longest_chains_and_hands_idle_cores_to_running_steps():
     starts, raised = schedule(list(STEPS), {}, jobs=2, cores=2)
-    assert starts == [("encoders", 1), ("vae", 1)] and raised == {}
-    # the VAEs done, the encoders still running: the video generator waits, so a ready step takes the slot
+    assert starts == [("language", 1), ("encoders", 1)] and raised == {}
+    # the VAEs done, the encoders still running: the generators wait, so a ready step takes the slot
     waiting = [n for n in STEPS if n not in ("encoders", "vae")]
     starts, raised = schedule(waiting, {"encoders": 1}, jobs=2, cores=2)
     assert len(starts) == 1 and not set(STEPS[starts[0][0]].after) & {"encoders"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tinyworld.recipe import STEPS, RecipeConfig, run
 
@@ -41,13 +42,32 @@ def test_each_step_starts_after_the_steps_it_reads(small_run):
         assert start <= end
         for before in spec.after:
             assert timeline[before][1] <= start, (before, name)
-    # two slots: the heads of the longest chains (encoders, VAEs -> video generator -> PT -> IT) go first
-    assert timeline["encoders"][0] < 1 and timeline["vae"][0] < 1
-    assert timeline["language"][0] >= min(timeline["encoders"][1], timeline["vae"][1])
+    # two slots: the heads of the longest chains (the LLM and the encoders -> PT -> IT) go first
+    assert timeline["language"][0] < 1 and timeline["encoders"][0] < 1
+    assert timeline["vae"][0] >= min(timeline["language"][1], timeline["encoders"][1])
     assert json.loads((out / "recipe.json").read_text())["steps"].keys() == record["steps"].keys()
     for name in ("llm", "image-encoder", "audio-encoder", "image-generator", "video-generator", "audio-generator",
                  "projectors", "judges"):
         assert (out / "weights" / name).is_dir(), name
+
+
+def test_pt_and_it_aligned_to_the_finished_generators_own_text_features(small_run):
+    """PT and IT ran beside the UNets, on each generator's text side alone: its features must be the finished
+    generator's, bit for bit, and the projectors' saved system names the finished generators."""
+    from orchestrator.config import load_config
+    from generators import build_generator
+
+    out, _ = small_run
+    saved = load_config(out / "weights" / "projectors" / "system.yaml")
+    captions = ["a small red circle at the top left", "two short beeps of a high tone", ""]
+    for name, gcfg in saved.generators.items():
+        assert gcfg.model == str((out / "weights" / f"{name}-generator").resolve())
+        full = build_generator(gcfg)
+        text_side = build_generator(gcfg.model_copy(update={"model": str(out / "work" / "conditioning" / name)}),
+                                    conditioning_only=True)
+        assert not full.conditioning_only and text_side.conditioning_only
+        ours, theirs = text_side.encode_text(captions), full.encode_text(captions)
+        assert all(torch.equal(ours[key], theirs[key]) for key in theirs), name
 
 
 def test_every_stage_learns(small_run):
@@ -104,6 +124,7 @@ def test_a_plan_probes_every_step_and_predicts_the_run_it_planned(small_run, tmp
     assert set(result["steps"]) == set(STEPS)
     assert (tmp_path / "plan.json").is_file() and (tmp_path / "plan.png").is_file()
     assert not (tmp_path / "probe").exists()
-    assert result["chain"][-1] == "it"
+    steps = result["steps"]  # the critical chain runs from the start of the run to the step that ends last
+    assert steps[result["chain"][0]]["start"] == 0 and result["chain"][-1] == max(steps, key=lambda n: steps[n]["end"])
     actual = record["runs"][-1]["wall_seconds"]  # the same config, run for real with two jobs
     assert 0.4 * actual < result["wall_seconds"] < 2.5 * actual

@@ -77,13 +77,15 @@ def test_the_small_recipe_trains_every_step_on_cuda(tmp_path, monkeypatch):
 
 
 def test_the_scheduler_starts_the_longest_chains_first():
-    """The encoders and VAEs head the chain to the video generator, PT and IT; the LLM only feeds PT (the slow
-    tier's recipe run checks that they start first)."""
+    """The LLM, the encoders and the data head the chain to PT and IT; the VAEs only feed the generators, which
+    nothing waits for (the slow tier's recipe run checks that they start in that order)."""
     from tinyworld.recipe import chain_lengths
 
     chain = chain_lengths()
     assert chain["it"] == 1 and chain["pt"] == 2 and chain["judges"] == 1
-    assert chain["encoders"] == chain["vae"] == 4 > chain["language"] == chain["video-generator"] == 3
+    assert chain["language"] == chain["encoders"] == chain["data"] == 3 > chain["vae"] == 2
+    assert all(chain[f"{kind}-generator"] == 1 for kind in ("image", "video", "audio"))
+    assert set(STEPS["pt"].after) == {"language", "encoders", "data"}  # not the generators' UNets
     for name, spec in STEPS.items():  # a step is always further from the end than the steps that read it
         assert all(chain[before] > chain[name] for before in spec.after)
 
@@ -110,7 +112,8 @@ def _seen_by_batched_steps(tmp_path, monkeypatch, config, field: str) -> dict:
 
     monkeypatch.setattr(orchestrator.training, "Trainer", Trainer)
     ctx = Context(tmp_path, config, progress=False)
-    monkeypatch.setattr(Context, "system_config", lambda self: None)
+    monkeypatch.setattr(recipe, "_text_side_system", lambda ctx: None)
+    monkeypatch.setattr(Context, "system_config", lambda self: types.SimpleNamespace(save=lambda path: None))
     STEPS["language"].fn(ctx)
     recipe._stage(ctx, "pt")
     recipe._stage(ctx, "it")

@@ -405,6 +405,21 @@ def test_cli_train_writes_a_run_refuses_to_clobber_it_and_reports_bad_rows(toy, 
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("diffusion_weight, light", [(0.0, True), (1.0, False)])
+def test_a_trainer_loads_the_generators_denoisers_only_for_the_diffusion_loss(toy, tmp_path, diffusion_weight, light):
+    """The alignment loss reads the generators' text encoders alone, so their UNets and VAEs stay on disk."""
+    from orchestrator.training import Trainer
+    from orchestrator.training.toy import toy_system_config
+
+    data = write_colour_squares(tmp_path / "d", 4)
+    run = Trainer(toy_system_config(toy["lm"]), data["pt"], None,
+                  train={"progress": False, "cache_dir": str(tmp_path / "cache"), "diffusion_weight": diffusion_weight})
+    run.prepare()
+    tool = run.system.generator("image")
+    assert tool.conditioning_only is light and (tool.pipeline.unet is None) is light
+    assert run.evaluate()["align/image"] > 0
+
+
 def test_latent_diffusion_loss_trains_the_output_projector_through_the_frozen_unet(toy, tmp_path):
     from orchestrator.errors import ConfigError
 

@@ -487,6 +487,28 @@ def _text_pipeline_parts(text_dir: str | Path) -> dict:
     return {"tokenizer": tokenizer, "text_encoder": text_encoder}
 
 
+def save_text_side(text_dir: str | Path, out: str | Path, pipeline_class: type) -> Path:
+    """Save a ``pipeline_class`` folder holding only the frozen tokenizer and text encoder of ``text_dir`` (every
+    other component ``null`` in ``model_index.json``): what a generator tool loads with ``conditioning_only=True``.
+    The generators trained here cross-attend to exactly this text encoder, so its features are their conditioning,
+    and MM PT / IT can train the output projectors on them while the UNets still train."""
+    import inspect
+
+    import diffusers
+
+    out = Path(out)
+    text = _text_pipeline_parts(text_dir)
+    index: dict[str, Any] = {"_class_name": pipeline_class.__name__, "_diffusers_version": diffusers.__version__}
+    for name, param in inspect.signature(pipeline_class.__init__).parameters.items():
+        if name != "self" and param.kind is param.POSITIONAL_OR_KEYWORD and not isinstance(param.default, bool):
+            index[name] = [None, None]  # a component this folder leaves out
+    for name, component in text.items():
+        component.save_pretrained(out / name)
+        index[name] = [type(component).__module__.split(".")[0], type(component).__name__]
+    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return out
+
+
 def _load_vae(vae_dir: str | Path):
     from diffusers import AutoencoderKL
 

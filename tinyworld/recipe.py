@@ -50,8 +50,8 @@ class RecipeConfig(BaseModel):
                                            "batches are drawn on the CPU, so a seed draws the same batches anywhere")
     lm_steps: int = 1500
     lm_dialogues: int = 6000
-    encoder_steps: int = Field(1000, description="steps of the CLIP / Whisper encoders (1500 lifted zero-shot picture "
-                                                 "shape from 94.7 to 97.7 %; see docs/tinyworld.md)")
+    encoder_steps: int = Field(1500, description="steps of the CLIP / Whisper encoders (1500 lifted zero-shot picture "
+                                                 "shape from 94.7 % at 1000 to 97.7 %; see docs/tinyworld.md)")
     encoder_train: int | None = Field(None, description="pre-rendered training items (default: the module's)")
     samples: int | None = Field(None, description="rendered training items of each VAE and generator "
                                                   "(default: the diffusion module's)")
@@ -61,11 +61,11 @@ class RecipeConfig(BaseModel):
     image_batch: int = 64
     video_pretrain_steps: int = Field(1000, description="steps of the video UNet's 2D twin on single frames (with 500, "
                                                        "900 clip steps drew the asked direction in 82 % of 200 clips)")
-    video_steps: int = Field(400, description="steps of the video UNet on whole clips (the judges found the whole "
+    video_steps: int = Field(900, description="steps of the video UNet on whole clips (the judges found the whole "
                                               "request in 68.5 / 92.5 / 99 / 98.5 % of 200 clips after 500 / 700 / "
                                               "900 / 1200; see docs/tinyworld.md)")
     video_batch: int = 16
-    audio_steps: int = Field(1200, description="steps of the audio UNet (judged: all of 200 sounds right after 1200 "
+    audio_steps: int = Field(600, description="steps of the audio UNet (judged: all of 200 sounds right after 1200 "
                                                "steps, 99 % after 600; see docs/tinyworld.md)")
     audio_batch: int = 64
     pt_rows: int = 12000
@@ -73,14 +73,14 @@ class RecipeConfig(BaseModel):
         "weights of the PT tasks ({'video/describe': 6, ...}; see tinyworld.data.task_schedule); "
         "default: tinyworld.data.PT_MIX"))
     it_rows: int = 6000
-    it_turns: int = Field(3, description="most exchanges in an IT conversation")
-    it_follow_ups: float = Field(0.0, description="share of later IT exchanges that revisit an earlier thing with "
+    it_turns: int = Field(4, description="most exchanges in an IT conversation")
+    it_follow_ups: float = Field(0.35, description="share of later IT exchanges that revisit an earlier thing with "
                                                   "one attribute changed (tinyworld.text.follow_up)")
     group_by_length: bool | list[Literal["language", "pt", "it"]] = Field(False, description=(
         "batch by token length (less padding, the same data): true for the LLM's dialogues and the PT / IT "
         "samples, or a list of those steps. Off by default: it makes steps 1.3-1.9x faster, but a grouped LLM "
         "dropped image position to 79 % (46.5 % grouped everywhere); see docs/tinyworld.md"))
-    pt_steps: int = Field(3000, description="MM PT steps (image shape on 1000 held-out pictures after PT + IT steps: "
+    pt_steps: int = Field(1500, description="MM PT steps (image shape on 1000 held-out pictures after PT + IT steps: "
                                             "1500 + 1000: 97.0 %, 1500 + 1500: 99.1 %, 3000 + 1500: 99.3 %; "
                                             "see docs/tinyworld.md)")
     it_steps: int = 1500
@@ -214,11 +214,6 @@ def _generator(kind: str, vae: str, offset: int) -> Callable[[Context], dict]:
     return run
 
 
-_DIFFUSION_INPUTS = ("encoders", "vae")  # the frozen text tower and the VAEs
-# the video generator first: it is the longest step before PT, so it starts as soon as its inputs are ready
-step("video-generator", "weights/video-generator", after=_DIFFUSION_INPUTS)(_generator("video", "vae-rgb", 6))
-step("image-generator", "weights/image-generator", after=_DIFFUSION_INPUTS)(_generator("image", "vae-rgb", 5))
-step("audio-generator", "weights/audio-generator", after=_DIFFUSION_INPUTS)(_generator("audio", "vae-mel", 7))
 
 
 @step("data", "work/data/it.jsonl")
@@ -243,10 +238,11 @@ def _stage(ctx: Context, stage: str) -> dict:
         group_by_length=c.grouped(stage), micro_batches=c.micro_batches.get(stage, 1),
     )
     out = ctx.weights / "projectors" if is_it else ctx.work / "pt"
-    trainer = Trainer(ctx.system_config(), ctx.work / "data" / f"{stage}.jsonl", out, train=train,
+    trainer = Trainer(_text_side_system(ctx), ctx.work / "data" / f"{stage}.jsonl", out, train=train,
                       init=ctx.work / "pt" if is_it else None, overwrite=True,
                       callbacks=[lambda _trainer, _step, _logs: refresh_threads()])
     result = trainer.run()
+    ctx.system_config().save(out / "system.yaml")  # the system these projectors drive: the finished generators
     history = result.history
     first, last = history[: max(len(history) // 10, 1)], history[-max(len(history) // 10, 1):]
     mean = lambda rows, key: sum(r[key] for r in rows if key in r) / max(sum(key in r for r in rows), 1)  # noqa: E731
@@ -255,9 +251,35 @@ def _stage(ctx: Context, stage: str) -> dict:
             **{f"{k}_last": mean(last, k) for k in keys}}
 
 
-_SYSTEM = ("language", "encoders", "image-generator", "video-generator", "audio-generator", "data")
+def _text_side_system(ctx: Context) -> SystemConfig:
+    """The system PT and IT train: each generator stands in as its text side alone (``work/conditioning/<name>``,
+    :func:`tinyworld.diffusion.save_text_side`), which the trainer loads with ``conditioning_only=True``. The
+    generators cross-attend to that very text encoder (the encoders step's text tower), so the alignment targets
+    are the finished generators' own, and PT and IT need not wait for the UNets: they train side by side."""
+    from generators import GENERATORS
+    from tinyworld.diffusion import save_text_side
+
+    config = ctx.system_config()
+    generators = {}
+    for name, gcfg in config.generators.items():
+        folder = ctx.work / "conditioning" / name
+        if not (folder / "model_index.json").exists():
+            save_text_side(ctx.work / "encoders" / "text", folder, GENERATORS.get(gcfg.kind).pipeline_class)
+        generators[name] = gcfg.model_copy(update={"model": str(folder.resolve())})
+    return config.model_copy(update={"generators": generators})
+
+
+# PT reads the LLM, the encoders (the frozen towers, and the generators' text encoder) and the data; not the UNets
+_SYSTEM = ("language", "encoders", "data")
 step("pt", "work/pt/trainable.safetensors", after=_SYSTEM)(lambda ctx: _stage(ctx, "pt"))
 step("it", "weights/projectors/trainable.safetensors", after=("pt",))(lambda ctx: _stage(ctx, "it"))
+
+_DIFFUSION_INPUTS = ("encoders", "vae")  # the frozen text tower and the VAEs
+# Registered after PT and IT: where the scheduler must choose (equal chains), IT, the longest step, goes first.
+# The video generator first of the three: it is the longest.
+step("video-generator", "weights/video-generator", after=_DIFFUSION_INPUTS)(_generator("video", "vae-rgb", 6))
+step("image-generator", "weights/image-generator", after=_DIFFUSION_INPUTS)(_generator("image", "vae-rgb", 5))
+step("audio-generator", "weights/audio-generator", after=_DIFFUSION_INPUTS)(_generator("audio", "vae-mel", 7))
 
 
 @step("judges", "weights/judges")
@@ -388,8 +410,8 @@ def run(out: str | Path, config: RecipeConfig | None = None, *, only: list[str] 
 
 def chain_lengths() -> dict[str, int]:
     """Step -> the number of steps on the longest chain that starts with it and follows what reads what (``it``: 1,
-    ``pt``: 2, ``encoders``: 4 through a generator, PT and IT). The parallel scheduler starts the longest chains
-    first: the encoders and VAEs before the LLM, which only PT waits for."""
+    ``pt``: 2, ``encoders``: 3 through PT and IT, ``vae``: 2 through a generator). The parallel scheduler starts
+    the longest chains first, ties in recipe order: the LLM and the encoders, then the data and the VAEs."""
     readers: dict[str, list[str]] = {name: [] for name in STEPS}
     for name, spec in STEPS.items():
         for before in spec.after:

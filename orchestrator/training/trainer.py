@@ -451,7 +451,10 @@ class Trainer:
         cfg = self.cfg
         self.accelerator = acc = self._setup_accelerator()
         if self.system is None:
-            self.system = MMSystem.from_config(self.system_config, device=acc.device)
+            # the alignment loss reads only the generators' text encoders: their UNets and VAEs load only for
+            # the latent-diffusion loss
+            self.system = MMSystem.from_config(self.system_config, device=acc.device,
+                                               conditioning_only=cfg.diffusion_weight == 0)
         system = self.system
         if self.init is not None:
             system.load_trainable(self.init)
