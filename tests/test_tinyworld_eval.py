@@ -34,18 +34,8 @@ def test_the_default_system_is_the_shipped_tiny_world():
     assert load_config().weights == "@tinyworld/projectors"
 
 
-#: rows the shipped system does not meet yet (``mmgraph eval --n 200``: 66 %; see README): strict xfails, so the
-#: day they pass the test says so and the mark must go
-KNOWN_GAPS = {
-    "video generation: colour + shape + direction": (
-        "the video generator draws the asked direction in ~62 % of clips even from the caption's own text states, "
-        "and the output projector now matches that (66 % at n=200)"),
-}
-
-
 def _rows(routing: bool):
-    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[name]))
-            if name in KNOWN_GAPS else name for name in BARS if name.startswith("routing") == routing]
+    return [name for name in BARS if name.startswith("routing") == routing]
 
 
 @pytest.mark.parametrize("row", _rows(routing=False))
