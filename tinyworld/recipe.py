@@ -214,8 +214,6 @@ def _generator(kind: str, vae: str, offset: int) -> Callable[[Context], dict]:
     return run
 
 
-
-
 @step("data", "work/data/it.jsonl")
 def _data(ctx: Context) -> dict:
     from tinyworld.data import write_datasets
