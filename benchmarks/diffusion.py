@@ -55,8 +55,8 @@ def build_sd_twins(size: str = "tiny", *, device: str | torch.device = "cpu", dt
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from generators.image import StableDiffusionTool
-    from generators.tiny import tiny_clip_tokenizer
-    from orchestrator.config import GeneratorConfig
+    from orchestrator.tiny import tiny_clip_tokenizer
+    from core.config import GeneratorConfig
 
     if size not in SD_SIZES:
         raise ValueError(f"unknown diffusion size {size!r}; sizes: {', '.join(SD_SIZES)}")

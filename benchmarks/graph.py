@@ -42,7 +42,7 @@ def _timing(obj: Any, names: list[str], spent: list[float]) -> Iterator[None]:
 
 
 def bench_graph(config: str = "tiny-world", *, repeats: int = 5, assistant=None) -> list[Row]:
-    from orchestrator import Assistant
+    from mmgraph import Assistant
     from tinyworld.world import Picture, encode
 
     image = encode(Picture(colour="red", shape="circle", position="centre", size="large"), seed=0)

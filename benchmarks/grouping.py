@@ -3,18 +3,18 @@
 Both sides train the same models on the same data with the same batch size:
 
 * baseline -- random batches (the default), each run in one pass padded to its longest sample;
-* ours, ``grouping`` -- ``group_by_length`` (:func:`~orchestrator.training.batches.length_grouped_order`): batches
+* ours, ``grouping`` -- ``group_by_length`` (:func:`~training.batches.length_grouped_order`): batches
   cut from shuffled mega-batches sorted by length, so a batch's samples have similar lengths and pad little (other
   batches than the baseline's);
-* ours, ``micro`` -- ``micro_batches`` (:func:`~orchestrator.training.batches.length_chunks`): the baseline's
+* ours, ``micro`` -- ``micro_batches`` (:func:`~training.batches.length_chunks`): the baseline's
   random batches, each run as micro-batches of similar length whose gradients add up to the batch's (4 for the
   text LM, 2 for PT and IT; the recipe keeps PT in one pass, which this bench shows gains nothing).
 
 Workloads are the recipe's own, at its batch sizes, on the packaged ``tiny-world`` weights:
 
-* ``text LM`` -- :func:`orchestrator.training.lm.train_text_lm` on :func:`tinyworld.language.text_dialogues`
+* ``text LM`` -- :func:`training.lm.train_text_lm` on :func:`tinyworld.language.text_dialogues`
   (batch 32), every weight of the 1.1 M-parameter Llama training;
-* ``MM PT`` / ``MM IT`` -- the :class:`~orchestrator.training.Trainer` on freshly rendered PT rows (batch 32) and
+* ``MM PT`` / ``MM IT`` -- the :class:`~training.Trainer` on freshly rendered PT rows (batch 32) and
   IT conversations (batch 16), as the recipe's ``pt`` and ``it`` steps run them (IT with LoRA).
 
 Each row reports the mean seconds per step after the first few (grouped batches differ in length from step to
@@ -56,7 +56,7 @@ OURS = {"grouping": {"language": {"group_by_length": True}, "pt": {"group_by_len
 
 def _fill(lengths: list[int], order: list[int], batch: int, micro_batches: int = 1) -> float:
     """Real tokens over padded tokens in the full batches of ``order`` (each run as ``micro_batches`` passes)."""
-    from orchestrator.training.batches import length_chunks
+    from training.batches import length_chunks
 
     batches = [order[i:i + batch] for i in range(0, len(order) - batch + 1, batch)]
     real = sum(lengths[i] for b in batches for i in b)
@@ -73,9 +73,9 @@ def bench_text_lm(*, steps: int = 20, batch_size: int = 32, dialogues: int = 200
     import torch
 
     from orchestrator.backbone import Backbone
-    from orchestrator.tiny import resolve_model
-    from orchestrator.training.batches import epoch_order
-    from orchestrator.training.lm import dialogue_ids, train_text_lm
+    from core.hub import resolve_model
+    from training.batches import epoch_order
+    from training.lm import dialogue_ids, train_text_lm
     from tinyworld.language import llm_config, text_dialogues
 
     config = llm_config(resolve_model("@tinyworld/llm"))
@@ -99,8 +99,8 @@ def bench_text_lm(*, steps: int = 20, batch_size: int = 32, dialogues: int = 200
 
 def bench_projector_stages(*, steps: int = 20, rows: int = 400, warmup: int = 3, ours: dict | None = None
                            ) -> list[Row]:
-    from orchestrator.training import TrainConfig, Trainer
-    from orchestrator.training.batches import epoch_order
+    from training import TrainConfig, Trainer
+    from training.batches import epoch_order
     from tinyworld.data import write_datasets
 
     out: list[Row] = []

@@ -3,8 +3,8 @@
 Both sides train the same model on the same data, seed and batch size; only the optimiser differs:
 
 * baseline -- ``torch.optim.AdamW`` as torch builds it by default on the CPU: a loop over the parameter tensors
-  (:func:`orchestrator.training.optim.fusing` ``(False)``);
-* ours -- :func:`orchestrator.training.optim.adamw`: the same update in torch's fused kernel.
+  (:func:`training.optim.fusing` ``(False)``);
+* ours -- :func:`training.optim.adamw`: the same update in torch's fused kernel.
 
 Workloads, at the recipe's model sizes and batch sizes:
 
@@ -13,9 +13,9 @@ Workloads, at the recipe's model sizes and batch sizes:
   ``UNet3DConditionModel`` (8 frames of 8x8 latents, batch 16) and the picture ``AutoencoderKL`` (batch 16), on
   random inputs of the recipe's shapes (a step costs the same whatever the numbers are). Two copies of the model,
   one per optimiser, step in turn, so drift in the machine's speed hits both sides alike; the median step counts;
-* ``text LM`` -- the recipe's own :func:`orchestrator.training.lm.train_text_lm` on :func:`tinyworld.language.text_dialogues`
+* ``text LM`` -- the recipe's own :func:`training.lm.train_text_lm` on :func:`tinyworld.language.text_dialogues`
   (batch 32) with the packaged LLM;
-* ``MM PT`` / ``MM IT`` -- the :class:`~orchestrator.training.Trainer` on freshly rendered rows (batch 32 / 16,
+* ``MM PT`` / ``MM IT`` -- the :class:`~training.Trainer` on freshly rendered rows (batch 32 / 16,
   IT with LoRA) with the packaged ``tiny-world`` system, as the recipe's ``pt`` and ``it`` steps run them.
 
 The first rows time ``optimizer.step()`` alone on each model's parameters (random gradients); the others time
@@ -39,7 +39,7 @@ def _interleaved_step_seconds(build, batch: tuple, loss_fn, *, steps: int, warmu
     import torch
 
     from benchmarks.common import median
-    from orchestrator.training.optim import adamw, fusing
+    from training.optim import adamw, fusing
 
     models, optimisers = {}, {}
     for fused in (False, True):
@@ -96,9 +96,9 @@ def bench_generator_steps(*, steps: int, warmup: int = 2) -> list[Row]:
 
 def bench_text_lm(*, steps: int, batch_size: int = 32, warmup: int = 3) -> Row:
     from benchmarks.grouping import _StepClock
-    from orchestrator.tiny import resolve_model
-    from orchestrator.training.lm import train_text_lm
-    from orchestrator.training.optim import fusing
+    from core.hub import resolve_model
+    from training.lm import train_text_lm
+    from training.optim import fusing
     from tinyworld.language import llm_config, text_dialogues
 
     config = llm_config(resolve_model("@tinyworld/llm"))
@@ -116,8 +116,8 @@ def bench_text_lm(*, steps: int, batch_size: int = 32, warmup: int = 3) -> Row:
 
 
 def bench_projector_stages(*, steps: int, rows: int = 400, warmup: int = 3) -> list[Row]:
-    from orchestrator.training import TrainConfig, Trainer
-    from orchestrator.training.optim import fusing
+    from training import TrainConfig, Trainer
+    from training.optim import fusing
     from tinyworld.data import write_datasets
 
     out: list[Row] = []
@@ -144,8 +144,8 @@ def bench_update_alone(*, repeats: int = 20) -> list[Row]:
     from transformers import AutoModelForCausalLM
 
     from benchmarks.common import median
-    from orchestrator.tiny import resolve_model
-    from orchestrator.training.optim import adamw, fusing
+    from core.hub import resolve_model
+    from training.optim import adamw, fusing
     from tinyworld.diffusion import UNET_3D_CONFIG, make_unet_2d, make_unet_3d, make_vae
 
     torch.manual_seed(0)

@@ -4,8 +4,8 @@ Both sides train the same projector (shared modules) with AdamW on the same :fun
 
 * baseline -- ``LlavaForConditionalGeneration(input_ids, pixel_values, labels=...)``, ``loss.backward()``, the
   vision tower and LLM frozen, as a user of transformers would run LLaVA's pre-training stage;
-* ours -- :class:`~orchestrator.training.trainer.ProjectorObjective` (the loss mmgraph's Trainer computes) on a
-  :class:`~orchestrator.training.batches.Batch`. ``encoder="live"`` runs the frozen CLIP every step as the
+* ours -- :class:`~training.trainer.ProjectorObjective` (the loss mmgraph's Trainer computes) on a
+  :class:`~training.batches.Batch`. ``encoder="live"`` runs the frozen CLIP every step as the
   baseline does; ``encoder="cached"`` reads precomputed features, as the Trainer does from its feature cache.
   ``compile=True`` runs the frozen LLM through ``torch.compile`` (``TrainConfig(compile=True)``).
 
@@ -25,7 +25,7 @@ from benchmarks.twins import TwinBatch, Twins, build_twins, make_batch
 
 
 def our_batch(twins: Twins, batch: TwinBatch, features: torch.Tensor | None = None):
-    from orchestrator.training.batches import Batch
+    from training.batches import Batch
 
     if features is None:
         with torch.no_grad():
@@ -35,7 +35,7 @@ def our_batch(twins: Twins, batch: TwinBatch, features: torch.Tensor | None = No
 
 def losses(twins: Twins, batch: TwinBatch) -> dict[str, Any]:
     """The two sides' LM loss and logits on one batch (no training): they must agree."""
-    from orchestrator.training.trainer import ProjectorObjective
+    from training.trainer import ProjectorObjective
 
     with torch.no_grad():
         hf = twins.hf(input_ids=batch.hf_ids, pixel_values=batch.pixel_values, attention_mask=batch.attention_mask,
@@ -55,7 +55,7 @@ def bench_train(size: str = "tiny", *, batch_size: int = 4, steps: int = 5, warm
                 encoder: Literal["live", "cached"] = "live", twins: Twins | None = None, compile: bool = False,
                 compile_baseline: bool = False) -> list[Row]:
     """Samples per second (and peak memory) of one projector-only PT step, baseline vs ours."""
-    from orchestrator.training.trainer import ProjectorObjective
+    from training.trainer import ProjectorObjective
 
     twins = twins or build_twins(size, device=device, dtype=dtype)
     dev = twins.device

@@ -79,11 +79,11 @@ def build_twins(size: str = "tiny", *, device: str | torch.device = "cpu", dtype
     from transformers import CLIPImageProcessorPil, LlamaForCausalLM, LlavaForConditionalGeneration
 
     from modalities.image import ClipVisionEncoder
-    from modalities.projectors import MLPProjector
+    from modalities.input_projectors import MLPProjector
     from orchestrator.backbone import Backbone
-    from orchestrator.config import ModalityConfig, ProjectorConfig, SystemConfig
+    from core.config import ModalityConfig, ProjectorConfig, SystemConfig
     from orchestrator.system import MMSystem
-    from orchestrator.tiny_llm import sentencepiece_tokenizer
+    from orchestrator.tiny import sentencepiece_tokenizer
 
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; sizes: {', '.join(SIZES)}")

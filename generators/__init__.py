@@ -7,7 +7,7 @@ Two registries name the components, so configs and plugins refer to them by kind
 * :data:`GENERATORS` -- ``stable_diffusion`` | ``text_to_video_sd`` | ``animatediff`` | ``audioldm2`` |
   ``mel_diffusion`` -> a
   :class:`~generators.base.GeneratorTool` subclass; entry-point group ``mmgraph.generators``.
-* :data:`OUTPUT_PROJECTORS` -- ``mlp`` | ``transformer`` -> an :class:`~generators.projectors.OutputProjector`
+* :data:`OUTPUT_PROJECTORS` -- ``mlp`` | ``transformer`` -> an :class:`~generators.output_projectors.OutputProjector`
   subclass; entry-point group ``mmgraph.output_projectors``.
 
 Importing this package is cheap: the registries hold ``"module:attr"`` strings, and the torch / diffusers
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.registry import Registry, lazy_exports
+from core.registry import Registry, lazy_exports
 
 GENERATORS: Registry[Any] = Registry("generator", "mmgraph.generators", {
     "stable_diffusion": "generators.image:StableDiffusionTool",
@@ -29,8 +29,8 @@ GENERATORS: Registry[Any] = Registry("generator", "mmgraph.generators", {
 })
 
 OUTPUT_PROJECTORS: Registry[Any] = Registry("output projector", "mmgraph.output_projectors", {
-    "mlp": "generators.projectors:MLPOutputProjector",
-    "transformer": "generators.projectors:TransformerOutputProjector",
+    "mlp": "generators.output_projectors:MLPOutputProjector",
+    "transformer": "generators.output_projectors:TransformerOutputProjector",
 })
 
 # Names served lazily from their (heavier) modules on first attribute access.
@@ -39,9 +39,9 @@ _LAZY = {
     "ConditioningSpec": "generators.base",
     "GeneratedMedia": "generators.base",
     "build_generator": "generators.base",
-    "OutputProjector": "generators.projectors",
-    "build_output_projector": "generators.projectors",
-    "alignment_loss": "generators.projectors",
+    "OutputProjector": "generators.output_projectors",
+    "build_output_projector": "generators.output_projectors",
+    "alignment_loss": "generators.output_projectors",
 }
 
 

@@ -253,7 +253,7 @@ class MelDiffusionTool(ClipTextConditioning, GeneratorTool):
     @classmethod
     def from_config(cls, cfg: Any, **kwargs: Any) -> "MelDiffusionTool":
         tool = super().from_config(cfg, **kwargs)
-        from orchestrator.tiny import resolve_model
+        from core.hub import resolve_model
 
         folder = Path(resolve_model(cfg.model, tool.seed))
         if folder.is_dir():  # a hub id has no local folder: the defaults apply

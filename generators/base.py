@@ -30,8 +30,8 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 
-from orchestrator.config import GeneratorConfig
-from orchestrator.tiny import model_identity, resolve_model
+from core.config import GeneratorConfig
+from core.hub import model_identity, resolve_model
 
 Progress = Callable[[int, int], None]
 
@@ -219,7 +219,7 @@ class GeneratorTool(ABC):
 
     def cache_key(self) -> str:
         """A stable key for caches of :meth:`encode_text` targets: ``<kind>-<16 hex digits>`` of the model's
-        identity (:func:`~orchestrator.tiny.model_identity`), the dtype and the conditioning shapes."""
+        identity (:func:`~core.hub.model_identity`), the dtype and the conditioning shapes."""
         model = model_identity(self.cfg.model, self.seed)
         fields = {"kind": self.cfg.kind, "model": model, "dtype": str(self.dtype),
                   "specs": [(s.name, s.length, s.dim) for s in self.conditioning_specs()]}

@@ -51,8 +51,8 @@ from graphs import nodes
 from graphs.check import FANOUT, GraphError
 from graphs.context import RunContext
 from graphs.state import InputState, OutputState, State
-from orchestrator.config import SystemConfig
-from orchestrator.errors import ConfigError
+from core.config import SystemConfig
+from core.errors import ConfigError
 
 
 def generator_names(system: Any) -> list[str]:

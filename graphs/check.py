@@ -24,7 +24,7 @@ from typing import Any
 import networkx as nx
 from langgraph.graph import END, START, StateGraph
 
-from orchestrator.errors import ConfigError
+from core.errors import ConfigError
 
 FANOUT = "fanout"  # node metadata key: what one task is of a node that runs once per Send (set by graphs.builder)
 

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.artifacts import ArtifactStore
+from core.artifacts import ArtifactStore
 
 
 class TensorCache:

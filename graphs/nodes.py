@@ -16,7 +16,7 @@ from langgraph.types import Overwrite, Send
 from graphs.context import RunContext
 from graphs.state import State
 from orchestrator.backbone import Media, Signal, Text, Turn
-from orchestrator.errors import UnsupportedModalityError
+from core.errors import UnsupportedModalityError
 
 
 def _emit(event: dict) -> None:

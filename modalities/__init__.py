@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.registry import Registry, lazy_exports
+from core.registry import Registry, lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from orchestrator.config import ModalityConfig, ProjectorConfig
+    from core.config import ModalityConfig, ProjectorConfig
     from modalities.base import ModalityEncoder
-    from modalities.projectors import InputProjector
+    from modalities.input_projectors import InputProjector
 
 ENCODERS: Registry[Any] = Registry("modality encoder", "mmgraph.modalities", {
     "clip_vision": "modalities.image:ClipVisionEncoder",
@@ -34,10 +34,10 @@ ENCODERS: Registry[Any] = Registry("modality encoder", "mmgraph.modalities", {
 })
 
 PROJECTORS: Registry[Any] = Registry("input projector", "mmgraph.projectors", {
-    "linear": "modalities.projectors:LinearProjector",
-    "mlp": "modalities.projectors:MLPProjector",
-    "resampler": "modalities.projectors:ResamplerProjector",
-    "qformer": "modalities.projectors:QFormerProjector",
+    "linear": "modalities.input_projectors:LinearProjector",
+    "mlp": "modalities.input_projectors:MLPProjector",
+    "resampler": "modalities.input_projectors:ResamplerProjector",
+    "qformer": "modalities.input_projectors:QFormerProjector",
 })
 
 
@@ -56,7 +56,7 @@ _LAZY = {
     "DECODERS": "modalities.media",
     "decode": "modalities.media",
     "ModalityEncoder": "modalities.base",
-    "InputProjector": "modalities.projectors",
+    "InputProjector": "modalities.input_projectors",
 }
 
 

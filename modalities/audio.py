@@ -19,8 +19,8 @@ from transformers import WhisperModel
 
 from modalities.base import ModalityEncoder
 from modalities.media import SAMPLE_RATE
-from orchestrator.config import ModalityConfig
-from orchestrator.errors import ConfigError
+from core.config import ModalityConfig
+from core.errors import ConfigError
 
 HOP_LENGTH = SAMPLE_RATE // 100
 """Samples per mel frame: 10 ms (160 samples at 16 kHz), as in Whisper."""

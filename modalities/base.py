@@ -7,7 +7,7 @@ for a video), ``T`` tokens per group, ``D_enc`` channels. The input projector th
 
 Encoders are frozen: parameters never require gradients, the module stays in eval mode even when a parent
 module calls ``.train()``, and ``forward`` runs without autograd. They load real Hugging Face models with
-``from_pretrained`` on whatever :func:`orchestrator.tiny.resolve_model` returns, so a hub id, a local path and
+``from_pretrained`` on whatever :func:`core.hub.resolve_model` returns, so a hub id, a local path and
 an ``@tiny/<name>`` test component all take the same code path.
 """
 
@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from modalities import ENCODERS, build_encoder  # noqa: F401  (re-exported: ``from modalities.base import ENCODERS``)
-from orchestrator.config import ModalityConfig
-from orchestrator.tiny import model_identity, resolve_model
+from core.config import ModalityConfig
+from core.hub import model_identity, resolve_model
 
 E = TypeVar("E", bound="ModalityEncoder")
 

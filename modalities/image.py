@@ -18,8 +18,8 @@ from PIL import Image
 from transformers import AutoImageProcessor, CLIPVisionModel, PreTrainedModel, SiglipVisionModel
 
 from modalities.base import ModalityEncoder
-from orchestrator.config import ModalityConfig
-from orchestrator.errors import ConfigError
+from core.config import ModalityConfig
+from core.errors import ConfigError
 
 
 class VisionTowerEncoder(ModalityEncoder):

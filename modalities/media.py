@@ -1,14 +1,14 @@
 """Safe decoding and encoding of media (images, audio, video).
 
-Every decoder takes the raw bytes of one medium plus a :class:`~orchestrator.config.MediaLimits` and either
+Every decoder takes the raw bytes of one medium plus a :class:`~core.config.MediaLimits` and either
 returns a decoded object ready for an encoder's ``preprocess`` or raises one of the typed errors of
-:mod:`orchestrator.errors` -- *before* any model runs and, wherever the container allows it, before the
+:mod:`core.errors` -- *before* any model runs and, wherever the container allows it, before the
 payload itself is decoded:
 
-* :class:`~orchestrator.errors.InvalidMediaError` -- not a decodable medium of that kind (garbage, truncated,
+* :class:`~core.errors.InvalidMediaError` -- not a decodable medium of that kind (garbage, truncated,
   corrupt);
-* :class:`~orchestrator.errors.MediaTooLargeError` -- over a limit (bytes, pixels, seconds, frames);
-* :class:`~orchestrator.errors.MediaTooSmallError` -- under a minimum (a 1x1 image, an empty clip, a video
+* :class:`~core.errors.MediaTooLargeError` -- over a limit (bytes, pixels, seconds, frames);
+* :class:`~core.errors.MediaTooSmallError` -- under a minimum (a 1x1 image, an empty clip, a video
   without frames).
 
 Decoded forms:
@@ -32,9 +32,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from orchestrator.config import MediaLimits
-from orchestrator.errors import InvalidMediaError, MediaTooLargeError, MediaTooSmallError
-from orchestrator.registry import Registry
+from core.config import MediaLimits
+from core.errors import InvalidMediaError, MediaTooLargeError, MediaTooSmallError
+from core.registry import Registry
 
 SAMPLE_RATE = 16000
 """Sample rate (Hz) of every decoded audio clip: what Whisper-style encoders expect."""

@@ -16,8 +16,8 @@ from PIL import Image
 from modalities import ENCODERS
 from modalities.base import ModalityEncoder
 from modalities.media import uniform_indices
-from orchestrator.config import ModalityConfig
-from orchestrator.errors import ConfigError
+from core.config import ModalityConfig
+from core.errors import ConfigError
 
 
 def fit_frames(frames: list[Image.Image], count: int) -> list[Image.Image]:

@@ -6,7 +6,7 @@ generators, graphs) can import ``orchestrator.*`` submodules without cycles.
 
 from __future__ import annotations
 
-from orchestrator.registry import lazy_exports
+from core.registry import lazy_exports
 
 __all__ = ["Assistant", "Reply", "MMSystem", "SystemConfig", "load_config"]
 
@@ -14,8 +14,8 @@ _LAZY = {
     "Assistant": "orchestrator.assistant",
     "Reply": "orchestrator.assistant",
     "MMSystem": "orchestrator.system",
-    "SystemConfig": "orchestrator.config",
-    "load_config": "orchestrator.config",
+    "SystemConfig": "core.config",
+    "load_config": "core.config",
 }
 
 

@@ -1,6 +1,6 @@
 """The Python workflow API.
 
->>> from orchestrator import Assistant
+>>> from mmgraph import Assistant
 >>> bot = Assistant.from_config("tiny-random")
 >>> reply = bot.chat("Describe this, then draw it at night.", images=["cat.png"], thread_id="t1")
 >>> reply.text, reply.parts, reply.artifacts[0].path
@@ -23,16 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
 
-from orchestrator.artifacts import ArtifactRef, ArtifactStore
-from orchestrator.config import SystemConfig, load_config
+from core.artifacts import ArtifactRef, ArtifactStore
+from core.config import SystemConfig, load_config
+from core.hub import default_home
 from orchestrator.system import MMSystem
 
 MediaInput = Union[str, os.PathLike, bytes]
-
-
-def default_home() -> Path:
-    """Where threads and artifacts live unless told otherwise (``$MMGRAPH_HOME`` or ``~/.mmgraph``)."""
-    return Path(os.environ.get("MMGRAPH_HOME", Path.home() / ".mmgraph"))
 
 
 # -- reply types --------------------------------------------------------------------------------------------------

@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from orchestrator import decoding
-from orchestrator.config import CacheKind, LLMConfig, PromptFormat
-from orchestrator.errors import PromptError
-from orchestrator.tiny import resolve_model
+from core.config import CacheKind, LLMConfig, PromptFormat
+from core.errors import PromptError
+from core.hub import resolve_model
 
 # ---------------------------------------------------------------------------------------------------------------
 # Prompt segments: what a conversation turn is made of, before tokenisation.

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from orchestrator.config import CacheKind
+from core.config import CacheKind
 #: the static kinds and how their runner is built: ``compiled`` is captured in a CUDA graph where there is one
 STATIC_KINDS: dict[str, dict[str, bool]] = {
     "static": {"graph": False, "compile": False},

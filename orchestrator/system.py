@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from orchestrator.backbone import Backbone, SignalGroup
-from orchestrator.config import SystemConfig, load_config
-from orchestrator.errors import CancelledError, ConfigError, UnsupportedModalityError
-from orchestrator.tiny import resolve_model
+from core.config import SystemConfig, load_config
+from core.errors import CancelledError, ConfigError, UnsupportedModalityError
+from core.hub import resolve_model
 
 log = logging.getLogger(__name__)
 

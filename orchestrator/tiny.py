@@ -1,129 +1,505 @@
-"""Tiny random-weight components, built from configs and saved locally, addressed as ``@tiny/<name>``.
+"""Tiny random-weight components, every one of them in this file: ``@tiny/<name>`` models for the tests and the
+``tiny-random`` preset.
 
-Nothing can be downloaded at run time, so the ``tiny-random`` preset and the tests name components such as
-``@tiny/llama`` or ``@tiny/stable-diffusion``. :func:`resolve_model` turns such a name into a local folder,
-building it on first use (seeded, so every machine builds the same weights) with the builder registered under
-that name, and the caller then loads the folder with the ordinary ``from_pretrained(path)`` code -- the very
-code path a real Hugging Face id takes.
+Nothing can be downloaded at run time, so each builder creates the real transformers / diffusers class a
+released checkpoint uses, at a toy size, from a config with seeded weights, trains its tokenizer here on a small
+built-in corpus, and writes the folder with ``save_pretrained(path)``. :func:`core.hub.resolve_model` calls a
+builder once (through :data:`core.hub.TINY_BUILDERS`) and the components then load the folder with the
+ordinary ``from_pretrained(path)`` code -- exactly the code path a Hugging Face id takes.
 
-Builders live next to the components they build (``modalities/tiny.py``, ``generators/tiny.py`` and the LLM
-builders here) and are registered in :data:`TINY_BUILDERS`. A builder is ``build(path: Path, seed: int)``.
+Sizes:
+
+- LLMs (``llama``, ``qwen2``, ``gpt2``): hidden 64, 2 layers, 4 heads (2 KV heads), MLP 128, 2048 positions;
+  ``llama`` with a SentencePiece BPE tokenizer (byte fallback), the others with byte-level BPE.
+- vision towers (``clip-vision``, ``siglip-vision``): 32x32 images in 8x8 patches (16 patches), width 32,
+  2 layers, 2 heads; ``whisper-encoder``: width 32, 2 layers, 80 mel bins, ``max_source_positions=100`` (2 s).
+- ``stable-diffusion``: CLIP text encoder 32-d / 2 layers, 77-token prompts, UNet (16, 32), VAE (16, 32) -> 32x32
+  images; ``text-to-video-sd`` / ``animatediff``: the same text side, a 3-D / motion UNet -> 32x32 frames;
+  ``audioldm2``: CLAP (16-d text projection), T5 encoder 32-d with 16-token prompts, GPT-2 16-d producing 8
+  states, AudioLDM2 UNet (16, 32), 1-channel VAE, HiFi-GAN at 16 kHz (hop 16) -> 0.064 s clips;
+  ``mel-diffusion``: a 1-channel Stable Diffusion over 32-band log-mel spectrograms.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
+import io
+import itertools
+import re
 import tempfile
+from collections import Counter
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable
 
-from orchestrator.registry import Registry
+import sentencepiece as spm
+import torch
+from diffusers import (AnimateDiffPipeline, AudioLDM2Pipeline, AudioLDM2ProjectionModel, AudioLDM2UNet2DConditionModel,
+                       AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, TextToVideoSDPipeline,
+                       UNet2DConditionModel, UNet3DConditionModel, UNetMotionModel)
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (AutoModelForCausalLM, ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel,
+                          ClapTextConfig, CLIPImageProcessorPil, CLIPTextConfig, CLIPTextModel, CLIPTokenizer,
+                          CLIPVisionConfig, CLIPVisionModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaTokenizer,
+                          PreTrainedTokenizerFast, Qwen2Config, RobertaTokenizer, SiglipImageProcessorPil,
+                          SiglipVisionConfig, SiglipVisionModel, SpeechT5HifiGan, SpeechT5HifiGanConfig, T5Config,
+                          T5EncoderModel, T5Tokenizer, WhisperConfig, WhisperFeatureExtractor, WhisperModel)
 
-TINY_PREFIX = "@tiny/"
-TINY_VERSION = "1"  # bump when a builder changes, so stale caches are not reused
-
-TINY_BUILDERS: Registry[Callable[[Path, int], None]] = Registry("tiny component", None, {
-    "llama": "orchestrator.tiny_llm:build_llama",
-    "qwen2": "orchestrator.tiny_llm:build_qwen2",
-    "gpt2": "orchestrator.tiny_llm:build_gpt2",
-    "clip-vision": "modalities.tiny:build_clip_vision",
-    "siglip-vision": "modalities.tiny:build_siglip_vision",
-    "whisper-encoder": "modalities.tiny:build_whisper_encoder",
-    "stable-diffusion": "generators.tiny:build_stable_diffusion",
-    "text-to-video-sd": "generators.tiny:build_text_to_video_sd",
-    "animatediff": "generators.tiny:build_animatediff",
-    "audioldm2": "generators.tiny:build_audioldm2",
-    "mel-diffusion": "generators.tiny:build_mel_diffusion",
-})
+from generators.audio import MelParams
 
 
-def cache_root() -> Path:
-    """Where built tiny components are kept (``$MMGRAPH_CACHE`` or ``~/.cache/mmgraph``)."""
-    return Path(os.environ.get("MMGRAPH_CACHE", Path.home() / ".cache" / "mmgraph"))
+
+# ===============================================================================================================
+# LLMs and their tokenizers
+# ===============================================================================================================
+# A small built-in corpus: enough text for the tokenizers to learn common English pieces.
+_COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
+_THINGS = ["square", "circle", "triangle", "cat", "dog", "tree", "house", "car", "bird", "sound", "tone", "video"]
+_VERBS = ["draw", "show", "paint", "play", "make", "describe", "generate", "animate", "hear", "see"]
 
 
-def is_tiny(model: str) -> bool:
-    return model.startswith(TINY_PREFIX)
+def _corpus() -> list[str]:
+    lines = [
+        "A chat between a user and a multimodal assistant that can see, hear, draw, animate and play sounds.",
+        "USER: What is in this picture? ASSISTANT: It is a picture of a small object.",
+        "Sure, here is the image you asked for. Here is a short video. Here is a sound.",
+        "The quick brown fox jumps over the lazy dog. Hello world! How are you today?",
+    ]
+    for colour, thing, verb in itertools.product(_COLOURS, _THINGS, _VERBS):
+        lines.append(f"Please {verb} a {colour} {thing}. The {thing} is {colour}.")
+    return lines
 
 
-#: ``@tinyworld/<name>``: a component of the trained tinyworld system that ships inside the package
-#: (``tinyworld/weights/<name>``); ``$MMGRAPH_TINYWORLD`` points the prefix at another folder (e.g. a recipe run).
-WORLD_PREFIX = "@tinyworld/"
+def sentencepiece_tokenizer(path: Path, vocab_size: int = 400, corpus: "list[str] | None" = None):
+    """Train a SentencePiece BPE model (byte fallback; pad 0, unk 1, bos 2, eos 3) on ``corpus`` (default: the
+    built-in one), wrap it as a Llama tokenizer and save that to ``path``; returns the tokenizer."""
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(corpus or _corpus()), model_prefix=f"{tmp}/tokenizer", vocab_size=vocab_size,
+            model_type="bpe", byte_fallback=True, character_coverage=1.0, pad_id=0, unk_id=1, bos_id=2,
+            eos_id=3, hard_vocab_limit=False, minloglevel=2,
+        )
+        # Loading a folder that holds tokenizer.model converts it to a fast (tokenizers) tokenizer.
+        tokenizer = LlamaTokenizer.from_pretrained(tmp)
+    tokenizer.pad_token = tokenizer.unk_token
+    tokenizer.save_pretrained(path)
+    return tokenizer
 
 
-#: where the package keeps the trained tinyworld components (``mmgraph train world --ship`` writes them here)
-PACKAGED_WORLD_WEIGHTS = Path(__file__).resolve().parent.parent / "tinyworld" / "weights"
+def _byte_level_tokenizer(path: Path, vocab_size: int = 512):
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|pad|>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.save_pretrained(path)
+    return tokenizer
 
 
-def world_weights() -> Path:
-    """The folder ``@tinyworld/<name>`` components resolve in."""
-    override = os.environ.get("MMGRAPH_TINYWORLD")
-    if override:
-        return Path(override)
-    return PACKAGED_WORLD_WEIGHTS
+def _save_causal_lm(path: Path, seed: int, tokenizer, config) -> None:
+
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
 
 
-def _resolve_world(model: str) -> str:
-    from orchestrator.errors import ConfigError
-
-    path = world_weights() / model[len(WORLD_PREFIX):]
-    if not path.exists():
-        raise ConfigError(f"{model}: no trained tinyworld component at {path}; train one with "
-                          "`mmgraph train world --out DIR` and set MMGRAPH_TINYWORLD=DIR/weights")
-    return str(path)
+def special_ids(tokenizer) -> dict:
+    return dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
 
 
-def model_identity(model: str, seed: int = 0) -> str:
-    """What identifies a model's weights in cache keys: ``@tiny/x#seedN`` for tiny components, the hub id for
-    hub models, and for local folders (``@tinyworld/`` ones included) the name plus a content fingerprint of its
-    weight files (name, size, the first and last 64 KiB), so retrained weights never reuse stale caches."""
-    import hashlib
-
-    if is_tiny(model):
-        return f"{model}#seed{seed}"
-    path = Path(_resolve_world(model) if model.startswith(WORLD_PREFIX) else model)
-    if not path.exists():
-        return model
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in _WEIGHT_SUFFIXES)
-    for file in files:
-        size = file.stat().st_size
-        digest.update(f"{file.relative_to(path) if file != path else file.name}:{size}".encode())
-        with open(file, "rb") as handle:
-            digest.update(handle.read(1 << 16))
-            handle.seek(max(size - (1 << 16), 0))
-            digest.update(handle.read(1 << 16))
-    return f"{model}#{digest.hexdigest()[:16]}"
+# hidden 64, 2 layers, 4 heads (2 KV heads), MLP 128, 2048 positions
+_LLAMA_LIKE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                   intermediate_size=128, max_position_embeddings=2048)
 
 
-_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".json", ".model", ".txt"}
+def build_llama(path: Path, seed: int) -> None:
+
+    tokenizer = sentencepiece_tokenizer(path)
+    _save_causal_lm(path, seed, tokenizer,
+                    LlamaConfig(**_LLAMA_LIKE, **special_ids(tokenizer), tie_word_embeddings=False))
 
 
-def resolve_model(model: str, seed: int = 0) -> str:
-    """Map ``@tiny/<name>`` to a built local folder and ``@tinyworld/<name>`` to the packaged one; return any
-    other id or path unchanged."""
-    if model.startswith(WORLD_PREFIX):
-        return _resolve_world(model)
-    if not is_tiny(model):
-        return model
-    name = model[len(TINY_PREFIX):]
-    builder = TINY_BUILDERS.get(name)
-    target = cache_root() / "tiny" / f"{name}-v{TINY_VERSION}-seed{seed}"
-    if (target / ".complete").exists():
-        return str(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build into a temporary sibling and rename, so concurrent processes never see half a folder.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
-        builder(tmp, seed)
-        (tmp / ".complete").write_text("ok\n")
-        try:
-            tmp.rename(target)
-        except OSError:  # another process won the race
-            if not (target / ".complete").exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return str(target)
+def build_qwen2(path: Path, seed: int) -> None:
+
+    tokenizer = _byte_level_tokenizer(path)
+    _save_causal_lm(path, seed, tokenizer,
+                    Qwen2Config(**_LLAMA_LIKE, **special_ids(tokenizer), tie_word_embeddings=True))
+
+
+def build_gpt2(path: Path, seed: int) -> None:
+
+    tokenizer = _byte_level_tokenizer(path)
+    _save_causal_lm(path, seed, tokenizer,
+                    GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=2048, **special_ids(tokenizer)))
+
+# ===============================================================================================================
+# encoders
+# ===============================================================================================================
+TINY_IMAGE_SIZE = 32
+TINY_PATCH_SIZE = 8
+TINY_WIDTH = 32
+TINY_LAYERS = 2
+TINY_HEADS = 2
+
+_TOWER = dict(
+    image_size=TINY_IMAGE_SIZE,
+    patch_size=TINY_PATCH_SIZE,
+    hidden_size=TINY_WIDTH,
+    intermediate_size=2 * TINY_WIDTH,
+    num_hidden_layers=TINY_LAYERS,
+    num_attention_heads=TINY_HEADS,
+)
+
+
+def _seeded_build(seed: int, make_model: Callable[[], Any]) -> Any:
+    """Build a model with ``torch.manual_seed(seed)`` without disturbing the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make_model()
+
+
+def build_clip_vision(path: Path, seed: int) -> None:
+    """A tiny ``CLIPVisionModel`` plus a PIL ``CLIPImageProcessor`` (resize shortest edge, centre crop)."""
+
+    config = CLIPVisionConfig(**_TOWER, projection_dim=TINY_WIDTH)
+    model = _seeded_build(seed, lambda: CLIPVisionModel(config))
+    model.save_pretrained(path)
+    CLIPImageProcessorPil(
+        size={"shortest_edge": TINY_IMAGE_SIZE},
+        crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
+    ).save_pretrained(path)
+
+
+def build_siglip_vision(path: Path, seed: int) -> None:
+    """A tiny ``SiglipVisionModel`` plus a PIL ``SiglipImageProcessor`` (resize to a square)."""
+
+    config = SiglipVisionConfig(**_TOWER)
+    model = _seeded_build(seed, lambda: SiglipVisionModel(config))
+    model.save_pretrained(path)
+    SiglipImageProcessorPil(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE}).save_pretrained(path)
+
+
+def build_whisper_encoder(path: Path, seed: int) -> None:
+    """A tiny ``WhisperModel`` (a one-layer decoder rides along so the folder loads like a released checkpoint).
+
+    A matching ``WhisperFeatureExtractor`` config (80 mel bins, 2 s chunks) is saved for tools that want it;
+    :class:`modalities.audio.WhisperAudioEncoder` computes its mels with openai-whisper.
+    """
+
+    max_source_positions = 100  # 200 mel frames of 10 ms = 2 s of audio
+    config = WhisperConfig(
+        vocab_size=64,
+        d_model=TINY_WIDTH,
+        encoder_layers=TINY_LAYERS,
+        encoder_attention_heads=TINY_HEADS,
+        encoder_ffn_dim=2 * TINY_WIDTH,
+        decoder_layers=1,
+        decoder_attention_heads=TINY_HEADS,
+        decoder_ffn_dim=2 * TINY_WIDTH,
+        num_mel_bins=80,
+        max_source_positions=max_source_positions,
+        max_target_positions=32,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+        suppress_tokens=None,
+        begin_suppress_tokens=None,
+    )
+    model = _seeded_build(seed, lambda: WhisperModel(config))
+    model.save_pretrained(path)
+    WhisperFeatureExtractor(
+        feature_size=80, sampling_rate=16000, hop_length=160, chunk_length=2 * max_source_positions // 100
+    ).save_pretrained(path)
+
+# ===============================================================================================================
+# diffusion pipelines
+# ===============================================================================================================
+# A small built-in corpus for the tokenizers: captions of the kind the tiny world talks about.
+CORPUS: tuple[str, ...] = (
+    "a red square on a white background",
+    "a blue circle in the top left corner",
+    "a green triangle moving to the right",
+    "a yellow star spinning slowly",
+    "a small purple square moving down",
+    "a large orange circle bouncing up and down",
+    "two short beeps of a high sine tone",
+    "a low square wave hum for one second",
+    "three quick clicks followed by silence",
+    "a rising whistle and a falling whistle",
+    "the sound of a bell ringing twice",
+    "a black background with a white dot",
+    "draw a cat sitting on a mat",
+    "play a gentle piano melody",
+    "show me a video of a ball rolling left",
+    "an image of the sea at sunset with boats",
+    "noise, tones, shapes, colours and motion",
+    "the quick brown fox jumps over the lazy dog",
+)
+
+CLIP_MAX_LENGTH = 77   # as in Stable Diffusion 1.x / 2.x
+CLAP_MAX_LENGTH = 16
+T5_MAX_LENGTH = 16
+GPT2_NEW_TOKENS = 8
+
+# Shared toy sizes: two resolution levels everywhere, so latents are half the pixel (or mel-frame) size.
+_UNET = dict(in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32), attention_head_dim=8,
+             norm_num_groups=8)
+_UNET_2D_BLOCKS = dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                       up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+_DDIM = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+             set_alpha_to_one=False, steps_offset=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tokenizers, trained locally
+# ---------------------------------------------------------------------------------------------------------------
+def _byte_symbols() -> list[str]:
+    """The 256 printable stand-ins byte-level BPE uses for bytes (GPT-2's table: printable Latin-1 maps to
+    itself, every other byte to ``chr(256 + n)``), indexed by byte value."""
+    printable = set(range(0x21, 0x7F)) | set(range(0xA1, 0xAD)) | set(range(0xAE, 0x100))
+    table, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            table[byte] = chr(byte)
+        else:
+            table[byte] = chr(256 + extra)
+            extra += 1
+    return [table[b] for b in range(256)]
+
+
+def _train_byte_bpe(*, num_merges: int, special_tokens: list[str], word_pattern: str,
+                    end_of_word_suffix: str = "", corpus: "Iterable[str]" = CORPUS,
+                    ) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Learn byte-level BPE merges on ``corpus`` (default :data:`CORPUS`; lower-cased), deterministically.
+
+    Words are the ``word_pattern`` matches; each word is a sequence of byte symbols, its last one carrying
+    ``end_of_word_suffix`` (CLIP's ``</w>``). The most frequent adjacent pair is merged, ties broken by the pair
+    itself, so every machine learns the same table. Returns ``(vocab, merges)`` as the transformers tokenizer
+    classes take them: special tokens first, then every byte symbol (bare and suffixed), then the merges.
+    """
+
+    symbols = _byte_symbols()
+    words: Counter[tuple[str, ...]] = Counter()
+    for line in corpus:
+        for word in re.findall(word_pattern, line.lower()):
+            pieces = [symbols[b] for b in word.encode("utf-8")]
+            pieces[-1] += end_of_word_suffix
+            words[tuple(pieces)] += 1
+
+    merges: list[tuple[str, str]] = []
+    for _ in range(num_merges):
+        pairs: Counter[tuple[str, str]] = Counter()
+        for word, count in words.items():
+            for pair in zip(word, word[1:]):
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        merged: Counter[tuple[str, ...]] = Counter()
+        for word, count in words.items():
+            out, i = [], 0
+            while i < len(word):
+                if word[i:i + 2] == best:
+                    out.append(best[0] + best[1])
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            merged[tuple(out)] += count
+        words = merged
+
+    alphabet = symbols + ([s + end_of_word_suffix for s in symbols] if end_of_word_suffix else [])
+    vocab: dict[str, int] = {}
+    for token in [*special_tokens, *alphabet, *(a + b for a, b in merges)]:
+        vocab.setdefault(token, len(vocab))
+    return vocab, merges
+
+
+def tiny_clip_tokenizer(model_max_length: int = CLIP_MAX_LENGTH, *, corpus: "Iterable[str]" = CORPUS,
+                        num_merges: int = 150):
+    """A ``CLIPTokenizer`` (``<|startoftext|>`` = 0, ``<|endoftext|>`` = 1) with a vocabulary trained here on
+    ``corpus`` (default: :data:`CORPUS`) with ``num_merges`` BPE merges."""
+
+    vocab, merges = _train_byte_bpe(num_merges=num_merges, special_tokens=["<|startoftext|>", "<|endoftext|>"],
+                                    word_pattern=r"[a-z]+|[0-9]|[^\sa-z0-9]+", end_of_word_suffix="</w>",
+                                    corpus=corpus)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+
+
+def tiny_roberta_tokenizer(model_max_length: int = CLAP_MAX_LENGTH):
+    """A ``RobertaTokenizer`` (``<s>`` = 0, ``<pad>`` = 1, ``</s>`` = 2) for the CLAP text branch."""
+
+    # GPT-2's split: a word keeps its leading space (which becomes the byte symbol "\u0120").
+    vocab, merges = _train_byte_bpe(num_merges=150, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                                    word_pattern=r" ?[a-z]+| ?[0-9]+| ?[^\sa-z0-9]+|\s+")
+    return RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+
+
+def tiny_t5_tokenizer(model_max_length: int = T5_MAX_LENGTH):
+    """A ``T5Tokenizer`` from a unigram SentencePiece model trained here (``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2)."""
+
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS), model_writer=proto, vocab_size=120, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False, minloglevel=2, num_threads=1,
+        seed_sentencepiece_size=10_000, shuffle_input_sentence=False,
+    )
+    processor = spm.SentencePieceProcessor(model_proto=proto.getvalue())
+    pieces = [(processor.id_to_piece(i), processor.get_score(i)) for i in range(processor.get_piece_size())]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=model_max_length)
+
+
+def tiny_clip_text(seed: int = 0):
+    """``(CLIPTokenizer, CLIPTextModel)`` at toy size: 32-d, 2 layers, ``CLIP_MAX_LENGTH`` positions.
+
+    Shared by the image and video builders, and handy for tests that want real text-encoder features without
+    building a whole pipeline.
+    """
+
+    tokenizer = tiny_clip_tokenizer()
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=CLIP_MAX_LENGTH, projection_dim=32, hidden_act="gelu",
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return tokenizer, CLIPTextModel(config).eval()
+
+
+def _tiny_vae(channels: int):
+    """A two-level ``AutoencoderKL`` (scale factor 2, 4 latent channels) for ``channels``-channel inputs."""
+
+    return AutoencoderKL(
+        in_channels=channels, out_channels=channels, latent_channels=4, block_out_channels=(16, 32),
+        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        sample_size=32,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# builders (registered in core.hub.TINY_BUILDERS)
+# ---------------------------------------------------------------------------------------------------------------
+def build_stable_diffusion(path: Path, seed: int) -> None:
+    """A tiny ``StableDiffusionPipeline`` (no safety checker) producing 32x32 images, saved to ``path``."""
+
+    torch.manual_seed(seed)
+    tokenizer, text_encoder = tiny_clip_text(seed)
+    unet = UNet2DConditionModel(**_UNET, **_UNET_2D_BLOCKS, sample_size=16,
+                                cross_attention_dim=text_encoder.config.hidden_size)
+    pipeline = StableDiffusionPipeline(
+        vae=_tiny_vae(3), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(**_DDIM),
+        safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(path)
+
+
+def build_text_to_video_sd(path: Path, seed: int) -> None:
+    """A tiny ``TextToVideoSDPipeline`` producing 32x32 frames, saved to ``path``."""
+
+    torch.manual_seed(seed)
+    tokenizer, text_encoder = tiny_clip_text(seed)
+    unet = UNet3DConditionModel(
+        **_UNET, sample_size=16, cross_attention_dim=text_encoder.config.hidden_size,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+    )
+    pipeline = TextToVideoSDPipeline(vae=_tiny_vae(3), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                     scheduler=DDIMScheduler(**_DDIM))
+    pipeline.save_pretrained(path)
+
+
+def build_animatediff(path: Path, seed: int) -> None:
+    """A tiny ``AnimateDiffPipeline`` (``UNetMotionModel``: motion modules with sinusoidal frame positions)
+    producing 32x32 frames, saved to ``path``."""
+
+    torch.manual_seed(seed)
+    tokenizer, text_encoder = tiny_clip_text(seed)
+    unet = UNetMotionModel(
+        **{k: v for k, v in _UNET.items() if k != "attention_head_dim"}, sample_size=16,
+        cross_attention_dim=text_encoder.config.hidden_size, num_attention_heads=2, motion_num_attention_heads=2,
+        down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"),
+        up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"), motion_max_seq_length=32,
+    )
+    pipeline = AnimateDiffPipeline(vae=_tiny_vae(3), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   motion_adapter=None, scheduler=DDIMScheduler(**_DDIM))
+    pipeline.save_pretrained(path)
+
+
+def build_audioldm2(path: Path, seed: int) -> None:
+    """A tiny ``AudioLDM2Pipeline`` (CLAP + T5 + GPT-2 + AudioLDM2 UNet + HiFi-GAN), saved to ``path``."""
+
+    torch.manual_seed(seed)
+    # 1. CLAP: the text branch gives one pooled, projected vector; the audio branch only ranks waveforms.
+    tokenizer = tiny_roberta_tokenizer()
+    clap_text = ClapTextConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=CLAP_MAX_LENGTH + 2, bos_token_id=0, pad_token_id=1, eos_token_id=2,
+        projection_dim=16,
+    )
+    clap_audio = ClapAudioConfig(
+        spec_size=64, window_size=4, num_mel_bins=64, intermediate_size=37, depths=[2, 2],
+        num_attention_heads=[2, 2], num_hidden_layers=2, hidden_size=32, patch_size=2, patch_stride=2,
+        patch_embeds_hidden_size=32, patch_embed_input_channels=4, projection_dim=16,
+    )
+    text_encoder = ClapModel(ClapConfig(text_config=clap_text.to_dict(), audio_config=clap_audio.to_dict(),
+                                        projection_dim=16))
+    feature_extractor = ClapFeatureExtractor()  # the 48 kHz HTSAT defaults; used only to rank waveforms
+
+    # 2. T5 encoder: the sequence the UNet cross-attends to through ``encoder_hidden_states_1``.
+    tokenizer_2 = tiny_t5_tokenizer()
+    text_encoder_2 = T5EncoderModel(T5Config(vocab_size=len(tokenizer_2), d_model=32, d_ff=37, d_kv=8, num_heads=2,
+                                             num_layers=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+
+    # 3. GPT-2 "language model" that generates GPT2_NEW_TOKENS states from the projected CLAP + T5 features.
+    language_model = GPT2LMHeadModel(GPT2Config(n_embd=16, n_head=2, n_layer=2, vocab_size=8, n_positions=64,
+                                                 bos_token_id=0, eos_token_id=0))
+    language_model.config.max_new_tokens = GPT2_NEW_TOKENS
+    projection_model = AudioLDM2ProjectionModel(
+        text_encoder_dim=clap_text.projection_dim, text_encoder_1_dim=text_encoder_2.config.d_model,
+        langauge_model_dim=language_model.config.n_embd,  # (sic) the diffusers argument name
+    )
+
+    # 4. Latent diffusion over a 1-channel mel spectrogram, and a vocoder to waveforms.
+    unet = AudioLDM2UNet2DConditionModel(
+        **_UNET, **_UNET_2D_BLOCKS, sample_size=32,
+        cross_attention_dim=([None, language_model.config.n_embd, text_encoder_2.config.d_model],) * 2,
+    )
+    vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(
+        model_in_dim=16, sampling_rate=16000, upsample_initial_channel=16, upsample_rates=[4, 4],
+        upsample_kernel_sizes=[8, 8], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
+        normalize_before=False,
+    ))
+    pipeline = AudioLDM2Pipeline(
+        text_encoder=text_encoder, text_encoder_2=text_encoder_2, projection_model=projection_model,
+        language_model=language_model, tokenizer=tokenizer, tokenizer_2=tokenizer_2,
+        feature_extractor=feature_extractor, unet=unet, scheduler=DDIMScheduler(**_DDIM), vocoder=vocoder,
+        vae=_tiny_vae(1),
+    )
+    pipeline.save_pretrained(path)
+
+
+def build_mel_diffusion(path: Path, seed: int) -> None:
+    """A tiny ``StableDiffusionPipeline`` over 1-channel log-mel spectrograms (``@tiny/mel-diffusion``) with its
+    ``mel.json`` (the default :class:`~generators.audio.MelParams`: 32 mel bands x 64 frames = one second at
+    16 kHz), saved to ``path`` for :class:`~generators.audio.MelDiffusionTool`."""
+
+
+    torch.manual_seed(seed)
+    tokenizer, text_encoder = tiny_clip_text(seed)
+    mel = MelParams()
+    unet = UNet2DConditionModel(**_UNET, **_UNET_2D_BLOCKS, sample_size=mel.n_mels // 2,
+                                cross_attention_dim=text_encoder.config.hidden_size)
+    pipeline = StableDiffusionPipeline(
+        vae=_tiny_vae(1), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(**_DDIM),
+        safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(path)
+    mel.save(path)

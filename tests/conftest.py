@@ -34,7 +34,7 @@ def assistant(tiny_system, tmp_path):
 @pytest.fixture(scope="session")
 def media():
     """Encoded sample inputs: a PNG, a WAV and an MP4."""
-    from orchestrator import samples
+    from modalities import samples
 
     return {
         "image": samples.png_bytes(colour="red"),
@@ -78,7 +78,7 @@ def world_assistant(tmp_path_factory):
 def world_server(world_assistant):
     """``mmgraph serve`` of tiny-world on 127.0.0.1 (uvicorn in a thread): ``world_server.url``."""
     from live_server import LiveServer
-    from orchestrator.server import ServerSettings, create_app
+    from serving import ServerSettings, create_app
 
     with LiveServer(create_app(world_assistant, settings=ServerSettings(queue_size=2))) as server:
         yield server

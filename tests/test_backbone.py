@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from orchestrator.backbone import Backbone, Media, Signal, Text, Turn
-from orchestrator.config import LLMConfig
-from orchestrator.errors import PromptError
+from core.config import LLMConfig
+from core.errors import PromptError
 
 PLACEHOLDERS = {"image": "<image>", "audio": "<audio>"}
 SIGNALS = {"image": ["[IMG0]", "[IMG1]", "[IMG2]"], "audio": ["[AUD0]", "[AUD1]"]}

@@ -83,7 +83,7 @@ def test_compile_flags_reach_both_sides_and_the_baseline_is_restored(twins, monk
 
 def test_bench_cli_refuses_an_unknown_cache_before_building_anything(monkeypatch):
     import benchmarks.twins
-    from orchestrator.cli import main
+    from mmgraph.cli import main
 
     monkeypatch.setattr(benchmarks.twins, "build_twins", lambda *a, **k: pytest.fail("built twins"))
     with pytest.raises(SystemExit, match="unknown decoding cache 'paged'"):
@@ -129,7 +129,7 @@ def test_generate_benchmark_rows_and_the_compile_switch(sd_twins, monkeypatch):
     assert twins.ours.pipeline.unet is not twins.baseline.unet  # the wrapper sits in our pipeline alone
     assert twins.ours.pipeline.unet._orig_mod is twins.baseline.unet
     with pytest.raises(SystemExit, match="unknown size 'llava-7b'; sizes: tiny, sd15"):
-        from orchestrator.cli import main
+        from mmgraph.cli import main
 
         main(["bench", "generate", "--size", "llava-7b"])
 
@@ -142,7 +142,7 @@ def test_every_bench_command_in_the_docs_parses():
 
     from benchmarks.diffusion import SD_SIZES
     from benchmarks.twins import SIZES
-    from orchestrator.cli import build_parser
+    from mmgraph.cli import build_parser
     from orchestrator.decoding import resolve
 
     text = (Path(__file__).parents[1] / "docs" / "benchmarks.md").read_text()
@@ -169,7 +169,7 @@ def test_micro_bench_runs_the_baseline_batches_in_fuller_micro_batches(monkeypat
     """The micro bench's text-LM row: ours is the same training with 4 micro-batches a step, which fill their rows
     far better than the baseline's one pass."""
     from benchmarks.grouping import OURS, bench_text_lm
-    from orchestrator.training import lm
+    from training import lm
 
     seen = []
     real = lm.train_text_lm

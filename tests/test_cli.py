@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from orchestrator import cli
+from mmgraph import cli
 
 
 def test_graph_prints_mermaid_with_every_node(capsys):
@@ -37,7 +37,7 @@ def test_errors_are_reported_not_raised(tmp_path, monkeypatch, capsys):
 
 
 def test_console_script_entry_point_help():
-    result = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "mmgraph.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "run" in result.stdout and "chat" in result.stdout
 
 

@@ -6,9 +6,9 @@ import pytest
 
 from modalities import ENCODERS, PROJECTORS
 from generators import GENERATORS, OUTPUT_PROJECTORS
-from orchestrator.config import SystemConfig, list_presets, load_config
-from orchestrator.errors import ConfigError
-from orchestrator.registry import Registry, UnknownKindError
+from core.config import SystemConfig, list_presets, load_config
+from core.errors import ConfigError
+from core.registry import Registry, UnknownKindError
 
 
 @pytest.mark.parametrize("name", list_presets())

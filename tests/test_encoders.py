@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 import modalities
 from modalities import ENCODERS, ModalityEncoder, build_encoder
 from modalities.media import SAMPLE_RATE, decode_image, decode_video, encode_mp4, encode_png
-from orchestrator.config import MediaLimits, ModalityConfig
-from orchestrator.errors import ConfigError
-from orchestrator.registry import UnknownKindError
-from orchestrator.tiny import resolve_model
+from core.config import MediaLimits, ModalityConfig
+from core.errors import ConfigError
+from core.registry import UnknownKindError
+from core.hub import resolve_model
 
 TOWER_PATCHES = 16  # tiny towers: 32x32 images, 8x8 patches
 TINY_WIDTH = 32
@@ -94,7 +94,7 @@ def test_deterministic_for_a_seed(encoders, name):
 
 
 def test_tiny_builder_is_reproducible(tmp_path):
-    from modalities.tiny import build_clip_vision
+    from orchestrator.tiny import build_clip_vision
 
     build_clip_vision(tmp_path / "a", 3)
     build_clip_vision(tmp_path / "b", 3)

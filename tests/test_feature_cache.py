@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from orchestrator.training.cache import FeatureCache, content_hash, file_hash
+from training.cache import FeatureCache, content_hash, file_hash
 
 
 def test_put_get_stack_and_shards(tmp_path):
@@ -57,7 +57,7 @@ def test_hashes_are_of_content_not_names(tmp_path):
 
 def test_component_keys_change_with_what_the_features_depend_on():
     from modalities import build_encoder
-    from orchestrator.config import load_config
+    from core.config import load_config
 
     cfg = load_config("tiny-random").modalities["image"]
     base = build_encoder(cfg, device="cpu", dtype=torch.float32, seed=0).cache_key()

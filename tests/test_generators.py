@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.config import GeneratorConfig, MediaLimits
-from orchestrator.registry import UnknownKindError
-from orchestrator.tiny import resolve_model
+from core.config import GeneratorConfig, MediaLimits
+from core.registry import UnknownKindError
+from core.hub import resolve_model
 
 
 def _decode_png(data: bytes) -> dict:

@@ -11,10 +11,10 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from orchestrator import samples
+from modalities import samples
 from orchestrator.assistant import Assistant, MediaPart
-from orchestrator.config import SystemConfig, load_config
-from orchestrator.errors import InvalidMediaError, MediaTooLargeError, MediaTooSmallError, UnsupportedModalityError
+from core.config import SystemConfig, load_config
+from core.errors import InvalidMediaError, MediaTooLargeError, MediaTooSmallError, UnsupportedModalityError
 from orchestrator.system import MMSystem
 
 ALL = ["image", "audio", "video"]

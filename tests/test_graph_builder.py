@@ -18,9 +18,9 @@ from langgraph.types import interrupt
 
 from graphs import GraphBuilder, GraphError, RunContext, build_graph
 from live_server import LiveServer
-from orchestrator.artifacts import ArtifactStore
+from core.artifacts import ArtifactStore
 from orchestrator.assistant import Assistant
-from orchestrator.server import create_app
+from serving import create_app
 
 FORBIDDEN = "red"
 REFUSAL = f"I can't draw {FORBIDDEN} things."

@@ -7,8 +7,8 @@ import pytest
 from langgraph.graph import END
 
 from graphs import GraphBuilder, GraphError, build_graph, check_graph
-from orchestrator import cli
-from orchestrator.config import load_config
+from mmgraph import cli
+from core.config import load_config
 
 GENS = ["generate_image", "generate_video", "generate_audio"]
 

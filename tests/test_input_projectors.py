@@ -8,9 +8,9 @@ from torch import nn
 
 import modalities
 from modalities import PROJECTORS, InputProjector, build_projector
-from orchestrator.config import ProjectorConfig
-from orchestrator.errors import ConfigError
-from orchestrator.registry import UnknownKindError
+from core.config import ProjectorConfig
+from core.errors import ConfigError
+from core.registry import UnknownKindError
 
 IN_DIM, OUT_DIM, TOKENS, BATCH = 24, 32, 10, 3
 KINDS = ["linear", "mlp", "resampler", "qformer"]
@@ -111,7 +111,7 @@ def test_register_a_custom_kind():
 
 
 def test_registry_is_shared_with_the_module():
-    from modalities import projectors
+    from modalities import input_projectors as projectors
 
     assert projectors.PROJECTORS is modalities.PROJECTORS
     assert PROJECTORS.get("qformer") is projectors.QFormerProjector

@@ -25,9 +25,9 @@ from modalities.media import (
     sniff_mime,
     uniform_indices,
 )
-from orchestrator.config import MediaLimits
-from orchestrator.errors import InvalidMediaError, MediaError, MediaTooLargeError, MediaTooSmallError
-from orchestrator.registry import UnknownKindError
+from core.config import MediaLimits
+from core.errors import InvalidMediaError, MediaError, MediaTooLargeError, MediaTooSmallError
+from core.registry import UnknownKindError
 
 LIMITS = MediaLimits()
 

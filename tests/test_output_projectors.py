@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from generators import OUTPUT_PROJECTORS, ConditioningSpec, alignment_loss, build_output_projector
-from orchestrator.config import OutputProjectorConfig
-from orchestrator.registry import UnknownKindError
+from core.config import OutputProjectorConfig
+from core.registry import UnknownKindError
 
 LLM_DIM, K = 24, 4
 KINDS = ["mlp", "transformer"]
@@ -68,7 +68,7 @@ def test_transformer_has_one_query_set_per_spec():
 @pytest.fixture(scope="module")
 def caption_features():
     """The tiny Stable Diffusion text encoder's features of a few captions: (4, 77, 32)."""
-    from generators.tiny import tiny_clip_text
+    from orchestrator.tiny import tiny_clip_text
 
     tokenizer, text_encoder = tiny_clip_text(seed=0)
     ids = tokenizer(CAPTIONS, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.config import MediaLimits, ModalityConfig, ProjectorConfig
-from orchestrator.errors import InvalidMediaError, MediaTooLargeError, MediaTooSmallError
+from core.config import MediaLimits, ModalityConfig, ProjectorConfig
+from core.errors import InvalidMediaError, MediaTooLargeError, MediaTooSmallError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "pointcloud"
 sys.path.insert(0, str(EXAMPLE))

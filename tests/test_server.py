@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from live_server import LiveServer
-from orchestrator.server import ServerSettings, create_app
+from serving import ServerSettings, create_app
 from tinyworld.world import Clip, Picture, Sound, encode
 
 MODEL = "tiny-world"
@@ -122,7 +122,7 @@ def test_streamed_turn_with_generated_image(client):
      lambda data: __import__("soundfile").read(io.BytesIO(data))[0].size > 1000),
     ("video", "Animate a red circle moving left.", "video/mp4",
      lambda data: len(__import__("modalities.media", fromlist=["x"]).decode_video(
-         data, __import__("orchestrator.config", fromlist=["x"]).MediaLimits(), num_frames=8)) == 8),
+         data, __import__("core.config", fromlist=["x"]).MediaLimits(), num_frames=8)) == 8),
 ])
 def test_requested_output_modality_returns_an_artifact_that_decodes(client, modality, prompt, mime, check):
     reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompt}],
@@ -187,7 +187,7 @@ def test_thread_survives_a_server_restart(tmp_path):
 
     def serve():
         port = free_port()
-        cmd = [sys.executable, "-m", "orchestrator.cli", "serve", "--port", str(port), "--db",
+        cmd = [sys.executable, "-m", "mmgraph.cli", "serve", "--port", str(port), "--db",
                str(tmp_path / "threads.sqlite"), "--artifacts", str(tmp_path / "artifacts"), "--log-level", "warning"]
         proc = subprocess.Popen(cmd, env={**os.environ, "MMGRAPH_HOME": str(tmp_path / "home")},
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from live_server import LiveServer
-from orchestrator.server import ServerSettings, create_app
+from serving import ServerSettings, create_app
 
 MODEL = "tiny-world"
 SLOW = {"model": MODEL, "messages": [{"role": "user", "content": "Animate a red circle moving left."}],

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from generators.audio import MEL_FILE, MelParams
-from orchestrator.config import GeneratorConfig
+from core.config import GeneratorConfig
 from tinyworld import diffusion as D
 from tinyworld.world import Clip, Picture, Sound
 
@@ -119,7 +119,7 @@ def test_mel_diffusion_tool_rejects_wrong_conditioning(mel_tool):
 
 def test_mel_diffusion_tool_reads_mel_json(tmp_path):
     from generators.audio import MelDiffusionTool
-    from orchestrator.tiny import resolve_model
+    from core.hub import resolve_model
 
     folder = resolve_model("@tiny/mel-diffusion", 0)
     assert MelParams.load(folder) == MelParams()
@@ -308,7 +308,7 @@ class _FixedJudges:
 
 
 def test_evaluate_video_can_be_read_by_the_judges():
-    from orchestrator.tiny import resolve_model
+    from core.hub import resolve_model
 
     judges = _FixedJudges({"colour": "red", "shape": "circle", "direction": "up"})
     result = D.evaluate_video(resolve_model("@tinyworld/video-generator"), samples=6, steps=2, judges=judges, seed=4)

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from modalities.audio import WhisperAudioEncoder
 from modalities.image import ClipVisionEncoder
 from modalities.video import VideoFrameEncoder
-from orchestrator.config import ModalityConfig
+from core.config import ModalityConfig
 from tinyworld import encoders, text
 from tinyworld.world import COLOURS, Picture, Sound
 

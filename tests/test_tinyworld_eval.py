@@ -28,7 +28,7 @@ def result(report_dir):
 
 
 def test_the_default_system_is_the_shipped_tiny_world():
-    from orchestrator.config import DEFAULT_PRESET, load_config
+    from core.config import DEFAULT_PRESET, load_config
 
     assert DEFAULT_PRESET == "tiny-world"
     assert load_config().weights == "@tinyworld/projectors"

@@ -17,7 +17,7 @@ from PIL import Image
 
 from modalities.media import (decode_audio, decode_video, encode_gif, encode_mp4, encode_png, encode_wav,
                               uniform_indices)
-from orchestrator.config import MediaLimits
+from core.config import MediaLimits
 from tinyworld import judges as J
 from tinyworld.world import SAMPLE_RATE, Clip, Picture, Sound
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from orchestrator.training import meter
+from training import meter
 from tinyworld.plan import configured_steps, critical_chain, predict_step, probe_config, simulate
 from tinyworld.recipe import STEPS, RecipeConfig, chain_lengths, schedule
 

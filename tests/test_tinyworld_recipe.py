@@ -54,7 +54,7 @@ def test_each_step_starts_after_the_steps_it_reads(small_run):
 def test_pt_and_it_aligned_to_the_finished_generators_own_text_features(small_run):
     """PT and IT ran beside the UNets, on each generator's text side alone: its features must be the finished
     generator's, bit for bit, and the projectors' saved system names the finished generators."""
-    from orchestrator.config import load_config
+    from core.config import load_config
     from generators import build_generator
 
     out, _ = small_run

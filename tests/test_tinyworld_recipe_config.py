@@ -7,8 +7,8 @@ import argparse
 import pytest
 import torch
 
-from orchestrator.cli import main
-from orchestrator.errors import ConfigError
+from mmgraph.cli import main
+from core.errors import ConfigError
 from tinyworld.recipe import STEPS, Context, RecipeConfig, add_arguments, config_from_args, run
 
 
@@ -94,7 +94,7 @@ def _seen_by_batched_steps(tmp_path, monkeypatch, config, field: str) -> dict:
     """``field`` as the LLM step and the PT / IT stages receive it from ``config`` (nothing trains)."""
     import types
 
-    import orchestrator.training
+    import training
     import tinyworld.language
     from tinyworld import recipe
 
@@ -110,7 +110,7 @@ def _seen_by_batched_steps(tmp_path, monkeypatch, config, field: str) -> dict:
         def run(self):
             return types.SimpleNamespace(history=[{"lm_loss": 1.0}], steps=1)
 
-    monkeypatch.setattr(orchestrator.training, "Trainer", Trainer)
+    monkeypatch.setattr(training, "Trainer", Trainer)
     ctx = Context(tmp_path, config, progress=False)
     monkeypatch.setattr(recipe, "_text_side_system", lambda ctx: None)
     monkeypatch.setattr(Context, "system_config", lambda self: types.SimpleNamespace(save=lambda path: None))

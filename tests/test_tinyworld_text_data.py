@@ -8,8 +8,8 @@ import random
 import pytest
 
 from modalities.media import decode
-from orchestrator.config import MediaLimits
-from orchestrator.training.data import MediaSeg, OutputSeg, TextSeg, load_samples
+from core.config import MediaLimits
+from training.data import MediaSeg, OutputSeg, TextSeg, load_samples
 from tinyworld import text as world_text
 from tinyworld.data import PT_MIX, held_out_seed, write_datasets
 from tinyworld.evaluate import values_named
@@ -38,7 +38,7 @@ def test_text_dialogues_are_seeded_and_mix_every_task():
 
 
 def test_every_corpus_word_is_a_single_piece_of_the_clip_style_tokenizer():
-    from generators.tiny import tiny_clip_tokenizer
+    from orchestrator.tiny import tiny_clip_tokenizer
 
     tokenizer = tiny_clip_tokenizer(16, corpus=world_text.corpus(), num_merges=300)
     for thing in world_text.all_things()[::7]:

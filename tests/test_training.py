@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.training.toy import COLOURS, build_toy, random_square, toy_system_config, write_colour_squares
+from training.toy import COLOURS, build_toy, random_square, toy_system_config, write_colour_squares
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def make_system(toy, full: bool = False):
 
 
 def trainer(system, data, out, cache, **train):
-    from orchestrator.training import Trainer
+    from training import Trainer
 
     train = {"progress": False, "cache_dir": str(cache), **train}
     return Trainer(None, data, out, system=system, train=train)
@@ -111,7 +111,7 @@ def _frozen_snapshot(system) -> dict[str, torch.Tensor]:
 
 
 def _write_any_to_any_data(folder: Path) -> tuple[Path, Path]:
-    from orchestrator import samples
+    from modalities import samples
 
     (folder / "media").mkdir(parents=True)
     (folder / "media/red.png").write_bytes(samples.png_bytes(colour="red"))
@@ -186,7 +186,7 @@ def test_second_epoch_and_second_run_call_no_encoder_and_a_deleted_cache_is_rebu
     cache = tmp_path / "cache"
 
     def run(out, **kw):
-        from orchestrator.training import Trainer
+        from training import Trainer
 
         return Trainer(None, toy["pt"], out, system=system, callbacks=[lambda t, s, logs: per_step.append(
             calls["encoder"])], train={"progress": False, "cache_dir": str(cache), "epochs": 2, **kw}).run()
@@ -218,7 +218,7 @@ def test_stopping_and_resuming_gives_the_weights_of_an_uninterrupted_run(toy, tm
     assert not stopped.finished and stopped.steps == 3
     assert not (tmp_path / "sliced" / "trainable.safetensors").exists()
 
-    from orchestrator.training import Trainer
+    from training import Trainer
 
     second = make_system(toy)
     resumed = Trainer(None, toy["it"], tmp_path / "sliced", system=second, resume=True,
@@ -251,8 +251,8 @@ def test_lora_weights_round_trip_through_the_output_folder(toy, tmp_path):
 
 
 def test_freeze_audit_refuses_a_trainable_llm_weight(toy, tmp_path):
-    from orchestrator.training import FreezeError, freeze_audit
-    from orchestrator.training.audit import format_audit
+    from training import FreezeError, freeze_audit
+    from training.audit import format_audit
 
     system = make_system(toy)
     rows = freeze_audit(system)
@@ -274,8 +274,8 @@ def test_freeze_audit_refuses_a_trainable_llm_weight(toy, tmp_path):
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(toy, tmp_path):
-    from orchestrator.training.trainer import ProjectorObjective
-    from orchestrator.training.batches import collate
+    from training.trainer import ProjectorObjective
+    from training.batches import collate
 
     run = trainer(make_system(toy), toy["it"], None, tmp_path / "cache", batch_size=4)
     run.prepare()
@@ -303,8 +303,8 @@ def test_lm_loss_on_labelled_columns_only_equals_the_full_logits_loss(toy, tmp_p
     full-sequence cross-entropy (and the batch really has unlabelled columns, so the two paths differ)."""
     import torch.nn.functional as F
 
-    from orchestrator.training.batches import collate
-    from orchestrator.training.trainer import ProjectorObjective
+    from training.batches import collate
+    from training.trainer import ProjectorObjective
 
     run = trainer(make_system(toy), toy["it"], None, tmp_path / "cache", batch_size=4)
     run.prepare()
@@ -342,7 +342,7 @@ def test_two_process_ddp_on_cpu_tracks_the_single_process_run(toy, tmp_path):
     import subprocess
     import sys
 
-    from orchestrator.cli import main
+    from mmgraph.cli import main
 
     args = ["train", "pt", "--config", str(toy["config"]), "--data", str(toy["pt"]), "--steps", "8",
             "--batch-size", "8", "--cache", str(tmp_path / "cache"), "--no-progress"]
@@ -352,7 +352,7 @@ def test_two_process_ddp_on_cpu_tracks_the_single_process_run(toy, tmp_path):
     def two_processes(out: str, *extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-             "--master_port", str(_free_port()), "-m", "orchestrator.cli", *args, "--out", str(tmp_path / out),
+             "--master_port", str(_free_port()), "-m", "mmgraph.cli", *args, "--out", str(tmp_path / out),
              *extra], env=env, capture_output=True, text=True, timeout=300)
 
     done = two_processes("two")
@@ -375,7 +375,7 @@ def test_two_process_ddp_on_cpu_tracks_the_single_process_run(toy, tmp_path):
 
 
 def test_cli_train_writes_a_run_refuses_to_clobber_it_and_reports_bad_rows(toy, tmp_path, capsys):
-    from orchestrator.cli import main
+    from mmgraph.cli import main
 
     out = tmp_path / "run"
     args = ["train", "pt", "--config", str(toy["config"]), "--data", str(toy["pt"]), "--out", str(out), "--steps",
@@ -408,8 +408,8 @@ def test_cli_train_writes_a_run_refuses_to_clobber_it_and_reports_bad_rows(toy, 
 @pytest.mark.parametrize("diffusion_weight, light", [(0.0, True), (1.0, False)])
 def test_a_trainer_loads_the_generators_denoisers_only_for_the_diffusion_loss(toy, tmp_path, diffusion_weight, light):
     """The alignment loss reads the generators' text encoders alone, so their UNets and VAEs stay on disk."""
-    from orchestrator.training import Trainer
-    from orchestrator.training.toy import toy_system_config
+    from training import Trainer
+    from training.toy import toy_system_config
 
     data = write_colour_squares(tmp_path / "d", 4)
     run = Trainer(toy_system_config(toy["lm"]), data["pt"], None,
@@ -421,7 +421,7 @@ def test_a_trainer_loads_the_generators_denoisers_only_for_the_diffusion_loss(to
 
 
 def test_latent_diffusion_loss_trains_the_output_projector_through_the_frozen_unet(toy, tmp_path):
-    from orchestrator.errors import ConfigError
+    from core.errors import ConfigError
 
     data = write_colour_squares(tmp_path / "d", 16)
     see, draw = split_rows(data["pt"], tmp_path / "d")
@@ -449,8 +449,8 @@ def test_compiled_objective_gives_the_plain_losses_and_gradients(toy, tmp_path):
     """``TrainConfig(compile=True)``: the frozen LLM runs through torch.compile inside the objective. LM and
     alignment losses and every projector gradient match the eager objective's; the compiled wrapper is not a
     submodule (the objective's state dict is unchanged)."""
-    from orchestrator.training.batches import collate
-    from orchestrator.training.trainer import ProjectorObjective
+    from training.batches import collate
+    from training.trainer import ProjectorObjective
 
     run = trainer(make_system(toy), toy["it"], None, tmp_path / "cache", batch_size=4)
     run.prepare()
@@ -483,11 +483,11 @@ def test_compiled_objective_gives_the_plain_losses_and_gradients(toy, tmp_path):
 def test_train_cli_passes_compile_and_grouping_to_the_train_config(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
-    import orchestrator.training
-    from orchestrator.cli import main
+    import training
+    from mmgraph.cli import main
 
     seen = []
-    monkeypatch.setattr(orchestrator.training, "train",
+    monkeypatch.setattr(training, "train",
                         lambda *a, **kw: seen.append(kw) or SimpleNamespace(main_process=False))
     base = ["train", "pt", "--data", "d.json", "--out", str(tmp_path / "o")]
     assert main([*base, "--compile", "--group-by-length", "--micro-batches", "3"]) == 0 and main(base) == 0
@@ -516,7 +516,7 @@ def test_compiled_training_on_cuda_tracks_the_eager_run(toy, tmp_path):
 
 
 def test_length_grouped_order_is_a_seeded_permutation_of_tight_batches():
-    from orchestrator.training.batches import length_grouped_order
+    from training.batches import length_grouped_order
 
     rng = random.Random(0)
     lengths = [rng.randint(10, 200) for _ in range(1003)]
@@ -537,7 +537,7 @@ def test_length_grouped_order_is_a_seeded_permutation_of_tight_batches():
 
 
 def test_group_by_length_pads_less_and_still_trains(toy, tmp_path, monkeypatch):
-    from orchestrator.training import trainer as trainer_module
+    from training import trainer as trainer_module
 
     padded: list[tuple[int, int]] = []  # (real tokens, padded tokens) per batch
     collate = trainer_module.collate
@@ -564,8 +564,8 @@ def test_group_by_length_pads_less_and_still_trains(toy, tmp_path, monkeypatch):
 
 
 def test_text_lm_group_by_length_feeds_shorter_batches_and_learns(tmp_path, monkeypatch):
-    from orchestrator.training import lm as lm_module
-    from orchestrator.training.toy import text_dialogues, toy_system_config
+    from training import lm as lm_module
+    from training.toy import text_dialogues, toy_system_config
 
     widths: list[int] = []
     from transformers import LlamaForCausalLM
@@ -590,7 +590,7 @@ def test_text_lm_group_by_length_feeds_shorter_batches_and_learns(tmp_path, monk
 
 
 def test_length_chunks_and_step_shares():
-    from orchestrator.training.batches import IGNORE, Encoded, Share, length_chunks
+    from training.batches import IGNORE, Encoded, Share, length_chunks
 
     lengths = [9, 3, 7, 1, 5, 8, 2]
     chunks = length_chunks(list(range(7)), 3, length=lambda i: lengths[i])
@@ -606,7 +606,7 @@ def test_length_chunks_and_step_shares():
 
 
 def test_micro_batches_take_the_whole_batch_step_with_less_padding(toy, tmp_path, monkeypatch):
-    from orchestrator.training import trainer as trainer_module
+    from training import trainer as trainer_module
 
     widths: list[tuple[int, int]] = []  # (rows, padded length) of every collated batch
     collate = trainer_module.collate
@@ -633,8 +633,8 @@ def test_micro_batches_take_the_whole_batch_step_with_less_padding(toy, tmp_path
 
 
 def test_micro_batch_shares_add_up_to_the_whole_batch_loss_and_gradients(toy, tmp_path):
-    from orchestrator.training.batches import Share, collate, length_chunks
-    from orchestrator.training.trainer import ProjectorObjective
+    from training.batches import Share, collate, length_chunks
+    from training.trainer import ProjectorObjective
 
     run = trainer(make_system(toy), toy["it"], None, tmp_path / "cache", batch_size=8)
     run.prepare()
@@ -670,8 +670,8 @@ def test_micro_batch_shares_add_up_to_the_whole_batch_loss_and_gradients(toy, tm
 def test_text_lm_micro_batches_take_the_same_steps_on_shorter_rows(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-    from orchestrator.training import lm as lm_module
-    from orchestrator.training.toy import text_dialogues, toy_system_config
+    from training import lm as lm_module
+    from training.toy import text_dialogues, toy_system_config
 
     cells: list[int] = []  # padded tokens per forward
     forward = LlamaForCausalLM.forward

@@ -1,4 +1,4 @@
-"""Tests for orchestrator.training.data: parsing each row kind and reporting every bad row with its line."""
+"""Tests for training.data: parsing each row kind and reporting every bad row with its line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.training.data import DataError, MediaSeg, OutputSeg, Sample, TextSeg, load_samples
+from training.data import DataError, MediaSeg, OutputSeg, Sample, TextSeg, load_samples
 
 MODS = ("image", "video", "audio")
 GENS = ("image", "video", "audio")

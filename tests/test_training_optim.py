@@ -1,10 +1,10 @@
-"""orchestrator.training.optim: AdamW is fused where torch can fuse it, and the fused update is AdamW's update."""
+"""training.optim: AdamW is fused where torch can fuse it, and the fused update is AdamW's update."""
 
 import pytest
 import torch
 from torch import nn
 
-from orchestrator.training.optim import adamw, can_fuse, fusing
+from training.optim import adamw, can_fuse, fusing
 
 
 def _model(seed: int = 0) -> nn.Module:

@@ -48,8 +48,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from generators.audio import MelParams
-from orchestrator.training.meter import metered
-from orchestrator.training.optim import adamw
+from training.meter import metered
+from training.optim import adamw
 from tinyworld import text as world_text
 from tinyworld.recipe import refresh_threads
 from tinyworld.world import (COLOURS, DIRECTIONS, PITCHES, SAMPLE_RATE, SHAPES, Clip, Picture, Sound,
@@ -114,7 +114,7 @@ def build_standin_text_encoder(out: str | Path, seed: int = 0, *, hidden_size: i
     the world's corpus, saved to ``out``: a stand-in for the project's trained text encoder with the same layout."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from generators.tiny import tiny_clip_tokenizer
+    from orchestrator.tiny import tiny_clip_tokenizer
 
     out = Path(out)
     tokenizer = tiny_clip_tokenizer(max_length, corpus=world_text.corpus(), num_merges=300)
@@ -855,7 +855,7 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------------------------------------------
 def _tool(kind: str, folder: str | Path, steps: int, guidance: float, options: dict):
     from generators import GENERATORS
-    from orchestrator.config import GeneratorConfig
+    from core.config import GeneratorConfig
 
     cfg = GeneratorConfig(kind=kind, model=str(folder), num_inference_steps=steps, guidance_scale=guidance,
                           options=options)

@@ -46,8 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from orchestrator.training.meter import metered
-from orchestrator.training.optim import adamw
+from training.meter import metered
+from training.optim import adamw
 from tinyworld import text as world_text
 from tinyworld.world import (BEEPS, COLOURS, DIRECTIONS, PITCHES, POSITIONS, SHAPES, SIZES, WAVEFORMS, Clip,
                              Picture, Sound)
@@ -157,7 +157,7 @@ def clip_pixels(processor, ends: list) -> torch.Tensor:
 # -- builders -----------------------------------------------------------------------------------------------------
 def build_tokenizer():
     """The world's ``CLIPTokenizer`` (BPE trained on :func:`tinyworld.text.corpus`, 16 positions)."""
-    from generators.tiny import tiny_clip_tokenizer
+    from orchestrator.tiny import tiny_clip_tokenizer
 
     return tiny_clip_tokenizer(TEXT_MAX_LENGTH, corpus=world_text.corpus(), num_merges=TOKENIZER_MERGES)
 

@@ -198,7 +198,7 @@ def evaluate(config: Any = None, *, weights: Any = None, n: int = 200, seed: int
     from tinyworld.judges import Judges
 
     if judges is None or isinstance(judges, (str, Path)):
-        from orchestrator.tiny import resolve_model
+        from core.hub import resolve_model
 
         judges = Judges.load(judges or resolve_model("@tinyworld/judges"))
     with tempfile.TemporaryDirectory() as tmp:

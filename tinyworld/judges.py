@@ -54,8 +54,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from orchestrator.training.meter import metered
-from orchestrator.training.optim import adamw
+from training.meter import metered
+from training.optim import adamw
 from tinyworld.world import SAMPLE_RATE, Clip, Picture, Sound, Thing
 
 FORMAT = "mmgraph-tinyworld-judge"
@@ -682,10 +682,10 @@ class Judges:
 
     def judge(self, kind: str, data: bytes) -> dict[str, object]:
         """Decode one encoded medium (``image``: PNG, JPEG, ...; ``video``: MP4, GIF, ...; ``audio``: WAV, ...)
-        with :mod:`modalities.media` under the default :class:`~orchestrator.config.MediaLimits` and classify it.
+        with :mod:`modalities.media` under the default :class:`~core.config.MediaLimits` and classify it.
         Undecodable media raise the typed media errors (all ``ValueError``)."""
         from modalities.media import decode_audio, decode_image, decode_video
-        from orchestrator.config import MediaLimits
+        from core.config import MediaLimits
 
         if kind not in KINDS:
             raise ValueError(f"unknown media kind {kind!r}; the judges take {sorted(KINDS)}")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from orchestrator.config import LLMConfig, PromptFormat
+from core.config import LLMConfig, PromptFormat
 from tinyworld import text as world_text
 from tinyworld.world import THINGS
 
@@ -63,7 +63,7 @@ def text_dialogues(n: int, *, seed: int = 0) -> list[list[tuple[str, str]]]:
 
 def train_tokenizer(out: str | Path, vocab_size: int = VOCAB_SIZE):
     """A SentencePiece BPE tokenizer (byte fallback) trained on :func:`tinyworld.text.corpus`, saved to ``out``."""
-    from orchestrator.tiny_llm import sentencepiece_tokenizer
+    from orchestrator.tiny import sentencepiece_tokenizer
 
     return sentencepiece_tokenizer(Path(out), vocab_size, corpus=world_text.corpus())
 
@@ -113,12 +113,12 @@ def train_language_model(out: str | Path, *, steps: int = 1500, batch_size: int 
     """Tokenizer + randomly initialised ``LlamaForCausalLM`` of :data:`LLM_SIZE`, trained on
     :func:`text_dialogues`; saved to ``out`` (``save_pretrained``, safetensors). ``group_by_length``: batches of
     dialogues of similar length; ``micro_batches``: each batch in runs of similar length (both
-    :func:`orchestrator.training.lm.train_text_lm`); ``device``: where it trains.
+    :func:`training.lm.train_text_lm`); ``device``: where it trains.
     Returns held-out metrics."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from orchestrator.tiny_llm import special_ids
-    from orchestrator.training.lm import train_text_lm
+    from orchestrator.tiny import special_ids
+    from training.lm import train_text_lm
 
     out = Path(out)
     tokenizer = train_tokenizer(out)

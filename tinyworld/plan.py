@@ -5,7 +5,7 @@
 A plan runs every step of the recipe once with each training loop cut to ``probe_steps`` steps, at the full data
 sizes and batches. So each step's fixed work (rendering, caching features, encoding latents, evaluating, saving)
 is measured as it is, and each loop's seconds per step are measured on one thread and on all cores
-(:func:`orchestrator.training.meter.probing`). A step's predicted time is its fixed work plus, for each loop, the
+(:func:`training.meter.probing`). A step's predicted time is its fixed work plus, for each loop, the
 configured steps times its seconds per step (:func:`predict_step`). The recipe's own scheduler
 (:func:`tinyworld.recipe.schedule`) then lays the steps out over the run's jobs and cores (:func:`simulate`): the
 end of the last step is the planned wall clock.
@@ -142,7 +142,7 @@ def plan(out: str | Path, config: RecipeConfig | None = None, *, jobs: int = 1, 
     out = Path(out)
     cores = config.threads or os.cpu_count() or 1
     folder = out / "probe"
-    from orchestrator.training import meter
+    from training import meter
 
     log(f"probing every recipe step with {probe_steps}-step loops on 1 and {cores} threads (in {folder}) ...")
     began = time.perf_counter()

@@ -14,7 +14,7 @@ Steps (each a real Hugging Face / diffusers class at tiny size, seeded from one 
    a ``StableDiffusionPipeline``, a ``TextToVideoSDPipeline`` and a mel-spectrogram ``StableDiffusionPipeline``
 5. ``data``      -- MM PT / MM IT data sets rendered from the world (:mod:`tinyworld.data`)
 6. ``pt``, ``it`` -- MM PT then MM IT of the projectors (and signal rows, LoRA in IT) with
-   :mod:`orchestrator.training`, encoders / LLM / generators frozen
+   :mod:`training`, encoders / LLM / generators frozen
 7. ``judges``    -- the independent classifiers ``mmgraph eval`` judges generated media with, trained separately
    from everything above (:mod:`tinyworld.judges`)
 
@@ -35,8 +35,8 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from orchestrator.config import PRESET_DIR, SystemConfig
-from orchestrator.tiny import PACKAGED_WORLD_WEIGHTS as PACKAGED_WEIGHTS
+from core.config import PRESET_DIR, SystemConfig
+from core.hub import PACKAGED_WORLD_WEIGHTS as PACKAGED_WEIGHTS
 
 
 class RecipeConfig(BaseModel):
@@ -225,7 +225,7 @@ def _data(ctx: Context) -> dict:
 
 
 def _stage(ctx: Context, stage: str) -> dict:
-    from orchestrator.training import TrainConfig, Trainer
+    from training import TrainConfig, Trainer
 
     c = ctx.config
     is_it = stage == "it"
@@ -323,9 +323,9 @@ def refresh_threads() -> None:
 def _run_step(name: str, out: Path, config: RecipeConfig, progress: bool, threads: int | None,
               grant: str | None = None) -> tuple[float, dict, list[dict]]:
     """Run one step (in this process or a worker); returns ``(seconds, metrics, loops)``, ``loops`` being the
-    :mod:`~orchestrator.training.meter` records of its training loops. ``grant``: the file through which the
+    :mod:`~training.meter` records of its training loops. ``grant``: the file through which the
     scheduler may raise the step's thread count while it runs (:func:`refresh_threads`)."""
-    from orchestrator.training import meter
+    from training import meter
 
     meter.reset()
     if threads:
@@ -347,7 +347,7 @@ def run(out: str | Path, config: RecipeConfig | None = None, *, only: list[str] 
     "metrics", "loops"}}, "total_seconds", "runs": [{"jobs", "threads", "config", "wall_seconds", "steps",
     "timeline"}, ...]}`` (``timeline``: step -> [start, end] seconds into that run; the top ``config`` is the latest
     run's, each run's own is in ``runs``, since ``--only`` can rerun some steps with other settings). ``loops``: the
-    seconds per step of the step's training loops (:mod:`orchestrator.training.meter`), which :mod:`tinyworld.plan`
+    seconds per step of the step's training loops (:mod:`training.meter`), which :mod:`tinyworld.plan`
     predicts from.
 
     ``jobs > 1`` runs independent steps side by side in that many worker processes (the LLM trains while the
@@ -572,7 +572,7 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig:
     ``--threads``, ``--device`` and every ``--set``. An unknown or ill-typed setting raises :class:`ConfigError`."""
     from pydantic import ValidationError
 
-    from orchestrator.errors import ConfigError
+    from core.errors import ConfigError
 
     settings = dict(seed=args.seed, threads=args.threads, device=args.device)
     for key, value in args.settings:
@@ -589,7 +589,7 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig:
 def run_from_args(args: argparse.Namespace) -> dict:
     config = config_from_args(args)
     if args.plan:
-        from orchestrator.errors import ConfigError
+        from core.errors import ConfigError
         from tinyworld.plan import format_plan, plan
 
         if args.only or args.ship:

@@ -1,7 +1,7 @@
 """Safe decoding of point clouds: ``.npy`` or ``.ply`` bytes -> ``np.ndarray`` of shape ``(N, 3)``, float32.
 
 mmgraph calls a decoder as ``decoder(data, limits, **options)`` with the system's
-:class:`~orchestrator.config.MediaLimits`; it must return the decoded medium or raise one of mmgraph's typed media
+:class:`~core.config.MediaLimits`; it must return the decoded medium or raise one of mmgraph's typed media
 errors before anything large is allocated. Here:
 
 * ``.npy`` (NumPy's format, versions 1 and 2): the header is parsed first; object arrays are refused (the file is
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.config import MediaLimits
-from orchestrator.errors import InvalidMediaError, MediaTooLargeError, MediaTooSmallError
+from core.config import MediaLimits
+from core.errors import InvalidMediaError, MediaTooLargeError, MediaTooSmallError
 
 MODALITY = "point_cloud"
 MAX_POINTS = 200_000

@@ -24,7 +24,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
 from modalities.base import ModalityEncoder
-from orchestrator.config import ModalityConfig
+from core.config import ModalityConfig
 
 
 class PointEncoderConfig(PretrainedConfig):

@@ -8,7 +8,7 @@
    cloud and its answer, "It is a cube."), the clouds as ``.npy`` and ``.ply`` files;
 3. :func:`system_config` -- the tiny-world LLM with one input modality, ``point_cloud``, named by the plugin's
    kinds; no generators;
-4. mmgraph's own :class:`~orchestrator.training.Trainer` -- MM PT of the ``set_pool`` projector, then MM IT of
+4. mmgraph's own :class:`~training.Trainer` -- MM PT of the ``set_pool`` projector, then MM IT of
    the projector and LoRA adapters on the LLM, the encoder and the LLM's weights frozen (nothing point-cloud
    specific in mmgraph's code). The tiny-world LLM has never seen the words "cube", "sphere" or "cone": trained
    through the projector alone it answers with the shapes it knows ("It is a circle."), so IT adds LoRA, as the
@@ -110,7 +110,7 @@ def write_data(folder: str | Path, *, pt: int = 300, it: int = 300, seed: int = 
 
 def system_config(encoder: str | Path, *, llm: str = "@tinyworld/llm") -> dict[str, Any]:
     """The example's SystemConfig (plain data): the tiny-world LLM and a ``point_cloud`` input modality."""
-    from orchestrator.config import load_config
+    from core.config import load_config
 
     world = load_config("tiny-world")
     return {
@@ -146,8 +146,8 @@ def run(out: str | Path, *, encoder_steps: int = 600, pt_steps: int = 150, it_st
         batch_size: int = 16, lr: float = 2e-3, lora: bool = True, lora_lr: float = 1e-3, n_eval: int = 30,
         seed: int = 0, progress: bool = True) -> dict:
     """Every step of the example into ``out``; returns (and writes to ``out/result.json``) the metrics."""
-    from orchestrator import Assistant
-    from orchestrator.training import TrainConfig, Trainer
+    from mmgraph import Assistant
+    from training import TrainConfig, Trainer
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,11 @@
 """A toy world for trying the training stages in a minute on a CPU: coloured squares captioned by their colour.
 
-    python -m orchestrator.training.toy data/toy          # LM + images + data + data/toy/system.yaml (~20 s)
+    python -m training.toy data/toy          # LM + images + data + data/toy/system.yaml (~20 s)
     mmgraph train pt --config data/toy/system.yaml --data data/toy/pt.jsonl --out runs/toy-pt
 
 What it writes into the folder:
 
-- ``lm/``: the ``@tiny/llama`` model taught the toy world's *language* (:func:`orchestrator.training.lm.train_text_lm`)
+- ``lm/``: the ``@tiny/llama`` model taught the toy world's *language* (:func:`training.lm.train_text_lm`)
   on text-only dialogues, including ones where the colour is named in the question so that the answer can copy
   it -- the skill a real LLM brings to MM PT ("what colour is this?" -> read it from the context);
 - ``images/*.png`` and ``pt.jsonl`` (PT pairs of both sides: ``{"image", "caption"}`` and
@@ -23,8 +23,8 @@ import json
 import random
 from pathlib import Path
 
-from orchestrator.config import SystemConfig, load_config
-from orchestrator.samples import square_image
+from core.config import SystemConfig, load_config
+from modalities.samples import square_image
 
 COLOURS = ("red", "green", "blue", "yellow")
 QUESTIONS = {
@@ -97,8 +97,8 @@ def write_colour_squares(folder: str | Path, n: int = 48, *, seed: int = 0,
 
 def build_toy(folder: str | Path, n: int = 48, *, seed: int = 0, lm_steps: int = 600,
               progress: bool = True) -> dict[str, Path]:
-    """Everything :mod:`this module <orchestrator.training.toy>` describes; returns the written paths."""
-    from orchestrator.training.lm import train_text_lm
+    """Everything :mod:`this module <training.toy>` describes; returns the written paths."""
+    from training.lm import train_text_lm
 
     folder = Path(folder)
     lm = train_text_lm(toy_system_config("@tiny/llama").llm, text_dialogues(seed=seed), folder / "lm",
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=48, help="number of images")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from orchestrator.cli import _quiet_libraries
+    from mmgraph.cli import _quiet_libraries
 
     _quiet_libraries()
     for kind, path in build_toy(args.out, args.n, seed=args.seed).items():

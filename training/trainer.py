@@ -12,7 +12,7 @@ One loop serves both stages; they differ in their data and defaults, as in LLaVA
 A step reads like the method: cached encoder features -> input projectors -> splice -> frozen LLM -> LM loss on
 assistant tokens; hidden states at the signal tokens -> output projectors -> alignment loss with cached targets.
 
-Everything frozen is audited before the first step (:mod:`orchestrator.training.audit`). Checkpoints hold only
+Everything frozen is audited before the first step (:mod:`training.audit`). Checkpoints hold only
 safetensors and JSON; resuming replays the same data order and gives the same weights as an uninterrupted run.
 Several processes (``torchrun`` / ``accelerate launch``) train with DDP; ``batch_size`` is the global batch.
 """
@@ -34,14 +34,15 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from orchestrator.config import SystemConfig, load_config
-from orchestrator.errors import ConfigError
-from orchestrator.training.audit import format_audit, freeze_audit
-from orchestrator.training.batches import Batch, Share, collate, encode_sample, epoch_order, length_chunks
-from orchestrator.training.cache import FeatureCache, content_hash, file_hash
-from orchestrator.training.data import DataError, Sample, load_samples
-from orchestrator.training.meter import metered
-from orchestrator.training.optim import adamw
+from core.config import SystemConfig, load_config
+from core.errors import ConfigError
+from core.hub import default_home
+from training.audit import format_audit, freeze_audit
+from training.batches import Batch, Share, collate, encode_sample, epoch_order, length_chunks
+from training.cache import FeatureCache, content_hash, file_hash
+from training.data import DataError, Sample, load_samples
+from training.meter import metered
+from training.optim import adamw
 
 CHECKPOINT_DIR = "checkpoint"
 LOG_FILE = "log.jsonl"
@@ -145,7 +146,7 @@ class ProjectorObjective(nn.Module):
     def forward(self, batch: Batch, share: Share | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The batch's mean losses; with ``share`` (``batch`` is one micro-batch of a step), this micro-batch's part
         of the step's means: summed over its tokens / outputs and divided by the step's counts."""
-        from generators.projectors import alignment_loss
+        from generators.output_projectors import alignment_loss
 
         system = self.system
         backbone = system.backbone
@@ -243,7 +244,7 @@ class Trainer:
 
     Args:
         config: the system (preset name, YAML path or SystemConfig).
-        data: one or more JSON / JSONL files (:mod:`orchestrator.training.data`).
+        data: one or more JSON / JSONL files (:mod:`training.data`).
         out: output folder: ``trainable.safetensors`` + ``system.yaml`` (load with ``weights=out``), ``train.json``,
             ``log.jsonl``, ``loss.png`` and ``checkpoint/``.
         init: a previous run's folder whose trainable weights start this one (IT after PT).
@@ -304,8 +305,6 @@ class Trainer:
     def _cache_root(self) -> Path:
         if self.cfg.cache_dir:
             return Path(self.cfg.cache_dir)
-        from orchestrator.assistant import default_home
-
         return default_home() / "cache" / "features"
 
     # -- setup --------------------------------------------------------------------------------------------------
@@ -400,7 +399,7 @@ class Trainer:
         return caches, hashes
 
     def _encode(self, modality: str, paths: list[Path]) -> torch.Tensor:
-        from orchestrator.errors import MediaError
+        from core.errors import MediaError
 
         items = []
         for path in paths:

@@ -1,11 +1,11 @@
 """From validated samples to training batches: token ids, labels, cached features and alignment targets.
 
-Each :class:`~orchestrator.training.data.Sample` is laid out once with the backbone's own prompt builder (the same
+Each :class:`~training.data.Sample` is laid out once with the backbone's own prompt builder (the same
 template the assistant uses at inference), so training and serving never disagree about the format:
 
-- a :class:`~orchestrator.training.data.MediaSeg` becomes its modality's placeholder, expanded to as many slots as
+- a :class:`~training.data.MediaSeg` becomes its modality's placeholder, expanded to as many slots as
   the input projector emits; its features come from the encoder feature cache by the file's content hash;
-- an :class:`~orchestrator.training.data.OutputSeg` becomes the generator's ``k`` signal tokens, and its caption's
+- an :class:`~training.data.OutputSeg` becomes the generator's ``k`` signal tokens, and its caption's
   text-encoder features (from the target cache) are the output projector's alignment target;
 - labels are the assistant tokens (text, signal tokens and the closing EOS); everything else is ``-100``.
 """
@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 
 from orchestrator.backbone import Backbone, Media, Signal, Text, Turn
-from orchestrator.training.data import MediaSeg, OutputSeg, Sample, TextSeg
+from training.data import MediaSeg, OutputSeg, Sample, TextSeg
 
 IGNORE = -100
 
@@ -119,8 +119,8 @@ def collate(items: list[Encoded], pad_id: int, features, targets, latents=None, 
     """Pad ``items`` into a :class:`Batch`, reading features and targets from the caches.
 
     Args:
-        features: modality -> :class:`~orchestrator.training.cache.FeatureCache` of encoder outputs.
-        targets: generator -> conditioning name -> :class:`~orchestrator.training.cache.FeatureCache`.
+        features: modality -> :class:`~training.cache.FeatureCache` of encoder outputs.
+        targets: generator -> conditioning name -> :class:`~training.cache.FeatureCache`.
         latents: generator -> cache of target latents (``None``: no latent-diffusion loss).
     """
     length = max(len(e.input_ids) for e in items)

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from orchestrator.config import DEFAULT_PRESET, list_presets, load_config
-from orchestrator.errors import ConfigError, MMGraphError
+from core.config import DEFAULT_PRESET, list_presets, load_config
+from core.errors import ConfigError, MMGraphError
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -180,7 +180,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from orchestrator.demo import run_demo
+    from mmgraph.demo import run_demo
 
     return run_demo(args)
 
@@ -188,7 +188,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from orchestrator.server import ServerSettings, create_app
+    from serving import ServerSettings, create_app
 
     settings = ServerSettings(queue_size=args.queue_size, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
                               allowed_media_domains=args.allow_media_domain,
@@ -201,7 +201,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from orchestrator.training import train
+    from training import train
 
     options = {"epochs": args.epochs, "max_steps": args.steps, "stop_after": args.stop_after,
                "batch_size": args.batch_size, "lr": args.lr, "lora_lr": args.lora_lr, "align_weight": args.align_weight,

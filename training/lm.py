@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from orchestrator.backbone import Backbone, Text, Turn
-from orchestrator.config import LLMConfig
-from orchestrator.training.batches import length_chunks, length_grouped_order
-from orchestrator.training.meter import metered
-from orchestrator.training.optim import adamw
-from orchestrator.tiny import resolve_model
+from core.config import LLMConfig
+from training.batches import length_chunks, length_grouped_order
+from training.meter import metered
+from training.optim import adamw
+from core.hub import resolve_model
 
 Dialogue = Sequence[tuple[str, str]]  # (role, text) pairs: ("user", ...), ("assistant", ...)
 
@@ -63,7 +63,7 @@ def train_text_lm(
     loss is appended to ``losses`` when given.
 
     Each step draws ``batch_size`` dialogues at random; with ``group_by_length`` the batches are cut from shuffled
-    epochs instead, each batch of dialogues of similar length (:func:`~orchestrator.training.batches.
+    epochs instead, each batch of dialogues of similar length (:func:`~training.batches.
     length_grouped_order`), which pads far less: the world's dialogues fill half of a randomly drawn batch.
     ``micro_batches``: cut each drawn batch into this many runs of similar length and accumulate their gradients,
     which keeps the batches (and, up to float rounding, the steps) and drops most of the padding. ``device``: where

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from orchestrator.errors import ConfigError
+from core.errors import ConfigError
 
 #: how the LLM steps while decoding (orchestrator.decoding; plain data here so configs can name it)
 CacheKind = Literal["auto", "dynamic", "static", "graph", "compiled"]

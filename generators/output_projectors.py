@@ -27,7 +27,7 @@ from torch import nn
 
 from generators import OUTPUT_PROJECTORS
 from generators.base import ConditioningSpec
-from orchestrator.config import OutputProjectorConfig
+from core.config import OutputProjectorConfig
 
 
 class OutputProjector(nn.Module, ABC):

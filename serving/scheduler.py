@@ -17,7 +17,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
-from orchestrator.server.protocol import APIError
+from serving.protocol import APIError
 
 END = object()
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from orchestrator.errors import ConfigError
+from core.errors import ConfigError
 
 
 class FreezeError(ConfigError):

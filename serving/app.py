@@ -29,11 +29,11 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orchestrator.errors import CancelledError, MediaError, MMGraphError
-from orchestrator.server.content import ParsedTurn, TurnParser
-from orchestrator.server.protocol import APIError, ChatCompletionRequest, chunk, completion, completion_id, now
-from orchestrator.server.scheduler import END, Job, Scheduler
-from orchestrator.server.settings import ServerSettings
+from core.errors import CancelledError, MediaError, MMGraphError
+from serving.content import ParsedTurn, TurnParser
+from serving.protocol import APIError, ChatCompletionRequest, chunk, completion, completion_id, now
+from serving.scheduler import END, Job, Scheduler
+from serving.settings import ServerSettings
 
 log = logging.getLogger("mmgraph.server")
 
@@ -303,7 +303,7 @@ def create_app(assistant: Any = None, *, settings: ServerSettings | None = None,
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
-        html = resources.files("orchestrator.server").joinpath("static/index.html").read_text(encoding="utf-8")
+        html = resources.files("serving").joinpath("static/index.html").read_text(encoding="utf-8")
         return HTMLResponse(html.replace("{{MODEL}}", escape(server.model, quote=True)),
                             headers={"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
                                      "media-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "

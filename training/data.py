@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from orchestrator.errors import MMGraphError
+from core.errors import MMGraphError
 
 __all__ = [
     "DataError",

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from modalities import PROJECTORS, build_projector  # noqa: F401  (re-exported)
-from orchestrator.config import ProjectorConfig
-from orchestrator.errors import ConfigError
+from core.config import ProjectorConfig
+from core.errors import ConfigError
 
 
 class InputProjector(nn.Module):

@@ -20,9 +20,9 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from pydantic import ValidationError
 
-from orchestrator.errors import MediaError
-from orchestrator.server.protocol import PART_TYPES, APIError, ChatCompletionRequest, Message, URLRef
-from orchestrator.server.settings import ServerSettings
+from core.errors import MediaError
+from serving.protocol import PART_TYPES, APIError, ChatCompletionRequest, Message, URLRef
+from serving.settings import ServerSettings
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,",
                        re.IGNORECASE)

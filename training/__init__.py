@@ -1,0 +1,29 @@
+"""MM PT and MM IT training of the projectors (and optional LoRA adapters), from Python or ``mmgraph train``.
+
+    from training import train
+    train("tiny-random", "pairs.jsonl", "runs/pt", stage="pt", epochs=3)
+    train("tiny-random", "chats.jsonl", "runs/it", stage="it", init="runs/pt", lora=True)
+    Assistant.from_config("tiny-random", weights="runs/it")
+
+Modules: :mod:`~training.data` (reading and validating LLaVA / NExT-GPT style data),
+:mod:`~training.cache` (content-addressed feature caches), :mod:`~training.batches`
+(samples -> tokens, labels, features, targets), :mod:`~training.audit` (the freeze audit),
+:mod:`~training.optim` (AdamW, fused where torch can), :mod:`~training.meter`
+(seconds per step of every training loop) and :mod:`~training.trainer` (the
+accelerate loop, checkpoints, logs and plots).
+"""
+
+from core.registry import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "train": "training.trainer",
+    "Trainer": "training.trainer",
+    "TrainConfig": "training.trainer",
+    "TrainResult": "training.trainer",
+    "plot_losses": "training.trainer",
+    "load_samples": "training.data",
+    "DataError": "training.data",
+    "FeatureCache": "training.cache",
+    "freeze_audit": "training.audit",
+    "FreezeError": "training.audit",
+})
