@@ -19,10 +19,17 @@ from orchestrator.decoding import resolve
 
 
 def hf_generate(twins: Twins, batch, tokens: int) -> torch.Tensor:
-    out = twins.hf.generate(input_ids=batch.hf_ids, pixel_values=batch.pixel_values,
-                            attention_mask=batch.attention_mask, max_new_tokens=tokens, min_new_tokens=tokens,
-                            do_sample=False, num_beams=1, pad_token_id=0)
-    return out[0, batch.hf_ids.shape[1]:]
+    out = twins.hf.generate(
+        input_ids=batch.hf_ids,
+        pixel_values=batch.pixel_values,
+        attention_mask=batch.attention_mask,
+        max_new_tokens=tokens,
+        min_new_tokens=tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=0,
+    )
+    return out[0, batch.hf_ids.shape[1] :]
 
 
 def our_generate(twins: Twins, batch, tokens: int, cache: str = "auto") -> list[int]:
@@ -34,8 +41,9 @@ def our_generate(twins: Twins, batch, tokens: int, cache: str = "auto") -> list[
     return [i for segment in result.segments for i in segment.token_ids]
 
 
-def same_tokens(twins: Twins, *, tokens: int = 16, text_tokens: int | None = None,
-                cache: str = "auto") -> dict[str, Any]:
+def same_tokens(
+    twins: Twins, *, tokens: int = 16, text_tokens: int | None = None, cache: str = "auto"
+) -> dict[str, Any]:
     """Greedy tokens of both sides on one prompt (they must be equal)."""
     batch = make_batch(twins, 1, text_tokens=text_tokens)
     with torch.no_grad():
@@ -44,9 +52,17 @@ def same_tokens(twins: Twins, *, tokens: int = 16, text_tokens: int | None = Non
     return {"hf": theirs, "ours": ours}
 
 
-def bench_decode(size: str = "tiny", *, tokens: int = 32, text_tokens: int | None = None, repeats: int = 3,
-                 device: str = "cpu", dtype: torch.dtype = torch.float32, twins: Twins | None = None,
-                 cache: str = "auto") -> list[Row]:
+def bench_decode(
+    size: str = "tiny",
+    *,
+    tokens: int = 32,
+    text_tokens: int | None = None,
+    repeats: int = 3,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    twins: Twins | None = None,
+    cache: str = "auto",
+) -> list[Row]:
     """``cache``: ours decodes with a dynamic cache, a static one, static with CUDA-graph steps, or those steps
     compiled first (:mod:`orchestrator.decoding`; ``auto``: graphs on CUDA)."""
     twins = twins or build_twins(size, device=device, dtype=dtype)
@@ -60,15 +76,37 @@ def bench_decode(size: str = "tiny", *, tokens: int = 32, text_tokens: int | Non
             first = median(timed(lambda run=run: run(1), dev, warmup=1, repeats=repeats))
             full = median(timed(lambda run=run: run(tokens), dev, warmup=1, repeats=repeats))
         results[name] = {"ttft": first, "full": full, "rate": (tokens - 1) / max(full - first, 1e-9), **memory}
-    notes = {"size": size, "device": str(dev), "dtype": str(dtype).replace("torch.", ""), "tokens": tokens,
-             "cache": resolve(cache, dev),
-             "weights": "random", "prompt": f"1 image ({twins.num_image_tokens} tokens) + "
-                                           f"{batch.hf_ids.shape[1] - 1 - twins.num_image_tokens} text tokens"}
+    notes = {
+        "size": size,
+        "device": str(dev),
+        "dtype": str(dtype).replace("torch.", ""),
+        "tokens": tokens,
+        "cache": resolve(cache, dev),
+        "weights": "random",
+        "prompt": f"1 image ({twins.num_image_tokens} tokens) + "
+        f"{batch.hf_ids.shape[1] - 1 - twins.num_image_tokens} text tokens",
+    }
     which = f"{size}, cache {notes['cache']}"
-    rows = [Row(f"decode, batch 1 ({which})", "tokens/s", results["ours"]["rate"], results["hf"]["rate"], notes=notes),
-            Row(f"time to first token ({which})", "ms", 1e3 * results["ours"]["ttft"], 1e3 * results["hf"]["ttft"],
-                higher_is_better=False, notes=notes)]
+    rows = [
+        Row(f"decode, batch 1 ({which})", "tokens/s", results["ours"]["rate"], results["hf"]["rate"], notes=notes),
+        Row(
+            f"time to first token ({which})",
+            "ms",
+            1e3 * results["ours"]["ttft"],
+            1e3 * results["hf"]["ttft"],
+            higher_is_better=False,
+            notes=notes,
+        ),
+    ]
     if results["hf"]["peak_gib"] is not None:
-        rows.append(Row(f"decode peak memory ({size})", "GiB", results["ours"]["peak_gib"], results["hf"]["peak_gib"],
-                        higher_is_better=False, notes=notes))
+        rows.append(
+            Row(
+                f"decode peak memory ({size})",
+                "GiB",
+                results["ours"]["peak_gib"],
+                results["hf"]["peak_gib"],
+                higher_is_better=False,
+                notes=notes,
+            )
+        )
     return rows

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from benchmarks.common import Row, median
 
@@ -30,6 +31,7 @@ def _timing(obj: Any, names: list[str], spent: list[float]) -> Iterator[None]:
                 return fn(*args, **kwargs)
             finally:
                 spent.append(time.perf_counter() - start)
+
         return timed
 
     for name, fn in originals.items():
@@ -52,11 +54,14 @@ def bench_graph(config: str = "tiny-world", *, repeats: int = 5, assistant=None)
         turns, models = [], []
         for i in range(repeats + 1):
             spent: list[float] = []
-            with _timing(system, ["decode", "encode", "project", "generate"], spent), \
-                    _timing(system.backbone, ["embed", "generate"], spent):
+            with (
+                _timing(system, ["decode", "encode", "project", "generate"], spent),
+                _timing(system.backbone, ["embed", "generate"], spent),
+            ):
                 start = time.perf_counter()
-                reply = bot.chat("What colour is this? Then draw it.", images=[image], generate=["image"],
-                                 allow=["image"], seed=i)
+                reply = bot.chat(
+                    "What colour is this? Then draw it.", images=[image], generate=["image"], allow=["image"], seed=i
+                )
                 total = time.perf_counter() - start
             if [a.modality for a in reply.artifacts] != ["image"]:
                 raise RuntimeError(f"the benchmark turn generated {[a.modality for a in reply.artifacts]}")
@@ -66,7 +71,19 @@ def bench_graph(config: str = "tiny-world", *, repeats: int = 5, assistant=None)
         if assistant is None:
             bot.close()
     turn, model = median(turns), median(models)
-    notes = {"config": config, "overhead_ms": 1e3 * (turn - model), "overhead_pct": 100 * (turn - model) / turn,
-             "repeats": repeats}
-    return [Row("image in + image out turn vs its model calls (graph overhead)", "ms", 1e3 * turn, 1e3 * model,
-                higher_is_better=False, notes=notes)]
+    notes = {
+        "config": config,
+        "overhead_ms": 1e3 * (turn - model),
+        "overhead_pct": 100 * (turn - model) / turn,
+        "repeats": repeats,
+    }
+    return [
+        Row(
+            "image in + image out turn vs its model calls (graph overhead)",
+            "ms",
+            1e3 * turn,
+            1e3 * model,
+            higher_is_better=False,
+            notes=notes,
+        )
+    ]

@@ -27,7 +27,6 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-
 from statistics import mean
 
 from benchmarks.common import Row
@@ -49,16 +48,21 @@ class _StepClock(list):
 
 
 #: what each comparison changes on our side, per step of the recipe (the baseline passes nothing)
-OURS = {"grouping": {"language": {"group_by_length": True}, "pt": {"group_by_length": True},
-                     "it": {"group_by_length": True}},
-        "micro": {"language": {"micro_batches": 4}, "pt": {"micro_batches": 2}, "it": {"micro_batches": 2}}}
+OURS = {
+    "grouping": {
+        "language": {"group_by_length": True},
+        "pt": {"group_by_length": True},
+        "it": {"group_by_length": True},
+    },
+    "micro": {"language": {"micro_batches": 4}, "pt": {"micro_batches": 2}, "it": {"micro_batches": 2}},
+}
 
 
 def _fill(lengths: list[int], order: list[int], batch: int, micro_batches: int = 1) -> float:
     """Real tokens over padded tokens in the full batches of ``order`` (each run as ``micro_batches`` passes)."""
     from training.batches import length_chunks
 
-    batches = [order[i:i + batch] for i in range(0, len(order) - batch + 1, batch)]
+    batches = [order[i : i + batch] for i in range(0, len(order) - batch + 1, batch)]
     real = sum(lengths[i] for b in batches for i in b)
     passes = [c for b in batches for c in length_chunks(b, micro_batches, length=lengths.__getitem__)]
     return real / sum(len(c) * max(lengths[i] for i in c) for c in passes)
@@ -68,15 +72,16 @@ def _label(base: str, ours: dict) -> str:
     return f"{base}, {ours['micro_batches']} micro-batches)" if "micro_batches" in ours else f"{base})"
 
 
-def bench_text_lm(*, steps: int = 20, batch_size: int = 32, dialogues: int = 2000, warmup: int = 3,
-                  ours: dict | None = None) -> Row:
+def bench_text_lm(
+    *, steps: int = 20, batch_size: int = 32, dialogues: int = 2000, warmup: int = 3, ours: dict | None = None
+) -> Row:
     import torch
 
-    from orchestrator.backbone import Backbone
     from core.hub import resolve_model
+    from orchestrator.backbone import Backbone
+    from tinyworld.language import llm_config, text_dialogues
     from training.batches import epoch_order
     from training.lm import dialogue_ids, train_text_lm
-    from tinyworld.language import llm_config, text_dialogues
 
     config = llm_config(resolve_model("@tinyworld/llm"))
     data = text_dialogues(dialogues, seed=0)
@@ -87,21 +92,32 @@ def bench_text_lm(*, steps: int = 20, batch_size: int = 32, dialogues: int = 200
     with tempfile.TemporaryDirectory() as tmp:
         for side, options in (("baseline", {}), ("ours", ours)):
             clock = _StepClock()
-            train_text_lm(config, data, Path(tmp) / side, steps=steps + warmup, batch_size=batch_size,
-                          progress=False, losses=clock, **options)
+            train_text_lm(
+                config,
+                data,
+                Path(tmp) / side,
+                steps=steps + warmup,
+                batch_size=batch_size,
+                progress=False,
+                losses=clock,
+                **options,
+            )
             per_step[side] = clock.seconds_per_step(warmup)
             order = epoch_order(lengths, batch_size, 0, options.get("group_by_length", False))
             fills[side] = _fill(lengths, order, batch_size, options.get("micro_batches", 1))
-    return Row(_label(f"text LM step, tinyworld LLM (batch {batch_size}", ours), "samples/s",
-               batch_size / per_step["ours"], batch_size / per_step["baseline"],
-               notes={"fill_ours": fills["ours"], "fill_baseline": fills["baseline"]})
+    return Row(
+        _label(f"text LM step, tinyworld LLM (batch {batch_size}", ours),
+        "samples/s",
+        batch_size / per_step["ours"],
+        batch_size / per_step["baseline"],
+        notes={"fill_ours": fills["ours"], "fill_baseline": fills["baseline"]},
+    )
 
 
-def bench_projector_stages(*, steps: int = 20, rows: int = 400, warmup: int = 3, ours: dict | None = None
-                           ) -> list[Row]:
+def bench_projector_stages(*, steps: int = 20, rows: int = 400, warmup: int = 3, ours: dict | None = None) -> list[Row]:
+    from tinyworld.data import write_datasets
     from training import TrainConfig, Trainer
     from training.batches import epoch_order
-    from tinyworld.data import write_datasets
 
     out: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,18 +127,32 @@ def bench_projector_stages(*, steps: int = 20, rows: int = 400, warmup: int = 3,
             per_step, fills = {}, {}
             mine = (OURS["grouping"] if ours is None else ours)[stage]
             for side, options in (("baseline", {}), ("ours", mine)):
-                train = TrainConfig(stage=stage, max_steps=steps + warmup, batch_size=batch, lr=1e-3,
-                                    lora=stage == "it", cache_dir=str(tmp / "cache"), device="cpu", progress=False,
-                                    **options)
+                train = TrainConfig(
+                    stage=stage,
+                    max_steps=steps + warmup,
+                    batch_size=batch,
+                    lr=1e-3,
+                    lora=stage == "it",
+                    cache_dir=str(tmp / "cache"),
+                    device="cpu",
+                    progress=False,
+                    **options,
+                )
                 trainer = Trainer("tiny-world", data[stage], tmp / f"{stage}-{side}", train=train, overwrite=True)
                 result = trainer.run()
                 per_step[side] = mean([batch / h["samples_per_s"] for h in result.history[warmup:]])
                 lengths = [len(e.input_ids) for e in trainer.encoded]
                 order = epoch_order(lengths, batch, train.seed, train.group_by_length)  # epoch 0
                 fills[side] = _fill(lengths, order, batch, train.micro_batches)
-            out.append(Row(_label(f"MM {stage.upper()} step, tiny-world (batch {batch}", mine), "samples/s",
-                           batch / per_step["ours"], batch / per_step["baseline"],
-                           notes={"fill_ours": fills["ours"], "fill_baseline": fills["baseline"]}))
+            out.append(
+                Row(
+                    _label(f"MM {stage.upper()} step, tiny-world (batch {batch}", mine),
+                    "samples/s",
+                    batch / per_step["ours"],
+                    batch / per_step["baseline"],
+                    notes={"fill_ours": fills["ours"], "fill_baseline": fills["baseline"]},
+                )
+            )
     return out
 
 

@@ -49,7 +49,7 @@ def _interleaved_step_seconds(build, batch: tuple, loss_fn, *, steps: int, warmu
             optimisers[fused] = adamw(models[fused].parameters(), lr=1e-4, weight_decay=0.01)
     times: dict[bool, list[float]] = {False: [], True: []}
     for round_ in range(warmup + steps):
-        for fused in ((False, True) if round_ % 2 else (True, False)):
+        for fused in (False, True) if round_ % 2 else (True, False):
             model, optimiser = models[fused], optimisers[fused]
             start = time.perf_counter()
             loss = loss_fn(model, *batch)
@@ -78,14 +78,38 @@ def bench_generator_steps(*, steps: int, warmup: int = 2) -> list[Row]:
         return (vae(x).sample - x).abs().mean()
 
     cases = [
-        ("image UNet", "8x8 latents, batch 64", lambda: make_unet_2d(8, 64),
-         (torch.randn(64, 4, 8, 8, generator=gen), torch.randint(0, 1000, (64,), generator=gen),
-          torch.randn(64, 16, 64, generator=gen)), denoise, steps),
-        ("video UNet", "8 frames of 8x8 latents, batch 16", lambda: make_unet_3d(8, 64, **UNET_3D_CONFIG),
-         (torch.randn(16, 4, 8, 8, 8, generator=gen), torch.randint(0, 1000, (16,), generator=gen),
-          torch.randn(16, 16, 64, generator=gen)), denoise, max(steps // 4, 3)),
-        ("RGB VAE", "32x32 pictures, batch 16", lambda: make_vae(3),
-         (torch.randn(16, 3, 32, 32, generator=gen),), reconstruct, steps),
+        (
+            "image UNet",
+            "8x8 latents, batch 64",
+            lambda: make_unet_2d(8, 64),
+            (
+                torch.randn(64, 4, 8, 8, generator=gen),
+                torch.randint(0, 1000, (64,), generator=gen),
+                torch.randn(64, 16, 64, generator=gen),
+            ),
+            denoise,
+            steps,
+        ),
+        (
+            "video UNet",
+            "8 frames of 8x8 latents, batch 16",
+            lambda: make_unet_3d(8, 64, **UNET_3D_CONFIG),
+            (
+                torch.randn(16, 4, 8, 8, 8, generator=gen),
+                torch.randint(0, 1000, (16,), generator=gen),
+                torch.randn(16, 16, 64, generator=gen),
+            ),
+            denoise,
+            max(steps // 4, 3),
+        ),
+        (
+            "RGB VAE",
+            "32x32 pictures, batch 16",
+            lambda: make_vae(3),
+            (torch.randn(16, 3, 32, 32, generator=gen),),
+            reconstruct,
+            steps,
+        ),
     ]
     rows = []
     for name, size, build, batch, loss_fn, n in cases:
@@ -97,9 +121,9 @@ def bench_generator_steps(*, steps: int, warmup: int = 2) -> list[Row]:
 def bench_text_lm(*, steps: int, batch_size: int = 32, warmup: int = 3) -> Row:
     from benchmarks.grouping import _StepClock
     from core.hub import resolve_model
+    from tinyworld.language import llm_config, text_dialogues
     from training.lm import train_text_lm
     from training.optim import fusing
-    from tinyworld.language import llm_config, text_dialogues
 
     config = llm_config(resolve_model("@tinyworld/llm"))
     data = text_dialogues(2000, seed=0)
@@ -108,17 +132,25 @@ def bench_text_lm(*, steps: int, batch_size: int = 32, warmup: int = 3) -> Row:
         for fused in (False, True):
             clock = _StepClock()
             with fusing(fused):
-                train_text_lm(config, data, Path(tmp) / str(fused), steps=steps + warmup, batch_size=batch_size,
-                              progress=False, losses=clock)
+                train_text_lm(
+                    config,
+                    data,
+                    Path(tmp) / str(fused),
+                    steps=steps + warmup,
+                    batch_size=batch_size,
+                    progress=False,
+                    losses=clock,
+                )
             per_step[fused] = clock.seconds_per_step(warmup)
-    return Row(f"text LM training step, tinyworld LLM (batch {batch_size})", "steps/s", 1 / per_step[True],
-               1 / per_step[False])
+    return Row(
+        f"text LM training step, tinyworld LLM (batch {batch_size})", "steps/s", 1 / per_step[True], 1 / per_step[False]
+    )
 
 
 def bench_projector_stages(*, steps: int, rows: int = 400, warmup: int = 3) -> list[Row]:
+    from tinyworld.data import write_datasets
     from training import TrainConfig, Trainer
     from training.optim import fusing
-    from tinyworld.data import write_datasets
 
     out: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,14 +159,29 @@ def bench_projector_stages(*, steps: int, rows: int = 400, warmup: int = 3) -> l
         for stage, batch in (("pt", 32), ("it", 16)):
             per_step = {}
             for fused in (False, True):
-                train = TrainConfig(stage=stage, max_steps=steps + warmup, batch_size=batch, lr=1e-3,
-                                    lora=stage == "it", cache_dir=str(tmp / "cache"), device="cpu", progress=False)
+                train = TrainConfig(
+                    stage=stage,
+                    max_steps=steps + warmup,
+                    batch_size=batch,
+                    lr=1e-3,
+                    lora=stage == "it",
+                    cache_dir=str(tmp / "cache"),
+                    device="cpu",
+                    progress=False,
+                )
                 with fusing(fused):
-                    result = Trainer("tiny-world", data[stage], tmp / f"{stage}-{fused}", train=train,
-                                     overwrite=True).run()
+                    result = Trainer(
+                        "tiny-world", data[stage], tmp / f"{stage}-{fused}", train=train, overwrite=True
+                    ).run()
                 per_step[fused] = mean([batch / h["samples_per_s"] for h in result.history[warmup:]])
-            out.append(Row(f"MM {stage.upper()} training step, tiny-world (batch {batch})", "steps/s",
-                           1 / per_step[True], 1 / per_step[False]))
+            out.append(
+                Row(
+                    f"MM {stage.upper()} training step, tiny-world (batch {batch})",
+                    "steps/s",
+                    1 / per_step[True],
+                    1 / per_step[False],
+                )
+            )
     return out
 
 
@@ -145,13 +192,16 @@ def bench_update_alone(*, repeats: int = 20) -> list[Row]:
 
     from benchmarks.common import median
     from core.hub import resolve_model
-    from training.optim import adamw, fusing
     from tinyworld.diffusion import UNET_3D_CONFIG, make_unet_2d, make_unet_3d, make_vae
+    from training.optim import adamw, fusing
 
     torch.manual_seed(0)
-    models = {"image UNet": make_unet_2d(8, 64), "video UNet": make_unet_3d(8, 64, **UNET_3D_CONFIG),
-              "RGB VAE": make_vae(3),
-              "tinyworld LLM": AutoModelForCausalLM.from_pretrained(resolve_model("@tinyworld/llm"))}
+    models = {
+        "image UNet": make_unet_2d(8, 64),
+        "video UNet": make_unet_3d(8, 64, **UNET_3D_CONFIG),
+        "RGB VAE": make_vae(3),
+        "tinyworld LLM": AutoModelForCausalLM.from_pretrained(resolve_model("@tinyworld/llm")),
+    }
     rows = []
     for name, model in models.items():
         params = list(model.parameters())
@@ -169,13 +219,24 @@ def bench_update_alone(*, repeats: int = 20) -> list[Row]:
                 optimiser.step()
                 times.append(time.perf_counter() - start)
             seconds[fused] = median(times)
-        rows.append(Row(f"AdamW update alone, {name} ({len(params)} tensors, "
-                        f"{sum(p.numel() for p in params) / 1e6:.2f} M numbers)", "ms", seconds[True] * 1e3,
-                        seconds[False] * 1e3, higher_is_better=False))
+        rows.append(
+            Row(
+                f"AdamW update alone, {name} ({len(params)} tensors, "
+                f"{sum(p.numel() for p in params) / 1e6:.2f} M numbers)",
+                "ms",
+                seconds[True] * 1e3,
+                seconds[False] * 1e3,
+                higher_is_better=False,
+            )
+        )
     return rows
 
 
 def bench_optimizer(*, steps: int = 20) -> list[Row]:
     """Training steps per second of the recipe's models with fused AdamW vs torch's default AdamW."""
-    return [*bench_update_alone(), *bench_generator_steps(steps=steps), bench_text_lm(steps=steps),
-            *bench_projector_stages(steps=steps)]
+    return [
+        *bench_update_alone(),
+        *bench_generator_steps(steps=steps),
+        bench_text_lm(steps=steps),
+        *bench_projector_stages(steps=steps),
+    ]

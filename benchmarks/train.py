@@ -38,22 +38,38 @@ def losses(twins: Twins, batch: TwinBatch) -> dict[str, Any]:
     from training.trainer import ProjectorObjective
 
     with torch.no_grad():
-        hf = twins.hf(input_ids=batch.hf_ids, pixel_values=batch.pixel_values, attention_mask=batch.attention_mask,
-                      labels=batch.labels)
+        hf = twins.hf(
+            input_ids=batch.hf_ids,
+            pixel_values=batch.pixel_values,
+            attention_mask=batch.attention_mask,
+            labels=batch.labels,
+        )
         ours, _ = ProjectorObjective(twins.ours)(our_batch(twins, batch))
         system = twins.ours
         features = system.project("image", system.encoder("image")(pixel_values=batch.pixel_values))
         embeds = system.backbone.embed(batch.our_ids, {"image": features.flatten(0, 1)})
         logits = system.backbone.model(inputs_embeds=embeds, attention_mask=batch.attention_mask).logits
     vocab = hf.logits.shape[-1]
-    return {"hf_loss": hf.loss.item(), "our_loss": ours.item(),
-            "max_logit_diff": (hf.logits.float() - logits[..., :vocab].float()).abs().max().item()}
+    return {
+        "hf_loss": hf.loss.item(),
+        "our_loss": ours.item(),
+        "max_logit_diff": (hf.logits.float() - logits[..., :vocab].float()).abs().max().item(),
+    }
 
 
-def bench_train(size: str = "tiny", *, batch_size: int = 4, steps: int = 5, warmup: int = 2,
-                device: str = "cpu", dtype: torch.dtype = torch.float32,
-                encoder: Literal["live", "cached"] = "live", twins: Twins | None = None, compile: bool = False,
-                compile_baseline: bool = False) -> list[Row]:
+def bench_train(
+    size: str = "tiny",
+    *,
+    batch_size: int = 4,
+    steps: int = 5,
+    warmup: int = 2,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    encoder: Literal["live", "cached"] = "live",
+    twins: Twins | None = None,
+    compile: bool = False,
+    compile_baseline: bool = False,
+) -> list[Row]:
     """Samples per second (and peak memory) of one projector-only PT step, baseline vs ours."""
     from training.trainer import ProjectorObjective
 
@@ -72,8 +88,12 @@ def bench_train(size: str = "tiny", *, batch_size: int = 4, steps: int = 5, warm
             cached = twins.ours.encoder("image")(pixel_values=batch.pixel_values)
 
     def hf_step() -> None:
-        out = twins.hf(input_ids=batch.hf_ids, pixel_values=batch.pixel_values, attention_mask=batch.attention_mask,
-                       labels=batch.labels)
+        out = twins.hf(
+            input_ids=batch.hf_ids,
+            pixel_values=batch.pixel_values,
+            attention_mask=batch.attention_mask,
+            labels=batch.labels,
+        )
         out.loss.backward()
         hf_opt.step()
         hf_opt.zero_grad(set_to_none=True)
@@ -95,12 +115,35 @@ def bench_train(size: str = "tiny", *, batch_size: int = 4, steps: int = 5, warm
     with peak_memory(dev, memory["ours"]):
         our_times = timed(our_step, dev, warmup=warmup, repeats=steps)
     sync(dev)
-    notes = {"size": size, "batch": batch_size, "device": str(dev), "dtype": str(dtype).replace("torch.", ""),
-             "encoder": encoder, "compile": compile, "compile_baseline": compile_baseline, "weights": "random"}
+    notes = {
+        "size": size,
+        "batch": batch_size,
+        "device": str(dev),
+        "dtype": str(dtype).replace("torch.", ""),
+        "encoder": encoder,
+        "compile": compile,
+        "compile_baseline": compile_baseline,
+        "weights": "random",
+    }
     which = ", ".join([f"encoder {encoder}"] + ["compiled"] * compile + ["baseline compiled"] * compile_baseline)
-    rows = [Row(f"PT step, projector only ({size}, batch {batch_size}, {which})", "samples/s",
-                batch_size / median(our_times), batch_size / median(hf_times), notes=notes)]
+    rows = [
+        Row(
+            f"PT step, projector only ({size}, batch {batch_size}, {which})",
+            "samples/s",
+            batch_size / median(our_times),
+            batch_size / median(hf_times),
+            notes=notes,
+        )
+    ]
     if memory["hf"]["peak_gib"] is not None:
-        rows.append(Row(f"PT step peak memory ({size}, batch {batch_size})", "GiB", memory["ours"]["peak_gib"],
-                        memory["hf"]["peak_gib"], higher_is_better=False, notes=notes))
+        rows.append(
+            Row(
+                f"PT step peak memory ({size}, batch {batch_size})",
+                "GiB",
+                memory["ours"]["peak_gib"],
+                memory["hf"]["peak_gib"],
+                higher_is_better=False,
+                notes=notes,
+            )
+        )
     return rows

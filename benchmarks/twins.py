@@ -21,16 +21,53 @@ import torch
 #: Sizes as plain data. ``tiny`` runs on a CPU in seconds; ``llava-layout`` has LLaVA-1.5's sequence and vocabulary
 #: at small widths; ``llava-7b`` is LLaVA-1.5-7B's shape.
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(image_size=32, patch_size=8, vision_width=32, vision_layers=3, vision_heads=2, vision_ffn=64,
-                 llm_width=64, llm_layers=2, llm_heads=4, llm_kv_heads=4, llm_ffn=128, vocab=512, text_tokens=16),
+    "tiny": dict(
+        image_size=32,
+        patch_size=8,
+        vision_width=32,
+        vision_layers=3,
+        vision_heads=2,
+        vision_ffn=64,
+        llm_width=64,
+        llm_layers=2,
+        llm_heads=4,
+        llm_kv_heads=4,
+        llm_ffn=128,
+        vocab=512,
+        text_tokens=16,
+    ),
     # LLaVA-1.5's sequence layout (576 image tokens, 64 text tokens) and vocabulary at small widths: fits a CPU,
     # and keeps the proportions that decide what computing the LM head only at labelled positions saves
-    "llava-layout": dict(image_size=336, patch_size=14, vision_width=64, vision_layers=2, vision_heads=2,
-                         vision_ffn=128, llm_width=256, llm_layers=2, llm_heads=4, llm_kv_heads=4, llm_ffn=512,
-                         vocab=32064, text_tokens=64),
-    "llava-7b": dict(image_size=336, patch_size=14, vision_width=1024, vision_layers=24, vision_heads=16,
-                     vision_ffn=4096, llm_width=4096, llm_layers=32, llm_heads=32, llm_kv_heads=32, llm_ffn=11008,
-                     vocab=32064, text_tokens=64),
+    "llava-layout": dict(
+        image_size=336,
+        patch_size=14,
+        vision_width=64,
+        vision_layers=2,
+        vision_heads=2,
+        vision_ffn=128,
+        llm_width=256,
+        llm_layers=2,
+        llm_heads=4,
+        llm_kv_heads=4,
+        llm_ffn=512,
+        vocab=32064,
+        text_tokens=64,
+    ),
+    "llava-7b": dict(
+        image_size=336,
+        patch_size=14,
+        vision_width=1024,
+        vision_layers=24,
+        vision_heads=16,
+        vision_ffn=4096,
+        llm_width=4096,
+        llm_layers=32,
+        llm_heads=32,
+        llm_kv_heads=32,
+        llm_ffn=11008,
+        vocab=32064,
+        text_tokens=64,
+    ),
 }
 
 
@@ -59,29 +96,55 @@ def llava_config(size: str):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     s = SIZES[size]
-    vision = CLIPVisionConfig(hidden_size=s["vision_width"], intermediate_size=s["vision_ffn"],
-                              num_hidden_layers=s["vision_layers"], num_attention_heads=s["vision_heads"],
-                              image_size=s["image_size"], patch_size=s["patch_size"], projection_dim=s["llm_width"])
-    text = LlamaConfig(hidden_size=s["llm_width"], intermediate_size=s["llm_ffn"], num_hidden_layers=s["llm_layers"],
-                       num_attention_heads=s["llm_heads"], num_key_value_heads=s["llm_kv_heads"],
-                       vocab_size=s["vocab"], max_position_embeddings=4096, bos_token_id=2, eos_token_id=3,
-                       pad_token_id=0)
+    vision = CLIPVisionConfig(
+        hidden_size=s["vision_width"],
+        intermediate_size=s["vision_ffn"],
+        num_hidden_layers=s["vision_layers"],
+        num_attention_heads=s["vision_heads"],
+        image_size=s["image_size"],
+        patch_size=s["patch_size"],
+        projection_dim=s["llm_width"],
+    )
+    text = LlamaConfig(
+        hidden_size=s["llm_width"],
+        intermediate_size=s["llm_ffn"],
+        num_hidden_layers=s["llm_layers"],
+        num_attention_heads=s["llm_heads"],
+        num_key_value_heads=s["llm_kv_heads"],
+        vocab_size=s["vocab"],
+        max_position_embeddings=4096,
+        bos_token_id=2,
+        eos_token_id=3,
+        pad_token_id=0,
+    )
     tokens = (s["image_size"] // s["patch_size"]) ** 2
-    return LlavaConfig(vision_config=vision, text_config=text, image_token_id=s["vocab"] - 1,
-                       projector_hidden_act="gelu", vision_feature_layer=-2,
-                       vision_feature_select_strategy="default", image_seq_length=tokens)
+    return LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=s["vocab"] - 1,
+        projector_hidden_act="gelu",
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=tokens,
+    )
 
 
-def build_twins(size: str = "tiny", *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                seed: int = 0, attn_implementation: str = "sdpa") -> Twins:
+def build_twins(
+    size: str = "tiny",
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+) -> Twins:
     """Random-weight LLaVA (seeded) and the mmgraph system sharing its modules; both in eval mode, frozen but for
     the projector."""
     from transformers import CLIPImageProcessorPil, LlamaForCausalLM, LlavaForConditionalGeneration
 
+    from core.config import ModalityConfig, ProjectorConfig, SystemConfig
     from modalities.image import ClipVisionEncoder
     from modalities.input_projectors import MLPProjector
     from orchestrator.backbone import Backbone
-    from core.config import ModalityConfig, ProjectorConfig, SystemConfig
     from orchestrator.system import MMSystem
     from orchestrator.tiny import sentencepiece_tokenizer
 
@@ -96,13 +159,21 @@ def build_twins(size: str = "tiny", *, device: str | torch.device = "cpu", dtype
     hf.model.multi_modal_projector.requires_grad_(True)
 
     # ours: the same vision tower, projector layers, language model and head
-    vision_cfg = ModalityConfig(encoder="clip_vision", model=f"llava-twin:{size}", feature_layer=-2, keep_cls=False,
-                                projector=ProjectorConfig(kind="mlp", depth=2))
+    vision_cfg = ModalityConfig(
+        encoder="clip_vision",
+        model=f"llava-twin:{size}",
+        feature_layer=-2,
+        keep_cls=False,
+        projector=ProjectorConfig(kind="mlp", depth=2),
+    )
     side = config.vision_config.image_size
     processor = CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
     encoder = ClipVisionEncoder(vision_cfg, hf.model.vision_tower, processor)
     projector = MLPProjector(config.vision_config.hidden_size, config.text_config.hidden_size, vision_cfg.projector)
-    projector.net[0], projector.net[2] = hf.model.multi_modal_projector.linear_1, hf.model.multi_modal_projector.linear_2
+    projector.net[0], projector.net[2] = (
+        hf.model.multi_modal_projector.linear_1,
+        hf.model.multi_modal_projector.linear_2,
+    )
     with torch.device("meta"):
         llm = LlamaForCausalLM(config.text_config)
     llm.model, llm.lm_head = hf.model.language_model, hf.lm_head
@@ -110,14 +181,27 @@ def build_twins(size: str = "tiny", *, device: str | torch.device = "cpu", dtype
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = sentencepiece_tokenizer(Path(tmp))
     backbone = Backbone(llm, tokenizer, placeholders={"image": "<image>"}, signals={})
-    system_config = SystemConfig(name=f"llava-twin-{size}", llm={"model": f"llava-twin:{size}"},
-                                 modalities={"image": vision_cfg}, generators={})
-    ours = MMSystem(system_config, encoders={"image": encoder.freeze()},
-                    input_projectors=torch.nn.ModuleDict({"image": projector}), backbone=backbone, generators={},
-                    output_projectors=torch.nn.ModuleDict())
+    system_config = SystemConfig(
+        name=f"llava-twin-{size}", llm={"model": f"llava-twin:{size}"}, modalities={"image": vision_cfg}, generators={}
+    )
+    ours = MMSystem(
+        system_config,
+        encoders={"image": encoder.freeze()},
+        input_projectors=torch.nn.ModuleDict({"image": projector}),
+        backbone=backbone,
+        generators={},
+        output_projectors=torch.nn.ModuleDict(),
+    )
     ours.eval()
-    return Twins(size, hf, ours, config.image_token_id, backbone.placeholder_ids["image"],
-                 config.image_seq_length, config.text_config.vocab_size)
+    return Twins(
+        size,
+        hf,
+        ours,
+        config.image_token_id,
+        backbone.placeholder_ids["image"],
+        config.image_seq_length,
+        config.text_config.vocab_size,
+    )
 
 
 @dataclass
@@ -143,9 +227,10 @@ def make_batch(twins: Twins, batch_size: int, *, text_tokens: int | None = None,
     image = torch.full((batch_size, twins.num_image_tokens), -1)
     ids = torch.cat([torch.full((batch_size, 1), 2), image, text], dim=1)  # (B, 1 + N + T)
     labels = torch.full_like(ids, -100)
-    labels[:, 1 + twins.num_image_tokens:] = text
+    labels[:, 1 + twins.num_image_tokens :] = text
     dev = twins.device
     hf_ids = torch.where(ids == -1, twins.image_token_id, ids)
     our_ids = torch.where(ids == -1, twins.placeholder_id, ids)
-    return TwinBatch(pixels.to(dev, twins.dtype), hf_ids.to(dev), our_ids.to(dev), torch.ones_like(ids).to(dev),
-                     labels.to(dev))
+    return TwinBatch(
+        pixels.to(dev, twins.dtype), hf_ids.to(dev), our_ids.to(dev), torch.ones_like(ids).to(dev), labels.to(dev)
+    )

@@ -18,9 +18,17 @@ from pathlib import Path
 _ID = re.compile(r"^[0-9a-f]{64}$")
 
 EXTENSIONS = {
-    "image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp",
-    "audio/wav": ".wav", "audio/x-wav": ".wav", "audio/flac": ".flac", "audio/mpeg": ".mp3", "audio/ogg": ".ogg",
-    "video/mp4": ".mp4", "video/webm": ".webm",
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+    "audio/wav": ".wav",
+    "audio/x-wav": ".wav",
+    "audio/flac": ".flac",
+    "audio/mpeg": ".mp3",
+    "audio/ogg": ".ogg",
+    "video/mp4": ".mp4",
+    "video/webm": ".webm",
 }
 
 
@@ -37,7 +45,7 @@ class ArtifactRef:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ArtifactRef":
+    def from_dict(cls, data: dict) -> ArtifactRef:
         return cls(**{k: data[k] for k in ("id", "modality", "mime", "size")})
 
 

@@ -46,16 +46,23 @@ class ProjectorConfig(_Data):
     depth: int = Field(2, ge=1, description="Layers (mlp: linear layers; resampler/qformer: blocks).")
     heads: int = Field(4, ge=1, description="Attention heads (resampler, qformer).")
     width: int | None = Field(None, description="Inner width (resampler/qformer); default: the LLM width.")
-    time_embeddings: int = Field(0, ge=0, description=(
-        "Resampler/qformer only: if > 0, the frames of a video are projected jointly (Flamingo): a learned "
-        "embedding per frame (up to this many frames) is added and the queries attend to all frames' tokens at "
-        "once, so motion is visible to the projector. 0: frames are projected one by one."))
+    time_embeddings: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Resampler/qformer only: if > 0, the frames of a video are projected jointly (Flamingo): a learned "
+            "embedding per frame (up to this many frames) is added and the queries attend to all frames' tokens at "
+            "once, so motion is visible to the projector. 0: frames are projected one by one."
+        ),
+    )
 
 
 class ModalityConfig(_Data):
     """One input modality: decoder, frozen encoder, placeholder token and trainable input projector."""
 
-    encoder: str = Field(description="Registry kind of the encoder, e.g. clip_vision, siglip_vision, whisper, video_frames.")
+    encoder: str = Field(
+        description="Registry kind of the encoder, e.g. clip_vision, siglip_vision, whisper, video_frames."
+    )
     model: str = Field(description="Hugging Face id, local path, or @tiny/<name>.")
     placeholder: str | None = Field(None, description="Placeholder token; default '<{name}>'.")
     feature_layer: int = Field(-2, description="Hidden layer whose states are used (vision towers).")
@@ -72,23 +79,34 @@ class OutputProjectorConfig(_Data):
     width: int = Field(256, ge=8, description="Inner width.")
     layers: int = Field(2, ge=1, description="Encoder and decoder layers (transformer) or hidden layers (mlp).")
     heads: int = Field(4, ge=1)
-    add_input_embeddings: bool = Field(True, description="Add the signal tokens' input embeddings to their hidden states (NExT-GPT/GILL).")
+    add_input_embeddings: bool = Field(
+        True, description="Add the signal tokens' input embeddings to their hidden states (NExT-GPT/GILL)."
+    )
 
 
 class GeneratorConfig(_Data):
     """One output generator: a frozen diffusion pipeline driven by prompt embeddings, and its signal tokens."""
 
-    kind: str = Field(description="Registry kind: stable_diffusion | text_to_video_sd | animatediff | audioldm2 | "
-                                  "mel_diffusion (or a plugin).")
+    kind: str = Field(
+        description="Registry kind: stable_diffusion | text_to_video_sd | animatediff | audioldm2 | "
+        "mel_diffusion (or a plugin)."
+    )
     model: str = Field(description="Hugging Face id, local path, or @tiny/<name>.")
-    signal_prefix: str | None = Field(None, description="Signal token stem, e.g. IMG -> [IMG0]..; default from the kind.")
+    signal_prefix: str | None = Field(
+        None, description="Signal token stem, e.g. IMG -> [IMG0]..; default from the kind."
+    )
     num_signal_tokens: int = Field(4, ge=1, le=64)
     projector: OutputProjectorConfig = Field(default_factory=OutputProjectorConfig)
     num_inference_steps: int = Field(25, ge=1)
     guidance_scale: float = Field(7.5, ge=0)
-    options: dict[str, Any] = Field(default_factory=dict, description="Pipeline call knobs: height, width, num_frames, audio_length_in_s, fps ...")
-    compile: bool = Field(False, description="torch.compile the denoiser (on CUDA with CUDA graphs, mode "
-                                             "reduce-overhead): a one-off compilation, then faster denoising steps.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Pipeline call knobs: height, width, num_frames, audio_length_in_s, fps ..."
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the denoiser (on CUDA with CUDA graphs, mode "
+        "reduce-overhead): a one-off compilation, then faster denoising steps.",
+    )
 
 
 class PromptFormat(_Data):
@@ -106,9 +124,11 @@ class LLMConfig(_Data):
     max_new_tokens: int = Field(128, ge=1)
     temperature: float = Field(0.0, ge=0, description="0 means greedy decoding.")
     decoding: CacheKind = Field(
-        "auto", description="How the LLM steps (orchestrator.decoding): auto is graph on CUDA (CUDA-graph steps over "
-                            "a static cache) and dynamic elsewhere; compiled adds torch.compile to the graph steps "
-                            "(fastest, after a one-off compilation).")
+        "auto",
+        description="How the LLM steps (orchestrator.decoding): auto is graph on CUDA (CUDA-graph steps over "
+        "a static cache) and dynamic elsewhere; compiled adds torch.compile to the graph steps "
+        "(fastest, after a one-off compilation).",
+    )
     prompt: PromptFormat = Field(default_factory=PromptFormat)
 
 
@@ -120,9 +140,13 @@ class SystemConfig(_Data):
     modalities: dict[str, ModalityConfig] = Field(default_factory=dict)
     generators: dict[str, GeneratorConfig] = Field(default_factory=dict)
     limits: MediaLimits = Field(default_factory=MediaLimits)
-    weights: str | None = Field(None, description=(
-        "Trained projector weights loaded with the system (a folder with trainable.safetensors, or "
-        "@tinyworld/<name>); an explicit weights= argument wins."))
+    weights: str | None = Field(
+        None,
+        description=(
+            "Trained projector weights loaded with the system (a folder with trainable.safetensors, or "
+            "@tinyworld/<name>); an explicit weights= argument wins."
+        ),
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     seed: int = 0
 
@@ -135,7 +159,7 @@ class SystemConfig(_Data):
         return value
 
     @model_validator(mode="after")
-    def _unique_tokens(self) -> "SystemConfig":
+    def _unique_tokens(self) -> SystemConfig:
         seen: dict[str, str] = {}
         for name in self.modalities:
             tok = self.placeholder(name)
@@ -169,7 +193,7 @@ class SystemConfig(_Data):
         Path(path).write_text(self.to_yaml())
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "SystemConfig":
+    def from_yaml(cls, path: str | Path) -> SystemConfig:
         try:
             data = yaml.safe_load(Path(path).read_text())
         except yaml.YAMLError as exc:
@@ -187,7 +211,7 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def load_config(spec: "str | Path | SystemConfig | dict | None" = None) -> SystemConfig:
+def load_config(spec: str | Path | SystemConfig | dict | None = None) -> SystemConfig:
     """A SystemConfig from a preset name, a YAML path, plain data (a dict), or an existing config (``None`` -> the
     default preset)."""
     if isinstance(spec, SystemConfig):

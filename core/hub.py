@@ -21,8 +21,8 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from core.errors import ConfigError
 from core.registry import Registry
@@ -30,19 +30,23 @@ from core.registry import Registry
 TINY_PREFIX = "@tiny/"
 TINY_VERSION = "1"  # bump when a builder changes, so stale caches are not reused
 
-TINY_BUILDERS: Registry[Callable[[Path, int], None]] = Registry("tiny component", None, {
-    "llama": "orchestrator.tiny:build_llama",
-    "qwen2": "orchestrator.tiny:build_qwen2",
-    "gpt2": "orchestrator.tiny:build_gpt2",
-    "clip-vision": "orchestrator.tiny:build_clip_vision",
-    "siglip-vision": "orchestrator.tiny:build_siglip_vision",
-    "whisper-encoder": "orchestrator.tiny:build_whisper_encoder",
-    "stable-diffusion": "orchestrator.tiny:build_stable_diffusion",
-    "text-to-video-sd": "orchestrator.tiny:build_text_to_video_sd",
-    "animatediff": "orchestrator.tiny:build_animatediff",
-    "audioldm2": "orchestrator.tiny:build_audioldm2",
-    "mel-diffusion": "orchestrator.tiny:build_mel_diffusion",
-})
+TINY_BUILDERS: Registry[Callable[[Path, int], None]] = Registry(
+    "tiny component",
+    None,
+    {
+        "llama": "orchestrator.tiny:build_llama",
+        "qwen2": "orchestrator.tiny:build_qwen2",
+        "gpt2": "orchestrator.tiny:build_gpt2",
+        "clip-vision": "orchestrator.tiny:build_clip_vision",
+        "siglip-vision": "orchestrator.tiny:build_siglip_vision",
+        "whisper-encoder": "orchestrator.tiny:build_whisper_encoder",
+        "stable-diffusion": "orchestrator.tiny:build_stable_diffusion",
+        "text-to-video-sd": "orchestrator.tiny:build_text_to_video_sd",
+        "animatediff": "orchestrator.tiny:build_animatediff",
+        "audioldm2": "orchestrator.tiny:build_audioldm2",
+        "mel-diffusion": "orchestrator.tiny:build_mel_diffusion",
+    },
+)
 
 
 def default_home() -> Path:
@@ -77,10 +81,12 @@ def world_weights() -> Path:
 
 
 def _resolve_world(model: str) -> str:
-    path = world_weights() / model[len(WORLD_PREFIX):]
+    path = world_weights() / model[len(WORLD_PREFIX) :]
     if not path.exists():
-        raise ConfigError(f"{model}: no trained tinyworld component at {path}; train one with "
-                          "`mmgraph train world --out DIR` and set MMGRAPH_TINYWORLD=DIR/weights")
+        raise ConfigError(
+            f"{model}: no trained tinyworld component at {path}; train one with "
+            "`mmgraph train world --out DIR` and set MMGRAPH_TINYWORLD=DIR/weights"
+        )
     return str(path)
 
 
@@ -115,7 +121,7 @@ def resolve_model(model: str, seed: int = 0) -> str:
         return _resolve_world(model)
     if not is_tiny(model):
         return model
-    name = model[len(TINY_PREFIX):]
+    name = model[len(TINY_PREFIX) :]
     builder = TINY_BUILDERS.get(name)
     target = cache_root() / "tiny" / f"{name}-v{TINY_VERSION}-seed{seed}"
     if (target / ".complete").exists():

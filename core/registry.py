@@ -10,8 +10,9 @@ values are ``module:attr`` targets.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterator
 from importlib import metadata
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -26,8 +27,9 @@ class UnknownKindError(KeyError):
 class Registry(Generic[T]):
     """A table ``kind -> "module:attr"`` (or an object) with a ``register`` API and an entry-point group."""
 
-    def __init__(self, what: str, entry_point_group: str | None = None,
-                 targets: dict[str, str | T] | None = None) -> None:
+    def __init__(
+        self, what: str, entry_point_group: str | None = None, targets: dict[str, str | T] | None = None
+    ) -> None:
         self.what = what
         self.entry_point_group = entry_point_group
         self._targets: dict[str, str | T] = dict(targets or {})
@@ -37,9 +39,11 @@ class Registry(Generic[T]):
     def register(self, kind: str, target: str | T | None = None, *, replace: bool = False) -> Any:
         """Register ``target`` under ``kind``; usable as a decorator when ``target`` is omitted."""
         if target is None:
+
             def decorator(obj: T) -> T:
                 self.register(kind, obj, replace=replace)
                 return obj
+
             return decorator
         if kind in self._targets and not replace and self._targets[kind] != target:
             raise ValueError(f"{self.what} kind {kind!r} is already registered as {self._targets[kind]!r}")

@@ -20,18 +20,26 @@ from typing import Any
 
 from core.registry import Registry, lazy_exports
 
-GENERATORS: Registry[Any] = Registry("generator", "mmgraph.generators", {
-    "stable_diffusion": "generators.image:StableDiffusionTool",
-    "text_to_video_sd": "generators.video:TextToVideoTool",
-    "animatediff": "generators.video:AnimateDiffTool",
-    "audioldm2": "generators.audio:AudioLDM2Tool",
-    "mel_diffusion": "generators.audio:MelDiffusionTool",
-})
+GENERATORS: Registry[Any] = Registry(
+    "generator",
+    "mmgraph.generators",
+    {
+        "stable_diffusion": "generators.image:StableDiffusionTool",
+        "text_to_video_sd": "generators.video:TextToVideoTool",
+        "animatediff": "generators.video:AnimateDiffTool",
+        "audioldm2": "generators.audio:AudioLDM2Tool",
+        "mel_diffusion": "generators.audio:MelDiffusionTool",
+    },
+)
 
-OUTPUT_PROJECTORS: Registry[Any] = Registry("output projector", "mmgraph.output_projectors", {
-    "mlp": "generators.output_projectors:MLPOutputProjector",
-    "transformer": "generators.output_projectors:TransformerOutputProjector",
-})
+OUTPUT_PROJECTORS: Registry[Any] = Registry(
+    "output projector",
+    "mmgraph.output_projectors",
+    {
+        "mlp": "generators.output_projectors:MLPOutputProjector",
+        "transformer": "generators.output_projectors:TransformerOutputProjector",
+    },
+)
 
 # Names served lazily from their (heavier) modules on first attribute access.
 _LAZY = {

@@ -47,9 +47,14 @@ class AudioLDM2Tool(GeneratorTool):
     def conditioning_specs(self) -> list[ConditioningSpec]:
         pipe = self.pipeline
         return [
-            ConditioningSpec("prompt_embeds", pipe.tokenizer_2.model_max_length, pipe.text_encoder_2.config.hidden_size),
-            ConditioningSpec("generated_prompt_embeds", pipe.language_model.config.max_new_tokens,
-                             pipe.language_model.config.hidden_size),
+            ConditioningSpec(
+                "prompt_embeds", pipe.tokenizer_2.model_max_length, pipe.text_encoder_2.config.hidden_size
+            ),
+            ConditioningSpec(
+                "generated_prompt_embeds",
+                pipe.language_model.config.max_new_tokens,
+                pipe.language_model.config.hidden_size,
+            ),
         ]
 
     def _encode_text(self, prompts: list[str]) -> dict[str, torch.Tensor]:
@@ -57,33 +62,47 @@ class AudioLDM2Tool(GeneratorTool):
         t5_spec, gpt_spec = self.conditioning_specs()
 
         # 1. CLAP text branch: one pooled, projected vector per prompt
-        clap_inputs = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                                     truncation=True, return_tensors="pt").to(device)
+        clap_inputs = pipe.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=pipe.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).to(device)
         clap = pipe.text_encoder.get_text_features(clap_inputs.input_ids, attention_mask=clap_inputs.attention_mask)
         clap = getattr(clap, "pooler_output", clap)  # transformers 5 returns an output object, 4 a tensor
         clap = clap[:, None, :]  # (B, D_clap) -> (B, 1, D_clap)
         clap_mask = torch.ones(clap.shape[:2], dtype=torch.long, device=device)  # (B, 1)
 
         # 2. T5 encoder states, padded to the full (fixed) length
-        t5_inputs = pipe.tokenizer_2(prompts, padding="max_length", max_length=t5_spec.length, truncation=True,
-                                     return_tensors="pt").to(device)
+        t5_inputs = pipe.tokenizer_2(
+            prompts, padding="max_length", max_length=t5_spec.length, truncation=True, return_tensors="pt"
+        ).to(device)
         t5 = pipe.text_encoder_2(t5_inputs.input_ids, attention_mask=t5_inputs.attention_mask)[0]  # (B, L, D_t5)
 
         # 3. Project both into the language model's space and let GPT-2 generate the second sequence
-        projected = pipe.projection_model(hidden_states=clap, hidden_states_1=t5, attention_mask=clap_mask,
-                                          attention_mask_1=t5_inputs.attention_mask)
-        generated = pipe.generate_language_model(projected.hidden_states, attention_mask=projected.attention_mask,
-                                                 max_new_tokens=gpt_spec.length)  # (B, N, D_gpt2)
+        projected = pipe.projection_model(
+            hidden_states=clap, hidden_states_1=t5, attention_mask=clap_mask, attention_mask_1=t5_inputs.attention_mask
+        )
+        generated = pipe.generate_language_model(
+            projected.hidden_states, attention_mask=projected.attention_mask, max_new_tokens=gpt_spec.length
+        )  # (B, N, D_gpt2)
         return {"prompt_embeds": t5, "generated_prompt_embeds": generated}
 
     def _encode_output(self, sample: np.ndarray, options: dict[str, Any]) -> tuple[bytes, str, dict[str, Any]]:
         from modalities.media import encode_wav
 
         rate = int(self.pipeline.vocoder.config.sampling_rate)
-        return encode_wav(sample, rate), "audio/wav", {
-            "sample_rate": rate, "samples": int(sample.shape[-1]), "seconds": sample.shape[-1] / rate,
-            "format": "wav",
-        }
+        return (
+            encode_wav(sample, rate),
+            "audio/wav",
+            {
+                "sample_rate": rate,
+                "samples": int(sample.shape[-1]),
+                "seconds": sample.shape[-1] / rate,
+                "format": "wav",
+            },
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -118,7 +137,7 @@ class MelParams:
 
     # -- persistence --------------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, folder: str | Path) -> "MelParams":
+    def load(cls, folder: str | Path) -> MelParams:
         """The parameters saved in ``folder/mel.json`` (unknown keys ignored), or the defaults if there is none."""
         path = Path(folder) / MEL_FILE
         if not path.is_file():
@@ -157,12 +176,18 @@ class MelParams:
 
     def _stft(self, wave: torch.Tensor) -> torch.Tensor:
         """``(..., samples)`` float64 -> complex ``(..., F, frames + 1)`` (centred frames)."""
-        return torch.stft(wave, self.n_fft, self.hop_length, window=self._window(), center=True,
-                          pad_mode="constant", return_complex=True)
+        return torch.stft(
+            wave,
+            self.n_fft,
+            self.hop_length,
+            window=self._window(),
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
 
     def _istft(self, spec: torch.Tensor) -> torch.Tensor:
-        return torch.istft(spec, self.n_fft, self.hop_length, window=self._window(), center=True,
-                           length=self.samples)
+        return torch.istft(spec, self.n_fft, self.hop_length, window=self._window(), center=True, length=self.samples)
 
     # -- forward: waveform -> normalised mel --------------------------------------------------------------------
     def mel(self, wave: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -190,8 +215,13 @@ class MelParams:
         inverse = torch.linalg.pinv(self.filterbank().double())  # (F, n_mels)
         return torch.clamp(inverse @ mel, min=0.0)  # (F, frames)
 
-    def waveform(self, norm: np.ndarray | torch.Tensor, *, seed: int = 0, iterations: int | None = None,
-                 ) -> np.ndarray:
+    def waveform(
+        self,
+        norm: np.ndarray | torch.Tensor,
+        *,
+        seed: int = 0,
+        iterations: int | None = None,
+    ) -> np.ndarray:
         """Normalised mel ``(n_mels, frames)`` -> float32 waveform ``(frames * hop_length,)`` in [-1, 1] by fast
         Griffin-Lim (momentum ``griffin_lim_momentum``) from a random phase drawn with ``seed``."""
         norm = torch.as_tensor(np.asarray(norm))
@@ -247,11 +277,12 @@ class MelDiffusionTool(ClipTextConditioning, GeneratorTool):
         self.call_options = {"height": self.mel.n_mels, "width": self.mel.frames}
         super().__init__(pipeline, cfg, seed=seed)
         if "height" in cfg.options and int(cfg.options["height"]) != self.mel.n_mels:
-            raise ValueError(f"MelDiffusionTool: height is the number of mel bands ({self.mel.n_mels}), "
-                             f"got {cfg.options['height']}")
+            raise ValueError(
+                f"MelDiffusionTool: height is the number of mel bands ({self.mel.n_mels}), got {cfg.options['height']}"
+            )
 
     @classmethod
-    def from_config(cls, cfg: Any, **kwargs: Any) -> "MelDiffusionTool":
+    def from_config(cls, cfg: Any, **kwargs: Any) -> MelDiffusionTool:
         tool = super().from_config(cfg, **kwargs)
         from core.hub import resolve_model
 
@@ -270,6 +301,13 @@ class MelDiffusionTool(ClipTextConditioning, GeneratorTool):
         iterations = options.get("griffin_lim_iters")
         wave = self.mel.waveform(sample, seed=self.seed, iterations=None if iterations is None else int(iterations))
         rate = self.mel.sample_rate
-        return encode_wav(wave, rate), "audio/wav", {
-            "sample_rate": rate, "samples": int(wave.shape[-1]), "seconds": wave.shape[-1] / rate, "format": "wav",
-        }
+        return (
+            encode_wav(wave, rate),
+            "audio/wav",
+            {
+                "sample_rate": rate,
+                "samples": int(wave.shape[-1]),
+                "seconds": wave.shape[-1] / rate,
+                "format": "wav",
+            },
+        )

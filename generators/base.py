@@ -25,8 +25,9 @@ import hashlib
 import inspect
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import torch
 
@@ -169,9 +170,15 @@ class GeneratorTool(ABC):
 
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, cfg: GeneratorConfig, *, device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32, seed: int = 0,
-                    conditioning_only: bool = False) -> "GeneratorTool":
+    def from_config(
+        cls,
+        cfg: GeneratorConfig,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+        conditioning_only: bool = False,
+    ) -> GeneratorTool:
         """Load ``cfg.model`` (a Hugging Face id, a local folder or ``@tiny/<name>``) frozen on ``device``.
 
         ``conditioning_only``: load only what :meth:`encode_text` needs (the tokenizer and text encoder), not the
@@ -181,8 +188,11 @@ class GeneratorTool(ABC):
         source = resolve_model(cfg.model, seed)
         # 2. Load, place and freeze the pipeline (a component passed as None is not loaded)
         skipped = dict.fromkeys(cls.generation_components) if conditioning_only else {}
-        pipeline = cls.pipeline_class.from_pretrained(source, dtype=dtype,  # torch_dtype= is deprecated
-                                                      **{**cls.load_kwargs, **skipped})
+        pipeline = cls.pipeline_class.from_pretrained(
+            source,
+            dtype=dtype,  # torch_dtype= is deprecated
+            **{**cls.load_kwargs, **skipped},
+        )
         pipeline.to(device)
         freeze(pipeline)
         pipeline.set_progress_bar_config(disable=True)
@@ -200,9 +210,11 @@ class GeneratorTool(ABC):
 
     def _require_denoiser(self, action: str) -> None:
         if self.conditioning_only:
-            raise RuntimeError(f"{type(self).__name__} of {self.cfg.model!r} was loaded for its text conditioning "
-                               f"only (no {', '.join(self.generation_components)}), so it cannot {action}; load "
-                               f"it without conditioning_only=True")
+            raise RuntimeError(
+                f"{type(self).__name__} of {self.cfg.model!r} was loaded for its text conditioning "
+                f"only (no {', '.join(self.generation_components)}), so it cannot {action}; load "
+                f"it without conditioning_only=True"
+            )
 
     @property
     def dtype(self) -> torch.dtype:
@@ -221,8 +233,12 @@ class GeneratorTool(ABC):
         """A stable key for caches of :meth:`encode_text` targets: ``<kind>-<16 hex digits>`` of the model's
         identity (:func:`~core.hub.model_identity`), the dtype and the conditioning shapes."""
         model = model_identity(self.cfg.model, self.seed)
-        fields = {"kind": self.cfg.kind, "model": model, "dtype": str(self.dtype),
-                  "specs": [(s.name, s.length, s.dim) for s in self.conditioning_specs()]}
+        fields = {
+            "kind": self.cfg.kind,
+            "model": model,
+            "dtype": str(self.dtype),
+            "specs": [(s.name, s.length, s.dim) for s in self.conditioning_specs()],
+        }
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
         return f"{self.cfg.kind}-{digest[:16]}"
 
@@ -268,8 +284,10 @@ class GeneratorTool(ABC):
         specs = self.conditioning_specs()
         unexpected = set(conditioning) - {spec.name for spec in specs}
         if unexpected:
-            raise ValueError(f"{type(self).__name__}: unexpected conditioning {sorted(unexpected)}; "
-                             f"expected {[spec.name for spec in specs]}")
+            raise ValueError(
+                f"{type(self).__name__}: unexpected conditioning {sorted(unexpected)}; "
+                f"expected {[spec.name for spec in specs]}"
+            )
         checked: dict[str, torch.Tensor] = {}
         for spec in specs:
             expected = (1, spec.length, spec.dim)
@@ -279,8 +297,10 @@ class GeneratorTool(ABC):
             if tensor.dim() == 2:
                 tensor = tensor.unsqueeze(0)  # (L, D) -> (1, L, D)
             if tuple(tensor.shape) != expected:
-                raise ValueError(f"{type(self).__name__}: conditioning {spec.name!r} must have shape {expected}, "
-                                 f"got {tuple(conditioning[spec.name].shape)}")
+                raise ValueError(
+                    f"{type(self).__name__}: conditioning {spec.name!r} must have shape {expected}, "
+                    f"got {tuple(conditioning[spec.name].shape)}"
+                )
             checked[spec.name] = tensor.detach().to(device=self.device, dtype=self.dtype)
         return checked
 
@@ -338,8 +358,13 @@ class GeneratorTool(ABC):
         # 5. Denoise with a seeded CPU generator, so the noise is the same on every device
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         with torch.no_grad():
-            output = self.pipeline(num_inference_steps=steps, guidance_scale=guidance, generator=generator,
-                                   output_type=self.output_type, **kwargs)
+            output = self.pipeline(
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=generator,
+                output_type=self.output_type,
+                **kwargs,
+            )
 
         # 6. Encode the first (only) sample of the output batch
         data, mime, metadata = self._encode_output(output[0][0], merged)
@@ -362,8 +387,11 @@ class ClipTextConditioning:
     pipeline: Any
 
     def conditioning_specs(self) -> list[ConditioningSpec]:
-        return [ConditioningSpec("prompt_embeds", self.pipeline.tokenizer.model_max_length,
-                                 self.pipeline.text_encoder.config.hidden_size)]
+        return [
+            ConditioningSpec(
+                "prompt_embeds", self.pipeline.tokenizer.model_max_length, self.pipeline.text_encoder.config.hidden_size
+            )
+        ]
 
     def _encode_text(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         prompt_embeds, _ = self.pipeline.encode_prompt(prompts, self.pipeline.device, 1, False)
@@ -421,8 +449,9 @@ class LatentDiffusionLoss:
         itself (one condition per sample); UNets that read one per frame repeat it."""
         return prompt
 
-    def diffusion_loss(self, conditioning: dict[str, torch.Tensor], latents: torch.Tensor,
-                       generator: torch.Generator) -> torch.Tensor:
+    def diffusion_loss(
+        self, conditioning: dict[str, torch.Tensor], latents: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
         """Denoising MSE of the frozen UNet on ``latents`` (N, ...) conditioned on ``conditioning`` (N, L, D).
         Always the eager UNet: a compiled one (:func:`compile_denoiser`) replays CUDA graphs made for inference."""
         self._require_denoiser("score the latent-diffusion loss")

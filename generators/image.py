@@ -34,5 +34,8 @@ class StableDiffusionTool(LatentDiffusionLoss, ClipTextConditioning, GeneratorTo
     def _encode_output(self, sample: Image.Image, options: dict[str, Any]) -> tuple[bytes, str, dict[str, Any]]:
         from modalities.media import encode_png
 
-        return encode_png(sample), "image/png", {"width": sample.width, "height": sample.height,
-                                                 "size": [sample.width, sample.height], "format": "png"}
+        return (
+            encode_png(sample),
+            "image/png",
+            {"width": sample.width, "height": sample.height, "size": [sample.width, sample.height], "format": "png"},
+        )

@@ -19,15 +19,14 @@ They are trained with :func:`alignment_loss` against the generator's own text-en
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from core.config import OutputProjectorConfig
 from generators import OUTPUT_PROJECTORS
 from generators.base import ConditioningSpec
-from core.config import OutputProjectorConfig
 
 
 class OutputProjector(nn.Module, ABC):
@@ -40,8 +39,9 @@ class OutputProjector(nn.Module, ABC):
         cfg: kind, width, layers, heads, add_input_embeddings.
     """
 
-    def __init__(self, llm_dim: int, num_signal_tokens: int, specs: Sequence[ConditioningSpec],
-                 cfg: OutputProjectorConfig) -> None:
+    def __init__(
+        self, llm_dim: int, num_signal_tokens: int, specs: Sequence[ConditioningSpec], cfg: OutputProjectorConfig
+    ) -> None:
         super().__init__()
         if not specs:
             raise ValueError("an output projector needs at least one conditioning spec")
@@ -55,13 +55,17 @@ class OutputProjector(nn.Module, ABC):
         """``hidden`` (and ``input_embeds``) ``(B, k, D_llm)`` -> ``{spec.name: (B, L, D)}``."""
         expected = (self.num_signal_tokens, self.llm_dim)
         if hidden.dim() != 3 or tuple(hidden.shape[1:]) != expected:
-            raise ValueError(f"{type(self).__name__}: signal states must have shape (B, {expected[0]}, {expected[1]}), "
-                             f"got {tuple(hidden.shape)}")
+            raise ValueError(
+                f"{type(self).__name__}: signal states must have shape (B, {expected[0]}, {expected[1]}), "
+                f"got {tuple(hidden.shape)}"
+            )
         x = hidden
         if self.add_input_embeddings and input_embeds is not None:
             if input_embeds.shape != hidden.shape:
-                raise ValueError(f"{type(self).__name__}: input_embeds {tuple(input_embeds.shape)} must match the "
-                                 f"hidden states {tuple(hidden.shape)}")
+                raise ValueError(
+                    f"{type(self).__name__}: input_embeds {tuple(input_embeds.shape)} must match the "
+                    f"hidden states {tuple(hidden.shape)}"
+                )
             x = hidden + input_embeds  # NExT-GPT / GILL: last-layer states + the signal tokens' input embeddings
         return self.project(x)
 
@@ -79,16 +83,17 @@ class MLPOutputProjector(OutputProjector):
     """Per-token MLP (``cfg.layers`` Linear+GELU layers to ``cfg.width``), flatten the ``k`` tokens, then one
     Linear(k * width -> L * D) per spec."""
 
-    def __init__(self, llm_dim: int, num_signal_tokens: int, specs: Sequence[ConditioningSpec],
-                 cfg: OutputProjectorConfig) -> None:
+    def __init__(
+        self, llm_dim: int, num_signal_tokens: int, specs: Sequence[ConditioningSpec], cfg: OutputProjectorConfig
+    ) -> None:
         super().__init__(llm_dim, num_signal_tokens, specs, cfg)
         layers: list[nn.Module] = []
         for i in range(cfg.layers):
             layers += [nn.Linear(llm_dim if i == 0 else cfg.width, cfg.width), nn.GELU()]
         self.token_mlp = nn.Sequential(*layers)
-        self.heads = nn.ModuleDict({
-            spec.name: nn.Linear(num_signal_tokens * cfg.width, spec.length * spec.dim) for spec in self.specs
-        })
+        self.heads = nn.ModuleDict(
+            {spec.name: nn.Linear(num_signal_tokens * cfg.width, spec.length * spec.dim) for spec in self.specs}
+        )
 
     def project(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         batch = x.shape[0]
@@ -104,24 +109,35 @@ class TransformerOutputProjector(OutputProjector):
     layers, ``cfg.heads`` heads, pre-norm, no dropout) encoding the ``k`` signal states and decoding one learned
     query set of ``L_spec`` queries per spec, then Linear(width -> D_spec) per spec."""
 
-    def __init__(self, llm_dim: int, num_signal_tokens: int, specs: Sequence[ConditioningSpec],
-                 cfg: OutputProjectorConfig) -> None:
+    def __init__(
+        self, llm_dim: int, num_signal_tokens: int, specs: Sequence[ConditioningSpec], cfg: OutputProjectorConfig
+    ) -> None:
         super().__init__(llm_dim, num_signal_tokens, specs, cfg)
         if cfg.width % cfg.heads:
             raise ValueError(f"output projector width {cfg.width} is not divisible by heads {cfg.heads}")
         width = cfg.width
         self.in_proj = nn.Linear(llm_dim, width)
-        layer = dict(d_model=width, nhead=cfg.heads, dim_feedforward=4 * width, dropout=0.0, batch_first=True,
-                     norm_first=True)
+        layer = dict(
+            d_model=width, nhead=cfg.heads, dim_feedforward=4 * width, dropout=0.0, batch_first=True, norm_first=True
+        )
         # Pre-norm layers cannot use the nested-tensor fast path; build the encoder without it (no warning).
-        encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(**layer), cfg.layers, norm=nn.LayerNorm(width),
-                                        enable_nested_tensor=False)
-        self.transformer = nn.Transformer(d_model=width, nhead=cfg.heads, num_encoder_layers=cfg.layers,
-                                          num_decoder_layers=cfg.layers, dim_feedforward=4 * width, dropout=0.0,
-                                          batch_first=True, norm_first=True, custom_encoder=encoder)
-        self.queries = nn.ParameterDict({
-            spec.name: nn.Parameter(torch.randn(spec.length, width) * 0.02) for spec in self.specs
-        })
+        encoder = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(**layer), cfg.layers, norm=nn.LayerNorm(width), enable_nested_tensor=False
+        )
+        self.transformer = nn.Transformer(
+            d_model=width,
+            nhead=cfg.heads,
+            num_encoder_layers=cfg.layers,
+            num_decoder_layers=cfg.layers,
+            dim_feedforward=4 * width,
+            dropout=0.0,
+            batch_first=True,
+            norm_first=True,
+            custom_encoder=encoder,
+        )
+        self.queries = nn.ParameterDict(
+            {spec.name: nn.Parameter(torch.randn(spec.length, width) * 0.02) for spec in self.specs}
+        )
         self.heads = nn.ModuleDict({spec.name: nn.Linear(width, spec.dim) for spec in self.specs})
 
     def project(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -135,8 +151,9 @@ class TransformerOutputProjector(OutputProjector):
         return out
 
 
-def build_output_projector(llm_dim: int, num_signal_tokens: int, specs: Sequence[ConditioningSpec],
-                           cfg: OutputProjectorConfig) -> OutputProjector:
+def build_output_projector(
+    llm_dim: int, num_signal_tokens: int, specs: Sequence[ConditioningSpec], cfg: OutputProjectorConfig
+) -> OutputProjector:
     """Build the output projector ``cfg.kind`` names (raises ``UnknownKindError`` for an unknown kind)."""
     return OUTPUT_PROJECTORS.get(cfg.kind)(llm_dim, num_signal_tokens, specs, cfg)
 

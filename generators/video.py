@@ -16,7 +16,8 @@ encoded as H.264 MP4 by default, or as an animated GIF with ``format="gif"``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,10 +68,19 @@ class TextToVideoTool(LatentDiffusionLoss, ClipTextConditioning, GeneratorTool):
         encode, mime = VIDEO_FORMATS[fmt]
         frames = (np.clip(sample, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # (F, H, W, 3) in [0, 1] -> uint8
         num_frames, height, width = frames.shape[:3]
-        return encode(frames, fps), mime, {
-            "width": width, "height": height, "size": [width, height], "frames": num_frames, "fps": fps,
-            "seconds": num_frames / fps, "format": fmt,
-        }
+        return (
+            encode(frames, fps),
+            mime,
+            {
+                "width": width,
+                "height": height,
+                "size": [width, height],
+                "frames": num_frames,
+                "fps": fps,
+                "seconds": num_frames / fps,
+                "format": fmt,
+            },
+        )
 
 
 class AnimateDiffTool(TextToVideoTool):

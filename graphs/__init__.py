@@ -5,5 +5,17 @@ from graphs.check import GraphError, GraphReport, check_graph
 from graphs.context import RunContext, TensorCache
 from graphs.state import InputState, OutputState, State
 
-__all__ = ["GraphBuilder", "build_graph", "compile_graph", "load_graph", "GraphError", "GraphReport",
-           "check_graph", "RunContext", "TensorCache", "InputState", "OutputState", "State"]
+__all__ = [
+    "GraphBuilder",
+    "build_graph",
+    "compile_graph",
+    "load_graph",
+    "GraphError",
+    "GraphReport",
+    "check_graph",
+    "RunContext",
+    "TensorCache",
+    "InputState",
+    "OutputState",
+    "State",
+]

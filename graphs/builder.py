@@ -43,16 +43,17 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any, Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 
+from core.config import SystemConfig
+from core.errors import ConfigError
 from graphs import nodes
 from graphs.check import FANOUT, GraphError
 from graphs.context import RunContext
 from graphs.state import InputState, OutputState, State
-from core.config import SystemConfig
-from core.errors import ConfigError
 
 
 def generator_names(system: Any) -> list[str]:
@@ -67,7 +68,7 @@ def generator_names(system: Any) -> list[str]:
 class GraphBuilder:
     """The default any-to-any graph as editable parts; see the module docstring for the API."""
 
-    def __init__(self, system: "SystemConfig | Iterable[str] | Any") -> None:
+    def __init__(self, system: SystemConfig | Iterable[str] | Any) -> None:
         self.generators = generator_names(system)
         self._nodes: dict[str, tuple[Callable, dict[str, Any]]] = {}
         self._edges: list[tuple[str, str]] = []
@@ -105,22 +106,24 @@ class GraphBuilder:
         raise GraphError(f"no node {name!r} {role}; nodes: {', '.join(self._nodes)}", node=name)
 
     # -- wiring -----------------------------------------------------------------------------------------------------
-    def add_node(self, name: str, fn: Callable, **kwargs: Any) -> "GraphBuilder":
+    def add_node(self, name: str, fn: Callable, **kwargs: Any) -> GraphBuilder:
         """A node running ``fn(state) -> partial update``; ``kwargs`` go to ``StateGraph.add_node`` (``metadata``,
         ``retry_policy``, ``cache_policy``, ``defer``, ``input_schema``)."""
         if name in (START, END) or name in self._nodes:
-            raise GraphError(f"node {name!r} already exists" if name in self._nodes else
-                             f"{name!r} is reserved by LangGraph", node=name)
+            raise GraphError(
+                f"node {name!r} already exists" if name in self._nodes else f"{name!r} is reserved by LangGraph",
+                node=name,
+            )
         self._nodes[name] = (fn, kwargs)
         return self
 
-    def add_edge(self, source: str, target: str) -> "GraphBuilder":
+    def add_edge(self, source: str, target: str) -> GraphBuilder:
         """``source -> target`` (both may be added later; :meth:`build` checks them)."""
         if (source, target) not in self._edges:
             self._edges.append((source, target))
         return self
 
-    def remove_edge(self, source: str, target: str) -> "GraphBuilder":
+    def remove_edge(self, source: str, target: str) -> GraphBuilder:
         """Drop ``source -> target``: a plain edge, or ``target`` from ``source``'s router."""
         if (source, target) in self._edges:
             self._edges.remove((source, target))
@@ -131,7 +134,7 @@ class GraphBuilder:
             return self
         raise GraphError(f"there is no edge {source!r} -> {target!r} to remove", node=source)
 
-    def route(self, source: str, path: Callable, targets: "list[str] | dict[Hashable, str]") -> "GraphBuilder":
+    def route(self, source: str, path: Callable, targets: list[str] | dict[Hashable, str]) -> GraphBuilder:
         """``path(state)`` picks where ``source`` goes next (a name, a list of names or ``Send``s); ``targets`` lists
         the nodes it may pick (or maps what it returns to node names). Replaces whatever left ``source``."""
         ends = dict(targets) if isinstance(targets, dict) else {t: t for t in targets}
@@ -139,7 +142,7 @@ class GraphBuilder:
         self._routes[source] = (path, ends)
         return self
 
-    def insert_after(self, anchor: str, name: str, fn: Callable, **kwargs: Any) -> "GraphBuilder":
+    def insert_after(self, anchor: str, name: str, fn: Callable, **kwargs: Any) -> GraphBuilder:
         """``anchor -> name -> (whatever followed anchor)``; ``anchor``'s router moves to ``name``."""
         self._need(anchor, "to insert after", start=True)
         self.add_node(name, fn, **kwargs)
@@ -149,7 +152,7 @@ class GraphBuilder:
         self._edges.append((anchor, name))
         return self
 
-    def insert_before(self, anchor: str, name: str, fn: Callable, **kwargs: Any) -> "GraphBuilder":
+    def insert_before(self, anchor: str, name: str, fn: Callable, **kwargs: Any) -> GraphBuilder:
         """``(whatever led to anchor) -> name -> anchor``; routers that picked ``anchor`` pick ``name``."""
         self._need(anchor, "to insert before", end=True)
         fanout = (self._nodes[anchor][1].get("metadata") or {}).get(FANOUT) if anchor != END else None
@@ -158,7 +161,8 @@ class GraphBuilder:
             raise GraphError(
                 f"cannot insert {name!r} before {anchor!r}: it runs {fanout} (a Send payload, not the state); "
                 f"insert it after {' / '.join(map(repr, senders)) or 'the node that sends to it'} instead",
-                node=anchor)
+                node=anchor,
+            )
         self.add_node(name, fn, **kwargs)
         self._edges = [(s, name if t == anchor else t) for s, t in self._edges]
         for source, (path, ends) in self._routes.items():
@@ -187,13 +191,13 @@ class GraphBuilder:
         return self.build().compile(checkpointer=checkpointer, **kwargs)
 
 
-def build_graph(system: "SystemConfig | Iterable[str]") -> StateGraph:
+def build_graph(system: SystemConfig | Iterable[str]) -> StateGraph:
     """The uncompiled default graph for a SystemConfig (or a list of generator names), so callers can add their
     own nodes and edges before compiling (:class:`GraphBuilder` rewires ours)."""
     return GraphBuilder(system).build()
 
 
-def compile_graph(system: "SystemConfig | Iterable[str]", checkpointer=None, **kwargs):
+def compile_graph(system: SystemConfig | Iterable[str], checkpointer=None, **kwargs):
     return GraphBuilder(system).compile(checkpointer=checkpointer, **kwargs)
 
 
@@ -215,6 +219,8 @@ def load_graph(spec: str, config: SystemConfig) -> Any:
     graph = factory(config)
     compiled = isinstance(getattr(graph, "builder", None), StateGraph)
     if not compiled and not isinstance(graph, (GraphBuilder, StateGraph)):
-        raise ConfigError(f"graph factory {spec} returned a {type(graph).__name__}, not a GraphBuilder, a StateGraph "
-                          "or a compiled graph")
+        raise ConfigError(
+            f"graph factory {spec} returned a {type(graph).__name__}, not a GraphBuilder, a StateGraph "
+            "or a compiled graph"
+        )
     return graph

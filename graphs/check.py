@@ -57,9 +57,11 @@ class GraphReport:
     notes: dict[str, list[str]] = field(default_factory=dict)
 
     def format(self) -> str:
-        lines = [f"OK: {self.name}: {len(self.nodes)} nodes, {len(self.edges)} edges, every node on a path from "
-                 f"START to END",
-                 "parallel stages (the nodes of a stage have no path between them, so they can run in one step):"]
+        lines = [
+            f"OK: {self.name}: {len(self.nodes)} nodes, {len(self.edges)} edges, every node on a path from "
+            f"START to END",
+            "parallel stages (the nodes of a stage have no path between them, so they can run in one step):",
+        ]
         for i, stage in enumerate(self.stages, 1):
             notes = {n: "; ".join(self.notes.get(n, [])) for n in stage}
             if len(set(notes.values())) == 1:  # one note for the whole stage (e.g. every generator fans out)
@@ -123,13 +125,17 @@ def _unknown_kinds(config: Any) -> list[tuple[str, str]]:
         if kind in registry:
             return None
         group = f" (entry-point group {registry.entry_point_group!r})" if registry.entry_point_group else ""
-        return f"{what} names {registry.what} kind {kind!r}, which nothing provides{group}; known: " \
-               f"{', '.join(registry) or '(none)'}"
+        return (
+            f"{what} names {registry.what} kind {kind!r}, which nothing provides{group}; known: "
+            f"{', '.join(registry) or '(none)'}"
+        )
 
     found = []
     for name, mcfg in config.modalities.items():
-        for message in (missing(ENCODERS, mcfg.encoder, f"modality {name!r}"),
-                        missing(PROJECTORS, mcfg.projector.kind, f"modality {name!r}")):
+        for message in (
+            missing(ENCODERS, mcfg.encoder, f"modality {name!r}"),
+            missing(PROJECTORS, mcfg.projector.kind, f"modality {name!r}"),
+        ):
             if message:
                 found.append(("encode", message))
         if mcfg.encoder in ENCODERS:
@@ -142,8 +148,10 @@ def _unknown_kinds(config: Any) -> list[tuple[str, str]]:
             if message:
                 found.append(("encode", message))
     for name, gcfg in config.generators.items():
-        for message in (missing(GENERATORS, gcfg.kind, f"generator {name!r}"),
-                        missing(OUTPUT_PROJECTORS, gcfg.projector.kind, f"generator {name!r}")):
+        for message in (
+            missing(GENERATORS, gcfg.kind, f"generator {name!r}"),
+            missing(OUTPUT_PROJECTORS, gcfg.projector.kind, f"generator {name!r}"),
+        ):
             if message:
                 found.append((f"generate_{name}", message))
     return found
@@ -207,8 +215,10 @@ def check_graph(graph: Any, config: Any = None) -> GraphReport:
         if config.modalities:
             names = ", ".join(config.modalities)
             if "encode" not in g:
-                problem("encode", f"modalities {names} are not wired: there is no 'encode' node (every input item "
-                                  "is sent to it)")
+                problem(
+                    "encode",
+                    f"modalities {names} are not wired: there is no 'encode' node (every input item is sent to it)",
+                )
             elif "reason" in g and not nx.has_path(g, "encode", "reason") and "encode" not in reported:
                 problem("encode", f"node 'encode' has no path to 'reason', so {names} features never reach the LLM")
         from_reason = nx.descendants(g, "reason") if "reason" in g else set()
@@ -244,7 +254,7 @@ def check_graph(graph: Any, config: Any = None) -> GraphReport:
     if compiled is not None:
         for when in ("before", "after"):
             names = getattr(compiled, f"interrupt_{when}_nodes", None) or ()
-            for name in (list(sg.nodes) if names == "*" else names):
+            for name in list(sg.nodes) if names == "*" else names:
                 notes.setdefault(name, []).append(f"interrupt {when}")
     for component in nx.strongly_connected_components(inner):
         if len(component) > 1:

@@ -46,9 +46,13 @@ class RunContext:
 
     system: Any = field(metadata={"description": "The loaded MMSystem (encoders, projectors, LLM, generators)."})
     store: ArtifactStore = field(metadata={"description": "Where input and output media live."})
-    features: TensorCache = field(default_factory=TensorCache,
-                                  metadata={"description": "Frozen-encoder features by artifact and encoder."})
-    scratch: TensorCache = field(default_factory=lambda: TensorCache(64),
-                                 metadata={"description": "Run-scoped tensors handed between nodes (signal states)."})
-    cancel: threading.Event = field(default_factory=threading.Event,
-                                    metadata={"description": "Set to stop generation cooperatively."})
+    features: TensorCache = field(
+        default_factory=TensorCache, metadata={"description": "Frozen-encoder features by artifact and encoder."}
+    )
+    scratch: TensorCache = field(
+        default_factory=lambda: TensorCache(64),
+        metadata={"description": "Run-scoped tensors handed between nodes (signal states)."},
+    )
+    cancel: threading.Event = field(
+        default_factory=threading.Event, metadata={"description": "Set to stop generation cooperatively."}
+    )

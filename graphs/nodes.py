@@ -13,10 +13,10 @@ from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, Send
 
+from core.errors import UnsupportedModalityError
 from graphs.context import RunContext
 from graphs.state import State
-from orchestrator.backbone import Media, Signal, Text, Turn
-from core.errors import UnsupportedModalityError
+from orchestrator.backbone import Media, Signal, Text, PromptTurn
 
 
 def _emit(event: dict) -> None:
@@ -37,6 +37,7 @@ def _feature_key(ctx: RunContext, ref: dict) -> str:
 
 
 # -- ingest ---------------------------------------------------------------------------------------------------------
+
 
 def ingest(state: State, runtime: Runtime[RunContext]) -> dict:
     """Validate the turn before any model runs: known modalities and generators, media decodable within limits."""
@@ -73,6 +74,7 @@ def route_inputs(state: State, runtime: Runtime[RunContext]) -> list[Send] | str
 
 # -- encode ---------------------------------------------------------------------------------------------------------
 
+
 def encode(payload: dict, runtime: Runtime[RunContext]) -> dict:
     """Run one item through its frozen encoder; the features stay in the context cache, state gets the key."""
     ctx = runtime.context
@@ -87,7 +89,8 @@ def encode(payload: dict, runtime: Runtime[RunContext]) -> dict:
 
 # -- reason ---------------------------------------------------------------------------------------------------------
 
-def _turns(system, conversation: list[dict]) -> list[Turn]:
+
+def _turns(system, conversation: list[dict]) -> list[PromptTurn]:
     turns = []
     for turn in conversation:
         segments = []
@@ -98,7 +101,7 @@ def _turns(system, conversation: list[dict]) -> list[Turn]:
                 segments.append(Signal(part["generator"]))
             else:
                 segments.append(Media(part["artifact"]["modality"], system.slots(part["artifact"]["modality"])))
-        turns.append(Turn(turn["role"], segments))
+        turns.append(PromptTurn(turn["role"], segments))
     return turns
 
 
@@ -166,6 +169,7 @@ def route_signals(state: State) -> list[Send] | str:
 
 # -- generate -------------------------------------------------------------------------------------------------------
 
+
 def make_generate_node(name: str):
     """A node that calls generator ``name``: output projector -> diffusion pipeline -> artifact."""
 
@@ -174,15 +178,22 @@ def make_generate_node(name: str):
         signal, params = payload["signal"], payload["params"]
         group = ctx.scratch.get(signal["key"])
         if group is None:
-            raise RuntimeError(f"signal states for {name} were lost (key {signal['key']}): they live in the memory "
-                               "of the process that ran the LLM, so a paused turn resumes only there")
+            raise RuntimeError(
+                f"signal states for {name} were lost (key {signal['key']}): they live in the memory "
+                "of the process that ran the LLM, so a paused turn resumes only there"
+            )
 
         def progress(step: int, total: int) -> None:
             _emit({"type": "progress", "generator": name, "index": signal["index"], "step": step, "total": total})
 
         media = ctx.system.generate(
-            name, group, num_inference_steps=params.get("steps"), guidance_scale=params.get("guidance"),
-            seed=params.get("seed"), progress=progress, cancel=ctx.cancel,
+            name,
+            group,
+            num_inference_steps=params.get("steps"),
+            guidance_scale=params.get("guidance"),
+            seed=params.get("seed"),
+            progress=progress,
+            cancel=ctx.cancel,
         )
         ref = ctx.store.put(media.data, modality=media.modality, mime=media.mime)
         part = {"type": "media", "artifact": ref.to_dict(), "generator": name}
@@ -194,6 +205,7 @@ def make_generate_node(name: str):
 
 
 # -- merge ----------------------------------------------------------------------------------------------------------
+
 
 def merge(state: State) -> dict:
     """Interleave text and generated media in the order the LLM produced them; record the turn."""

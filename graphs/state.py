@@ -13,9 +13,7 @@ Part dicts (the vocabulary of inputs, drafts and replies):
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, TypedDict
-
-from typing_extensions import NotRequired
+from typing import Annotated, Any, NotRequired, TypedDict
 
 
 def merge_dicts(left: dict | None, right: dict | None) -> dict:

@@ -1,12 +1,12 @@
 """The ``mmgraph`` command line: ``run``, ``chat``, ``serve``, ``graph``, ``demo``, ``train``, ``eval`` and ``bench``.
 
-    mmgraph run "What is this? Then draw it." --image a.png --generate image --out out/
-    mmgraph chat                       # REPL: /image PATH, /audio PATH, /video PATH, /generate image, /new, /quit
-    mmgraph serve --port 8000          # OpenAI-compatible HTTP backend + web chat page at http://127.0.0.1:8000/
-    mmgraph graph [--config CONFIG]    # the graph as mermaid
-    mmgraph graph --check tiny-world   # validate the wiring (networkx) and print the parallel stages
-    mmgraph demo --out out/demo        # a scripted any-to-any turn, printed as it streams, with an HTML report
-    mmgraph train pt --config system.yaml --data pairs.jsonl --out runs/pt      # train the projectors
+mmgraph run "What is this? Then draw it." --image a.png --generate image --out out/
+mmgraph chat                       # REPL: /image PATH, /audio PATH, /video PATH, /generate image, /new, /quit
+mmgraph serve --port 8000          # OpenAI-compatible HTTP backend + web chat page at http://127.0.0.1:8000/
+mmgraph graph [--config CONFIG]    # the graph as mermaid
+mmgraph graph --check tiny-world   # validate the wiring (networkx) and print the parallel stages
+mmgraph demo --out out/demo        # a scripted any-to-any turn, printed as it streams, with an HTML report
+mmgraph train pt --config system.yaml --data pairs.jsonl --out runs/pt      # train the projectors
 """
 
 from __future__ import annotations
@@ -15,16 +15,19 @@ import argparse
 import shlex
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from core.config import DEFAULT_PRESET, list_presets, load_config
 from core.errors import ConfigError, MMGraphError
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None,
-                        help=f"preset name ({', '.join(list_presets())}) or a system YAML; default {DEFAULT_PRESET}")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help=f"preset name ({', '.join(list_presets())}) or a system YAML; default {DEFAULT_PRESET}",
+    )
     parser.add_argument("--weights", default=None, help="directory of trained projector weights")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the config's)")
 
@@ -32,9 +35,13 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 def _state_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=None, help="thread database (SQLite); default $MMGRAPH_HOME/threads.sqlite")
     parser.add_argument("--artifacts", default=None, help="artifact store folder; default $MMGRAPH_HOME/artifacts")
-    parser.add_argument("--graph", default=None, metavar="MODULE:FUNCTION",
-                        help="run a custom graph: FUNCTION(config) returns a graphs.GraphBuilder, StateGraph or "
-                             "compiled graph (checked before the first turn)")
+    parser.add_argument(
+        "--graph",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="run a custom graph: FUNCTION(config) returns a graphs.GraphBuilder, StateGraph or "
+        "compiled graph (checked before the first turn)",
+    )
 
 
 def _assistant_kwargs(args: argparse.Namespace) -> dict:
@@ -44,13 +51,17 @@ def _assistant_kwargs(args: argparse.Namespace) -> dict:
         from graphs import load_graph
 
         graph = load_graph(args.graph, load_config(args.config))
-    return {"weights": args.weights, "device": args.device, "db": args.db, "artifacts": args.artifacts,
-            "graph": graph}
+    return {"weights": args.weights, "device": args.device, "db": args.db, "artifacts": args.artifacts, "graph": graph}
 
 
 def _gen_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--generate", action="append", default=[], metavar="NAME",
-                        help="a generator the reply must use (repeatable, or comma-separated): image, video, audio")
+    parser.add_argument(
+        "--generate",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a generator the reply must use (repeatable, or comma-separated): image, video, audio",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None)
@@ -59,8 +70,13 @@ def _gen_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _params(args: argparse.Namespace) -> dict:
-    names = {"max_new_tokens": "max_new_tokens", "temperature": "temperature", "seed": "seed", "steps": "steps",
-             "guidance": "guidance"}
+    names = {
+        "max_new_tokens": "max_new_tokens",
+        "temperature": "temperature",
+        "seed": "seed",
+        "steps": "steps",
+        "guidance": "guidance",
+    }
     return {key: getattr(args, attr) for key, attr in names.items() if getattr(args, attr, None) is not None}
 
 
@@ -82,8 +98,12 @@ def _print_events(events, out_dir: Path | None) -> object:
             print(event.data["text"], end="", flush=True)
         elif event.type == "progress":
             d = event.data
-            print(f"\r  [{d['generator']} {d['step']}/{d['total']}]", end="" if d["step"] < d["total"] else "\n",
-                  file=sys.stderr, flush=True)
+            print(
+                f"\r  [{d['generator']} {d['step']}/{d['total']}]",
+                end="" if d["step"] < d["total"] else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
         elif event.type == "done":
             reply = event.reply
     print()
@@ -99,10 +119,18 @@ def _print_events(events, out_dir: Path | None) -> object:
 
 # -- commands -------------------------------------------------------------------------------------------------------
 
+
 def cmd_run(args: argparse.Namespace) -> int:
     bot = _assistant(args)
-    events = bot.stream(args.text, images=args.image, audio=args.audio, video=args.video, thread_id=args.thread,
-                        generate=_split(args.generate), **_params(args))
+    events = bot.stream(
+        args.text,
+        images=args.image,
+        audio=args.audio,
+        video=args.video,
+        thread_id=args.thread,
+        generate=_split(args.generate),
+        **_params(args),
+    )
     reply = _print_events(events, Path(args.out) if args.out else None)
     print(f"thread: {reply.thread_id}", file=sys.stderr)
     return 0
@@ -145,9 +173,18 @@ def cmd_chat(args: argparse.Namespace) -> int:
             continue
         print("bot> ", end="", flush=True)
         try:
-            _print_events(bot.stream(line, images=attached["image"], audio=attached["audio"],
-                                     video=attached["video"], thread_id=thread, generate=generate, **_params(args)),
-                          Path(args.out) if args.out else None)
+            _print_events(
+                bot.stream(
+                    line,
+                    images=attached["image"],
+                    audio=attached["audio"],
+                    video=attached["video"],
+                    thread_id=thread,
+                    generate=generate,
+                    **_params(args),
+                ),
+                Path(args.out) if args.out else None,
+            )
         except MMGraphError as exc:
             print(f"\nerror: {exc}")
         attached = {k: [] for k in attached}
@@ -190,12 +227,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from serving import ServerSettings, create_app
 
-    settings = ServerSettings(queue_size=args.queue_size, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-                              allowed_media_domains=args.allow_media_domain,
-                              allowed_local_media_path=args.allowed_local_media_path)
+    settings = ServerSettings(
+        queue_size=args.queue_size,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        allowed_media_domains=args.allow_media_domain,
+        allowed_local_media_path=args.allowed_local_media_path,
+    )
     app = create_app(config=args.config, settings=settings, **_assistant_kwargs(args))
-    print(f"mmgraph: serving {app.app.state.server.model} on http://{args.host}:{args.port}/ "
-          f"(OpenAI base URL http://{args.host}:{args.port}/v1)", flush=True)
+    print(
+        f"mmgraph: serving {app.app.state.server.model} on http://{args.host}:{args.port}/ "
+        f"(OpenAI base URL http://{args.host}:{args.port}/v1)",
+        flush=True,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -203,22 +246,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from training import train
 
-    options = {"epochs": args.epochs, "max_steps": args.steps, "stop_after": args.stop_after,
-               "batch_size": args.batch_size, "lr": args.lr, "lora_lr": args.lora_lr, "align_weight": args.align_weight,
-               "diffusion_weight": args.diffusion_weight,
-               "save_every": args.save_every, "cache_dir": args.cache, "seed": args.seed, "lora_r": args.lora_r,
-               "compile": args.compile, "group_by_length": args.group_by_length, "micro_batches": args.micro_batches}
+    options = {
+        "epochs": args.epochs,
+        "max_steps": args.steps,
+        "stop_after": args.stop_after,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "lora_lr": args.lora_lr,
+        "align_weight": args.align_weight,
+        "diffusion_weight": args.diffusion_weight,
+        "save_every": args.save_every,
+        "cache_dir": args.cache,
+        "seed": args.seed,
+        "lora_r": args.lora_r,
+        "compile": args.compile,
+        "group_by_length": args.group_by_length,
+        "micro_batches": args.micro_batches,
+    }
     options = {k: v for k, v in options.items() if v is not None}
-    result = train(args.config, args.data, args.out, stage=args.stage, init=args.init, lora=args.lora,
-                   resume=args.resume, overwrite=args.overwrite, device=args.device or "auto",
-                   progress=not args.no_progress, **options)
+    result = train(
+        args.config,
+        args.data,
+        args.out,
+        stage=args.stage,
+        init=args.init,
+        lora=args.lora,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        device=args.device or "auto",
+        progress=not args.no_progress,
+        **options,
+    )
     if not result.main_process:
         return 0
     last = result.history[-1] if result.history else {}
-    losses = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
-                       if k.endswith("loss") or k.startswith(("align/", "diffusion/")))
-    print(f"{args.stage}: {result.steps} steps{' (stopped; --resume continues)' if not result.finished else ''}; "
-          f"last step: {losses or 'n/a'}; outputs in {result.out}")
+    losses = ", ".join(
+        f"{k} {v:.4f}" for k, v in last.items() if k.endswith("loss") or k.startswith(("align/", "diffusion/"))
+    )
+    print(
+        f"{args.stage}: {result.steps} steps{' (stopped; --resume continues)' if not result.finished else ''}; "
+        f"last step: {losses or 'n/a'}; outputs in {result.out}"
+    )
     return 0
 
 
@@ -236,21 +304,37 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="global batch size (default 8)")
     p.add_argument("--lr", type=float, default=None, help="projector learning rate (default: pt 1e-3, it 2e-4)")
     p.add_argument("--align-weight", type=float, default=None, help="weight of the alignment loss (default 1)")
-    p.add_argument("--diffusion-weight", type=float, default=None,
-                   help="add the latent-diffusion loss through the frozen generator with this weight (needs output "
-                        "target files in the data; image and video generators)")
+    p.add_argument(
+        "--diffusion-weight",
+        type=float,
+        default=None,
+        help="add the latent-diffusion loss through the frozen generator with this weight (needs output "
+        "target files in the data; image and video generators)",
+    )
     p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start again even if OUT holds a run")
     p.add_argument("--cache", default=None, help="feature cache folder (default $MMGRAPH_HOME/cache/features)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda")
-    p.add_argument("--compile", action="store_true", default=None,
-                   help="run the frozen LLM through torch.compile (a one-off compilation, then faster GPU steps)")
-    p.add_argument("--group-by-length", action="store_true", default=None,
-                   help="batch samples of similar token length together (less padding, same samples per epoch)")
-    p.add_argument("--micro-batches", type=int, default=None,
-                   help="cut each batch into N micro-batches of similar token length and accumulate: the same "
-                        "steps, less padding (faster on a CPU)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="run the frozen LLM through torch.compile (a one-off compilation, then faster GPU steps)",
+    )
+    p.add_argument(
+        "--group-by-length",
+        action="store_true",
+        default=None,
+        help="batch samples of similar token length together (less padding, same samples per epoch)",
+    )
+    p.add_argument(
+        "--micro-batches",
+        type=int,
+        default=None,
+        help="cut each batch into N micro-batches of similar token length and accumulate: the same "
+        "steps, less padding (faster on a CPU)",
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bars or audit table")
 
@@ -265,8 +349,16 @@ def cmd_train_world(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from tinyworld.evaluate import evaluate
 
-    result = evaluate(args.config, weights=args.weights, n=args.n, seed=args.seed, judges=args.judges,
-                      out=args.out, latency=not args.no_latency, device=args.device)
+    result = evaluate(
+        args.config,
+        weights=args.weights,
+        n=args.n,
+        seed=args.seed,
+        judges=args.judges,
+        out=args.out,
+        latency=not args.no_latency,
+        device=args.device,
+    )
     print(result.table())
     print(f"report: {Path(args.out) / 'report.html'}")
     failed = [r.name for r in result.rows.values() if r.passed is False]
@@ -300,42 +392,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--queue-size", type=int, default=8, help="requests that may wait for the model (then 429)")
     p.add_argument("--max-body-mb", type=float, default=48.0, help="largest request body in MiB (then 413)")
-    p.add_argument("--allow-media-domain", action="append", default=[], metavar="HOST",
-                   help="allow http(s) media URLs on this host (repeatable; default: only data: URLs)")
-    p.add_argument("--allowed-local-media-path", default=None, metavar="DIR",
-                   help="allow file:// media URLs under this folder (default: refused)")
+    p.add_argument(
+        "--allow-media-domain",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="allow http(s) media URLs on this host (repeatable; default: only data: URLs)",
+    )
+    p.add_argument(
+        "--allowed-local-media-path",
+        default=None,
+        metavar="DIR",
+        help="allow file:// media URLs under this folder (default: refused)",
+    )
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("graph", help="print the graph (mermaid), or check it (--check): wiring and parallel stages")
     p.add_argument("--config", default=None)
-    p.add_argument("--check", nargs="?", const="", default=None, metavar="CONFIG",
-                   help="validate the graph of CONFIG (or --config) instead: exit 1 naming every mis-wired node")
-    p.add_argument("--graph", default=None, metavar="MODULE:FUNCTION",
-                   help="a custom graph: FUNCTION(config) returns a graphs.GraphBuilder, StateGraph or compiled graph")
+    p.add_argument(
+        "--check",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="CONFIG",
+        help="validate the graph of CONFIG (or --config) instead: exit 1 naming every mis-wired node",
+    )
+    p.add_argument(
+        "--graph",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="a custom graph: FUNCTION(config) returns a graphs.GraphBuilder, StateGraph or compiled graph",
+    )
     p.set_defaults(func=cmd_graph)
 
     train = sub.add_parser("train", help="train: projectors (pt, it) or the whole tinyworld system (world)")
     stages = train.add_subparsers(dest="stage", required=True)
-    for stage, help_text in (("pt", "MM pre-training of the projectors on pairs"),
-                             ("it", "MM instruction tuning on conversations")):
-        p = stages.add_parser(stage, help=help_text, description=(
-            "Train input/output projectors and signal-token rows (and LoRA adapters with --lora) with encoders, "
-            "LLM and generators frozen. Several processes: run under torchrun or accelerate launch. See "
-            "docs/training.md."))
+    for stage, help_text in (
+        ("pt", "MM pre-training of the projectors on pairs"),
+        ("it", "MM instruction tuning on conversations"),
+    ):
+        p = stages.add_parser(
+            stage,
+            help=help_text,
+            description=(
+                "Train input/output projectors and signal-token rows (and LoRA adapters with --lora) with encoders, "
+                "LLM and generators frozen. Several processes: run under torchrun or accelerate launch. See "
+                "docs/training.md."
+            ),
+        )
         _train_args(p)
         p.set_defaults(func=cmd_train)
-    p = stages.add_parser("world", help="the tinyworld recipe: every component of tiny-world from scratch",
-                          description="Train the tokenizer and LLM, the CLIP-style and Whisper encoders, the VAEs, "
-                                      "MM PT and MM IT, the image / video / audio diffusion generators and the eval "
-                                      "judges into OUT/weights (see docs/tinyworld.md).")
+    p = stages.add_parser(
+        "world",
+        help="the tinyworld recipe: every component of tiny-world from scratch",
+        description="Train the tokenizer and LLM, the CLIP-style and Whisper encoders, the VAEs, "
+        "MM PT and MM IT, the image / video / audio diffusion generators and the eval "
+        "judges into OUT/weights (see docs/tinyworld.md).",
+    )
     from tinyworld.recipe import add_arguments
 
     add_arguments(p)
     p.set_defaults(func=cmd_train_world)
 
-    p = sub.add_parser("eval", help="score a system on held-out tinyworld samples (understanding, generation, "
-                                    "routing, latency)")
+    p = sub.add_parser(
+        "eval", help="score a system on held-out tinyworld samples (understanding, generation, routing, latency)"
+    )
     _config_arg(p)
     p.add_argument("--n", type=int, default=200, help="samples per row (default 200)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out samples")
@@ -344,9 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="skip the demo-turn timing")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("bench", help="side-by-side benchmarks against Hugging Face LLaVA (docs/benchmarks.md)",
-                       description="Run our path and the Hugging Face baseline in one process on the same random "
-                                   "weights and print throughput, latency and memory with their ratios.")
+    p = sub.add_parser(
+        "bench",
+        help="side-by-side benchmarks against Hugging Face LLaVA (docs/benchmarks.md)",
+        description="Run our path and the Hugging Face baseline in one process on the same random "
+        "weights and print throughput, latency and memory with their ratios.",
+    )
     from benchmarks.run import add_arguments as bench_arguments
 
     bench_arguments(p)

@@ -31,8 +31,10 @@ def script() -> list[ScriptTurn]:
     from tinyworld.world import Clip, Picture, Sound
 
     return [
-        ScriptTurn("What colour is the shape? Then draw a blue circle.",
-                   {"image": Picture(colour="red", shape="triangle", position="top left", size="large")}),
+        ScriptTurn(
+            "What colour is the shape? Then draw a blue circle.",
+            {"image": Picture(colour="red", shape="triangle", position="top left", size="large")},
+        ),
         ScriptTurn("Which way does it move?", {"video": Clip(colour="green", shape="square", direction="right")}),
         ScriptTurn("How many beeps are there?", {"audio": Sound(pitch="high", waveform="square", beeps=3)}),
         ScriptTurn("Describe it.", {"image": Picture(colour="purple", shape="cross", position="centre", size="small")}),
@@ -55,8 +57,10 @@ def write_report(turns: list[dict], out: Path, title: str, note: str) -> Path:
     rows = []
     for turn in turns:
         inputs = "".join(f"<div>{m} input: {media_tag(p.name, _MIME[m])}</div>" for m, p in turn["inputs"].items())
-        rows.append(f"<div style='margin:1em 0;padding:.5em;background:#eef'><b>user:</b> "
-                    f"{html.escape(turn['text'])}{inputs}</div>")
+        rows.append(
+            f"<div style='margin:1em 0;padding:.5em;background:#eef'><b>user:</b> "
+            f"{html.escape(turn['text'])}{inputs}</div>"
+        )
         parts = []
         for part in turn["reply"].parts:
             if part.type == "text":
@@ -65,11 +69,15 @@ def write_report(turns: list[dict], out: Path, title: str, note: str) -> Path:
                 name = f"{part.artifact.generator}-{part.artifact.id[:12]}{part.artifact.path.suffix}"
                 shutil.copyfile(part.artifact.path, out / name)
                 parts.append(f"<div>{media_tag(name, part.artifact.mime)}</div>")
-        rows.append(f"<div style='margin:1em 0 1em 2em;padding:.5em;background:#efe'><b>assistant</b> "
-                    f"<small>({turn['seconds']:.2f} s):</small> {''.join(parts)}</div>")
-    page = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<body style='font-family:sans-serif;max-width:760px;margin:2em auto'><h1>{html.escape(title)}</h1>"
-            f"<p><i>{html.escape(note)}</i></p>{''.join(rows)}</body>")
+        rows.append(
+            f"<div style='margin:1em 0 1em 2em;padding:.5em;background:#efe'><b>assistant</b> "
+            f"<small>({turn['seconds']:.2f} s):</small> {''.join(parts)}</div>"
+        )
+    page = (
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<body style='font-family:sans-serif;max-width:760px;margin:2em auto'><h1>{html.escape(title)}</h1>"
+        f"<p><i>{html.escape(note)}</i></p>{''.join(rows)}</body>"
+    )
     report = out / "report.html"
     report.write_text(page)
     return report
@@ -83,12 +91,15 @@ def run_demo(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print("loading the default system ...", file=sys.stderr)
-    bot = Assistant.from_config(args.config, weights=args.weights, device=args.device, db=out / "threads.sqlite",
-                                artifacts=out / "artifacts")
+    bot = Assistant.from_config(
+        args.config, weights=args.weights, device=args.device, db=out / "threads.sqlite", artifacts=out / "artifacts"
+    )
     note = f"{bot.config.name}: trained by the tinyworld recipe, shipped in the package; CPU, greedy decoding."
     if bot.config.name == "tiny-random":
-        note = ("This is the tiny-random system: real model classes with RANDOM weights. The conversation runs end "
-                "to end, but its text and media are noise.")
+        note = (
+            "This is the tiny-random system: real model classes with RANDOM weights. The conversation runs end "
+            "to end, but its text and media are noise."
+        )
         print(f"NOTE: {note}", file=sys.stderr)
     thread = f"demo-{time.time_ns()}"
     turns = []
@@ -104,9 +115,11 @@ def run_demo(args) -> int:
         print("bot>  ", end="", flush=True)
         start = time.perf_counter()
         reply = None
-        media = {"images": [inputs["image"]] if "image" in inputs else [],
-                 "video": [inputs["video"]] if "video" in inputs else [],
-                 "audio": [inputs["audio"]] if "audio" in inputs else []}
+        media = {
+            "images": [inputs["image"]] if "image" in inputs else [],
+            "video": [inputs["video"]] if "video" in inputs else [],
+            "audio": [inputs["audio"]] if "audio" in inputs else [],
+        }
         for event in bot.stream(turn.text, thread_id=thread, seed=i, **media):
             if event.type == "token":
                 print(event.data["text"], end="", flush=True)

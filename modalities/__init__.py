@@ -26,27 +26,35 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from modalities.base import ModalityEncoder
     from modalities.input_projectors import InputProjector
 
-ENCODERS: Registry[Any] = Registry("modality encoder", "mmgraph.modalities", {
-    "clip_vision": "modalities.image:ClipVisionEncoder",
-    "siglip_vision": "modalities.image:SiglipVisionEncoder",
-    "whisper": "modalities.audio:WhisperAudioEncoder",
-    "video_frames": "modalities.video:VideoFrameEncoder",
-})
+ENCODERS: Registry[Any] = Registry(
+    "modality encoder",
+    "mmgraph.modalities",
+    {
+        "clip_vision": "modalities.image:ClipVisionEncoder",
+        "siglip_vision": "modalities.image:SiglipVisionEncoder",
+        "whisper": "modalities.audio:WhisperAudioEncoder",
+        "video_frames": "modalities.video:VideoFrameEncoder",
+    },
+)
 
-PROJECTORS: Registry[Any] = Registry("input projector", "mmgraph.projectors", {
-    "linear": "modalities.input_projectors:LinearProjector",
-    "mlp": "modalities.input_projectors:MLPProjector",
-    "resampler": "modalities.input_projectors:ResamplerProjector",
-    "qformer": "modalities.input_projectors:QFormerProjector",
-})
+PROJECTORS: Registry[Any] = Registry(
+    "input projector",
+    "mmgraph.projectors",
+    {
+        "linear": "modalities.input_projectors:LinearProjector",
+        "mlp": "modalities.input_projectors:MLPProjector",
+        "resampler": "modalities.input_projectors:ResamplerProjector",
+        "qformer": "modalities.input_projectors:QFormerProjector",
+    },
+)
 
 
-def build_encoder(cfg: "ModalityConfig", **kwargs: Any) -> "ModalityEncoder":
+def build_encoder(cfg: ModalityConfig, **kwargs: Any) -> ModalityEncoder:
     """Build the frozen encoder ``cfg.encoder`` names (``device=``, ``dtype=``, ``seed=`` are passed through)."""
     return ENCODERS.get(cfg.encoder).from_config(cfg, **kwargs)
 
 
-def build_projector(in_dim: int, out_dim: int, cfg: "ProjectorConfig") -> "InputProjector":
+def build_projector(in_dim: int, out_dim: int, cfg: ProjectorConfig) -> InputProjector:
     """Build the trainable input projector ``cfg.kind`` names, mapping ``in_dim`` features to ``out_dim``."""
     return PROJECTORS.get(cfg.kind)(in_dim, out_dim, cfg)
 

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from transformers import WhisperModel
 
-from modalities.base import ModalityEncoder
-from modalities.media import SAMPLE_RATE
 from core.config import ModalityConfig
 from core.errors import ConfigError
+from modalities.base import ModalityEncoder
+from modalities.media import SAMPLE_RATE
 
 HOP_LENGTH = SAMPLE_RATE // 100
 """Samples per mel frame: 10 ms (160 samples at 16 kHz), as in Whisper."""
@@ -41,7 +41,7 @@ class WhisperAudioEncoder(ModalityEncoder):
         self.pool = pool
 
     @classmethod
-    def load(cls, cfg: ModalityConfig, path: str) -> "WhisperAudioEncoder":
+    def load(cls, cfg: ModalityConfig, path: str) -> WhisperAudioEncoder:
         # Released checkpoints hold the full encoder-decoder; keep the encoder, let the decoder be freed.
         encoder = WhisperModel.from_pretrained(path).get_encoder()
         return cls(cfg, encoder)

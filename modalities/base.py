@@ -13,18 +13,17 @@ an ``@tiny/<name>`` test component all take the same code path.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
 
-from modalities import ENCODERS, build_encoder  # noqa: F401  (re-exported: ``from modalities.base import ENCODERS``)
 from core.config import ModalityConfig
 from core.hub import model_identity, resolve_model
+from modalities import ENCODERS, build_encoder  # noqa: F401  (re-exported: ``from modalities.base import ENCODERS``)
 
 E = TypeVar("E", bound="ModalityEncoder")
 

@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, CLIPVisionModel, PreTrainedModel, SiglipVisionModel
 
-from modalities.base import ModalityEncoder
 from core.config import ModalityConfig
 from core.errors import ConfigError
+from modalities.base import ModalityEncoder
 
 
 class VisionTowerEncoder(ModalityEncoder):
@@ -47,7 +47,7 @@ class VisionTowerEncoder(ModalityEncoder):
         self.keep_cls = bool(cfg.keep_cls and self.has_cls)  # SigLIP has no CLS: keep_cls is a no-op
 
     @classmethod
-    def load(cls, cfg: ModalityConfig, path: str) -> "VisionTowerEncoder":
+    def load(cls, cfg: ModalityConfig, path: str) -> VisionTowerEncoder:
         model = cls.model_class.from_pretrained(path)
         processor = AutoImageProcessor.from_pretrained(path, backend="pil")
         return cls(cfg, model, processor)

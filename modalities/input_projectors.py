@@ -23,9 +23,9 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
-from modalities import PROJECTORS, build_projector  # noqa: F401  (re-exported)
 from core.config import ProjectorConfig
 from core.errors import ConfigError
+from modalities import PROJECTORS, build_projector  # noqa: F401  (re-exported)
 
 
 class InputProjector(nn.Module):
@@ -121,12 +121,10 @@ class QueryProjector(InputProjector, ABC):
         self.time = nn.Parameter(torch.zeros(cfg.time_embeddings, width)) if cfg.time_embeddings else None
 
     @abstractmethod
-    def make_block(self, width: int, heads: int) -> nn.ModuleDict:
-        ...
+    def make_block(self, width: int, heads: int) -> nn.ModuleDict: ...
 
     @abstractmethod
-    def run_block(self, block: nn.ModuleDict, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        ...
+    def run_block(self, block: nn.ModuleDict, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor: ...
 
     def num_output_tokens(self, num_input_tokens: int) -> int:
         return self.cfg.num_queries
@@ -152,11 +150,14 @@ class QueryProjector(InputProjector, ABC):
             return super().project_groups(features)
         b, g, t, d = features.shape
         if d != self.in_dim:
-            raise ValueError(f"{type(self).__name__} expects features of shape (B, G, T, {self.in_dim}), "
-                             f"got {tuple(features.shape)}")
+            raise ValueError(
+                f"{type(self).__name__} expects features of shape (B, G, T, {self.in_dim}), got {tuple(features.shape)}"
+            )
         if g > self.time.shape[0]:
-            raise ValueError(f"{type(self).__name__} has time embeddings for {self.time.shape[0]} frames, got {g}; "
-                             "raise projector.time_embeddings or lower num_frames")
+            raise ValueError(
+                f"{type(self).__name__} has time embeddings for {self.time.shape[0]} frames, got {g}; "
+                "raise projector.time_embeddings or lower num_frames"
+            )
         x = self.input_proj(features) + self.time[:g, None, :]  # (B, G, T, W) + (G, 1, W)
         return self._attend(x.reshape(b, g * t, x.shape[-1]))  # (B, G*T, W) -> (B, M, D_out)
 

@@ -6,8 +6,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 
-def square_image(colour: str = "red", size: int = 64, box: tuple[float, float, float, float] = (0.3, 0.3, 0.7, 0.7),
-                 background: str = "white") -> Image.Image:
+def square_image(
+    colour: str = "red",
+    size: int = 64,
+    box: tuple[float, float, float, float] = (0.3, 0.3, 0.7, 0.7),
+    background: str = "white",
+) -> Image.Image:
     image = Image.new("RGB", (size, size), background)
     x0, y0, x1, y1 = (int(v * size) for v in box)
     ImageDraw.Draw(image).rectangle([x0, y0, x1, y1], fill=colour)

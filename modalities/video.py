@@ -13,11 +13,11 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
+from core.config import ModalityConfig
+from core.errors import ConfigError
 from modalities import ENCODERS
 from modalities.base import ModalityEncoder
 from modalities.media import uniform_indices
-from core.config import ModalityConfig
-from core.errors import ConfigError
 
 
 def fit_frames(frames: list[Image.Image], count: int) -> list[Image.Image]:
@@ -46,7 +46,7 @@ class VideoFrameEncoder(ModalityEncoder):
         self.num_frames = cfg.num_frames
 
     @classmethod
-    def load(cls, cfg: ModalityConfig, path: str) -> "VideoFrameEncoder":
+    def load(cls, cfg: ModalityConfig, path: str) -> VideoFrameEncoder:
         image_kind = cfg.options.get("image_encoder", "clip_vision")
         return cls(cfg, ENCODERS.get(image_kind).load(cfg, path))
 

@@ -19,9 +19,10 @@ import os
 import sqlite3
 import threading
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Union
 
 from core.artifacts import ArtifactRef, ArtifactStore
 from core.config import SystemConfig, load_config
@@ -32,6 +33,7 @@ MediaInput = Union[str, os.PathLike, bytes]
 
 
 # -- reply types --------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Artifact:
@@ -95,6 +97,7 @@ class Event:
 
 # -- the assistant ------------------------------------------------------------------------------------------------
 
+
 class Assistant:
     """A chat assistant over one MMSystem, one artifact store and one thread database."""
 
@@ -142,7 +145,7 @@ class Assistant:
         return graph
 
     @classmethod
-    def from_config(cls, config: SystemConfig | str | Path | None = None, **kwargs: Any) -> "Assistant":
+    def from_config(cls, config: SystemConfig | str | Path | None = None, **kwargs: Any) -> Assistant:
         """Build from a preset name, a YAML path or a SystemConfig (``weights=DIR`` loads trained projectors)."""
         return cls(config, **kwargs)
 
@@ -153,7 +156,7 @@ class Assistant:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "Assistant":
+    def __enter__(self) -> Assistant:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -193,8 +196,13 @@ class Assistant:
                 parts.append(TextPart(part["text"]))
             else:
                 ref = ArtifactRef.from_dict(part["artifact"])
-                parts.append(MediaPart(Artifact(ref.id, ref.modality, ref.mime, ref.size, self.store.path(ref.id),
-                                                part.get("generator"))))
+                parts.append(
+                    MediaPart(
+                        Artifact(
+                            ref.id, ref.modality, ref.mime, ref.size, self.store.path(ref.id), part.get("generator")
+                        )
+                    )
+                )
         return Reply(parts, thread_id, values.get("finish_reason") or "stop", dict(values.get("usage") or {}))
 
     # -- running --------------------------------------------------------------------------------------------------
@@ -225,8 +233,9 @@ class Assistant:
         turn = self._turn_input(text, all_media, generate, allow, params)
         yield from self._run(turn, thread_id, cancel)
 
-    def resume_stream(self, thread_id: str, value: Any = None, *,
-                      cancel: threading.Event | None = None) -> Iterator[Event]:
+    def resume_stream(
+        self, thread_id: str, value: Any = None, *, cancel: threading.Event | None = None
+    ) -> Iterator[Event]:
         """Carry on with a paused turn (:attr:`Reply.pending`), yielding events as :meth:`stream` does.
 
         ``value`` answers a node's ``interrupt(...)`` call (LangGraph's ``Command(resume=value)``); at an
@@ -253,23 +262,32 @@ class Assistant:
     def _pending(state: Any) -> list[dict[str, Any]]:
         if not state.next:
             return []
-        return [{"node": task.name, "value": value}
-                for task in state.tasks for value in [i.value for i in task.interrupts] or [None]]
+        return [
+            {"node": task.name, "value": value}
+            for task in state.tasks
+            for value in [i.value for i in task.interrupts] or [None]
+        ]
 
     def _run(self, graph_input: Any, thread_id: str, cancel: threading.Event | None) -> Iterator[Event]:
         config = {"configurable": {"thread_id": thread_id}}
         with self._lock:
             self._context.cancel = cancel or threading.Event()
-            for chunk in self.graph.stream(graph_input, config, context=self._context, stream_mode=["custom"],
-                                           version="v2"):
+            for chunk in self.graph.stream(
+                graph_input, config, context=self._context, stream_mode=["custom"], version="v2"
+            ):
                 data = chunk["data"]
                 yield Event(data.get("type", "custom"), data)
             state = self.graph.get_state(config)
         pending = self._pending(state)
         if pending:
             draft = [p for p in state.values.get("draft") or [] if p["type"] == "text"]
-            reply = Reply([TextPart(p["text"]) for p in draft], thread_id, "interrupted",
-                          dict(state.values.get("usage") or {}), pending)
+            reply = Reply(
+                [TextPart(p["text"]) for p in draft],
+                thread_id,
+                "interrupted",
+                dict(state.values.get("usage") or {}),
+                pending,
+            )
             yield Event("interrupt", {"thread_id": thread_id, "pending": pending})
         else:
             reply = self._reply(state.values, thread_id)

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence, Union
+from typing import Literal, Union
 
 import torch
 from torch import nn
 
-from orchestrator import decoding
 from core.config import CacheKind, LLMConfig, PromptFormat
 from core.errors import PromptError
 from core.hub import resolve_model
+from orchestrator import decoding
 
 # ---------------------------------------------------------------------------------------------------------------
 # Prompt segments: what a conversation turn is made of, before tokenisation.
@@ -61,7 +62,10 @@ Segment = Union[Text, Media, Signal]
 
 
 @dataclass
-class Turn:
+class PromptTurn:
+    """One turn as the LLM reads it: a role and its segments (placeholders already counted in slots). The
+    conversation's own turns (:class:`core.turns.Turn`) become these in one place, :meth:`MMSystem.prompt`."""
+
     role: Literal["user", "assistant"]
     segments: list[Segment]
 
@@ -154,7 +158,7 @@ class Backbone(nn.Module):
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         seed: int = 0,
-    ) -> "Backbone":
+    ) -> Backbone:
         """Load any causal LM + tokenizer by Hugging Face id or local path (``@tiny/`` names are built first)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -216,8 +220,10 @@ class Backbone(nn.Module):
         self.register_buffer("signal_row_mask", mask, persistent=False)
         if not self.signal_token_set:  # no generators: the embeddings stay frozen (no full-matrix gradient)
             return
-        for name, module in (("embed_tokens", self.model.get_input_embeddings()),
-                             ("lm_head", self.model.get_output_embeddings())):
+        for name, module in (
+            ("embed_tokens", self.model.get_input_embeddings()),
+            ("lm_head", self.model.get_output_embeddings()),
+        ):
             if module is None or any(module.weight is p for p in self._signal_row_params.values()):
                 continue
             module.weight.requires_grad_(True)
@@ -247,8 +253,15 @@ class Backbone(nn.Module):
                 param[torch.tensor(ids, device=param.device)] = state[name].to(param.device, param.dtype)
 
     # -- LoRA adapters (MM IT) --------------------------------------------------------------------------------
-    def add_lora(self, *, r: int = 8, alpha: int = 16, dropout: float = 0.0,
-                 targets: str | list[str] = "all-linear", seed: int = 0) -> dict:
+    def add_lora(
+        self,
+        *,
+        r: int = 8,
+        alpha: int = 16,
+        dropout: float = 0.0,
+        targets: str | list[str] = "all-linear",
+        seed: int = 0,
+    ) -> dict:
         """Inject LoRA adapters (peft) into the LLM's linear layers; only the adapters (and the signal rows) train.
 
         Returns the settings, which :meth:`lora_settings` reports and weight files record so the adapters can be
@@ -261,8 +274,9 @@ class Backbone(nn.Module):
         settings = {"r": int(r), "alpha": int(alpha), "dropout": float(dropout), "targets": targets}
         self._static_steps.clear()  # captured steps would run the layers without their adapters
         torch.manual_seed(seed)  # lora_A is drawn from the global generator
-        inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
-                                           bias="none"), self.model)
+        inject_adapter_in_model(
+            LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none"), self.model
+        )
         for param in self._signal_row_params.values():  # peft marks everything but the adapters frozen
             param.requires_grad_(True)
         if not self.lora_parameters():
@@ -313,7 +327,7 @@ class Backbone(nn.Module):
             self._template_cache[text] = self.tokenizer(text, add_special_tokens=False).input_ids
         return self._template_cache[text]
 
-    def build_prompt(self, turns: Sequence[Turn], *, add_generation_prompt: bool = True) -> Prompt:
+    def build_prompt(self, turns: Sequence[PromptTurn], *, add_generation_prompt: bool = True) -> Prompt:
         """Lay out a conversation: ``[bos] system sep (USER: ... sep ASSISTANT: ... eos sep)* ASSISTANT:``."""
         fmt = self.prompt_format
         ids: list[int] = []
@@ -423,8 +437,17 @@ class Backbone(nn.Module):
                 the step compiled by ``torch.compile`` first: fastest, after a one-off compilation); ``auto``:
                 ``graph`` on CUDA, ``dynamic`` elsewhere. All give the same tokens.
         """
-        options = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
-                       top_p=top_p, seed=seed, require=require, allow=allow, on_text=on_text, cancel=cancel)
+        options = dict(
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            require=require,
+            allow=allow,
+            on_text=on_text,
+            cancel=cancel,
+        )
         kind = decoding.resolve(cache, self.device)
         if kind == "dynamic":
             return self._generate(inputs_embeds, decoding.DynamicSteps(self.model), **options)
@@ -433,10 +456,21 @@ class Backbone(nn.Module):
             steps = self._static_steps_for(kind, inputs_embeds.shape[1] + max_new_tokens + longest + 1)
             return self._generate(inputs_embeds, steps, **options)
 
-    def _generate(self, inputs_embeds: torch.Tensor, steps, *, max_new_tokens: int, min_new_tokens: int,
-                  temperature: float, top_p: float, seed: int | None, require: Sequence[str],
-                  allow: Sequence[str] | None, on_text: Callable[[str], None] | None,
-                  cancel: threading.Event | None) -> GenerationResult:
+    def _generate(
+        self,
+        inputs_embeds: torch.Tensor,
+        steps,
+        *,
+        max_new_tokens: int,
+        min_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+        require: Sequence[str],
+        allow: Sequence[str] | None,
+        on_text: Callable[[str], None] | None,
+        cancel: threading.Event | None,
+    ) -> GenerationResult:
         if inputs_embeds.dim() != 3 or inputs_embeds.shape[0] != 1:
             raise ValueError(f"generate() takes one prompt of shape (1, L, D), got {tuple(inputs_embeds.shape)}")
         unknown = [g for g in list(require) + list(allow or []) if g not in self.signal_ids]
@@ -474,7 +508,7 @@ class Backbone(nn.Module):
             prefix-stable (invalid UTF-8 from byte-fallback tokens) -- the new tokens decoded on their own, so the
             streamed pieces always concatenate to the span's text."""
             if text.startswith(text_so_far):
-                return text[len(text_so_far):]
+                return text[len(text_so_far) :]
             return self.tokenizer.decode(text_ids[emitted_upto:], skip_special_tokens=True)
 
         def flush_text() -> None:
@@ -498,8 +532,17 @@ class Backbone(nn.Module):
                 if produced >= max_new_tokens and not pending:
                     finish = "length"
                     break
-                next_id = self._choose(logits, banned, pending, max_new_tokens - produced, eos, temperature, top_p, rng,
-                                       allow_eos=produced >= min_new_tokens)
+                next_id = self._choose(
+                    logits,
+                    banned,
+                    pending,
+                    max_new_tokens - produced,
+                    eos,
+                    temperature,
+                    top_p,
+                    rng,
+                    allow_eos=produced >= min_new_tokens,
+                )
             if next_id == eos and not forced:
                 finish = "stop"
                 break
@@ -522,11 +565,14 @@ class Backbone(nn.Module):
                 group["hidden"].append(hidden)
                 group["embeds"].append(emb[0, 0])
                 if not forced:
-                    segments.append(SignalGroup(
-                        group["generator"], group["ids"],
-                        torch.stack(group["hidden"]).float().cpu(),  # (k, D)
-                        torch.stack(group["embeds"]).float().cpu(),  # (k, D)
-                    ))
+                    segments.append(
+                        SignalGroup(
+                            group["generator"],
+                            group["ids"],
+                            torch.stack(group["hidden"]).float().cpu(),  # (k, D)
+                            torch.stack(group["embeds"]).float().cpu(),  # (k, D)
+                        )
+                    )
                     group = None
             else:
                 text_ids.append(next_id)

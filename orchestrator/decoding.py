@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from core.config import CacheKind
+
 #: the static kinds and how their runner is built: ``compiled`` is captured in a CUDA graph where there is one
 STATIC_KINDS: dict[str, dict[str, bool]] = {
     "static": {"graph": False, "compile": False},
@@ -43,8 +44,13 @@ class _Steps:
 
     def _forward(self, embeds: torch.Tensor, model: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.model if model is None else model  # the step may run a compiled wrapper of the same model
-        out = model(inputs_embeds=embeds, past_key_values=self.cache, use_cache=True, output_hidden_states=True,
-                    logits_to_keep=1)
+        out = model(
+            inputs_embeds=embeds,
+            past_key_values=self.cache,
+            use_cache=True,
+            output_hidden_states=True,
+            logits_to_keep=1,
+        )
         return out.logits[0, -1].float(), out.hidden_states[-1][0, -1]
 
 
@@ -131,8 +137,9 @@ class StaticSteps(_Steps):
 
     def _reserve(self, positions: int) -> None:
         if self.used + positions > self.max_len:
-            raise ValueError(f"the static cache holds {self.max_len} positions; this forward needs "
-                             f"{self.used + positions}")
+            raise ValueError(
+                f"the static cache holds {self.max_len} positions; this forward needs {self.used + positions}"
+            )
         self.used += positions
 
 

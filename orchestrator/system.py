@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from orchestrator.backbone import Backbone, SignalGroup
 from core.config import SystemConfig, load_config
 from core.errors import CancelledError, ConfigError, UnsupportedModalityError
 from core.hub import resolve_model
+from orchestrator.backbone import Backbone, SignalGroup
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class MMSystem(nn.Module):
         device: str | torch.device | None = None,
         load_generators: bool = True,
         conditioning_only: bool = False,
-    ) -> "MMSystem":
+    ) -> MMSystem:
         """Build the system of ``config`` (a SystemConfig, a preset name or a YAML path) on ``device``, with its
         trained projectors from ``weights`` (default: the config's ``weights``). ``load_generators=False`` builds
         no generators and no output projectors; ``conditioning_only=True`` loads each generator's text side only
@@ -95,7 +96,9 @@ class MMSystem(nn.Module):
             config.llm,
             placeholders={m: config.placeholder(m) for m in config.modalities},
             signals={g: config.signal_tokens(g) for g in config.generators},
-            device=dev, dtype=llm_dtype, seed=config.seed,
+            device=dev,
+            dtype=llm_dtype,
+            seed=config.seed,
         )
         encoders: dict[str, nn.Module] = {}
         for name, mcfg in config.modalities.items():
@@ -104,23 +107,35 @@ class MMSystem(nn.Module):
         generators: dict[str, Any] = {}
         if load_generators:
             for name, gcfg in config.generators.items():
-                generators[name] = build_generator(gcfg, device=dev, dtype=frozen_dtype, seed=config.seed,
-                                                   conditioning_only=conditioning_only)
+                generators[name] = build_generator(
+                    gcfg, device=dev, dtype=frozen_dtype, seed=config.seed, conditioning_only=conditioning_only
+                )
 
         # Trainable parts: seeded, float32 master weights.
         torch.manual_seed(config.seed)
-        input_projectors = nn.ModuleDict({
-            name: build_projector(encoders[name].hidden_size, backbone.hidden_size, mcfg.projector)
-            for name, mcfg in config.modalities.items()
-        })
-        output_projectors = nn.ModuleDict({
-            name: build_output_projector(
-                backbone.hidden_size, gcfg.num_signal_tokens, generators[name].conditioning_specs(), gcfg.projector
-            )
-            for name, gcfg in config.generators.items() if name in generators
-        })
-        system = cls(config, encoders=encoders, input_projectors=input_projectors.to(dev), backbone=backbone,
-                     generators=generators, output_projectors=output_projectors.to(dev))
+        input_projectors = nn.ModuleDict(
+            {
+                name: build_projector(encoders[name].hidden_size, backbone.hidden_size, mcfg.projector)
+                for name, mcfg in config.modalities.items()
+            }
+        )
+        output_projectors = nn.ModuleDict(
+            {
+                name: build_output_projector(
+                    backbone.hidden_size, gcfg.num_signal_tokens, generators[name].conditioning_specs(), gcfg.projector
+                )
+                for name, gcfg in config.generators.items()
+                if name in generators
+            }
+        )
+        system = cls(
+            config,
+            encoders=encoders,
+            input_projectors=input_projectors.to(dev),
+            backbone=backbone,
+            generators=generators,
+            output_projectors=output_projectors.to(dev),
+        )
         if weights is None and config.weights:
             weights = resolve_model(config.weights)
         if weights is not None:
@@ -231,8 +246,13 @@ class MMSystem(nn.Module):
             if progress is not None:
                 progress(step, total)
 
-        return tool.generate(conditioning, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                             seed=self.config.seed if seed is None else seed, progress=on_step)
+        return tool.generate(
+            conditioning,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            seed=self.config.seed if seed is None else seed,
+            progress=on_step,
+        )
 
     # -- trainable weights ----------------------------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

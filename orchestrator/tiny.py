@@ -27,25 +27,60 @@ import itertools
 import re
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import sentencepiece as spm
 import torch
-from diffusers import (AnimateDiffPipeline, AudioLDM2Pipeline, AudioLDM2ProjectionModel, AudioLDM2UNet2DConditionModel,
-                       AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, TextToVideoSDPipeline,
-                       UNet2DConditionModel, UNet3DConditionModel, UNetMotionModel)
+from diffusers import (
+    AnimateDiffPipeline,
+    AudioLDM2Pipeline,
+    AudioLDM2ProjectionModel,
+    AudioLDM2UNet2DConditionModel,
+    AutoencoderKL,
+    DDIMScheduler,
+    StableDiffusionPipeline,
+    TextToVideoSDPipeline,
+    UNet2DConditionModel,
+    UNet3DConditionModel,
+    UNetMotionModel,
+)
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (AutoModelForCausalLM, ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel,
-                          ClapTextConfig, CLIPImageProcessorPil, CLIPTextConfig, CLIPTextModel, CLIPTokenizer,
-                          CLIPVisionConfig, CLIPVisionModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaTokenizer,
-                          PreTrainedTokenizerFast, Qwen2Config, RobertaTokenizer, SiglipImageProcessorPil,
-                          SiglipVisionConfig, SiglipVisionModel, SpeechT5HifiGan, SpeechT5HifiGanConfig, T5Config,
-                          T5EncoderModel, T5Tokenizer, WhisperConfig, WhisperFeatureExtractor, WhisperModel)
+from transformers import (
+    AutoModelForCausalLM,
+    ClapAudioConfig,
+    ClapConfig,
+    ClapFeatureExtractor,
+    ClapModel,
+    ClapTextConfig,
+    CLIPImageProcessorPil,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaTokenizer,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    RobertaTokenizer,
+    SiglipImageProcessorPil,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+    SpeechT5HifiGan,
+    SpeechT5HifiGanConfig,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperModel,
+)
 
 from generators.audio import MelParams
-
-
 
 # ===============================================================================================================
 # LLMs and their tokenizers
@@ -68,15 +103,24 @@ def _corpus() -> list[str]:
     return lines
 
 
-def sentencepiece_tokenizer(path: Path, vocab_size: int = 400, corpus: "list[str] | None" = None):
+def sentencepiece_tokenizer(path: Path, vocab_size: int = 400, corpus: list[str] | None = None):
     """Train a SentencePiece BPE model (byte fallback; pad 0, unk 1, bos 2, eos 3) on ``corpus`` (default: the
     built-in one), wrap it as a Llama tokenizer and save that to ``path``; returns the tokenizer."""
 
     with tempfile.TemporaryDirectory() as tmp:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(corpus or _corpus()), model_prefix=f"{tmp}/tokenizer", vocab_size=vocab_size,
-            model_type="bpe", byte_fallback=True, character_coverage=1.0, pad_id=0, unk_id=1, bos_id=2,
-            eos_id=3, hard_vocab_limit=False, minloglevel=2,
+            sentence_iterator=iter(corpus or _corpus()),
+            model_prefix=f"{tmp}/tokenizer",
+            vocab_size=vocab_size,
+            model_type="bpe",
+            byte_fallback=True,
+            character_coverage=1.0,
+            pad_id=0,
+            unk_id=1,
+            bos_id=2,
+            eos_id=3,
+            hard_vocab_limit=False,
+            minloglevel=2,
         )
         # Loading a folder that holds tokenizer.model converts it to a fast (tokenizers) tokenizer.
         tokenizer = LlamaTokenizer.from_pretrained(tmp)
@@ -91,12 +135,17 @@ def _byte_level_tokenizer(path: Path, vocab_size: int = 512):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|pad|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(_corpus(), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|pad|>",
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
         unk_token="<|endoftext|>",
     )
     tokenizer.save_pretrained(path)
@@ -110,34 +159,48 @@ def _save_causal_lm(path: Path, seed: int, tokenizer, config) -> None:
 
 
 def special_ids(tokenizer) -> dict:
-    return dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id)
+    return dict(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
 
 
 # hidden 64, 2 layers, 4 heads (2 KV heads), MLP 128, 2048 positions
-_LLAMA_LIKE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                   intermediate_size=128, max_position_embeddings=2048)
+_LLAMA_LIKE = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=128,
+    max_position_embeddings=2048,
+)
 
 
 def build_llama(path: Path, seed: int) -> None:
 
     tokenizer = sentencepiece_tokenizer(path)
-    _save_causal_lm(path, seed, tokenizer,
-                    LlamaConfig(**_LLAMA_LIKE, **special_ids(tokenizer), tie_word_embeddings=False))
+    _save_causal_lm(
+        path, seed, tokenizer, LlamaConfig(**_LLAMA_LIKE, **special_ids(tokenizer), tie_word_embeddings=False)
+    )
 
 
 def build_qwen2(path: Path, seed: int) -> None:
 
     tokenizer = _byte_level_tokenizer(path)
-    _save_causal_lm(path, seed, tokenizer,
-                    Qwen2Config(**_LLAMA_LIKE, **special_ids(tokenizer), tie_word_embeddings=True))
+    _save_causal_lm(
+        path, seed, tokenizer, Qwen2Config(**_LLAMA_LIKE, **special_ids(tokenizer), tie_word_embeddings=True)
+    )
 
 
 def build_gpt2(path: Path, seed: int) -> None:
 
     tokenizer = _byte_level_tokenizer(path)
-    _save_causal_lm(path, seed, tokenizer,
-                    GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=2048, **special_ids(tokenizer)))
+    _save_causal_lm(
+        path, seed, tokenizer, GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=2048, **special_ids(tokenizer))
+    )
+
 
 # ===============================================================================================================
 # encoders
@@ -219,6 +282,7 @@ def build_whisper_encoder(path: Path, seed: int) -> None:
         feature_size=80, sampling_rate=16000, hop_length=160, chunk_length=2 * max_source_positions // 100
     ).save_pretrained(path)
 
+
 # ===============================================================================================================
 # diffusion pipelines
 # ===============================================================================================================
@@ -244,18 +308,31 @@ CORPUS: tuple[str, ...] = (
     "the quick brown fox jumps over the lazy dog",
 )
 
-CLIP_MAX_LENGTH = 77   # as in Stable Diffusion 1.x / 2.x
+CLIP_MAX_LENGTH = 77  # as in Stable Diffusion 1.x / 2.x
 CLAP_MAX_LENGTH = 16
 T5_MAX_LENGTH = 16
 GPT2_NEW_TOKENS = 8
 
 # Shared toy sizes: two resolution levels everywhere, so latents are half the pixel (or mel-frame) size.
-_UNET = dict(in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32), attention_head_dim=8,
-             norm_num_groups=8)
-_UNET_2D_BLOCKS = dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                       up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
-_DDIM = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-             set_alpha_to_one=False, steps_offset=1)
+_UNET = dict(
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=1,
+    block_out_channels=(16, 32),
+    attention_head_dim=8,
+    norm_num_groups=8,
+)
+_UNET_2D_BLOCKS = dict(
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D")
+)
+_DDIM = dict(
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -275,9 +352,14 @@ def _byte_symbols() -> list[str]:
     return [table[b] for b in range(256)]
 
 
-def _train_byte_bpe(*, num_merges: int, special_tokens: list[str], word_pattern: str,
-                    end_of_word_suffix: str = "", corpus: "Iterable[str]" = CORPUS,
-                    ) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def _train_byte_bpe(
+    *,
+    num_merges: int,
+    special_tokens: list[str],
+    word_pattern: str,
+    end_of_word_suffix: str = "",
+    corpus: Iterable[str] = CORPUS,
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Learn byte-level BPE merges on ``corpus`` (default :data:`CORPUS`; lower-cased), deterministically.
 
     Words are the ``word_pattern`` matches; each word is a sequence of byte symbols, its last one carrying
@@ -308,7 +390,7 @@ def _train_byte_bpe(*, num_merges: int, special_tokens: list[str], word_pattern:
         for word, count in words.items():
             out, i = [], 0
             while i < len(word):
-                if word[i:i + 2] == best:
+                if word[i : i + 2] == best:
                     out.append(best[0] + best[1])
                     i += 2
                 else:
@@ -324,14 +406,19 @@ def _train_byte_bpe(*, num_merges: int, special_tokens: list[str], word_pattern:
     return vocab, merges
 
 
-def tiny_clip_tokenizer(model_max_length: int = CLIP_MAX_LENGTH, *, corpus: "Iterable[str]" = CORPUS,
-                        num_merges: int = 150):
+def tiny_clip_tokenizer(
+    model_max_length: int = CLIP_MAX_LENGTH, *, corpus: Iterable[str] = CORPUS, num_merges: int = 150
+):
     """A ``CLIPTokenizer`` (``<|startoftext|>`` = 0, ``<|endoftext|>`` = 1) with a vocabulary trained here on
     ``corpus`` (default: :data:`CORPUS`) with ``num_merges`` BPE merges."""
 
-    vocab, merges = _train_byte_bpe(num_merges=num_merges, special_tokens=["<|startoftext|>", "<|endoftext|>"],
-                                    word_pattern=r"[a-z]+|[0-9]|[^\sa-z0-9]+", end_of_word_suffix="</w>",
-                                    corpus=corpus)
+    vocab, merges = _train_byte_bpe(
+        num_merges=num_merges,
+        special_tokens=["<|startoftext|>", "<|endoftext|>"],
+        word_pattern=r"[a-z]+|[0-9]|[^\sa-z0-9]+",
+        end_of_word_suffix="</w>",
+        corpus=corpus,
+    )
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 
@@ -339,8 +426,11 @@ def tiny_roberta_tokenizer(model_max_length: int = CLAP_MAX_LENGTH):
     """A ``RobertaTokenizer`` (``<s>`` = 0, ``<pad>`` = 1, ``</s>`` = 2) for the CLAP text branch."""
 
     # GPT-2's split: a word keeps its leading space (which becomes the byte symbol "\u0120").
-    vocab, merges = _train_byte_bpe(num_merges=150, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-                                    word_pattern=r" ?[a-z]+| ?[0-9]+| ?[^\sa-z0-9]+|\s+")
+    vocab, merges = _train_byte_bpe(
+        num_merges=150,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        word_pattern=r" ?[a-z]+| ?[0-9]+| ?[^\sa-z0-9]+|\s+",
+    )
     return RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 
@@ -349,9 +439,19 @@ def tiny_t5_tokenizer(model_max_length: int = T5_MAX_LENGTH):
 
     proto = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(CORPUS), model_writer=proto, vocab_size=120, model_type="unigram",
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False, minloglevel=2, num_threads=1,
-        seed_sentencepiece_size=10_000, shuffle_input_sentence=False,
+        sentence_iterator=iter(CORPUS),
+        model_writer=proto,
+        vocab_size=120,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        hard_vocab_limit=False,
+        minloglevel=2,
+        num_threads=1,
+        seed_sentencepiece_size=10_000,
+        shuffle_input_sentence=False,
     )
     processor = spm.SentencePieceProcessor(model_proto=proto.getvalue())
     pieces = [(processor.id_to_piece(i), processor.get_score(i)) for i in range(processor.get_piece_size())]
@@ -368,9 +468,17 @@ def tiny_clip_text(seed: int = 0):
     tokenizer = tiny_clip_tokenizer()
     torch.manual_seed(seed)
     config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=CLIP_MAX_LENGTH, projection_dim=32, hidden_act="gelu",
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=CLIP_MAX_LENGTH,
+        projection_dim=32,
+        hidden_act="gelu",
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     return tokenizer, CLIPTextModel(config).eval()
 
@@ -379,8 +487,13 @@ def _tiny_vae(channels: int):
     """A two-level ``AutoencoderKL`` (scale factor 2, 4 latent channels) for ``channels``-channel inputs."""
 
     return AutoencoderKL(
-        in_channels=channels, out_channels=channels, latent_channels=4, block_out_channels=(16, 32),
-        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        in_channels=channels,
+        out_channels=channels,
+        latent_channels=4,
+        block_out_channels=(16, 32),
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
         sample_size=32,
     )
 
@@ -393,11 +506,19 @@ def build_stable_diffusion(path: Path, seed: int) -> None:
 
     torch.manual_seed(seed)
     tokenizer, text_encoder = tiny_clip_text(seed)
-    unet = UNet2DConditionModel(**_UNET, **_UNET_2D_BLOCKS, sample_size=16,
-                                cross_attention_dim=text_encoder.config.hidden_size)
+    unet = UNet2DConditionModel(
+        **_UNET, **_UNET_2D_BLOCKS, sample_size=16, cross_attention_dim=text_encoder.config.hidden_size
+    )
     pipeline = StableDiffusionPipeline(
-        vae=_tiny_vae(3), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(**_DDIM),
-        safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False,
+        vae=_tiny_vae(3),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler(**_DDIM),
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
     )
     pipeline.save_pretrained(path)
 
@@ -408,11 +529,15 @@ def build_text_to_video_sd(path: Path, seed: int) -> None:
     torch.manual_seed(seed)
     tokenizer, text_encoder = tiny_clip_text(seed)
     unet = UNet3DConditionModel(
-        **_UNET, sample_size=16, cross_attention_dim=text_encoder.config.hidden_size,
-        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        **_UNET,
+        sample_size=16,
+        cross_attention_dim=text_encoder.config.hidden_size,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
     )
-    pipeline = TextToVideoSDPipeline(vae=_tiny_vae(3), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                     scheduler=DDIMScheduler(**_DDIM))
+    pipeline = TextToVideoSDPipeline(
+        vae=_tiny_vae(3), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(**_DDIM)
+    )
     pipeline.save_pretrained(path)
 
 
@@ -423,13 +548,23 @@ def build_animatediff(path: Path, seed: int) -> None:
     torch.manual_seed(seed)
     tokenizer, text_encoder = tiny_clip_text(seed)
     unet = UNetMotionModel(
-        **{k: v for k, v in _UNET.items() if k != "attention_head_dim"}, sample_size=16,
-        cross_attention_dim=text_encoder.config.hidden_size, num_attention_heads=2, motion_num_attention_heads=2,
+        **{k: v for k, v in _UNET.items() if k != "attention_head_dim"},
+        sample_size=16,
+        cross_attention_dim=text_encoder.config.hidden_size,
+        num_attention_heads=2,
+        motion_num_attention_heads=2,
         down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"),
-        up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"), motion_max_seq_length=32,
+        up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"),
+        motion_max_seq_length=32,
     )
-    pipeline = AnimateDiffPipeline(vae=_tiny_vae(3), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   motion_adapter=None, scheduler=DDIMScheduler(**_DDIM))
+    pipeline = AnimateDiffPipeline(
+        vae=_tiny_vae(3),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        motion_adapter=None,
+        scheduler=DDIMScheduler(**_DDIM),
+    )
     pipeline.save_pretrained(path)
 
 
@@ -440,47 +575,94 @@ def build_audioldm2(path: Path, seed: int) -> None:
     # 1. CLAP: the text branch gives one pooled, projected vector; the audio branch only ranks waveforms.
     tokenizer = tiny_roberta_tokenizer()
     clap_text = ClapTextConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=CLAP_MAX_LENGTH + 2, bos_token_id=0, pad_token_id=1, eos_token_id=2,
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=CLAP_MAX_LENGTH + 2,
+        bos_token_id=0,
+        pad_token_id=1,
+        eos_token_id=2,
         projection_dim=16,
     )
     clap_audio = ClapAudioConfig(
-        spec_size=64, window_size=4, num_mel_bins=64, intermediate_size=37, depths=[2, 2],
-        num_attention_heads=[2, 2], num_hidden_layers=2, hidden_size=32, patch_size=2, patch_stride=2,
-        patch_embeds_hidden_size=32, patch_embed_input_channels=4, projection_dim=16,
+        spec_size=64,
+        window_size=4,
+        num_mel_bins=64,
+        intermediate_size=37,
+        depths=[2, 2],
+        num_attention_heads=[2, 2],
+        num_hidden_layers=2,
+        hidden_size=32,
+        patch_size=2,
+        patch_stride=2,
+        patch_embeds_hidden_size=32,
+        patch_embed_input_channels=4,
+        projection_dim=16,
     )
-    text_encoder = ClapModel(ClapConfig(text_config=clap_text.to_dict(), audio_config=clap_audio.to_dict(),
-                                        projection_dim=16))
+    text_encoder = ClapModel(
+        ClapConfig(text_config=clap_text.to_dict(), audio_config=clap_audio.to_dict(), projection_dim=16)
+    )
     feature_extractor = ClapFeatureExtractor()  # the 48 kHz HTSAT defaults; used only to rank waveforms
 
     # 2. T5 encoder: the sequence the UNet cross-attends to through ``encoder_hidden_states_1``.
     tokenizer_2 = tiny_t5_tokenizer()
-    text_encoder_2 = T5EncoderModel(T5Config(vocab_size=len(tokenizer_2), d_model=32, d_ff=37, d_kv=8, num_heads=2,
-                                             num_layers=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    text_encoder_2 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer_2),
+            d_model=32,
+            d_ff=37,
+            d_kv=8,
+            num_heads=2,
+            num_layers=2,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
 
     # 3. GPT-2 "language model" that generates GPT2_NEW_TOKENS states from the projected CLAP + T5 features.
-    language_model = GPT2LMHeadModel(GPT2Config(n_embd=16, n_head=2, n_layer=2, vocab_size=8, n_positions=64,
-                                                 bos_token_id=0, eos_token_id=0))
+    language_model = GPT2LMHeadModel(
+        GPT2Config(n_embd=16, n_head=2, n_layer=2, vocab_size=8, n_positions=64, bos_token_id=0, eos_token_id=0)
+    )
     language_model.config.max_new_tokens = GPT2_NEW_TOKENS
     projection_model = AudioLDM2ProjectionModel(
-        text_encoder_dim=clap_text.projection_dim, text_encoder_1_dim=text_encoder_2.config.d_model,
+        text_encoder_dim=clap_text.projection_dim,
+        text_encoder_1_dim=text_encoder_2.config.d_model,
         langauge_model_dim=language_model.config.n_embd,  # (sic) the diffusers argument name
     )
 
     # 4. Latent diffusion over a 1-channel mel spectrogram, and a vocoder to waveforms.
     unet = AudioLDM2UNet2DConditionModel(
-        **_UNET, **_UNET_2D_BLOCKS, sample_size=32,
+        **_UNET,
+        **_UNET_2D_BLOCKS,
+        sample_size=32,
         cross_attention_dim=([None, language_model.config.n_embd, text_encoder_2.config.d_model],) * 2,
     )
-    vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(
-        model_in_dim=16, sampling_rate=16000, upsample_initial_channel=16, upsample_rates=[4, 4],
-        upsample_kernel_sizes=[8, 8], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
-        normalize_before=False,
-    ))
+    vocoder = SpeechT5HifiGan(
+        SpeechT5HifiGanConfig(
+            model_in_dim=16,
+            sampling_rate=16000,
+            upsample_initial_channel=16,
+            upsample_rates=[4, 4],
+            upsample_kernel_sizes=[8, 8],
+            resblock_kernel_sizes=[3],
+            resblock_dilation_sizes=[[1, 3]],
+            normalize_before=False,
+        )
+    )
     pipeline = AudioLDM2Pipeline(
-        text_encoder=text_encoder, text_encoder_2=text_encoder_2, projection_model=projection_model,
-        language_model=language_model, tokenizer=tokenizer, tokenizer_2=tokenizer_2,
-        feature_extractor=feature_extractor, unet=unet, scheduler=DDIMScheduler(**_DDIM), vocoder=vocoder,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        projection_model=projection_model,
+        language_model=language_model,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        feature_extractor=feature_extractor,
+        unet=unet,
+        scheduler=DDIMScheduler(**_DDIM),
+        vocoder=vocoder,
         vae=_tiny_vae(1),
     )
     pipeline.save_pretrained(path)
@@ -491,15 +673,22 @@ def build_mel_diffusion(path: Path, seed: int) -> None:
     ``mel.json`` (the default :class:`~generators.audio.MelParams`: 32 mel bands x 64 frames = one second at
     16 kHz), saved to ``path`` for :class:`~generators.audio.MelDiffusionTool`."""
 
-
     torch.manual_seed(seed)
     tokenizer, text_encoder = tiny_clip_text(seed)
     mel = MelParams()
-    unet = UNet2DConditionModel(**_UNET, **_UNET_2D_BLOCKS, sample_size=mel.n_mels // 2,
-                                cross_attention_dim=text_encoder.config.hidden_size)
+    unet = UNet2DConditionModel(
+        **_UNET, **_UNET_2D_BLOCKS, sample_size=mel.n_mels // 2, cross_attention_dim=text_encoder.config.hidden_size
+    )
     pipeline = StableDiffusionPipeline(
-        vae=_tiny_vae(1), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(**_DDIM),
-        safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False,
+        vae=_tiny_vae(1),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler(**_DDIM),
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
     )
     pipeline.save_pretrained(path)
     mel.save(path)

@@ -18,10 +18,11 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from html import escape
 from importlib import resources
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
@@ -42,6 +43,7 @@ _PART_TYPE = {"image": "image_url", "audio": "audio_url", "video": "video_url"}
 
 
 # -- request body limit -----------------------------------------------------------------------------------------------
+
 
 class _BodyTooLarge(APIError):
     """Raised from ``receive`` when the streamed body passes the limit; the app's APIError handler answers 413."""
@@ -87,13 +89,17 @@ class BodyLimit:
 
 async def _send_error(send: Any, error: APIError) -> None:
     body = json.dumps(error.body()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close")]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 # -- errors -----------------------------------------------------------------------------------------------------------
+
 
 def api_error(exc: BaseException) -> APIError:
     """Map anything a turn can raise to the error a client sees (internal details stay in the server log)."""
@@ -115,6 +121,7 @@ def _error_response(error: APIError) -> JSONResponse:
 
 # -- the app ----------------------------------------------------------------------------------------------------------
 
+
 class Server:
     """Holds the assistant, the settings and the scheduler; its methods are the route handlers' bodies."""
 
@@ -132,8 +139,9 @@ class Server:
             payload = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-            raise APIError(400, f"the body is not valid JSON: {getattr(exc, 'msg', exc)}{where}",
-                           code="invalid_json") from None
+            raise APIError(
+                400, f"the body is not valid JSON: {getattr(exc, 'msg', exc)}{where}", code="invalid_json"
+            ) from None
         if not isinstance(payload, dict):
             raise APIError(400, "the body must be a JSON object", code="invalid_json")
         try:
@@ -143,8 +151,12 @@ class Server:
             loc = ".".join(str(x) for x in first["loc"]) or None
             raise APIError(400, f"invalid request: {loc}: {first['msg']}", param=loc, code="invalid_request") from None
         if req.model != self.model:
-            raise APIError(404, f"the model {req.model!r} does not exist; this server serves {self.model!r}",
-                           param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"the model {req.model!r} does not exist; this server serves {self.model!r}",
+                param="model",
+                code="model_not_found",
+            )
         return req
 
     def outputs(self, req: ChatCompletionRequest) -> tuple[list[str], list[str] | None]:
@@ -154,14 +166,22 @@ class Server:
         if req.modalities is not None:
             unknown = [m for m in req.modalities if m != "text" and m not in names]
             if unknown:
-                raise APIError(400, f"unknown output modality {unknown[0]!r}; this model outputs: "
-                               f"{', '.join(['text', *names])}", param="modalities", code="unsupported_modality")
+                raise APIError(
+                    400,
+                    f"unknown output modality {unknown[0]!r}; this model outputs: {', '.join(['text', *names])}",
+                    param="modalities",
+                    code="unsupported_modality",
+                )
             wanted = [m for m in req.modalities if m != "text"]
             generate, allow = sorted(set(generate) | set(wanted)), wanted
         for name in generate:
             if name not in names:
-                raise APIError(400, f"unknown generator {name!r}; this model has: {', '.join(names) or 'none'}",
-                               param="generate", code="unsupported_modality")
+                raise APIError(
+                    400,
+                    f"unknown generator {name!r}; this model has: {', '.join(names) or 'none'}",
+                    param="generate",
+                    code="unsupported_modality",
+                )
         return generate, allow
 
     def parse_turn(self, req: ChatCompletionRequest) -> ParsedTurn:
@@ -170,8 +190,13 @@ class Server:
             self.system.remember_decoded(modality, ref.id, decoded)
             return ref.to_dict()
 
-        parser = TurnParser(self.settings, modalities=self.system.modality_names,
-                            max_bytes=self.system.config.limits.max_bytes, decode=self.system.decode, store=keep)
+        parser = TurnParser(
+            self.settings,
+            modalities=self.system.modality_names,
+            max_bytes=self.system.config.limits.max_bytes,
+            decode=self.system.decode,
+            store=keep,
+        )
         return parser.parse(req)
 
     # -- parts ----------------------------------------------------------------------------------------------------------
@@ -189,8 +214,12 @@ class Server:
             return {"type": "text", "text": part["text"]}
         ref = part["artifact"]
         kind = _PART_TYPE.get(ref["modality"], "file_url")
-        return {"type": kind, kind: {"url": f"{base_url}v1/artifacts/{ref['id']}"}, "artifact": dict(ref),
-                "generator": part.get("generator")}
+        return {
+            "type": kind,
+            kind: {"url": f"{base_url}v1/artifacts/{ref['id']}"},
+            "artifact": dict(ref),
+            "generator": part.get("generator"),
+        }
 
     # -- running --------------------------------------------------------------------------------------------------------
     def start(self, req: ChatCompletionRequest, turn: ParsedTurn, thread_id: str) -> Job:
@@ -200,8 +229,15 @@ class Server:
         def run(cancel: Any):
             if turn.history:
                 self.assistant.seed_history(thread_id, turn.history)
-            yield from self.assistant.stream(turn.text, media=turn.media, thread_id=thread_id, generate=generate,
-                                             allow=allow, cancel=cancel, **req.params())
+            yield from self.assistant.stream(
+                turn.text,
+                media=turn.media,
+                thread_id=thread_id,
+                generate=generate,
+                allow=allow,
+                cancel=cancel,
+                **req.params(),
+            )
 
         self.scheduler.start(job, run)
         return job
@@ -216,7 +252,7 @@ class Server:
             while True:
                 try:
                     item = await asyncio.wait_for(job.items.get(), poll)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     item = None
                 if loop.time() - checked >= poll:
                     checked = loop.time()
@@ -235,8 +271,9 @@ class Server:
             job.cancel.set()  # a no-op after a normal end; stops the model thread's work otherwise
 
 
-def create_app(assistant: Any = None, *, settings: ServerSettings | None = None, config: Any = None,
-               **assistant_kwargs: Any) -> FastAPI:
+def create_app(
+    assistant: Any = None, *, settings: ServerSettings | None = None, config: Any = None, **assistant_kwargs: Any
+) -> FastAPI:
     """The FastAPI app over ``assistant`` (or a new :class:`~orchestrator.assistant.Assistant` built from ``config``
     and ``assistant_kwargs``: ``weights``, ``db``, ``artifacts``, ``device``)."""
     if assistant is None:
@@ -251,8 +288,13 @@ def create_app(assistant: Any = None, *, settings: ServerSettings | None = None,
         yield
         server.scheduler.shutdown()
 
-    app = FastAPI(title="mmgraph", summary="OpenAI-compatible any-to-any multimodal chat", lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="mmgraph",
+        summary="OpenAI-compatible any-to-any multimodal chat",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.server = server
 
     @app.exception_handler(APIError)
@@ -261,8 +303,9 @@ def create_app(assistant: Any = None, *, settings: ServerSettings | None = None,
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error_response(APIError(exc.status_code, str(exc.detail), code="not_found"
-                                        if exc.status_code == 404 else None))
+        return _error_response(
+            APIError(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None)
+        )
 
     @app.exception_handler(Exception)
     async def _any_error(request: Request, exc: Exception) -> JSONResponse:
@@ -288,27 +331,37 @@ def create_app(assistant: Any = None, *, settings: ServerSettings | None = None,
         if artifact_id not in store:
             raise APIError(404, f"no artifact {artifact_id!r}", param="artifact_id", code="not_found")
         ref = store.ref(artifact_id)
-        return FileResponse(store.path(artifact_id), media_type=ref.mime,
-                            headers={"Cache-Control": "private, max-age=31536000, immutable",
-                                     "X-Content-Type-Options": "nosniff"})
+        return FileResponse(
+            store.path(artifact_id),
+            media_type=ref.mime,
+            headers={"Cache-Control": "private, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"},
+        )
 
     @app.get("/v1/threads/{thread_id}")
     async def thread(thread_id: str, request: Request) -> dict:
         _check_thread_id(thread_id)
         turns = await run_in_threadpool(server.assistant.history, thread_id)
         base = str(request.base_url)
-        return {"object": "thread", "id": thread_id,
-                "turns": [{"role": t["role"], "parts": [server.state_part_json(p, base) for p in t["parts"]]}
-                          for t in turns]}
+        return {
+            "object": "thread",
+            "id": thread_id,
+            "turns": [
+                {"role": t["role"], "parts": [server.state_part_json(p, base) for p in t["parts"]]} for t in turns
+            ],
+        }
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
         html = resources.files("serving").joinpath("static/index.html").read_text(encoding="utf-8")
-        return HTMLResponse(html.replace("{{MODEL}}", escape(server.model, quote=True)),
-                            headers={"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
-                                     "media-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-                                     "script-src 'self' 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'",
-                                     "X-Content-Type-Options": "nosniff"})
+        return HTMLResponse(
+            html.replace("{{MODEL}}", escape(server.model, quote=True)),
+            headers={
+                "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+                "media-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+                "script-src 'self' 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -323,9 +376,11 @@ def create_app(assistant: Any = None, *, settings: ServerSettings | None = None,
         headers = {"X-Thread-Id": thread_id}
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
-            return StreamingResponse(_sse(server, job, request, cid, created, base, thread_id, include_usage),
-                                     media_type="text/event-stream",
-                                     headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                _sse(server, job, request, cid, created, base, thread_id, include_usage),
+                media_type="text/event-stream",
+                headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         reply = None
         try:
             async for event in server.events(job, request):
@@ -335,24 +390,37 @@ def create_app(assistant: Any = None, *, settings: ServerSettings | None = None,
             return _error_response(api_error(exc))
         if reply is None:  # the client went away
             return _error_response(APIError(499, "the request was cancelled", code="cancelled"))
-        message = {"role": "assistant", "content": reply.text,
-                   "parts": [server.part_json(p, base) for p in reply.parts]}
-        return JSONResponse(completion(cid, server.model, created, message, _finish(reply), _usage(reply), thread_id),
-                            headers=headers)
+        message = {
+            "role": "assistant",
+            "content": reply.text,
+            "parts": [server.part_json(p, base) for p in reply.parts],
+        }
+        return JSONResponse(
+            completion(cid, server.model, created, message, _finish(reply), _usage(reply), thread_id), headers=headers
+        )
 
     return BodyLimit(app, settings.max_body_bytes)  # type: ignore[return-value]
 
 
 def _check_thread_id(thread_id: str) -> None:
     if not _THREAD_ID.match(thread_id):
-        raise APIError(400, "a thread id is 1-128 characters of letters, digits and _ . : -", param="thread_id",
-                       code="invalid_thread_id")
+        raise APIError(
+            400,
+            "a thread id is 1-128 characters of letters, digits and _ . : -",
+            param="thread_id",
+            code="invalid_thread_id",
+        )
 
 
 def _model_card(server: Server) -> dict:
-    return {"id": server.model, "object": "model", "created": server.created, "owned_by": "mmgraph",
-            "input_modalities": ["text", *server.system.modality_names],
-            "output_modalities": ["text", *server.system.generator_names]}
+    return {
+        "id": server.model,
+        "object": "model",
+        "created": server.created,
+        "owned_by": "mmgraph",
+        "input_modalities": ["text", *server.system.modality_names],
+        "output_modalities": ["text", *server.system.generator_names],
+    }
 
 
 def _finish(reply: Any) -> str:
@@ -368,8 +436,9 @@ def _data(obj: dict) -> bytes:
     return f"data: {json.dumps(obj)}\n\n".encode()
 
 
-async def _sse(server: Server, job: Job, request: Request, cid: str, created: int, base: str, thread_id: str,
-               include_usage: bool) -> AsyncIterator[bytes]:
+async def _sse(
+    server: Server, job: Job, request: Request, cid: str, created: int, base: str, thread_id: str, include_usage: bool
+) -> AsyncIterator[bytes]:
     """The stream: role, then text deltas as tokens come, each generated medium in ``delta.parts`` when it is
     ready, generator progress as top-level ``progress``, and a last chunk with ``finish_reason`` and the whole
     interleaved reply in ``parts``. A failure after the 200 is an ``{"error": ...}`` event (the openai client
@@ -391,8 +460,9 @@ async def _sse(server: Server, job: Job, request: Request, cid: str, created: in
             elif event.type == "done":
                 reply = event.reply
                 parts = [server.part_json(p, base) for p in reply.parts]
-                yield _data(chunk(cid, model, created, {}, finish_reason=_finish(reply), thread_id=thread_id,
-                                  parts=parts))
+                yield _data(
+                    chunk(cid, model, created, {}, finish_reason=_finish(reply), thread_id=thread_id, parts=parts)
+                )
                 if include_usage:
                     yield _data(chunk(cid, model, created, None, thread_id=thread_id, usage=_usage(reply)))
     except Exception as exc:  # noqa: BLE001 - reported in the stream, the status line is already sent

@@ -13,9 +13,10 @@ import ipaddress
 import re
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 from pydantic import ValidationError
@@ -24,8 +25,9 @@ from core.errors import MediaError
 from serving.protocol import PART_TYPES, APIError, ChatCompletionRequest, Message, URLRef
 from serving.settings import ServerSettings
 
-_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,",
-                       re.IGNORECASE)
+_DATA_URL = re.compile(
+    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.IGNORECASE
+)
 AUDIO_FORMATS = {"wav", "mp3", "flac", "ogg", "webm", "m4a"}
 
 # part type -> (modality, field holding the URL or the audio object)
@@ -52,12 +54,18 @@ def _bad(message: str, param: str | None, code: str = "invalid_request") -> APIE
 
 # -- bytes from a URL or base64 ---------------------------------------------------------------------------------------
 
+
 def _b64(payload: str, limit: int, param: str) -> bytes:
     """Strict base64: size checked before decoding, no silently skipped characters."""
     payload = payload.strip()
     if len(payload) > (limit + 2) // 3 * 4 + 4:
-        raise APIError(400, f"the medium at {param} is about {len(payload) * 3 // 4} bytes once decoded, over the "
-                       f"limit of {limit} bytes", param=param, code="media_too_large")
+        raise APIError(
+            400,
+            f"the medium at {param} is about {len(payload) * 3 // 4} bytes once decoded, over the "
+            f"limit of {limit} bytes",
+            param=param,
+            code="media_too_large",
+        )
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -69,9 +77,10 @@ def _data_url(url: str, limit: int, param: str) -> bytes:
     if not match:
         raise _bad(f"malformed data: URL at {param}; expected data:<mime>;base64,<payload>", param, "invalid_url")
     if not match.group("b64"):
-        raise _bad(f"the data: URL at {param} is not base64-encoded; use data:<mime>;base64,<payload>", param,
-                   "invalid_url")
-    return _b64(url[match.end():], limit, param)
+        raise _bad(
+            f"the data: URL at {param} is not base64-encoded; use data:<mime>;base64,<payload>", param, "invalid_url"
+        )
+    return _b64(url[match.end() :], limit, param)
 
 
 def _public_address(host: str, port: int, param: str) -> str:
@@ -121,15 +130,21 @@ def _fetch(url: str, settings: ServerSettings, limit: int, param: str) -> bytes:
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
             raise _bad(f"the URL at {param} is not an allowed http(s) URL", param, "url_not_allowed")
         if not _host_allowed(parts.hostname, settings.allowed_media_domains):
-            raise _bad(f"the host {parts.hostname!r} of the URL at {param} is not in allowed_media_domains", param,
-                       "url_not_allowed")
+            raise _bad(
+                f"the host {parts.hostname!r} of the URL at {param} is not in allowed_media_domains",
+                param,
+                "url_not_allowed",
+            )
         port = parts.port or (443 if parts.scheme == "https" else 80)
         address = _public_address(parts.hostname, port, param)
         conn_cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
         conn = conn_cls(parts.hostname, port, address, settings.fetch_timeout_s)
         try:
-            conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
-                         headers={"User-Agent": "mmgraph", "Accept-Encoding": "identity"})
+            conn.request(
+                "GET",
+                (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                headers={"User-Agent": "mmgraph", "Accept-Encoding": "identity"},
+            )
             response = conn.getresponse()
             if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
                 url = urljoin(url, response.getheader("Location"))
@@ -142,8 +157,9 @@ def _fetch(url: str, settings: ServerSettings, limit: int, param: str) -> bytes:
         finally:
             conn.close()
         if len(data) > limit:
-            raise APIError(400, f"the medium at {param} is over the limit of {limit} bytes", param=param,
-                           code="media_too_large")
+            raise APIError(
+                400, f"the medium at {param} is over the limit of {limit} bytes", param=param, code="media_too_large"
+            )
         return data
     raise _bad(f"too many redirects fetching the URL at {param}", param, "fetch_failed")
 
@@ -151,15 +167,16 @@ def _fetch(url: str, settings: ServerSettings, limit: int, param: str) -> bytes:
 def _local_file(url: str, settings: ServerSettings, limit: int, param: str) -> bytes:
     root = settings.allowed_local_media_path
     if root is None:
-        raise _bad(f"file: URLs are not allowed (at {param}); send the medium inline as a data: URL", param,
-                   "url_not_allowed")
+        raise _bad(
+            f"file: URLs are not allowed (at {param}); send the medium inline as a data: URL", param, "url_not_allowed"
+        )
     path = Path(unquote(urlsplit(url).path)).resolve()
     if not path.is_relative_to(Path(root).resolve()) or not path.is_file():
-        raise _bad(f"the file named at {param} is not a file under allowed_local_media_path", param,
-                   "url_not_allowed")
+        raise _bad(f"the file named at {param} is not a file under allowed_local_media_path", param, "url_not_allowed")
     if path.stat().st_size > limit:
-        raise APIError(400, f"the file at {param} is over the limit of {limit} bytes", param=param,
-                       code="media_too_large")
+        raise APIError(
+            400, f"the file at {param} is over the limit of {limit} bytes", param=param, code="media_too_large"
+        )
     return path.read_bytes()
 
 
@@ -170,8 +187,11 @@ def url_bytes(url: str, settings: ServerSettings, limit: int, param: str) -> byt
         return _data_url(url, limit, param)
     if scheme in ("http", "https"):
         if not settings.allowed_media_domains:
-            raise _bad(f"remote media URLs are not allowed (at {param}); send the medium inline as a data: URL "
-                       "(base64)", param, "url_not_allowed")
+            raise _bad(
+                f"remote media URLs are not allowed (at {param}); send the medium inline as a data: URL (base64)",
+                param,
+                "url_not_allowed",
+            )
         return _fetch(url, settings, limit, param)
     if scheme == "file":
         return _local_file(url, settings, limit, param)
@@ -187,8 +207,15 @@ class TurnParser:
     """Parses and checks a request's messages. ``decode(modality, bytes)`` validates a medium with the system's
     limits (raising a :class:`MediaError`); ``store(modality, bytes, decoded)`` keeps it and returns its ref dict."""
 
-    def __init__(self, settings: ServerSettings, *, modalities: list[str], max_bytes: int, decode: Decode,
-                 store: Callable[[str, bytes, Any], dict]) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        modalities: list[str],
+        max_bytes: int,
+        decode: Decode,
+        store: Callable[[str, bytes, Any], dict],
+    ) -> None:
         self.settings, self.modalities, self.max_bytes = settings, modalities, max_bytes
         self.decode, self.store = decode, store
         self._media_seen = 0
@@ -197,13 +224,17 @@ class TurnParser:
     def parse(self, request: ChatCompletionRequest) -> ParsedTurn:
         s = self.settings
         if len(request.messages) > s.max_messages:
-            raise _bad(f"{len(request.messages)} messages, over the limit of {s.max_messages}", "messages",
-                       "too_many_messages")
+            raise _bad(
+                f"{len(request.messages)} messages, over the limit of {s.max_messages}", "messages", "too_many_messages"
+            )
         if request.n != 1:
             raise _bad("only n=1 is supported", "n", "unsupported_parameter")
         if request.tools:
-            raise _bad("tools are not supported; generators are called by the model's signal tokens", "tools",
-                       "unsupported_parameter")
+            raise _bad(
+                "tools are not supported; generators are called by the model's signal tokens",
+                "tools",
+                "unsupported_parameter",
+            )
         last = len(request.messages) - 1
         if request.messages[last].role != "user":
             raise _bad("the last message must have role 'user'", f"messages[{last}].role", "invalid_role")
@@ -234,22 +265,29 @@ class TurnParser:
         if isinstance(content, str):
             return [self._text(content, f"{where}.content")]
         if len(content) > self.settings.max_parts:
-            raise _bad(f"{len(content)} content parts, over the limit of {self.settings.max_parts}",
-                       f"{where}.content", "too_many_parts")
+            raise _bad(
+                f"{len(content)} content parts, over the limit of {self.settings.max_parts}",
+                f"{where}.content",
+                "too_many_parts",
+            )
         out = []
         for j, raw in enumerate(content):
             param = f"{where}.content[{j}]"
             kind = raw.get("type") if isinstance(raw, dict) else None
             if kind not in PART_TYPES:
-                raise _bad(f"unknown content part type {kind!r} at {param}; supported: {', '.join(PART_TYPES)}",
-                           f"{param}.type", "invalid_content_part")
+                raise _bad(
+                    f"unknown content part type {kind!r} at {param}; supported: {', '.join(PART_TYPES)}",
+                    f"{param}.type",
+                    "invalid_content_part",
+                )
             try:
                 part = PART_TYPES[kind].model_validate(raw)
             except ValidationError as exc:
                 first = exc.errors()[0]
                 loc = ".".join(str(x) for x in first["loc"])
-                raise _bad(f"invalid {kind} part at {param}: {loc}: {first['msg']}", f"{param}.{loc}",
-                           "invalid_content_part") from None
+                raise _bad(
+                    f"invalid {kind} part at {param}: {loc}: {first['msg']}", f"{param}.{loc}", "invalid_content_part"
+                ) from None
             if kind == "text":
                 out.append(self._text(part.text, f"{param}.text"))
             elif role != "user":
@@ -261,8 +299,9 @@ class TurnParser:
     def _text(self, text: str, param: str) -> dict:
         self._chars += len(text)
         if self._chars > self.settings.max_text_chars:
-            raise _bad(f"the request holds more than {self.settings.max_text_chars} characters of text", param,
-                       "text_too_long")
+            raise _bad(
+                f"the request holds more than {self.settings.max_text_chars} characters of text", param, "text_too_long"
+            )
         return {"type": "text", "text": text}
 
     def _media(self, kind: str, part: Any, param: str) -> dict:
@@ -271,17 +310,27 @@ class TurnParser:
         if self._media_seen > self.settings.max_media:
             raise _bad(f"more than {self.settings.max_media} media items in one request", param, "too_many_media")
         if modality not in self.modalities:
-            raise _bad(f"this model takes no {modality} input; it takes: {', '.join(self.modalities) or 'text'}",
-                       param, "unsupported_modality")
+            raise _bad(
+                f"this model takes no {modality} input; it takes: {', '.join(self.modalities) or 'text'}",
+                param,
+                "unsupported_modality",
+            )
         value = getattr(part, attr)
         if kind == "input_audio":
             fmt = (value.format or "").lower()
             if fmt and fmt not in AUDIO_FORMATS:
-                raise _bad(f"unsupported audio format {fmt!r} at {param}.input_audio.format; supported: "
-                           f"{', '.join(sorted(AUDIO_FORMATS))}", f"{param}.input_audio.format", "invalid_audio_format")
+                raise _bad(
+                    f"unsupported audio format {fmt!r} at {param}.input_audio.format; supported: "
+                    f"{', '.join(sorted(AUDIO_FORMATS))}",
+                    f"{param}.input_audio.format",
+                    "invalid_audio_format",
+                )
             where = f"{param}.input_audio.data"
-            data = (_data_url(value.data, self.max_bytes, where) if value.data.startswith("data:")
-                    else _b64(value.data, self.max_bytes, where))
+            data = (
+                _data_url(value.data, self.max_bytes, where)
+                if value.data.startswith("data:")
+                else _b64(value.data, self.max_bytes, where)
+            )
         else:
             url = value.url if isinstance(value, URLRef) else value
             where = f"{param}.{attr}.url" if isinstance(value, URLRef) else f"{param}.{attr}"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,8 +26,16 @@ from pydantic import BaseModel, ConfigDict, Field
 class APIError(Exception):
     """An error with an HTTP status and an OpenAI-style body: ``{"error": {message, type, param, code}}``."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers or {}
@@ -37,6 +45,7 @@ class APIError(Exception):
 
 
 # -- request ----------------------------------------------------------------------------------------------------------
+
 
 class _Part(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -61,17 +70,17 @@ class TextPart(_Part):
 
 class ImagePart(_Part):
     type: Literal["image_url"]
-    image_url: Union[URLRef, str]
+    image_url: URLRef | str
 
 
 class VideoPart(_Part):
     type: Literal["video_url"]
-    video_url: Union[URLRef, str]
+    video_url: URLRef | str
 
 
 class AudioURLPart(_Part):
     type: Literal["audio_url"]
-    audio_url: Union[URLRef, str]
+    audio_url: URLRef | str
 
 
 class InputAudioPart(_Part):
@@ -79,14 +88,16 @@ class InputAudioPart(_Part):
     input_audio: InputAudio
 
 
-PART_TYPES: dict[str, type[_Part]] = {cls.model_fields["type"].annotation.__args__[0]: cls  # type: ignore[union-attr]
-                                      for cls in (TextPart, ImagePart, VideoPart, AudioURLPart, InputAudioPart)}
+PART_TYPES: dict[str, type[_Part]] = {
+    cls.model_fields["type"].annotation.__args__[0]: cls  # type: ignore[union-attr]
+    for cls in (TextPart, ImagePart, VideoPart, AudioURLPart, InputAudioPart)
+}
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str
-    content: Union[str, list[dict[str, Any]], None] = None
+    content: str | list[dict[str, Any]] | None = None
     name: str | None = None
 
 
@@ -115,29 +126,58 @@ class ChatCompletionRequest(BaseModel):
 
     def params(self) -> dict[str, Any]:
         """Generation knobs as the Assistant names them."""
-        values = {"max_new_tokens": self.max_completion_tokens or self.max_tokens, "temperature": self.temperature,
-                  "top_p": self.top_p, "seed": self.seed, "steps": self.steps, "guidance": self.guidance}
+        values = {
+            "max_new_tokens": self.max_completion_tokens or self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "steps": self.steps,
+            "guidance": self.guidance,
+        }
         return {k: v for k, v in values.items() if v is not None}
 
 
 # -- response ---------------------------------------------------------------------------------------------------------
 
+
 def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-def completion(cid: str, model: str, created: int, message: dict, finish_reason: str, usage: dict,
-               thread_id: str) -> dict:
-    return {"id": cid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
-            "usage": usage, "thread_id": thread_id}
+def completion(
+    cid: str, model: str, created: int, message: dict, finish_reason: str, usage: dict, thread_id: str
+) -> dict:
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
+        "usage": usage,
+        "thread_id": thread_id,
+    }
 
 
-def chunk(cid: str, model: str, created: int, delta: dict | None, *, finish_reason: str | None = None,
-          thread_id: str, **extra: Any) -> dict:
+def chunk(
+    cid: str,
+    model: str,
+    created: int,
+    delta: dict | None,
+    *,
+    finish_reason: str | None = None,
+    thread_id: str,
+    **extra: Any,
+) -> dict:
     choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
-    return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices,
-            "thread_id": thread_id, **extra}
+    return {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": choices,
+        "thread_id": thread_id,
+        **extra,
+    }
 
 
 def now() -> int:

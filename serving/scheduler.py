@@ -14,8 +14,9 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from serving.protocol import APIError
 
@@ -55,9 +56,14 @@ class Scheduler:
     def admit(self) -> Job:
         with self._lock:
             if self._admitted >= self.capacity:
-                raise APIError(429, f"the server is busy: {self._admitted} requests are running or waiting "
-                               f"(limit {self.capacity}); retry later", type="rate_limit_error", code="queue_full",
-                               headers={"Retry-After": str(self.retry_after())})
+                raise APIError(
+                    429,
+                    f"the server is busy: {self._admitted} requests are running or waiting "
+                    f"(limit {self.capacity}); retry later",
+                    type="rate_limit_error",
+                    code="queue_full",
+                    headers={"Retry-After": str(self.retry_after())},
+                )
             self._admitted += 1
         return Job(asyncio.get_running_loop())
 

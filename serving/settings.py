@@ -13,20 +13,33 @@ class ServerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_body_bytes: int = Field(48 * 1024 * 1024, ge=1024, description=(
-        "Largest request body, checked against Content-Length and while the body streams in (base64 media are "
-        "4/3 of their size)."))
+    max_body_bytes: int = Field(
+        48 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Largest request body, checked against Content-Length and while the body streams in (base64 media are "
+            "4/3 of their size)."
+        ),
+    )
     max_messages: int = Field(64, ge=1, description="Most messages in one request.")
     max_parts: int = Field(16, ge=1, description="Most content parts in one message.")
     max_media: int = Field(8, ge=0, description="Most media items (images, audio clips, videos) in one request.")
     max_text_chars: int = Field(16_000, ge=1, description="Most characters of text in one request.")
-    queue_size: int = Field(8, ge=0, description=(
-        "Requests that may wait while the model is busy; one more is answered 429 with Retry-After."))
-    allowed_media_domains: list[str] = Field(default_factory=list, description=(
-        "Hosts whose http(s) media URLs may be fetched (exact host or a subdomain of it). Empty: only data: URLs. "
-        "Even when listed, hosts that resolve to loopback, private, link-local or reserved addresses are refused."))
-    allowed_local_media_path: Path | None = Field(None, description=(
-        "A folder whose files may be named by file:// URLs. None: file URLs are refused."))
+    queue_size: int = Field(
+        8,
+        ge=0,
+        description=("Requests that may wait while the model is busy; one more is answered 429 with Retry-After."),
+    )
+    allowed_media_domains: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Hosts whose http(s) media URLs may be fetched (exact host or a subdomain of it). Empty: only data: URLs. "
+            "Even when listed, hosts that resolve to loopback, private, link-local or reserved addresses are refused."
+        ),
+    )
+    allowed_local_media_path: Path | None = Field(
+        None, description=("A folder whose files may be named by file:// URLs. None: file URLs are refused.")
+    )
     fetch_timeout_s: float = Field(10.0, gt=0, description="Connect + read timeout of one allowed media fetch.")
     max_redirects: int = Field(3, ge=0, description="Redirects followed (each hop re-checked) on an allowed fetch.")
     served_model_name: str | None = Field(None, description="Model id clients must send; default: the config's name.")

@@ -78,6 +78,7 @@ def world_assistant(tmp_path_factory):
 def world_server(world_assistant):
     """``mmgraph serve`` of tiny-world on 127.0.0.1 (uvicorn in a thread): ``world_server.url``."""
     from live_server import LiveServer
+
     from serving import ServerSettings, create_app
 
     with LiveServer(create_app(world_assistant, settings=ServerSettings(queue_size=2))) as server:

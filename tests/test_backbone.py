@@ -8,9 +8,9 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from orchestrator.backbone import Backbone, Media, Signal, Text, Turn
 from core.config import LLMConfig
 from core.errors import PromptError
+from orchestrator.backbone import Backbone, Media, Signal, Text, PromptTurn
 
 PLACEHOLDERS = {"image": "<image>", "audio": "<audio>"}
 SIGNALS = {"image": ["[IMG0]", "[IMG1]", "[IMG2]"], "audio": ["[AUD0]", "[AUD1]"]}
@@ -22,7 +22,7 @@ def backbone(request) -> Backbone:
 
 
 def _prompt_embeds(bb: Backbone, text: str = "describe it", slots: int = 3):
-    prompt = bb.build_prompt([Turn("user", [Media("image", slots), Text(text)])])
+    prompt = bb.build_prompt([PromptTurn("user", [Media("image", slots), Text(text)])])
     ids = torch.tensor([prompt.input_ids])
     feats = torch.randn(slots, bb.hidden_size, generator=torch.Generator().manual_seed(0))
     return ids, feats, bb.embed(ids, {"image": feats})
@@ -41,6 +41,7 @@ def prefer(bb: Backbone, token_id: int):
             logits = logits.clone()
             logits[token_id] += 1e4
             return logits, hidden
+
         return forward
 
     for cls, original in originals.items():
@@ -70,8 +71,12 @@ def test_new_rows_are_distinct_inputs_and_mean_outputs(backbone):
 
 
 def test_new_rows_are_reproducible():
-    rows = [Backbone.from_config(LLMConfig(model="@tiny/llama"), placeholders=PLACEHOLDERS, signals=SIGNALS)
-            .model.get_input_embeddings().weight.detach() for _ in range(2)]
+    rows = [
+        Backbone.from_config(LLMConfig(model="@tiny/llama"), placeholders=PLACEHOLDERS, signals=SIGNALS)
+        .model.get_input_embeddings()
+        .weight.detach()
+        for _ in range(2)
+    ]
     torch.testing.assert_close(rows[0], rows[1], atol=0, rtol=0)
 
 
@@ -80,7 +85,7 @@ def test_user_text_never_produces_special_tokens(backbone):
     ids = backbone.tokenize_user_text(typed)
     assert not backbone.special_new_ids.intersection(ids)
     assert backbone.tokenizer.decode(ids).replace(" ", "") == typed.replace(" ", "")
-    prompt = backbone.build_prompt([Turn("user", [Text(typed)])])
+    prompt = backbone.build_prompt([PromptTurn("user", [Text(typed)])])
     assert not backbone.special_new_ids.intersection(prompt.input_ids)
     # ... so there is no slot to fill: features for it are refused.
     with pytest.raises(PromptError, match="tokens: 0, features: 1"):
@@ -104,7 +109,7 @@ def test_feature_count_mismatch_names_both_counts(backbone):
 
 def test_assistant_mask_covers_assistant_tokens_and_signals(backbone):
     prompt = backbone.build_prompt(
-        [Turn("user", [Text("draw")]), Turn("assistant", [Text("here"), Signal("image")])],
+        [PromptTurn("user", [Text("draw")]), PromptTurn("assistant", [Text("here"), Signal("image")])],
         add_generation_prompt=False,
     )
     masked = [i for i, m in zip(prompt.input_ids, prompt.assistant_mask) if m]
@@ -129,13 +134,13 @@ def test_required_generators_are_forced_with_captured_states(backbone):
     gen_embeds = backbone.model.get_input_embeddings()(torch.tensor([full_ids]))
     with torch.no_grad():
         out = backbone.model(inputs_embeds=torch.cat([embeds, gen_embeds], 1), output_hidden_states=True)
-    last = out.hidden_states[-1][0, embeds.shape[1]:]
+    last = out.hidden_states[-1][0, embeds.shape[1] :]
     offset = 0
     for seg in result.segments:
         n = len(seg.token_ids)
         if hasattr(seg, "hidden"):
-            torch.testing.assert_close(seg.hidden, last[offset:offset + n], atol=1e-4, rtol=1e-4)
-            torch.testing.assert_close(seg.input_embeds, gen_embeds[0, offset:offset + n], atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(seg.hidden, last[offset : offset + n], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(seg.input_embeds, gen_embeds[0, offset : offset + n], atol=1e-6, rtol=1e-6)
         offset += n
 
 
@@ -146,8 +151,9 @@ def test_first_signal_token_forces_the_rest_and_disabled_never_fire(backbone):
         assert free.signals and free.signals[0].token_ids == backbone.signal_ids["image"]
         banned = backbone.generate(embeds, max_new_tokens=6, allow=["audio"])
         assert all(g.generator != "image" for g in banned.signals)
-        assert not backbone.signal_token_set.intersection(t for s in banned.segments if not hasattr(s, "hidden")
-                                                         for t in s.token_ids)
+        assert not backbone.signal_token_set.intersection(
+            t for s in banned.segments if not hasattr(s, "hidden") for t in s.token_ids
+        )
 
 
 def test_greedy_decoding_with_cache_matches_a_cache_free_loop(backbone):
@@ -182,9 +188,14 @@ def test_cancel_flag_stops_generation(backbone):
 
 
 def test_only_signal_rows_receive_gradients(backbone):
-    ids = torch.tensor([backbone.build_prompt(
-        [Turn("user", [Text("draw")]), Turn("assistant", [Signal("image"), Text("done")])],
-        add_generation_prompt=False).input_ids])
+    ids = torch.tensor(
+        [
+            backbone.build_prompt(
+                [PromptTurn("user", [Text("draw")]), PromptTurn("assistant", [Signal("image"), Text("done")])],
+                add_generation_prompt=False,
+            ).input_ids
+        ]
+    )
     backbone.zero_grad(set_to_none=True)
     out = backbone(ids, labels=ids)
     out.loss.backward()

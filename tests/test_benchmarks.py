@@ -197,6 +197,10 @@ def test_optimizer_bench_compares_the_default_loop_with_the_fused_kernel(monkeyp
     monkeypatch.setattr(torch.optim, "AdamW", recording)
     rows = bench.bench_update_alone(repeats=1)
     assert [r.measure.split(",")[1].split("(")[0].strip() for r in rows] == [
-        "image UNet", "video UNet", "RGB VAE", "tinyworld LLM"]
+        "image UNet",
+        "video UNet",
+        "RGB VAE",
+        "tinyworld LLM",
+    ]
     assert built == [False, True] * 4
     assert all(r.unit == "ms" and r.ours > 0 and r.baseline > 0 and not r.higher_is_better for r in rows)

@@ -20,8 +20,20 @@ def test_run_writes_requested_media(tmp_path, media, monkeypatch, capsys):
     image = tmp_path / "in.png"
     image.write_bytes(media["image"])
     monkeypatch.setenv("MMGRAPH_HOME", str(tmp_path / "home"))
-    code = cli.main(["run", "Draw this again.", "--image", str(image), "--generate", "image",
-                     "--max-new-tokens", "6", "--out", str(tmp_path / "out")])
+    code = cli.main(
+        [
+            "run",
+            "Draw this again.",
+            "--image",
+            str(image),
+            "--generate",
+            "image",
+            "--max-new-tokens",
+            "6",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     files = list((tmp_path / "out").glob("image-*.png"))
@@ -66,7 +78,8 @@ def test_run_with_a_custom_graph_factory(tmp_path, monkeypatch, capsys):
         "def no_media(state):\n"
         "    return {'draft': [p for p in state['draft'] if p['type'] != 'signal'], 'signals': []}\n\n"
         "def build(config):\n"
-        "    return GraphBuilder(config).insert_after('reason', 'no_media', no_media)\n")
+        "    return GraphBuilder(config).insert_after('reason', 'no_media', no_media)\n"
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MMGRAPH_HOME", str(tmp_path / "home"))
     for graph, drawn in ((None, 1), ("text_only_graph:build", 0)):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from modalities import ENCODERS, PROJECTORS
-from generators import GENERATORS, OUTPUT_PROJECTORS
 from core.config import SystemConfig, list_presets, load_config
 from core.errors import ConfigError
 from core.registry import Registry, UnknownKindError
+from generators import GENERATORS, OUTPUT_PROJECTORS
+from modalities import ENCODERS, PROJECTORS
 
 
 @pytest.mark.parametrize("name", list_presets())

@@ -11,12 +11,12 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import modalities
-from modalities import ENCODERS, ModalityEncoder, build_encoder
-from modalities.media import SAMPLE_RATE, decode_image, decode_video, encode_mp4, encode_png
 from core.config import MediaLimits, ModalityConfig
 from core.errors import ConfigError
-from core.registry import UnknownKindError
 from core.hub import resolve_model
+from core.registry import UnknownKindError
+from modalities import ENCODERS, ModalityEncoder, build_encoder
+from modalities.media import SAMPLE_RATE, decode_image, decode_video, encode_mp4, encode_png
 
 TOWER_PATCHES = 16  # tiny towers: 32x32 images, 8x8 patches
 TINY_WIDTH = 32
@@ -70,7 +70,10 @@ def test_output_shape_matches_declared_sizes(encoders, name):
     assert features.shape == (len(items), groups, tokens, TINY_WIDTH)
     assert (encoder.groups, encoder.tokens_per_group, encoder.hidden_size) == (groups, tokens, TINY_WIDTH)
     assert features.dtype == torch.float32 and torch.isfinite(features).all()
-    assert encoder.input_kind == {"clip_vision": "image", "siglip_vision": "image", "whisper": "audio", "video_frames": "video"}[name]
+    assert (
+        encoder.input_kind
+        == {"clip_vision": "image", "siglip_vision": "image", "whisper": "audio", "video_frames": "video"}[name]
+    )
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -165,9 +168,13 @@ def test_video_pads_a_three_frame_clip_to_five(encoders):
 
 
 def test_video_with_siglip_frames_and_cache_key():
-    video = build_encoder(cfg("video_frames", "@tiny/siglip-vision", num_frames=2, options={"image_encoder": "siglip_vision"}))
+    video = build_encoder(
+        cfg("video_frames", "@tiny/siglip-vision", num_frames=2, options={"image_encoder": "siglip_vision"})
+    )
     assert video.encode([clip(4)]).shape == (1, 2, TOWER_PATCHES, TINY_WIDTH)
-    three = build_encoder(cfg("video_frames", "@tiny/siglip-vision", num_frames=3, options={"image_encoder": "siglip_vision"}))
+    three = build_encoder(
+        cfg("video_frames", "@tiny/siglip-vision", num_frames=3, options={"image_encoder": "siglip_vision"})
+    )
     assert video.cache_key() != three.cache_key()
 
 

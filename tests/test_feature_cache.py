@@ -56,8 +56,8 @@ def test_hashes_are_of_content_not_names(tmp_path):
 
 
 def test_component_keys_change_with_what_the_features_depend_on():
-    from modalities import build_encoder
     from core.config import load_config
+    from modalities import build_encoder
 
     cfg = load_config("tiny-random").modalities["image"]
     base = build_encoder(cfg, device="cpu", dtype=torch.float32, seed=0).cache_key()

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from core.config import GeneratorConfig, MediaLimits
-from core.registry import UnknownKindError
 from core.hub import resolve_model
+from core.registry import UnknownKindError
 
 
 def _decode_png(data: bytes) -> dict:
@@ -43,14 +43,34 @@ def _decode_wav(data: bytes) -> dict:
 
 # kind -> (tiny model, cfg.options, mime, decoder, what the decoded medium must show)
 CASES = {
-    "stable_diffusion": ("@tiny/stable-diffusion", {"height": 40, "width": 48}, "image/png", _decode_png,
-                         {"width": 48, "height": 40}),
-    "text_to_video_sd": ("@tiny/text-to-video-sd", {"num_frames": 4, "fps": 8}, "video/mp4", _decode_mp4,
-                         {"width": 32, "height": 32, "frames": 4}),
-    "animatediff": ("@tiny/animatediff", {"num_frames": 4, "fps": 8}, "video/mp4", _decode_mp4,
-                    {"width": 32, "height": 32, "frames": 4}),
-    "audioldm2": ("@tiny/audioldm2", {"audio_length_in_s": 0.128}, "audio/wav", _decode_wav,
-                  {"sample_rate": 16000, "samples": 2048}),
+    "stable_diffusion": (
+        "@tiny/stable-diffusion",
+        {"height": 40, "width": 48},
+        "image/png",
+        _decode_png,
+        {"width": 48, "height": 40},
+    ),
+    "text_to_video_sd": (
+        "@tiny/text-to-video-sd",
+        {"num_frames": 4, "fps": 8},
+        "video/mp4",
+        _decode_mp4,
+        {"width": 32, "height": 32, "frames": 4},
+    ),
+    "animatediff": (
+        "@tiny/animatediff",
+        {"num_frames": 4, "fps": 8},
+        "video/mp4",
+        _decode_mp4,
+        {"width": 32, "height": 32, "frames": 4},
+    ),
+    "audioldm2": (
+        "@tiny/audioldm2",
+        {"audio_length_in_s": 0.128},
+        "audio/wav",
+        _decode_wav,
+        {"sample_rate": 16000, "samples": 2048},
+    ),
 }
 PROMPT = "a red square"
 
@@ -65,7 +85,6 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("MMGRAPH_CACHE", None)
     else:
         os.environ["MMGRAPH_CACHE"] = previous
-
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -218,8 +237,9 @@ def test_build_generator_and_registry(tiny_cache):
     with pytest.raises(UnknownKindError):
         build_generator(GeneratorConfig(kind="no_such_generator", model="@tiny/stable-diffusion"))
     with pytest.raises(ValueError, match="unknown options"):
-        build_generator(GeneratorConfig(kind="stable_diffusion", model="@tiny/stable-diffusion",
-                                        options={"num_frames": 4}))
+        build_generator(
+            GeneratorConfig(kind="stable_diffusion", model="@tiny/stable-diffusion", options={"num_frames": 4})
+        )
 
 
 def test_a_compiled_denoiser_wraps_the_unet_and_the_diffusion_loss_stays_eager(tiny_cache, monkeypatch):
@@ -250,8 +270,9 @@ def test_video_diffusion_loss_reaches_the_conditioning_through_the_frozen_unet(t
     from generators import GENERATORS
 
     model, options = CASES[kind][:2]
-    tool = GENERATORS.get(kind).from_config(GeneratorConfig(kind=kind, model=model, num_inference_steps=2,
-                                                            options=options), seed=0)
+    tool = GENERATORS.get(kind).from_config(
+        GeneratorConfig(kind=kind, model=model, num_inference_steps=2, options=options), seed=0
+    )
     video = tool.generate(tool.encode_text([PROMPT]), seed=1).data
     latents = tool.target_latents([video, video], MediaLimits())
     assert latents.shape[:3] == (2, 4, 4)

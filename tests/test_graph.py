@@ -11,10 +11,10 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from modalities import samples
-from orchestrator.assistant import Assistant, MediaPart
 from core.config import SystemConfig, load_config
 from core.errors import InvalidMediaError, MediaTooLargeError, MediaTooSmallError, UnsupportedModalityError
+from modalities import samples
+from orchestrator.assistant import Assistant, MediaPart
 from orchestrator.system import MMSystem
 
 ALL = ["image", "audio", "video"]
@@ -46,8 +46,16 @@ def _check_artifacts(reply, config):
 
 def test_any_to_any_turn(assistant, media):
     """Image + audio + video in, image + audio + video out, interleaved, streamed."""
-    events = list(assistant.stream("What are these? Then make one of each.", images=[media["image"]],
-                                   audio=[media["audio"]], video=[media["video"]], generate=ALL, thread_id="t1"))
+    events = list(
+        assistant.stream(
+            "What are these? Then make one of each.",
+            images=[media["image"]],
+            audio=[media["audio"]],
+            video=[media["video"]],
+            generate=ALL,
+            thread_id="t1",
+        )
+    )
     reply = events[-1].reply
     kinds = [e.type for e in events]
     assert kinds.count("encoded") == 3 and "progress" in kinds and kinds.count("part") == 3
@@ -101,8 +109,14 @@ def _variant_config(llm: str, vision: str, in_proj: str, out_proj: str):
 def test_any_to_any_turn_variants(variant, media, tmp_path):
     config = _variant_config(**VARIANTS[variant])
     with Assistant(config, db=tmp_path / "t.sqlite", artifacts=tmp_path / "a", device="cpu") as bot:
-        reply = bot.chat("Look and listen, then make one of each.", images=[media["image"]], audio=[media["audio"]],
-                         video=[media["video"]], generate=ALL, max_new_tokens=6)
+        reply = bot.chat(
+            "Look and listen, then make one of each.",
+            images=[media["image"]],
+            audio=[media["audio"]],
+            video=[media["video"]],
+            generate=ALL,
+            max_new_tokens=6,
+        )
         _check_artifacts(reply, config)
 
 
@@ -129,7 +143,7 @@ def test_thread_survives_a_restart_and_stores_no_media(tiny_system, tmp_path):
 
     raw = db.read_bytes()
     assert len(raw) < len(big_bytes) / 10, f"checkpoint db is {len(raw)} bytes"
-    assert all(big_bytes[i:i + 32] not in raw for i in range(1000, len(big_bytes), len(big_bytes) // 50))
+    assert all(big_bytes[i : i + 32] not in raw for i in range(1000, len(big_bytes), len(big_bytes) // 50))
     assert b"\x89PNG" not in raw
     with sqlite3.connect(db) as conn:
         (count,) = conn.execute("select count(*) from checkpoints where thread_id='conv'").fetchone()
@@ -165,12 +179,15 @@ def _huge_png_header() -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
 def no_models(tiny_system, monkeypatch):
     """Fail the test if any model runs."""
+
     def boom(*a, **k):
         raise AssertionError("a model ran before the input was validated")
 
@@ -214,8 +231,11 @@ def test_the_llm_decodes_with_the_configured_cache(assistant, monkeypatch):
     system = assistant.system
     seen = []
     original = type(system.backbone).generate
-    monkeypatch.setattr(type(system.backbone), "generate",
-                        lambda self, embeds, **kw: seen.append(kw["cache"]) or original(self, embeds, **kw))
+    monkeypatch.setattr(
+        type(system.backbone),
+        "generate",
+        lambda self, embeds, **kw: seen.append(kw["cache"]) or original(self, embeds, **kw),
+    )
     monkeypatch.setattr(system.config.llm, "decoding", "static")
     assistant.chat("hello there", thread_id="decoding")
     assert seen == ["static"]

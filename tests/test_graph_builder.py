@@ -15,10 +15,10 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START
 from langgraph.types import interrupt
-
-from graphs import GraphBuilder, GraphError, RunContext, build_graph
 from live_server import LiveServer
+
 from core.artifacts import ArtifactStore
+from graphs import GraphBuilder, GraphError, RunContext, build_graph
 from orchestrator.assistant import Assistant
 from serving import create_app
 
@@ -36,8 +36,10 @@ def no_red_images(state: dict) -> dict:
     if not refused or not re.search(rf"\b{FORBIDDEN}\b", said, re.IGNORECASE):
         return {}
     get_stream_writer()({"type": "token", "text": REFUSAL})  # streamed like the LLM's own text
-    draft = [{"type": "text", "text": REFUSAL} if p["type"] == "signal" and p["index"] in refused else p
-             for p in state["draft"]]
+    draft = [
+        {"type": "text", "text": REFUSAL} if p["type"] == "signal" and p["index"] in refused else p
+        for p in state["draft"]
+    ]
     return {"draft": draft, "signals": [s for s in state["signals"] if s["index"] not in refused]}
 
 
@@ -49,8 +51,12 @@ def safe_builder(system) -> GraphBuilder:
 def safe_bot(world_assistant, tmp_path_factory):
     """tiny-world (the models the session already loaded) behind the custom graph, on its own threads."""
     folder = tmp_path_factory.mktemp("safe-bot")
-    bot = Assistant(system=world_assistant.system, graph=safe_builder(world_assistant.system),
-                    db=folder / "threads.sqlite", artifacts=folder / "artifacts")
+    bot = Assistant(
+        system=world_assistant.system,
+        graph=safe_builder(world_assistant.system),
+        db=folder / "threads.sqlite",
+        artifacts=folder / "artifacts",
+    )
     yield bot
     bot.close()
 
@@ -61,21 +67,31 @@ def turn(text: str) -> dict:
 
 # -- wiring (no models) ---------------------------------------------------------------------------------------------
 
+
 def test_default_builder_is_the_default_graph():
     builder = GraphBuilder(GENERATORS)
     gens = [f"generate_{n}" for n in GENERATORS]
     assert builder.nodes == ["ingest", "encode", "reason", *gens, "merge"]
-    assert set(builder.edges) == {(START, "ingest"), ("ingest", "encode"), ("ingest", "reason"), ("encode", "reason"),
-                                  *[("reason", g) for g in gens], ("reason", "merge"), *[(g, "merge") for g in gens],
-                                  ("merge", END)}
+    assert set(builder.edges) == {
+        (START, "ingest"),
+        ("ingest", "encode"),
+        ("ingest", "reason"),
+        ("encode", "reason"),
+        *[("reason", g) for g in gens],
+        ("reason", "merge"),
+        *[(g, "merge") for g in gens],
+        ("merge", END),
+    }
     assert set(build_graph(GENERATORS).nodes) == set(builder.nodes)
 
 
 def test_insert_after_and_before_rewire_the_routers():
-    builder = (GraphBuilder(GENERATORS)
-               .insert_after("reason", "safety", no_red_images)
-               .insert_before("reason", "retrieve", lambda state: {})
-               .insert_before(END, "audit", lambda state: {}))
+    builder = (
+        GraphBuilder(GENERATORS)
+        .insert_after("reason", "safety", no_red_images)
+        .insert_before("reason", "retrieve", lambda state: {})
+        .insert_before(END, "audit", lambda state: {})
+    )
     edges = set(builder.edges)
     # reason's router (generate_* | merge) now leaves from safety; what led to reason leads to retrieve.
     assert ("reason", "safety") in edges and ("reason", "merge") not in edges
@@ -101,6 +117,7 @@ def test_builder_errors_name_the_node():
 
 
 # -- the safety filter in action ------------------------------------------------------------------------------------
+
 
 def test_the_default_graph_draws_red(world_assistant):
     """The control: without the filter, the model asks for a red circle and the image generator draws it."""
@@ -129,8 +146,9 @@ def test_safety_filter_through_the_server(safe_bot):
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
 
         def ask(text: str, **kwargs) -> tuple:
-            reply = client.chat.completions.create(model="tiny-world", messages=[{"role": "user", "content": text}],
-                                                   **kwargs)
+            reply = client.chat.completions.create(
+                model="tiny-world", messages=[{"role": "user", "content": text}], **kwargs
+            )
             return reply.choices[0].message, reply.choices[0].message.model_extra["parts"]
 
         message, parts = ask("Draw a red circle.")
@@ -140,14 +158,18 @@ def test_safety_filter_through_the_server(safe_bot):
         message, parts = ask("Draw a blue circle.")
         assert [p["type"] for p in parts] == ["text", "image_url"] and REFUSAL not in message.content
 
-        chunks = list(client.chat.completions.create(
-            model="tiny-world", messages=[{"role": "user", "content": "Draw a red circle."}], stream=True))
+        chunks = list(
+            client.chat.completions.create(
+                model="tiny-world", messages=[{"role": "user", "content": "Draw a red circle."}], stream=True
+            )
+        )
         streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert streamed.endswith(REFUSAL)
         assert not [c for c in chunks if c.model_extra.get("progress")]
 
 
 # -- other custom graphs --------------------------------------------------------------------------------------------
+
 
 def test_retrieval_before_reason_sees_the_encoded_features(world_assistant, media, tmp_path):
     """A node before ``reason`` runs once per turn, after every encode branch, with the features in state."""
@@ -158,8 +180,9 @@ def test_retrieval_before_reason_sees_the_encoded_features(world_assistant, medi
         return {}
 
     builder = GraphBuilder(world_assistant.system).insert_before("reason", "retrieve", retrieve)
-    with Assistant(system=world_assistant.system, graph=builder, db=tmp_path / "t.sqlite",
-                   artifacts=tmp_path / "a") as bot:
+    with Assistant(
+        system=world_assistant.system, graph=builder, db=tmp_path / "t.sqlite", artifacts=tmp_path / "a"
+    ) as bot:
         reply = bot.chat("What colour is the shape?", images=[media["image"]], allow=[])
         assert reply.text and len(seen) == 1 and len(seen[0]) == 1  # one image encoded before retrieve ran
         bot.chat("Hello!", allow=[], max_new_tokens=4)  # no media: ingest routes straight to retrieve
@@ -191,8 +214,9 @@ def ask_approval(state: dict) -> dict:
 
 def test_approval_interrupt_through_the_assistant(world_assistant, tmp_path):
     builder = GraphBuilder(world_assistant.system).insert_after("reason", "approve", ask_approval)
-    with Assistant(system=world_assistant.system, graph=builder, db=tmp_path / "t.sqlite",
-                   artifacts=tmp_path / "a") as bot:
+    with Assistant(
+        system=world_assistant.system, graph=builder, db=tmp_path / "t.sqlite", artifacts=tmp_path / "a"
+    ) as bot:
         events = list(bot.stream("Draw a blue circle.", thread_id="ok"))
         paused = events[-1].reply
         assert paused.finish_reason == "interrupted" and paused.artifacts == []
@@ -219,8 +243,9 @@ def test_approval_interrupt_through_the_assistant(world_assistant, tmp_path):
 
 def test_interrupt_before_a_generator_through_the_assistant(world_assistant, tmp_path):
     compiled = GraphBuilder(world_assistant.system).compile(interrupt_before=["generate_image"])
-    with Assistant(system=world_assistant.system, graph=compiled, db=tmp_path / "t.sqlite",
-                   artifacts=tmp_path / "a") as bot:
+    with Assistant(
+        system=world_assistant.system, graph=compiled, db=tmp_path / "t.sqlite", artifacts=tmp_path / "a"
+    ) as bot:
         paused = bot.chat("Draw a blue circle.", thread_id="b")
         assert paused.finish_reason == "interrupted" and paused.pending == [{"node": "generate_image", "value": None}]
         done = bot.resume("b")

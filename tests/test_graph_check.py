@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from langgraph.graph import END
 
+from core.config import load_config
 from graphs import GraphBuilder, GraphError, build_graph, check_graph
 from mmgraph import cli
-from core.config import load_config
 
 GENS = ["generate_image", "generate_video", "generate_audio"]
 
@@ -37,7 +37,8 @@ def test_a_generator_with_no_path_to_merge_is_named(config):
         check_graph(broken, config)
     assert caught.value.node == "generate_image"
     assert caught.value.problems == [
-        "node 'generate_image' cannot reach END (no path to 'merge'; it has no outgoing edge)"]
+        "node 'generate_image' cannot reach END (no path to 'merge'; it has no outgoing edge)"
+    ]
     # Wired straight to END it ends the run, but its media skip the reply.
     bypass = GraphBuilder(config).remove_edge("generate_image", "merge").add_edge("generate_image", END)
     with pytest.raises(GraphError, match="'generate_image' has no path to 'merge'"):
@@ -49,8 +50,10 @@ def test_a_generator_with_no_path_to_merge_is_named(config):
 def test_configured_generators_and_modalities_must_be_wired(config):
     with pytest.raises(GraphError) as caught:
         check_graph(GraphBuilder(["image"]), config)  # built for one generator, checked against three
-    assert caught.value.problems == ["generator 'video' is not wired: there is no node 'generate_video'",
-                                     "generator 'audio' is not wired: there is no node 'generate_audio'"]
+    assert caught.value.problems == [
+        "generator 'video' is not wired: there is no node 'generate_video'",
+        "generator 'audio' is not wired: there is no node 'generate_audio'",
+    ]
     unreached = GraphBuilder(config).remove_edge("reason", "generate_audio")
     with pytest.raises(GraphError, match="'generate_audio' is unreachable from START"):
         check_graph(unreached, config)
@@ -90,7 +93,7 @@ def test_cli_check_accepts_the_presets(preset, capsys):
     assert "1. ingest" in out and "generate_image, generate_video, generate_audio" in out
 
 
-FACTORIES = '''
+FACTORIES = """
 from graphs import GraphBuilder
 
 
@@ -104,7 +107,7 @@ def safe(config):
 
 def nothing(config):
     return None
-'''
+"""
 
 
 def test_cli_check_loads_a_custom_graph_and_names_the_broken_node(tmp_path, monkeypatch, capsys):
@@ -135,7 +138,9 @@ def test_component_kinds_nothing_provides_are_named(config):
     with pytest.raises(GraphError) as caught:
         check_graph(GraphBuilder(broken), broken)
     assert caught.value.node == "encode" and len(caught.value.problems) == 3
-    assert "modality 'image' names modality encoder kind 'lidar_sweeps', which nothing provides " \
-           "(entry-point group 'mmgraph.modalities'); known: clip_vision" in caught.value.problems[0]
+    assert (
+        "modality 'image' names modality encoder kind 'lidar_sweeps', which nothing provides "
+        "(entry-point group 'mmgraph.modalities'); known: clip_vision" in caught.value.problems[0]
+    )
     assert "modality 'audio' names input projector kind 'token_merger'" in caught.value.problems[1]
     assert "generator 'video' names generator kind 'text_to_3d'" in caught.value.problems[2]

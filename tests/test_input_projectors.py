@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 import modalities
-from modalities import PROJECTORS, InputProjector, build_projector
 from core.config import ProjectorConfig
 from core.errors import ConfigError
 from core.registry import UnknownKindError
+from modalities import PROJECTORS, InputProjector, build_projector
 
 IN_DIM, OUT_DIM, TOKENS, BATCH = 24, 32, 10, 3
 KINDS = ["linear", "mlp", "resampler", "qformer"]
@@ -48,7 +48,9 @@ def test_gradients_reach_every_parameter(kind):
 def test_a_few_steps_reduce_mse_to_a_fixed_target(kind):
     projector = make(kind)
     x = features()
-    target = torch.randn(BATCH, projector.num_output_tokens(TOKENS), OUT_DIM, generator=torch.Generator().manual_seed(2))
+    target = torch.randn(
+        BATCH, projector.num_output_tokens(TOKENS), OUT_DIM, generator=torch.Generator().manual_seed(2)
+    )
     optimiser = torch.optim.Adam(projector.parameters(), lr=1e-2)
     losses = []
     for _ in range(15):
@@ -69,7 +71,9 @@ def test_mlp_depth_and_linear_layers():
 
 
 def test_query_projectors_inner_width_and_depth():
-    projector = build_projector(IN_DIM, OUT_DIM, ProjectorConfig(kind="resampler", num_queries=3, depth=3, heads=2, width=16))
+    projector = build_projector(
+        IN_DIM, OUT_DIM, ProjectorConfig(kind="resampler", num_queries=3, depth=3, heads=2, width=16)
+    )
     assert projector.queries.shape == (3, 16) and len(projector.blocks) == 3
     assert projector(features()).shape == (BATCH, 3, OUT_DIM)
     with pytest.raises(ConfigError, match="divisible by heads=5"):
@@ -142,7 +146,8 @@ def test_without_time_embeddings_frames_are_projected_one_by_one():
 
 
 def test_more_frames_than_time_embeddings_is_a_clear_error():
-    projector = build_projector(8, 12, ProjectorConfig(kind="resampler", num_queries=3, heads=2, width=16,
-                                                       time_embeddings=4))
+    projector = build_projector(
+        8, 12, ProjectorConfig(kind="resampler", num_queries=3, heads=2, width=16, time_embeddings=4)
+    )
     with pytest.raises(ValueError, match="time embeddings for 4 frames, got 5"):
         projector.project_groups(torch.randn(1, 5, 4, 8))

@@ -12,6 +12,9 @@ import pytest
 import soundfile as sf
 from PIL import Image, ImageFile
 
+from core.config import MediaLimits
+from core.errors import InvalidMediaError, MediaError, MediaTooLargeError, MediaTooSmallError
+from core.registry import UnknownKindError
 from modalities import DECODERS, decode
 from modalities.media import (
     SAMPLE_RATE,
@@ -25,9 +28,6 @@ from modalities.media import (
     sniff_mime,
     uniform_indices,
 )
-from core.config import MediaLimits
-from core.errors import InvalidMediaError, MediaError, MediaTooLargeError, MediaTooSmallError
-from core.registry import UnknownKindError
 
 LIMITS = MediaLimits()
 
@@ -61,7 +61,12 @@ def png_chunk(kind: bytes, payload: bytes) -> bytes:
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose IHDR (valid CRC) declares ``width x height`` RGB, followed by a tiny IDAT and IEND."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def expect(error: type[MediaError], modality: str, *words: str):
@@ -89,7 +94,11 @@ def expect(error: type[MediaError], modality: str, *words: str):
 # -- images ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "I;16"])
 def test_png_round_trip_any_mode_gives_rgb(mode):
-    source = Image.new("RGB", (40, 30), (10, 200, 30)).convert(mode) if mode != "I;16" else Image.new("I;16", (40, 30), 65535)
+    source = (
+        Image.new("RGB", (40, 30), (10, 200, 30)).convert(mode)
+        if mode != "I;16"
+        else Image.new("I;16", (40, 30), 65535)
+    )
     image = decode_image(encode_png(source), LIMITS)
     assert image.mode == "RGB" and image.size == (40, 30)
     if mode == "I;16":

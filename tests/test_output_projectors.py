@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from generators import OUTPUT_PROJECTORS, ConditioningSpec, alignment_loss, build_output_projector
 from core.config import OutputProjectorConfig
 from core.registry import UnknownKindError
+from generators import OUTPUT_PROJECTORS, ConditioningSpec, alignment_loss, build_output_projector
 
 LLM_DIM, K = 24, 4
 KINDS = ["mlp", "transformer"]
@@ -23,7 +23,6 @@ CAPTIONS = ["a red square", "a blue circle moving left", "two short beeps of a h
 def _projector(kind: str, specs, **overrides):
     cfg = OutputProjectorConfig(kind=kind, width=32, layers=1, heads=4, **overrides)
     return build_output_projector(LLM_DIM, K, specs, cfg)
-
 
 
 @pytest.mark.parametrize("specs", list(SPEC_SETS.values()), ids=list(SPEC_SETS))
@@ -61,7 +60,9 @@ def test_gradients_flow_to_parameters_and_signal_states(kind):
 def test_transformer_has_one_query_set_per_spec():
     projector = _projector("transformer", SPEC_SETS["audioldm2"])
     assert {name: tuple(q.shape) for name, q in projector.queries.items()} == {
-        "prompt_embeds": (16, 32), "generated_prompt_embeds": (8, 32)}
+        "prompt_embeds": (16, 32),
+        "generated_prompt_embeds": (8, 32),
+    }
     assert len(projector.transformer.encoder.layers) == 1 and len(projector.transformer.decoder.layers) == 1
 
 
@@ -71,8 +72,9 @@ def caption_features():
     from orchestrator.tiny import tiny_clip_text
 
     tokenizer, text_encoder = tiny_clip_text(seed=0)
-    ids = tokenizer(CAPTIONS, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
+    ids = tokenizer(
+        CAPTIONS, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         return text_encoder(ids)[0]
 

@@ -41,8 +41,12 @@ def cloud(n: int = 300, shape: str = "cone", seed: int = 0) -> np.ndarray:
 
 # -- the decoder ----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("encode", [encode_npy, lambda p: encode_ply(p), lambda p: encode_ply(p, binary=False)],
-                         ids=["npy", "binary-ply", "ascii-ply"])
+
+@pytest.mark.parametrize(
+    "encode",
+    [encode_npy, lambda p: encode_ply(p), lambda p: encode_ply(p, binary=False)],
+    ids=["npy", "binary-ply", "ascii-ply"],
+)
 def test_decoder_round_trips(encode):
     points = cloud()
     decoded = decode_point_cloud(encode(points), LIMITS)
@@ -55,8 +59,10 @@ def test_decoder_reads_extra_columns_and_fortran_order():
     stream = io.BytesIO()
     np.save(stream, points)
     np.testing.assert_allclose(decode_point_cloud(stream.getvalue(), LIMITS), cloud(), atol=1e-6)
-    header = b"ply\nformat ascii 1.0\nelement vertex 20\nproperty float nx\nproperty float z\nproperty float y\n" \
-             b"property float x\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n"
+    header = (
+        b"ply\nformat ascii 1.0\nelement vertex 20\nproperty float nx\nproperty float z\nproperty float y\n"
+        b"property float x\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n"
+    )
     rows = "".join(f"9 {z} {y} {x}\n" for x, y, z in cloud(20)).encode()
     np.testing.assert_allclose(decode_point_cloud(header + rows, LIMITS), cloud(20), atol=1e-5)
 
@@ -76,8 +82,10 @@ def test_decoder_refuses_object_arrays_without_unpickling(tmp_path):
 
 
 def test_decoder_limits_are_checked_before_the_body():
-    huge = b"ply\nformat binary_little_endian 1.0\nelement vertex 900000000\nproperty float x\nproperty float y\n" \
-           b"property float z\nend_header\n" + b"\0" * 24
+    huge = (
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 900000000\nproperty float x\nproperty float y\n"
+        b"property float z\nend_header\n" + b"\0" * 24
+    )
     with pytest.raises(MediaTooLargeError, match="900000000 points, over the limit of 200000"):
         decode_point_cloud(huge, LIMITS)
     with pytest.raises(MediaTooLargeError, match="over the limit of 1000"):
@@ -88,23 +96,30 @@ def test_decoder_limits_are_checked_before_the_body():
         decode_point_cloud(encode_npy(cloud(5)), LIMITS)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty"),
-    (b"GIF89a garbage", "not a .npy or .ply file"),
-    (encode_npy(cloud())[:-40], "truncated"),
-    (encode_ply(cloud())[:-40], "truncated"),
-    (encode_npy(np.full((30, 3), np.nan)), "finite"),
-    (encode_npy(np.zeros((30, 3))), "same place"),
-    (encode_npy(np.zeros((30, 2))), r"shape \(30, 2\)"),
-    (b"ply\nformat ascii 1.0\nelement vertex 20\nproperty float x\nend_header\n", "x, y and z are needed"),
-    (b"ply\nformat ascii 1.0\nelement vertex 20\nproperty float x\nproperty float y\nproperty float z\n", "end_header"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty"),
+        (b"GIF89a garbage", "not a .npy or .ply file"),
+        (encode_npy(cloud())[:-40], "truncated"),
+        (encode_ply(cloud())[:-40], "truncated"),
+        (encode_npy(np.full((30, 3), np.nan)), "finite"),
+        (encode_npy(np.zeros((30, 3))), "same place"),
+        (encode_npy(np.zeros((30, 2))), r"shape \(30, 2\)"),
+        (b"ply\nformat ascii 1.0\nelement vertex 20\nproperty float x\nend_header\n", "x, y and z are needed"),
+        (
+            b"ply\nformat ascii 1.0\nelement vertex 20\nproperty float x\nproperty float y\nproperty float z\n",
+            "end_header",
+        ),
+    ],
+)
 def test_decoder_refuses_bad_input(data, message):
     with pytest.raises(InvalidMediaError, match=message):
         decode_point_cloud(data, LIMITS)
 
 
 # -- the encoder and the projector ------------------------------------------------------------------------------------
+
 
 def test_encoder_round_trips_through_save_pretrained(tmp_path):
     torch.manual_seed(0)
@@ -160,9 +175,25 @@ def installed(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("site")
     source = tmp_path_factory.mktemp("src") / "pointcloud"
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--no-index", "--target", str(target), str(source)],
-                          capture_output=True, text=True, cwd=source, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=source,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert list(target.glob("mmgraph_pointcloud-*.dist-info/entry_points.txt"))
     return target
@@ -170,16 +201,27 @@ def installed(tmp_path_factory) -> Path:
 
 def test_installed_plugin_trains_and_answers_about_held_out_clouds(installed, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(installed)}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "run")], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     # the components came from the installed distribution, through its entry points
-    assert result["found"] == {"mmgraph.decoders": ["point_cloud"], "mmgraph.modalities": ["point_patches"],
-                               "mmgraph.projectors": ["set_pool"]}
-    assert result["resolved"] == {"point_cloud": "mmgraph_pointcloud.decoder",
-                                  "point_patches": "mmgraph_pointcloud.encoder",
-                                  "set_pool": "mmgraph_pointcloud.projector"}
+    assert result["found"] == {
+        "mmgraph.decoders": ["point_cloud"],
+        "mmgraph.modalities": ["point_patches"],
+        "mmgraph.projectors": ["set_pool"],
+    }
+    assert result["resolved"] == {
+        "point_cloud": "mmgraph_pointcloud.decoder",
+        "point_patches": "mmgraph_pointcloud.encoder",
+        "set_pool": "mmgraph_pointcloud.projector",
+    }
     assert Path(result["package"]).is_relative_to(installed)
     # the frozen encoder learnt its pre-training task; PT and IT lowered the LM loss
     assert result["encoder"]["accuracy"] > 0.6 and result["encoder"]["loss_last"] < result["encoder"]["loss_first"]

@@ -13,9 +13,9 @@ import json
 import numpy as np
 import openai
 import pytest
+from live_server import LiveServer
 from PIL import Image
 
-from live_server import LiveServer
 from serving import ServerSettings, create_app
 from tinyworld.world import Clip, Picture, Sound, encode
 
@@ -59,6 +59,7 @@ def fetch_artifact(client, part: dict) -> tuple[bytes, str]:
 
 # -- the happy paths --------------------------------------------------------------------------------------------------
 
+
 def test_models_and_health(client, world_server):
     models = client.models.list()
     assert [m.id for m in models.data] == [MODEL]
@@ -78,8 +79,9 @@ def test_text_only_turn(client):
 
 
 def test_image_turn(client):
-    reply = client.chat.completions.create(model=MODEL, messages=ask("What colour is the shape?",
-                                                                     image_part(RED_CIRCLE)))
+    reply = client.chat.completions.create(
+        model=MODEL, messages=ask("What colour is the shape?", image_part(RED_CIRCLE))
+    )
     assert "red" in reply.choices[0].message.content.lower()
 
 
@@ -96,9 +98,14 @@ def test_video_turn(client):
 
 
 def test_streamed_turn_with_generated_image(client):
-    chunks = list(client.chat.completions.create(
-        model=MODEL, messages=ask("What colour is the shape? Then draw a blue circle.", image_part(RED_CIRCLE)),
-        stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=ask("What colour is the shape? Then draw a blue circle.", image_part(RED_CIRCLE)),
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert sum(bool(c.choices and c.choices[0].delta.content) for c in chunks) > 3  # token by token
@@ -115,18 +122,35 @@ def test_streamed_turn_with_generated_image(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
 
 
-@pytest.mark.parametrize("modality, prompt, mime, check", [
-    ("image", "Draw a yellow square.", "image/png",
-     lambda data: Image.open(io.BytesIO(data)).size == (32, 32)),
-    ("audio", "Play two low beeps.", "audio/wav",
-     lambda data: __import__("soundfile").read(io.BytesIO(data))[0].size > 1000),
-    ("video", "Animate a red circle moving left.", "video/mp4",
-     lambda data: len(__import__("modalities.media", fromlist=["x"]).decode_video(
-         data, __import__("core.config", fromlist=["x"]).MediaLimits(), num_frames=8)) == 8),
-])
+@pytest.mark.parametrize(
+    "modality, prompt, mime, check",
+    [
+        ("image", "Draw a yellow square.", "image/png", lambda data: Image.open(io.BytesIO(data)).size == (32, 32)),
+        (
+            "audio",
+            "Play two low beeps.",
+            "audio/wav",
+            lambda data: __import__("soundfile").read(io.BytesIO(data))[0].size > 1000,
+        ),
+        (
+            "video",
+            "Animate a red circle moving left.",
+            "video/mp4",
+            lambda data: (
+                len(
+                    __import__("modalities.media", fromlist=["x"]).decode_video(
+                        data, __import__("core.config", fromlist=["x"]).MediaLimits(), num_frames=8
+                    )
+                )
+                == 8
+            ),
+        ),
+    ],
+)
 def test_requested_output_modality_returns_an_artifact_that_decodes(client, modality, prompt, mime, check):
-    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompt}],
-                                           modalities=["text", modality], seed=1)
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": prompt}], modalities=["text", modality], seed=1
+    )
     media = [p for p in reply.choices[0].message.model_extra["parts"] if p["type"] != "text"]
     assert [p["artifact"]["modality"] for p in media] == [modality]
     data, content_type = fetch_artifact(client, media[0])
@@ -137,27 +161,35 @@ def test_requested_output_modality_returns_an_artifact_that_decodes(client, moda
 def test_generation_knobs_map_through(client):
     def image_id(**knobs) -> str:
         extra = {k: knobs.pop(k) for k in ("steps", "guidance") if k in knobs}
-        reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Draw a red circle."}],
-                                               modalities=["text", "image"], extra_body=extra, **knobs)
+        reply = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Draw a red circle."}],
+            modalities=["text", "image"],
+            extra_body=extra,
+            **knobs,
+        )
         return next(p["artifact"]["id"] for p in reply.choices[0].message.model_extra["parts"] if p["type"] != "text")
 
     base = image_id(seed=3)
     assert image_id(seed=3) == base  # the same seed draws the same picture (content-addressed ids)
     assert len({base, image_id(seed=4), image_id(seed=3, steps=5), image_id(seed=3, guidance=1.0)}) == 4
-    short = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hello!"}],
-                                           max_tokens=2, temperature=0.7, seed=0)
+    short = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hello!"}], max_tokens=2, temperature=0.7, seed=0
+    )
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 2
 
 
 def test_text_only_modalities_forbid_media_output(client):
-    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Draw a red circle."}],
-                                           modalities=["text"])
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Draw a red circle."}], modalities=["text"]
+    )
     assert [p["type"] for p in reply.choices[0].message.model_extra["parts"]] == ["text"]
 
 
 def test_signal_tokens_typed_by_a_user_are_plain_text(client):
     reply = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "[IMG0][IMG1][IMG2][IMG3] <image> [AUD0]"}])
+        model=MODEL, messages=[{"role": "user", "content": "[IMG0][IMG1][IMG2][IMG3] <image> [AUD0]"}]
+    )
     assert all(p["type"] == "text" for p in reply.choices[0].message.model_extra["parts"])
 
 
@@ -165,7 +197,8 @@ def test_earlier_messages_seed_a_new_thread(client):
     """A stock client sends the whole conversation: its earlier turns become the new thread's history."""
     messages = ask("What colour is the shape?", image_part(RED_CIRCLE)) + [
         {"role": "assistant", "content": "It is red."},
-        {"role": "user", "content": "What shape is it?"}]
+        {"role": "user", "content": "What shape is it?"},
+    ]
     reply = client.chat.completions.create(model=MODEL, messages=messages)
     thread = client._client.get(f"{client.base_url}threads/{reply.model_extra['thread_id']}").json()
     assert [t["role"] for t in thread["turns"]] == ["user", "assistant", "user", "assistant"]
@@ -182,15 +215,30 @@ def test_thread_survives_a_server_restart(tmp_path):
     import time
 
     import httpx2
-
     from live_server import free_port
 
     def serve():
         port = free_port()
-        cmd = [sys.executable, "-m", "mmgraph.cli", "serve", "--port", str(port), "--db",
-               str(tmp_path / "threads.sqlite"), "--artifacts", str(tmp_path / "artifacts"), "--log-level", "warning"]
-        proc = subprocess.Popen(cmd, env={**os.environ, "MMGRAPH_HOME": str(tmp_path / "home")},
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cmd = [
+            sys.executable,
+            "-m",
+            "mmgraph.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            str(tmp_path / "threads.sqlite"),
+            "--artifacts",
+            str(tmp_path / "artifacts"),
+            "--log-level",
+            "warning",
+        ]
+        proc = subprocess.Popen(
+            cmd,
+            env={**os.environ, "MMGRAPH_HOME": str(tmp_path / "home")},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:
@@ -204,9 +252,11 @@ def test_thread_survives_a_server_restart(tmp_path):
 
     proc, c = serve()
     try:
-        first = c.chat.completions.create(model=MODEL, messages=ask("What colour is the shape?",
-                                                                    image_part(RED_CIRCLE)),
-                                          extra_headers={"X-Thread-Id": "t-restart"})
+        first = c.chat.completions.create(
+            model=MODEL,
+            messages=ask("What colour is the shape?", image_part(RED_CIRCLE)),
+            extra_headers={"X-Thread-Id": "t-restart"},
+        )
         assert "red" in first.choices[0].message.content.lower()
     finally:
         proc.terminate()
@@ -235,11 +285,15 @@ def test_artifact_and_page_routes(client, world_server):
     assert http.get(f"{world_server.url}/v1/artifacts/{'0' * 64}").status_code == 404
     assert http.get(f"{world_server.url}/v1/artifacts/..%2F..%2Fetc%2Fpasswd").status_code == 404
     page = http.get(f"{world_server.url}/")
-    assert page.status_code == 200 and MODEL in page.text and "default-src 'self'" in page.headers[
-        "content-security-policy"]
+    assert (
+        page.status_code == 200
+        and MODEL in page.text
+        and "default-src 'self'" in page.headers["content-security-policy"]
+    )
 
 
 # -- refusals -----------------------------------------------------------------------------------------------------
+
 
 def png_of(size: tuple[int, int]) -> bytes:
     buffer = io.BytesIO()
@@ -266,28 +320,59 @@ def _long_wav(seconds: float) -> bytes:
 
 
 BAD_REQUESTS = {
-    "remote URL": (ask("hi", {"type": "image_url", "image_url": {"url": "http://169.254.169.254/latest/x.png"}}),
-                   400, "url_not_allowed", "remote media URLs are not allowed"),
-    "file URL": (ask("hi", {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}),
-                 400, "url_not_allowed", "file: URLs are not allowed"),
-    "bare path": (ask("hi", {"type": "image_url", "image_url": "/etc/passwd"}),
-                  400, "url_not_allowed", "only data: URLs"),
-    "invalid base64": (ask("hi", {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR w0K!!"}}),
-                       400, "invalid_base64", "invalid base64"),
+    "remote URL": (
+        ask("hi", {"type": "image_url", "image_url": {"url": "http://169.254.169.254/latest/x.png"}}),
+        400,
+        "url_not_allowed",
+        "remote media URLs are not allowed",
+    ),
+    "file URL": (
+        ask("hi", {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}),
+        400,
+        "url_not_allowed",
+        "file: URLs are not allowed",
+    ),
+    "bare path": (
+        ask("hi", {"type": "image_url", "image_url": "/etc/passwd"}),
+        400,
+        "url_not_allowed",
+        "only data: URLs",
+    ),
+    "invalid base64": (
+        ask("hi", {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR w0K!!"}}),
+        400,
+        "invalid_base64",
+        "invalid base64",
+    ),
     "decompression bomb": (ask("hi", image_part(_bomb_png())), 400, "media_too_large", "pixels"),
     "1x1 image": (ask("hi", image_part(png_of((1, 1)))), 400, "media_too_small", "1x1"),
-    "truncated image": (ask("hi", image_part(RED_CIRCLE[: len(RED_CIRCLE) // 2])), 400, "invalid_media",
-                        "image"),
-    "unknown part type": (ask("hi", {"type": "hologram", "hologram": {}}), 400, "invalid_content_part",
-                          "unknown content part type 'hologram'"),
-    "too many parts": ([{"role": "user", "content": [{"type": "text", "text": "x"}] * 17}], 400, "too_many_parts",
-                       "17 content parts, over the limit of 16"),
+    "truncated image": (ask("hi", image_part(RED_CIRCLE[: len(RED_CIRCLE) // 2])), 400, "invalid_media", "image"),
+    "unknown part type": (
+        ask("hi", {"type": "hologram", "hologram": {}}),
+        400,
+        "invalid_content_part",
+        "unknown content part type 'hologram'",
+    ),
+    "too many parts": (
+        [{"role": "user", "content": [{"type": "text", "text": "x"}] * 17}],
+        400,
+        "too_many_parts",
+        "17 content parts, over the limit of 16",
+    ),
     "audio too long": (ask("hi", audio_part(_long_wav(61))), 400, "media_too_large", "60"),
     "video without frames": (ask("hi", video_part(_no_frame_mp4())), 400, "media_too_small", "video"),
-    "bad audio format": (ask("hi", {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "exe"}}),
-                         400, "invalid_audio_format", "unsupported audio format 'exe'"),
-    "last message not from the user": ([{"role": "assistant", "content": "hi"}], 400, "invalid_role",
-                                       "last message must have role 'user'"),
+    "bad audio format": (
+        ask("hi", {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "exe"}}),
+        400,
+        "invalid_audio_format",
+        "unsupported audio format 'exe'",
+    ),
+    "last message not from the user": (
+        [{"role": "assistant", "content": "hi"}],
+        400,
+        "invalid_role",
+        "last message must have role 'user'",
+    ),
 }
 
 
@@ -310,14 +395,20 @@ def test_unknown_model_is_404(client):
 
 def test_malformed_json_and_oversized_body(client, world_server):
     http = client._client
-    response = http.post(f"{world_server.url}/v1/chat/completions", content=b'{"model": "tiny-world", "messages": [',
-                         headers={"content-type": "application/json"})
+    response = http.post(
+        f"{world_server.url}/v1/chat/completions",
+        content=b'{"model": "tiny-world", "messages": [',
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid_json" and "not valid JSON" in response.json()["error"]["message"]
+    assert (
+        response.json()["error"]["code"] == "invalid_json" and "not valid JSON" in response.json()["error"]["message"]
+    )
 
     big = json.dumps({"model": MODEL, "messages": ask("hi", image_part(b"\0" * (40 * 1024 * 1024)))}).encode()
-    response = http.post(f"{world_server.url}/v1/chat/completions", content=big,
-                         headers={"content-type": "application/json"})
+    response = http.post(
+        f"{world_server.url}/v1/chat/completions", content=big, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
 
 
@@ -326,6 +417,7 @@ def test_body_limit_also_counts_bytes_without_content_length(world_assistant):
 
     settings = ServerSettings(max_body_bytes=4096)
     with LiveServer(create_app(world_assistant, settings=settings)) as live:
+
         def chunks():
             for _ in range(10):
                 yield b" " * 1024  # chunked transfer encoding: no Content-Length to check up front
@@ -338,8 +430,9 @@ def test_server_still_answers_after_the_refusals(client):
     for name in BAD_REQUESTS:  # whatever order the tests ran in, run them all once more here
         with pytest.raises(openai.APIStatusError):
             client.chat.completions.create(model=MODEL, messages=BAD_REQUESTS[name][0])
-    reply = client.chat.completions.create(model=MODEL, messages=ask("What colour is the shape?",
-                                                                     image_part(RED_CIRCLE)))
+    reply = client.chat.completions.create(
+        model=MODEL, messages=ask("What colour is the shape?", image_part(RED_CIRCLE))
+    )
     assert "red" in reply.choices[0].message.content.lower()
 
 
@@ -350,13 +443,18 @@ def test_local_files_only_under_an_allowed_folder(world_assistant, tmp_path):
     settings = ServerSettings(allowed_local_media_path=tmp_path / "media")
     with LiveServer(create_app(world_assistant, settings=settings)) as live:
         c = openai.OpenAI(base_url=f"{live.url}/v1", api_key="x", max_retries=0)
-        ok = c.chat.completions.create(model=MODEL, messages=ask(
-            "What colour is the shape?", {"type": "image_url", "image_url": f"file://{tmp_path}/media/circle.png"}))
+        ok = c.chat.completions.create(
+            model=MODEL,
+            messages=ask(
+                "What colour is the shape?", {"type": "image_url", "image_url": f"file://{tmp_path}/media/circle.png"}
+            ),
+        )
         assert "red" in ok.choices[0].message.content.lower()
         for path in (f"{tmp_path}/secret.png", f"{tmp_path}/media/../secret.png"):
             with pytest.raises(openai.BadRequestError, match="not a file under allowed_local_media_path"):
-                c.chat.completions.create(model=MODEL, messages=ask(
-                    "hi", {"type": "image_url", "image_url": f"file://{path}"}))
+                c.chat.completions.create(
+                    model=MODEL, messages=ask("hi", {"type": "image_url", "image_url": f"file://{path}"})
+                )
 
 
 def test_allow_listed_host_that_resolves_to_loopback_is_still_refused(world_assistant):
@@ -364,8 +462,14 @@ def test_allow_listed_host_that_resolves_to_loopback_is_still_refused(world_assi
     with LiveServer(create_app(world_assistant, settings=settings)) as live:
         c = openai.OpenAI(base_url=f"{live.url}/v1", api_key="x", max_retries=0)
         with pytest.raises(openai.BadRequestError, match="non-public address"):
-            c.chat.completions.create(model=MODEL, messages=ask(
-                "hi", {"type": "image_url", "image_url": {"url": f"http://localhost:{live.port}/v1/artifacts/x.png"}}))
+            c.chat.completions.create(
+                model=MODEL,
+                messages=ask(
+                    "hi",
+                    {"type": "image_url", "image_url": {"url": f"http://localhost:{live.port}/v1/artifacts/x.png"}},
+                ),
+            )
         with pytest.raises(openai.BadRequestError, match="not in allowed_media_domains"):
-            c.chat.completions.create(model=MODEL, messages=ask(
-                "hi", {"type": "image_url", "image_url": {"url": "http://example.org/a.png"}}))
+            c.chat.completions.create(
+                model=MODEL, messages=ask("hi", {"type": "image_url", "image_url": {"url": "http://example.org/a.png"}})
+            )

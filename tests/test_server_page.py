@@ -15,8 +15,9 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "serving-page.png"
 
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-    pytest.skip(f"the page test needs Debian's chromium ({CHROMIUM}) and chromedriver ({CHROMEDRIVER})",
-                allow_module_level=True)
+    pytest.skip(
+        f"the page test needs Debian's chromium ({CHROMIUM}) and chromedriver ({CHROMEDRIVER})", allow_module_level=True
+    )
 webdriver = pytest.importorskip("selenium.webdriver", reason="the page test needs selenium")
 
 from selenium.webdriver.chrome.service import Service  # noqa: E402
@@ -68,10 +69,19 @@ def browser(tmp_path_factory):
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not try to download a driver or a browser
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1100,900", "--disable-dev-shm-usage",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1100,900",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(60)
@@ -124,8 +134,9 @@ def test_chat_streams_a_generated_image_and_restores_the_thread(world_server, br
     reply = WebDriverWait(browser, 120, poll_frequency=0.2).until(replied)
     assert reply["state"] == "done", reply
     assert "red" in reply["text"], reply
-    WebDriverWait(browser, 15).until(lambda d: any(
-        "/v1/artifacts/" in i["src"] and i["width"] > 0 for i in d.execute_script(LAST_REPLY)["images"]))
+    WebDriverWait(browser, 15).until(
+        lambda d: any("/v1/artifacts/" in i["src"] and i["width"] > 0 for i in d.execute_script(LAST_REPLY)["images"])
+    )
     assert not browser.find_element(By.ID, "send").is_enabled()  # idle again, and nothing to send
     assert not browser.find_element(By.ID, "stop").is_displayed()
 
@@ -181,7 +192,8 @@ def test_new_thread_and_a_refused_medium(world_server, browser, tmp_path):
     browser.find_element(By.ID, "send").click()
 
     error = WebDriverWait(browser, 30).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, "#messages .msg.assistant .error"))[0]
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#messages .msg.assistant .error")
+    )[0]
     assert error.text and "image" in error.text.lower(), error.text
     assert error.value_of_css_property("color") != browser.find_element(By.ID, "input").value_of_css_property("color")
     # the refused message comes back to the composer so it can be fixed and sent again

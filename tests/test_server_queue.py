@@ -8,13 +8,17 @@ import time
 import httpx2
 import openai
 import pytest
-
 from live_server import LiveServer
+
 from serving import ServerSettings, create_app
 
 MODEL = "tiny-world"
-SLOW = {"model": MODEL, "messages": [{"role": "user", "content": "Animate a red circle moving left."}],
-        "modalities": ["text", "video"], "steps": 400}  # a video with 400 denoising steps: seconds of work
+SLOW = {
+    "model": MODEL,
+    "messages": [{"role": "user", "content": "Animate a red circle moving left."}],
+    "modalities": ["text", "video"],
+    "steps": 400,
+}  # a video with 400 denoising steps: seconds of work
 
 
 def wait_idle(url: str, timeout: float = 10.0) -> dict:
@@ -36,7 +40,8 @@ def test_more_requests_than_the_queue_holds_get_429(world_assistant):
             barrier.wait()
             try:
                 results[i] = client.chat.completions.with_raw_response.create(
-                    model=MODEL, messages=SLOW["messages"], modalities=SLOW["modalities"], extra_body={"steps": 60})
+                    model=MODEL, messages=SLOW["messages"], modalities=SLOW["modalities"], extra_body={"steps": 60}
+                )
             except openai.RateLimitError as exc:
                 results[i] = exc
 
@@ -50,8 +55,9 @@ def test_more_requests_than_the_queue_holds_get_429(world_assistant):
         assert len(done) == 2 and len(refused) == 4, results  # one running + one waiting
         for response in done:
             reply = response.parse()
-            assert [p["artifact"]["modality"] for p in reply.choices[0].message.model_extra["parts"]
-                    if p["type"] != "text"] == ["video"]
+            assert [
+                p["artifact"]["modality"] for p in reply.choices[0].message.model_extra["parts"] if p["type"] != "text"
+            ] == ["video"]
         for error in refused:
             assert error.status_code == 429 and int(error.response.headers["retry-after"]) >= 1
             assert error.body["code"] == "queue_full" and "busy" in error.body["message"]
@@ -61,12 +67,15 @@ def test_more_requests_than_the_queue_holds_get_429(world_assistant):
 def test_clients_that_go_away_cancel_their_work(world_assistant):
     with LiveServer(create_app(world_assistant, settings=ServerSettings(queue_size=2))) as live:
         # A streamed request, closed after its first progress event, and a second one waiting behind it.
-        waiting = threading.Thread(target=lambda: pytest.raises(httpx2.TimeoutException, httpx2.post,
-                                                                f"{live.url}/v1/chat/completions", json=SLOW,
-                                                                timeout=1.0))
+        waiting = threading.Thread(
+            target=lambda: pytest.raises(
+                httpx2.TimeoutException, httpx2.post, f"{live.url}/v1/chat/completions", json=SLOW, timeout=1.0
+            )
+        )
         began = time.monotonic()
-        with httpx2.stream("POST", f"{live.url}/v1/chat/completions", json=dict(SLOW, stream=True),
-                           timeout=60) as response:
+        with httpx2.stream(
+            "POST", f"{live.url}/v1/chat/completions", json=dict(SLOW, stream=True), timeout=60
+        ) as response:
             assert response.status_code == 200
             waiting.start()  # a non-streamed request that gives up after 1 s, while the first one still runs
             for line in response.iter_lines():
@@ -107,6 +116,7 @@ def test_one_requests_failure_does_not_affect_another(world_assistant):
         assert fine.choices[0].message.content
         assert outcome["boom"].status_code == 500 and "secret" not in str(outcome["boom"].body)
         with pytest.raises(openai.APIError, match="internal error"):  # the same failure mid-stream
-            list(client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "boom"}],
-                                                stream=True))
+            list(
+                client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "boom"}], stream=True)
+            )
         assert client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}]).choices

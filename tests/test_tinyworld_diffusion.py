@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from generators.audio import MEL_FILE, MelParams
 from core.config import GeneratorConfig
+from generators.audio import MEL_FILE, MelParams
 from tinyworld import diffusion as D
 from tinyworld.world import Clip, Picture, Sound
 
@@ -71,8 +71,11 @@ def test_measurements_read_rendered_media():
         picture = Picture.sample(rng)
         assert D.read_picture(np.asarray(picture.render(seed=i))) == {"colour": picture.colour, "shape": picture.shape}
         clip = Clip.sample(rng)
-        assert D.read_clip(clip.render(seed=i)) == {"colour": clip.colour, "shape": clip.shape,
-                                                    "direction": clip.direction}
+        assert D.read_clip(clip.render(seed=i)) == {
+            "colour": clip.colour,
+            "shape": clip.shape,
+            "direction": clip.direction,
+        }
     blank = np.full((32, 32, 3), 255, dtype=np.uint8)
     assert D.read_picture(blank) == {"colour": None, "shape": None}
     static = [Picture("red", "square", "centre", "large").render(seed=0)] * 8
@@ -118,8 +121,8 @@ def test_mel_diffusion_tool_rejects_wrong_conditioning(mel_tool):
 
 
 def test_mel_diffusion_tool_reads_mel_json(tmp_path):
-    from generators.audio import MelDiffusionTool
     from core.hub import resolve_model
+    from generators.audio import MelDiffusionTool
 
     folder = resolve_model("@tiny/mel-diffusion", 0)
     assert MelParams.load(folder) == MelParams()
@@ -195,8 +198,9 @@ def trained(tmp_path_factory):
     text_dir = D.build_standin_text_encoder(root / "text")
     vaes = {}
     for name, channels in (("vae-rgb", 3), ("vae-mel", 1)):
-        vaes[name] = D.train_vae(root / name, channels=channels, steps=30, batch_size=8, seed=0, progress=False,
-                                 samples=48)
+        vaes[name] = D.train_vae(
+            root / name, channels=channels, steps=30, batch_size=8, seed=0, progress=False, samples=48
+        )
     return root, text_dir, vaes
 
 
@@ -230,11 +234,24 @@ def test_train_image_generator_saves_a_stable_diffusion_pipeline(trained, tmp_pa
     from generators.image import StableDiffusionTool
 
     root, text_dir, _ = trained
-    metrics = D.train_image_generator(text_dir, root / "vae-rgb", tmp_path / "image", steps=40, batch_size=16,
-                                      seed=0, progress=False, samples=48, config=SMALL_UNET)
+    metrics = D.train_image_generator(
+        text_dir,
+        root / "vae-rgb",
+        tmp_path / "image",
+        steps=40,
+        batch_size=16,
+        seed=0,
+        progress=False,
+        samples=48,
+        config=SMALL_UNET,
+    )
     _assert_learned(metrics)
-    cfg = GeneratorConfig(kind="stable_diffusion", model=str(tmp_path / "image"), num_inference_steps=2,
-                          options={"height": 32, "width": 32})
+    cfg = GeneratorConfig(
+        kind="stable_diffusion",
+        model=str(tmp_path / "image"),
+        num_inference_steps=2,
+        options={"height": 32, "width": 32},
+    )
     tool = StableDiffusionTool.from_config(cfg)
     assert [tuple(s.shape) for s in tool.conditioning_specs()] == [(16, 64)]
     assert tool.pipeline.vae_scale_factor == 4
@@ -249,15 +266,30 @@ def test_train_video_generator_saves_a_text_to_video_pipeline(trained, tmp_path,
     from generators import GENERATORS
 
     root, text_dir, _ = trained
-    metrics = D.train_video_generator(text_dir, root / "vae-rgb", tmp_path / "video", steps=12, batch_size=4,
-                                      seed=0, progress=False, samples=24, config=SMALL_UNET_3D,
-                                      pretrain_steps=12, pretrain_batch_size=16, architecture=architecture)
+    metrics = D.train_video_generator(
+        text_dir,
+        root / "vae-rgb",
+        tmp_path / "video",
+        steps=12,
+        batch_size=4,
+        seed=0,
+        progress=False,
+        samples=24,
+        config=SMALL_UNET_3D,
+        pretrain_steps=12,
+        pretrain_batch_size=16,
+        architecture=architecture,
+    )
     _assert_learned(metrics)
     _assert_learned({**metrics["pretrain"], "parameters": 1})
     kind = D.video_kind(tmp_path / "video")
     assert kind == D.VIDEO_ARCHITECTURES[architecture] and metrics["architecture"] == architecture
-    cfg = GeneratorConfig(kind=kind, model=str(tmp_path / "video"), num_inference_steps=2,
-                          options={"num_frames": 8, "height": 32, "width": 32})
+    cfg = GeneratorConfig(
+        kind=kind,
+        model=str(tmp_path / "video"),
+        num_inference_steps=2,
+        options={"num_frames": 8, "height": 32, "width": 32},
+    )
     tool = GENERATORS.get(kind).from_config(cfg)
     media = tool.generate(tool.encode_text(["a blue square moving up"]), guidance_scale=4.0)
     with av.open(io.BytesIO(media.data)) as container:
@@ -268,16 +300,26 @@ def test_train_video_generator_saves_a_text_to_video_pipeline(trained, tmp_path,
 def test_unknown_video_architecture_is_refused(trained, tmp_path):
     root, text_dir, _ = trained
     with pytest.raises(ValueError, match="unknown video architecture 'unet4d'"):
-        D.train_video_generator(text_dir, root / "vae-rgb", tmp_path / "v", steps=1, batch_size=1, seed=0,
-                                samples=4, architecture="unet4d")
+        D.train_video_generator(
+            text_dir, root / "vae-rgb", tmp_path / "v", steps=1, batch_size=1, seed=0, samples=4, architecture="unet4d"
+        )
 
 
 def test_train_audio_generator_saves_a_mel_diffusion_pipeline(trained, tmp_path):
     from generators.audio import MelDiffusionTool
 
     root, text_dir, _ = trained
-    metrics = D.train_audio_generator(text_dir, root / "vae-mel", tmp_path / "audio", steps=40, batch_size=16,
-                                      seed=0, progress=False, samples=27, config=SMALL_UNET)
+    metrics = D.train_audio_generator(
+        text_dir,
+        root / "vae-mel",
+        tmp_path / "audio",
+        steps=40,
+        batch_size=16,
+        seed=0,
+        progress=False,
+        samples=27,
+        config=SMALL_UNET,
+    )
     _assert_learned(metrics)
     assert MelParams.load(tmp_path / "audio") == MelParams()
     cfg = GeneratorConfig(kind="mel_diffusion", model=str(tmp_path / "audio"), num_inference_steps=2)

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from core.config import ModalityConfig
 from modalities.audio import WhisperAudioEncoder
 from modalities.image import ClipVisionEncoder
 from modalities.video import VideoFrameEncoder
-from core.config import ModalityConfig
 from tinyworld import encoders, text
 from tinyworld.world import COLOURS, Picture, Sound
 
@@ -77,8 +77,9 @@ def test_saved_folders_load_through_the_project_encoders(trained):
     assert features.shape == (2, 1, 64, 64)  # (B, G, (32 / 4) ** 2 patches, width 64)
     assert image.hidden_size == 64 and image.tokens_per_group == 64
 
-    video = VideoFrameEncoder.from_config(ModalityConfig(encoder="video_frames", model=str(out / "image"),
-                                                         num_frames=3))
+    video = VideoFrameEncoder.from_config(
+        ModalityConfig(encoder="video_frames", model=str(out / "image"), num_frames=3)
+    )
     assert video.encode([pictures, pictures[:1]]).shape == (2, 3, 64, 64)
 
     audio = WhisperAudioEncoder.from_config(ModalityConfig(encoder="whisper", model=str(out / "audio")))
@@ -110,14 +111,18 @@ def test_load_text_encoder_round_trip(trained, tmp_path):
     model.save_pretrained(tmp_path)
     tokenizer_again, model_again = encoders.load_text_encoder(tmp_path)
     with torch.no_grad():
-        after = model_again(**tokenizer_again([caption, "two high beeps"], padding="max_length", max_length=16,
-                                              return_tensors="pt")).pooler_output
+        after = model_again(
+            **tokenizer_again([caption, "two high beeps"], padding="max_length", max_length=16, return_tensors="pt")
+        ).pooler_output
     assert torch.equal(before, after)
 
 
 def _weights(folder) -> dict[str, torch.Tensor]:
-    return {f"{part}/{k}": v for part in ("image", "text", "audio")
-            for k, v in load_file(folder / part / "model.safetensors").items()}
+    return {
+        f"{part}/{k}": v
+        for part in ("image", "text", "audio")
+        for k, v in load_file(folder / part / "model.safetensors").items()
+    }
 
 
 def test_same_seed_same_weights(tmp_path):

@@ -15,9 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from modalities.media import (decode_audio, decode_video, encode_gif, encode_mp4, encode_png, encode_wav,
-                              uniform_indices)
 from core.config import MediaLimits
+from modalities.media import decode_audio, decode_video, encode_gif, encode_mp4, encode_png, encode_wav, uniform_indices
 from tinyworld import judges as J
 from tinyworld.world import SAMPLE_RATE, Clip, Picture, Sound
 
@@ -61,7 +60,7 @@ def test_training_saves_safetensors_and_json_and_learns_well_above_chance(traine
         # safetensors: an 8-byte little-endian header length, then a JSON header -- no pickle anywhere
         raw = (out / f"{name}.safetensors").read_bytes()
         (header_size,) = struct.unpack("<Q", raw[:8])
-        assert json.loads(raw[8:8 + header_size])
+        assert json.loads(raw[8 : 8 + header_size])
         config = json.loads((out / f"{name}.json").read_text())
         assert config["judge"] == name and config["format"] == J.FORMAT
         assert config["accuracy"]["clean"] == accuracy[name]
@@ -179,8 +178,10 @@ def test_judging_encoded_media_mostly_gets_the_easy_attributes_right(judges):
     rng = random.Random(4)
     clips = [Clip.sample(rng) for _ in range(12)]
     frames = [8, 16, 4]
-    right = [judges.judge("video", encode_mp4(c.render(i, frames=frames[i % 3])))["direction"] == c.direction
-             for i, c in enumerate(clips)]
+    right = [
+        judges.judge("video", encode_mp4(c.render(i, frames=frames[i % 3])))["direction"] == c.direction
+        for i, c in enumerate(clips)
+    ]
     assert np.mean(right) >= 0.75, right
     sounds = [Sound.sample(rng) for _ in range(12)]
     verdicts = [judges.judge("audio", encode_wav(s.render(i), SAMPLE_RATE)) for i, s in enumerate(sounds)]
@@ -239,8 +240,10 @@ def test_sounds_are_padded_trimmed_mixed_and_resampled():
     t = np.arange(22050) / 22050
     resampled = J.sound_array(np.sin(2 * np.pi * 660.0 * t), sample_rate=22050)
     spectrum = np.abs(np.fft.rfft(resampled))
-    assert resampled.shape == (SAMPLE_RATE,) and abs(np.fft.rfftfreq(SAMPLE_RATE, 1 / SAMPLE_RATE)[spectrum.argmax()]
-                                                     - 660.0) < 2.0
+    assert (
+        resampled.shape == (SAMPLE_RATE,)
+        and abs(np.fft.rfftfreq(SAMPLE_RATE, 1 / SAMPLE_RATE)[spectrum.argmax()] - 660.0) < 2.0
+    )
 
 
 def test_mel_filterbank_covers_every_band_in_pitch_order():
@@ -249,8 +252,9 @@ def test_mel_filterbank_covers_every_band_in_pitch_order():
     t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
     peaks = []
     for freq in (330.0, 660.0, 1320.0, 5000.0):
-        spectrum = torch.tensor(np.abs(np.fft.rfft(np.sin(2 * np.pi * freq * t)[:512] * np.hanning(512))),
-                                dtype=torch.float32)
+        spectrum = torch.tensor(
+            np.abs(np.fft.rfft(np.sin(2 * np.pi * freq * t)[:512] * np.hanning(512))), dtype=torch.float32
+        )
         peaks.append(int((bank @ spectrum).argmax()))
     assert peaks == sorted(peaks) and len(set(peaks)) == 4
 
@@ -284,4 +288,5 @@ def test_command_line_trains_and_prints_the_table(tmp_path, capsys):
     for word in ("colour", "direction", "beeps", "clean", "noisy", "parameters"):
         assert word in captured.out
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        f"{name}{suffix}" for name in J.JUDGES for suffix in (".json", ".safetensors"))
+        f"{name}{suffix}" for name in J.JUDGES for suffix in (".json", ".safetensors")
+    )

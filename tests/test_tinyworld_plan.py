@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from training import meter
 from tinyworld.plan import configured_steps, critical_chain, predict_step, probe_config, simulate
 from tinyworld.recipe import STEPS, RecipeConfig, chain_lengths, schedule
+from training import meter
 
 
 def test_a_metered_loop_records_its_steps_and_seconds_per_step_on_each_probed_thread_count():
@@ -60,11 +60,14 @@ def test_the_recipe_loops_are_known_to_the_plan_and_the_probe_cuts_every_one():
 
 
 def test_a_step_is_predicted_from_its_fixed_work_and_its_loops_seconds_per_step():
-    step = {"seconds": 10.0, "loops": [
-        {"name": "video frames", "steps": 16, "seconds": 3.0, "per_step": {"1": 0.2, "2": 0.1}},
-        {"name": "video unet", "steps": 16, "seconds": 4.0, "per_step": {"1": 0.5, "2": 0.3}},
-        {"name": "someone's loop", "steps": 3, "seconds": 1.0, "per_step": {"1": 0.3}},
-    ]}
+    step = {
+        "seconds": 10.0,
+        "loops": [
+            {"name": "video frames", "steps": 16, "seconds": 3.0, "per_step": {"1": 0.2, "2": 0.1}},
+            {"name": "video unet", "steps": 16, "seconds": 4.0, "per_step": {"1": 0.5, "2": 0.3}},
+            {"name": "someone's loop", "steps": 3, "seconds": 1.0, "per_step": {"1": 0.3}},
+        ],
+    }
     config = RecipeConfig(video_pretrain_steps=1000, video_steps=900)
     fixed = 10.0 - 8.0
     assert predict_step(step, config, 2) == pytest.approx(fixed + 1000 * 0.1 + 900 * 0.3 + 1.0)

@@ -46,8 +46,16 @@ def test_each_step_starts_after_the_steps_it_reads(small_run):
     assert timeline["language"][0] < 1 and timeline["encoders"][0] < 1
     assert timeline["vae"][0] >= min(timeline["language"][1], timeline["encoders"][1])
     assert json.loads((out / "recipe.json").read_text())["steps"].keys() == record["steps"].keys()
-    for name in ("llm", "image-encoder", "audio-encoder", "image-generator", "video-generator", "audio-generator",
-                 "projectors", "judges"):
+    for name in (
+        "llm",
+        "image-encoder",
+        "audio-encoder",
+        "image-generator",
+        "video-generator",
+        "audio-generator",
+        "projectors",
+        "judges",
+    ):
         assert (out / "weights" / name).is_dir(), name
 
 
@@ -63,8 +71,9 @@ def test_pt_and_it_aligned_to_the_finished_generators_own_text_features(small_ru
     for name, gcfg in saved.generators.items():
         assert gcfg.model == str((out / "weights" / f"{name}-generator").resolve())
         full = build_generator(gcfg)
-        text_side = build_generator(gcfg.model_copy(update={"model": str(out / "work" / "conditioning" / name)}),
-                                    conditioning_only=True)
+        text_side = build_generator(
+            gcfg.model_copy(update={"model": str(out / "work" / "conditioning" / name)}), conditioning_only=True
+        )
         assert not full.conditioning_only and text_side.conditioning_only
         ours, theirs = text_side.encode_text(captions), full.encode_text(captions)
         assert all(torch.equal(ours[key], theirs[key]) for key in theirs), name

@@ -7,8 +7,8 @@ import argparse
 import pytest
 import torch
 
-from mmgraph.cli import main
 from core.errors import ConfigError
+from mmgraph.cli import main
 from tinyworld.recipe import STEPS, Context, RecipeConfig, add_arguments, config_from_args, run
 
 
@@ -19,9 +19,22 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def test_set_overrides_fields_with_json_typed_values():
-    config = config_from_args(_args("--set", "video_steps=1200", "--set", "it_follow_ups=0.35", "--set",
-                                    "group_by_length=true", "--set", 'pt_mix={"image/describe": 2}',
-                                    "--set", "preset=tiny-world", "--seed", "3"))
+    config = config_from_args(
+        _args(
+            "--set",
+            "video_steps=1200",
+            "--set",
+            "it_follow_ups=0.35",
+            "--set",
+            "group_by_length=true",
+            "--set",
+            'pt_mix={"image/describe": 2}',
+            "--set",
+            "preset=tiny-world",
+            "--seed",
+            "3",
+        )
+    )
     assert config.video_steps == 1200 and config.it_follow_ups == 0.35 and config.group_by_length is True
     assert config.pt_mix == {"image/describe": 2} and config.preset == "tiny-world" and config.seed == 3
     untouched = RecipeConfig()
@@ -34,8 +47,9 @@ def test_set_applies_on_top_of_the_small_recipe():
     assert config.lm_steps == RecipeConfig.small().lm_steps != RecipeConfig().lm_steps
 
 
-@pytest.mark.parametrize("setting, message", [("vidoe_steps=3", "unknown recipe setting 'vidoe_steps'"),
-                                              ("video_steps=many", "video_steps")])
+@pytest.mark.parametrize(
+    "setting, message", [("vidoe_steps=3", "unknown recipe setting 'vidoe_steps'"), ("video_steps=many", "video_steps")]
+)
 def test_bad_settings_are_refused_before_anything_runs(tmp_path, capsys, setting, message):
     with pytest.raises(ConfigError, match=message):
         config_from_args(_args("--set", setting))
@@ -94,13 +108,14 @@ def _seen_by_batched_steps(tmp_path, monkeypatch, config, field: str) -> dict:
     """``field`` as the LLM step and the PT / IT stages receive it from ``config`` (nothing trains)."""
     import types
 
-    import training
     import tinyworld.language
+    import training
     from tinyworld import recipe
 
     seen = {}
-    monkeypatch.setattr(tinyworld.language, "train_language_model",
-                        lambda out, **kw: seen.update(language=kw[field]) or {})
+    monkeypatch.setattr(
+        tinyworld.language, "train_language_model", lambda out, **kw: seen.update(language=kw[field]) or {}
+    )
     monkeypatch.setattr(recipe, "_move", lambda src, dst: None)
 
     class Trainer:
@@ -120,9 +135,15 @@ def _seen_by_batched_steps(tmp_path, monkeypatch, config, field: str) -> dict:
     return seen
 
 
-@pytest.mark.parametrize("value, language, pt, it", [("true", True, True, True), ("false", False, False, False),
-                                                     ('["language"]', True, False, False),
-                                                     ('["pt", "it"]', False, True, True)])
+@pytest.mark.parametrize(
+    "value, language, pt, it",
+    [
+        ("true", True, True, True),
+        ("false", False, False, False),
+        ('["language"]', True, False, False),
+        ('["pt", "it"]', False, True, True),
+    ],
+)
 def test_group_by_length_reaches_the_steps_it_names(tmp_path, monkeypatch, value, language, pt, it):
     config = config_from_args(_args("--set", f"group_by_length={value}"))
     seen = _seen_by_batched_steps(tmp_path, monkeypatch, config, "group_by_length")
@@ -154,6 +175,7 @@ def test_each_run_records_its_own_settings(tmp_path, monkeypatch):
         def fn(ctx):
             (ctx.out / f"{name}.txt").write_text(str(ctx.config.video_steps))
             return {"video_steps": ctx.config.video_steps}
+
         return recipe.Step(f"{name}.txt", fn)
 
     monkeypatch.setattr(recipe, "STEPS", {"first": write("first"), "second": write("second")})

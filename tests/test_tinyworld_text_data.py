@@ -7,14 +7,14 @@ import random
 
 import pytest
 
-from modalities.media import decode
 from core.config import MediaLimits
-from training.data import MediaSeg, OutputSeg, TextSeg, load_samples
+from modalities.media import decode
 from tinyworld import text as world_text
 from tinyworld.data import PT_MIX, held_out_seed, write_datasets
 from tinyworld.evaluate import values_named
 from tinyworld.language import as_text, text_dialogues
 from tinyworld.world import Clip, Picture, Sound
+from training.data import MediaSeg, OutputSeg, TextSeg, load_samples
 
 
 def test_the_text_view_puts_the_caption_where_the_medium_goes_and_drops_output_placeholders():
@@ -57,7 +57,7 @@ def test_datasets_load_with_the_training_loader_and_their_media_decode(tmp_path)
     assert len(describe) == sum(w for k, w in PT_MIX.items() if k.endswith("/describe")) == 12
     assert len(generate) == sum(w for k, w in PT_MIX.items() if k.endswith("/generate")) == 6
     for sample in describe:
-        (kind, (path,)), = sample.media.items()
+        ((kind, (path,)),) = sample.media.items()
         medium = decode(kind, path.read_bytes(), MediaLimits(), **({"num_frames": 8} if kind == "video" else {}))
         assert medium is not None
         # the caption reply names the thing the file shows: the file name carries its kind
@@ -76,14 +76,17 @@ def test_datasets_are_reproducible(tmp_path):
     assert held_out_seed(0) >= 2**40
 
 
-@pytest.mark.parametrize("reply, kind, attribute, expected", [
-    ("It is in the top left.", "image", "position", {"top left"}),
-    ("It moves left.", "video", "direction", {"left"}),
-    ("It is red, or maybe orange.", "image", "colour", {"red", "orange"}),
-    ("There are two beeps.", "audio", "beeps", {"2"}),
-    ("It is a square wave.", "audio", "waveform", {"square"}),
-    ("I do not know.", "image", "shape", set()),
-])
+@pytest.mark.parametrize(
+    "reply, kind, attribute, expected",
+    [
+        ("It is in the top left.", "image", "position", {"top left"}),
+        ("It moves left.", "video", "direction", {"left"}),
+        ("It is red, or maybe orange.", "image", "colour", {"red", "orange"}),
+        ("There are two beeps.", "audio", "beeps", {"2"}),
+        ("It is a square wave.", "audio", "waveform", {"square"}),
+        ("I do not know.", "image", "shape", set()),
+    ],
+)
 def test_the_eval_reads_the_values_a_reply_names(reply, kind, attribute, expected):
     assert values_named(reply, kind, attribute) == expected
 
@@ -108,8 +111,9 @@ def test_pt_mix_weighs_tasks_and_spreads_them():
 
 
 def test_pt_rows_follow_the_mix(tmp_path):
-    paths = write_datasets(tmp_path, pt=20, it=0, seed=2, mix={"video/describe": 3, "audio/generate": 1},
-                           progress=False)
+    paths = write_datasets(
+        tmp_path, pt=20, it=0, seed=2, mix={"video/describe": 3, "audio/generate": 1}, progress=False
+    )
     rows = [json.loads(line) for line in paths["pt"].read_text().splitlines()]
     assert sum("video" in r for r in rows) == 15 and sum(r.get("generate") == "audio" for r in rows) == 5
 
@@ -137,8 +141,10 @@ def test_follow_ups_revisit_an_earlier_thing_with_one_requested_attribute_change
             met = [t for e in dialogue[:i] for t in e.media_in + [t for t, _ in e.media_out]]
             if met:
                 now = (ex.media_in + [t for t, _ in ex.media_out])[0]
-                assert any(type(now) is type(t) and sum(getattr(now, a) != getattr(t, a) for a in t.attributes) == 1
-                           for t in met)
+                assert any(
+                    type(now) is type(t) and sum(getattr(now, a) != getattr(t, a) for a in t.attributes) == 1
+                    for t in met
+                )
                 revisits += 1
     assert revisits > 20
     # without follow-ups a dialogue draws exactly what plain exchanges draw, so the LLM's text dialogues and the

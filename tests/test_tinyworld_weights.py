@@ -9,8 +9,16 @@ import pytest
 
 from tinyworld.recipe import PACKAGED_WEIGHTS, SHIP_LIMIT_BYTES, STEPS, ship
 
-COMPONENTS = ("llm", "image-encoder", "audio-encoder", "image-generator", "video-generator", "audio-generator",
-              "projectors", "judges")
+COMPONENTS = (
+    "llm",
+    "image-encoder",
+    "audio-encoder",
+    "image-generator",
+    "video-generator",
+    "audio-generator",
+    "projectors",
+    "judges",
+)
 
 
 def test_the_package_holds_every_component_as_safetensors_within_the_limit():
@@ -48,12 +56,17 @@ def test_ship_copies_weights_but_not_training_checkpoints_and_halves_the_project
     import torch
     from safetensors.torch import load_file, save_file
 
-    root = _weights(tmp_path, {"llm/model.safetensors": 100, "llm/config.json": 10,
-                               "projectors/checkpoint/optimizer.safetensors": 500})
+    root = _weights(
+        tmp_path,
+        {"llm/model.safetensors": 100, "llm/config.json": 10, "projectors/checkpoint/optimizer.safetensors": 500},
+    )
     weight = torch.randn(8, 4)
     ids = torch.tensor([5, 6, 7])
-    save_file({"output_projectors.image.w": weight, "signal_rows.signal_token_ids": ids},
-              root / "projectors" / "trainable.safetensors", metadata={"lora": "{}"})
+    save_file(
+        {"output_projectors.image.w": weight, "signal_rows.signal_token_ids": ids},
+        root / "projectors" / "trainable.safetensors",
+        metadata={"lora": "{}"},
+    )
     result = ship(root, tmp_path / "dest")
     assert set(result["per_component"]) == {"llm", "projectors"} and result["per_component"]["llm"] == 110
     assert (tmp_path / "dest" / "llm" / "model.safetensors").stat().st_size == 100
@@ -61,13 +74,18 @@ def test_ship_copies_weights_but_not_training_checkpoints_and_halves_the_project
     shipped = load_file(tmp_path / "dest" / "projectors" / "trainable.safetensors")
     assert shipped["output_projectors.image.w"].dtype == torch.float16
     assert torch.allclose(shipped["output_projectors.image.w"].float(), weight, atol=1e-3)
-    assert shipped["signal_rows.signal_token_ids"].dtype == ids.dtype and shipped["signal_rows.signal_token_ids"].tolist() == [5, 6, 7]
+    assert shipped["signal_rows.signal_token_ids"].dtype == ids.dtype and shipped[
+        "signal_rows.signal_token_ids"
+    ].tolist() == [5, 6, 7]
 
 
-@pytest.mark.parametrize("files, limit, message", [
-    ({"llm/pytorch_model.bin": 10}, 1000, "not safetensors"),
-    ({"llm/model.safetensors": 600, "judges/judges.safetensors": 600}, 1000, "over the"),
-])
+@pytest.mark.parametrize(
+    "files, limit, message",
+    [
+        ({"llm/pytorch_model.bin": 10}, 1000, "not safetensors"),
+        ({"llm/model.safetensors": 600, "judges/judges.safetensors": 600}, 1000, "over the"),
+    ],
+)
 def test_ship_refuses_pickles_and_oversized_weights_before_touching_the_destination(tmp_path, files, limit, message):
     root = _weights(tmp_path, files)
     dest = tmp_path / "dest"

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 
 from tinyworld.text import Exchange, answer, answer_words, caption, generation, request_caption, understanding
-from tinyworld.world import (COLOURS, DIRECTIONS, PITCHES, POSITIONS, SAMPLE_RATE, SIZES, Clip, Picture, Sound,
-                             encode)
+from tinyworld.world import COLOURS, DIRECTIONS, PITCHES, POSITIONS, SAMPLE_RATE, SIZES, Clip, Picture, Sound, encode
 
 
 def _mask(image) -> np.ndarray:
     pixels = np.asarray(image).astype(int)
-    return (np.abs(pixels - 255).sum(-1) > 60)  # (H, W) non-background
+    return np.abs(pixels - 255).sum(-1) > 60  # (H, W) non-background
 
 
 def measure_picture(image) -> dict:
@@ -49,7 +48,7 @@ def measure_sound(samples: np.ndarray) -> dict:
     loud = np.abs(samples) > 0.05
     # beeps: runs of loudness separated by more than 50 ms of silence
     frame = SAMPLE_RATE // 100
-    active = np.array([loud[i:i + frame].any() for i in range(0, len(samples), frame)])
+    active = np.array([loud[i : i + frame].any() for i in range(0, len(samples), frame)])
     beeps = int(np.sum(active[1:] & ~active[:-1]) + active[0])
     spectrum = np.abs(np.fft.rfft(samples))
     freqs = np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE)
@@ -109,7 +108,11 @@ def test_bad_attributes_and_pinned_sampling():
 
 
 def test_text_names_the_attributes():
-    pic, clip, sound = Picture("red", "circle", "top left", "small"), Clip("blue", "square", "up"), Sound("high", "sine", 2)
+    pic, clip, sound = (
+        Picture("red", "circle", "top left", "small"),
+        Clip("blue", "square", "up"),
+        Sound("high", "sine", 2),
+    )
     assert caption(pic) == "a small red circle in the top left"
     assert caption(clip) == "a blue square moving up"
     assert caption(sound) == "two high sine beeps"

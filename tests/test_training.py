@@ -79,9 +79,12 @@ def test_pt_lowers_caption_and_alignment_losses_and_captions_name_the_colour(toy
 
     # The output folder loads into an Assistant and changes its answers: untrained it cannot name colours.
     config = toy_system_config(toy["lm"])
-    with Assistant.from_config(config, weights=tmp_path / "pt", db=tmp_path / "a.sqlite",
-                               artifacts=tmp_path / "art") as trained, \
-            Assistant.from_config(config, db=tmp_path / "b.sqlite", artifacts=tmp_path / "art") as untrained:
+    with (
+        Assistant.from_config(
+            config, weights=tmp_path / "pt", db=tmp_path / "a.sqlite", artifacts=tmp_path / "art"
+        ) as trained,
+        Assistant.from_config(config, db=tmp_path / "b.sqlite", artifacts=tmp_path / "art") as untrained,
+    ):
         accuracy, answers = caption_accuracy(trained)
         base_accuracy, base_answers = caption_accuracy(untrained)
     assert accuracy >= 0.8, answers  # chance: 0.25
@@ -126,14 +129,25 @@ def _write_any_to_any_data(folder: Path) -> tuple[Path, Path]:
         {"caption": "a blue square moving", "generate": "video"},
     ]
     it = [
-        {"image": "media/red.png", "audio": "media/tone.wav", "video": "media/blue.mp4", "conversations": [
-            {"from": "human", "value": "<image>\n<audio>\n<video>\nDescribe them, then draw, play and animate."},
-            {"from": "gpt", "value": "A red square, a tone, a moving square. <image> <audio> <video>"}],
-         "output_captions": {"image": ["a red square"], "audio": ["a tone"], "video": ["a blue square moving"]}},
-        {"conversations": [
-            {"from": "human", "value": "Draw a red square."}, {"from": "gpt", "value": "Here it is: <image>"},
-            {"from": "human", "value": "Now play a tone."}, {"from": "gpt", "value": "Listen: <audio>"}],
-         "output_captions": {"image": ["a red square"], "audio": ["a tone"]}},
+        {
+            "image": "media/red.png",
+            "audio": "media/tone.wav",
+            "video": "media/blue.mp4",
+            "conversations": [
+                {"from": "human", "value": "<image>\n<audio>\n<video>\nDescribe them, then draw, play and animate."},
+                {"from": "gpt", "value": "A red square, a tone, a moving square. <image> <audio> <video>"},
+            ],
+            "output_captions": {"image": ["a red square"], "audio": ["a tone"], "video": ["a blue square moving"]},
+        },
+        {
+            "conversations": [
+                {"from": "human", "value": "Draw a red square."},
+                {"from": "gpt", "value": "Here it is: <image>"},
+                {"from": "human", "value": "Now play a tone."},
+                {"from": "gpt", "value": "Listen: <audio>"},
+            ],
+            "output_captions": {"image": ["a red square"], "audio": ["a tone"]},
+        },
     ]
     for name, rows in (("pt.jsonl", pt), ("it.jsonl", it)):
         (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -147,8 +161,9 @@ def test_pt_then_it_with_lora_changes_only_the_allowed_tensors(toy, tmp_path):
     trainable_before = system.trainable_state_dict()
 
     trainer(system, pt, tmp_path / "pt", tmp_path / "cache", stage="pt", max_steps=3, batch_size=3).run()
-    run = trainer(system, it, tmp_path / "it", tmp_path / "cache", stage="it", max_steps=3, batch_size=2,
-                  lora=True, lora_lr=1e-2)
+    run = trainer(
+        system, it, tmp_path / "it", tmp_path / "cache", stage="it", max_steps=3, batch_size=2, lora=True, lora_lr=1e-2
+    )
     run.run()
     audit = {row.component: row for row in run.audit}
     assert audit["llm"].trainable == 0 and audit["llm lora"].trainable > 0
@@ -161,9 +176,16 @@ def test_pt_then_it_with_lora_changes_only_the_allowed_tensors(toy, tmp_path):
     assert changed == []
 
     trainable_after = system.trainable_state_dict()
-    for prefix in ("input_projectors.image", "input_projectors.audio", "input_projectors.video",
-                   "output_projectors.image", "output_projectors.audio", "output_projectors.video",
-                   "signal_rows.embed_tokens", "signal_rows.lm_head"):
+    for prefix in (
+        "input_projectors.image",
+        "input_projectors.audio",
+        "input_projectors.video",
+        "output_projectors.image",
+        "output_projectors.audio",
+        "output_projectors.video",
+        "signal_rows.embed_tokens",
+        "signal_rows.lm_head",
+    ):
         keys = [k for k in trainable_after if k.startswith(prefix)]
         assert keys and any(not torch.equal(trainable_before[k], trainable_after[k]) for k in keys), prefix
     lora = {k: v for k, v in trainable_after.items() if k.startswith("lora.")}
@@ -188,8 +210,14 @@ def test_second_epoch_and_second_run_call_no_encoder_and_a_deleted_cache_is_rebu
     def run(out, **kw):
         from training import Trainer
 
-        return Trainer(None, toy["pt"], out, system=system, callbacks=[lambda t, s, logs: per_step.append(
-            calls["encoder"])], train={"progress": False, "cache_dir": str(cache), "epochs": 2, **kw}).run()
+        return Trainer(
+            None,
+            toy["pt"],
+            out,
+            system=system,
+            callbacks=[lambda t, s, logs: per_step.append(calls["encoder"])],
+            train={"progress": False, "cache_dir": str(cache), "epochs": 2, **kw},
+        ).run()
 
     run(tmp_path / "a")
     first = dict(calls)
@@ -221,8 +249,14 @@ def test_stopping_and_resuming_gives_the_weights_of_an_uninterrupted_run(toy, tm
     from training import Trainer
 
     second = make_system(toy)
-    resumed = Trainer(None, toy["it"], tmp_path / "sliced", system=second, resume=True,
-                      train={"progress": False, "cache_dir": str(cache), **settings}).run()
+    resumed = Trainer(
+        None,
+        toy["it"],
+        tmp_path / "sliced",
+        system=second,
+        resume=True,
+        train={"progress": False, "cache_dir": str(cache), **settings},
+    ).run()
     assert resumed.finished and [h["step"] for h in resumed.history] == [4, 5, 6]
 
     expected, got = whole.trainable_state_dict(), second.trainable_state_dict()
@@ -274,8 +308,8 @@ def test_freeze_audit_refuses_a_trainable_llm_weight(toy, tmp_path):
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(toy, tmp_path):
-    from training.trainer import ProjectorObjective
     from training.batches import collate
+    from training.trainer import ProjectorObjective
 
     run = trainer(make_system(toy), toy["it"], None, tmp_path / "cache", batch_size=4)
     run.prepare()
@@ -344,16 +378,48 @@ def test_two_process_ddp_on_cpu_tracks_the_single_process_run(toy, tmp_path):
 
     from mmgraph.cli import main
 
-    args = ["train", "pt", "--config", str(toy["config"]), "--data", str(toy["pt"]), "--steps", "8",
-            "--batch-size", "8", "--cache", str(tmp_path / "cache"), "--no-progress"]
+    args = [
+        "train",
+        "pt",
+        "--config",
+        str(toy["config"]),
+        "--data",
+        str(toy["pt"]),
+        "--steps",
+        "8",
+        "--batch-size",
+        "8",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--no-progress",
+    ]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def two_processes(out: str, *extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-             "--master_port", str(_free_port()), "-m", "mmgraph.cli", *args, "--out", str(tmp_path / out),
-             *extra], env=env, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node",
+                "2",
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                str(_free_port()),
+                "-m",
+                "mmgraph.cli",
+                *args,
+                "--out",
+                str(tmp_path / out),
+                *extra,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     done = two_processes("two")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -378,11 +444,30 @@ def test_cli_train_writes_a_run_refuses_to_clobber_it_and_reports_bad_rows(toy, 
     from mmgraph.cli import main
 
     out = tmp_path / "run"
-    args = ["train", "pt", "--config", str(toy["config"]), "--data", str(toy["pt"]), "--out", str(out), "--steps",
-            "4", "--cache", str(tmp_path / "cache"), "--no-progress"]
+    args = [
+        "train",
+        "pt",
+        "--config",
+        str(toy["config"]),
+        "--data",
+        str(toy["pt"]),
+        "--out",
+        str(out),
+        "--steps",
+        "4",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--no-progress",
+    ]
     assert main(args) == 0
-    for name in ("trainable.safetensors", "system.yaml", "train.json", "log.jsonl", "loss.png",
-                 "checkpoint/optimizer.safetensors"):
+    for name in (
+        "trainable.safetensors",
+        "system.yaml",
+        "train.json",
+        "log.jsonl",
+        "loss.png",
+        "checkpoint/optimizer.safetensors",
+    ):
         assert (out / name).is_file(), name
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((out / "log.jsonl").read_text().splitlines()) == 4
@@ -394,12 +479,31 @@ def test_cli_train_writes_a_run_refuses_to_clobber_it_and_reports_bad_rows(toy, 
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
-        json.dumps({"image": str(toy["pt"].parent / "images" / "0000-red.png"), "caption": "a red square"}) + "\n"
-        + json.dumps({"image": "missing.png", "caption": "a red square"}) + "\n"
+        json.dumps({"image": str(toy["pt"].parent / "images" / "0000-red.png"), "caption": "a red square"})
+        + "\n"
+        + json.dumps({"image": "missing.png", "caption": "a red square"})
+        + "\n"
         + json.dumps({"conversations": [{"from": "human", "value": "<video>"}, {"from": "gpt", "value": "x"}]})
-        + "\n")
-    assert main(["train", "it", "--config", str(toy["config"]), "--data", str(bad), "--out", str(tmp_path / "b"),
-                 "--no-progress", "--cache", str(tmp_path / "cache")]) == 2
+        + "\n"
+    )
+    assert (
+        main(
+            [
+                "train",
+                "it",
+                "--config",
+                str(toy["config"]),
+                "--data",
+                str(bad),
+                "--out",
+                str(tmp_path / "b"),
+                "--no-progress",
+                "--cache",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"{bad}:2: image file not found" in err and f"{bad}:3: turn 1: unknown placeholder <video>" in err
     assert not (tmp_path / "b").exists()
@@ -412,8 +516,12 @@ def test_a_trainer_loads_the_generators_denoisers_only_for_the_diffusion_loss(to
     from training.toy import toy_system_config
 
     data = write_colour_squares(tmp_path / "d", 4)
-    run = Trainer(toy_system_config(toy["lm"]), data["pt"], None,
-                  train={"progress": False, "cache_dir": str(tmp_path / "cache"), "diffusion_weight": diffusion_weight})
+    run = Trainer(
+        toy_system_config(toy["lm"]),
+        data["pt"],
+        None,
+        train={"progress": False, "cache_dir": str(tmp_path / "cache"), "diffusion_weight": diffusion_weight},
+    )
     run.prepare()
     tool = run.system.generator("image")
     assert tool.conditioning_only is light and (tool.pipeline.unet is None) is light
@@ -431,8 +539,17 @@ def test_latent_diffusion_loss_trains_the_output_projector_through_the_frozen_un
     settings = dict(diffusion_weight=1.0, batch_size=8)
 
     before = trainer(system, draw, None, tmp_path / "cache", **settings).evaluate()["diffusion/image"]
-    run = trainer(system, draw, tmp_path / "run", tmp_path / "cache", lm_weight=0.0, align_weight=0.0, lr=1e-3,
-                  max_steps=60, **settings).run()
+    run = trainer(
+        system,
+        draw,
+        tmp_path / "run",
+        tmp_path / "cache",
+        lm_weight=0.0,
+        align_weight=0.0,
+        lr=1e-3,
+        max_steps=60,
+        **settings,
+    ).run()
     after = trainer(system, draw, None, tmp_path / "cache", **settings).evaluate()["diffusion/image"]
 
     assert all("diffusion/image" in h for h in run.history)
@@ -487,8 +604,7 @@ def test_train_cli_passes_compile_and_grouping_to_the_train_config(monkeypatch, 
     from mmgraph.cli import main
 
     seen = []
-    monkeypatch.setattr(training, "train",
-                        lambda *a, **kw: seen.append(kw) or SimpleNamespace(main_process=False))
+    monkeypatch.setattr(training, "train", lambda *a, **kw: seen.append(kw) or SimpleNamespace(main_process=False))
     base = ["train", "pt", "--data", "d.json", "--out", str(tmp_path / "o")]
     assert main([*base, "--compile", "--group-by-length", "--micro-batches", "3"]) == 0 and main(base) == 0
     assert seen[0]["compile"] is True and seen[0]["group_by_length"] is True and seen[0]["micro_batches"] == 3
@@ -506,8 +622,17 @@ def test_compiled_training_on_cuda_tracks_the_eager_run(toy, tmp_path):
     histories = {}
     for compiled in (False, True):
         system = MMSystem.from_config(toy_system_config(toy["lm"]), device="cuda")
-        run = trainer(system, toy["it"], tmp_path / f"out-{compiled}", tmp_path / "cache", batch_size=8,
-                      max_steps=12, device="cuda", compile=compiled, lr=1e-3)
+        run = trainer(
+            system,
+            toy["it"],
+            tmp_path / f"out-{compiled}",
+            tmp_path / "cache",
+            batch_size=8,
+            max_steps=12,
+            device="cuda",
+            compile=compiled,
+            lr=1e-3,
+        )
         histories[compiled] = [h["loss"] for h in run.run().history]
     eager, compiled = histories[False], histories[True]
     assert len(eager) == len(compiled) == 12
@@ -526,7 +651,7 @@ def test_length_grouped_order_is_a_seeded_permutation_of_tight_batches():
     assert order != length_grouped_order(lengths, 8, torch.Generator().manual_seed(2), megabatch=10)
 
     def fill(order):  # real tokens / padded tokens over the full batches
-        batches = [order[i:i + 8] for i in range(0, len(order) - 7, 8)]
+        batches = [order[i : i + 8] for i in range(0, len(order) - 7, 8)]
         return sum(sum(lengths[i] for i in b) for b in batches) / sum(8 * max(lengths[i] for i in b) for b in batches)
 
     shuffled = torch.randperm(1003, generator=torch.Generator().manual_seed(1)).tolist()
@@ -551,8 +676,18 @@ def test_group_by_length_pads_less_and_still_trains(toy, tmp_path, monkeypatch):
     for grouped in (False, True):
         padded.clear()
         system = make_system(toy)
-        run = trainer(system, toy["it"], tmp_path / str(grouped), tmp_path / "cache", stage="it", max_steps=12,
-                      batch_size=8, lr=3e-3, group_by_length=grouped, seed=3).run()
+        run = trainer(
+            system,
+            toy["it"],
+            tmp_path / str(grouped),
+            tmp_path / "cache",
+            stage="it",
+            max_steps=12,
+            batch_size=8,
+            lr=3e-3,
+            group_by_length=grouped,
+            seed=3,
+        ).run()
         results[grouped] = (sum(r for r, _ in padded) / sum(p for _, p in padded), run.losses())
     assert results[True][0] > results[False][0] + 0.05, results
     assert results[True][0] > 0.9
@@ -582,8 +717,17 @@ def test_text_lm_group_by_length_feeds_shorter_batches_and_learns(tmp_path, monk
     for grouped in (False, True):
         widths.clear()
         losses: list[float] = []
-        lm_module.train_text_lm(toy_system_config("@tiny/llama").llm, dialogues, tmp_path / str(grouped), steps=30,
-                                batch_size=8, lr=1e-2, progress=False, losses=losses, group_by_length=grouped)
+        lm_module.train_text_lm(
+            toy_system_config("@tiny/llama").llm,
+            dialogues,
+            tmp_path / str(grouped),
+            steps=30,
+            batch_size=8,
+            lr=1e-2,
+            progress=False,
+            losses=losses,
+            group_by_length=grouped,
+        )
         runs[grouped] = (sum(widths), losses)
     assert runs[True][0] < runs[False][0]
     assert sum(runs[True][1][-5:]) < 0.5 * sum(runs[True][1][:5])
@@ -620,8 +764,18 @@ def test_micro_batches_take_the_whole_batch_step_with_less_padding(toy, tmp_path
     for parts in (1, 3):
         widths.clear()
         system = make_system(toy)
-        result = trainer(system, toy["it"], tmp_path / str(parts), tmp_path / "cache", stage="it", max_steps=4,
-                         batch_size=8, lr=3e-3, seed=5, micro_batches=parts).run()
+        result = trainer(
+            system,
+            toy["it"],
+            tmp_path / str(parts),
+            tmp_path / "cache",
+            stage="it",
+            max_steps=4,
+            batch_size=8,
+            lr=3e-3,
+            seed=5,
+            micro_batches=parts,
+        ).run()
         runs[parts] = (sum(r * w for r, w in widths), result.history)
     (padded_1, history_1), (padded_3, history_3) = runs[1], runs[3]
     assert padded_3 < padded_1  # fewer padded tokens for the same samples
@@ -686,9 +840,17 @@ def test_text_lm_micro_batches_take_the_same_steps_on_shorter_rows(tmp_path, mon
     for parts in (1, 4):
         cells.clear()
         losses: list[float] = []
-        out = lm_module.train_text_lm(toy_system_config("@tiny/llama").llm, dialogues, tmp_path / str(parts),
-                                      steps=5, batch_size=8, lr=1e-2, progress=False, losses=losses,
-                                      micro_batches=parts)
+        out = lm_module.train_text_lm(
+            toy_system_config("@tiny/llama").llm,
+            dialogues,
+            tmp_path / str(parts),
+            steps=5,
+            batch_size=8,
+            lr=1e-2,
+            progress=False,
+            losses=losses,
+            micro_batches=parts,
+        )
         runs[parts] = (sum(cells), len(cells), losses, AutoModelForCausalLM.from_pretrained(out).state_dict())
     assert runs[4][1] == 4 * runs[1][1]  # four forwards a step
     assert runs[4][0] < runs[1][0]

@@ -110,8 +110,13 @@ def test_json_list_and_jsonl_agree(data_dir: Path):
 
 def test_jsonl_skips_blank_lines_and_keeps_line_numbers(data_dir: Path):
     path = data_dir / "d.jsonl"
-    path.write_text("\n" + json.dumps({"caption": "rain", "generate": "audio"}) + "\n\n"
-                    + json.dumps({"caption": "sun", "generate": "image"}) + "\n")
+    path.write_text(
+        "\n"
+        + json.dumps({"caption": "rain", "generate": "audio"})
+        + "\n\n"
+        + json.dumps({"caption": "sun", "generate": "image"})
+        + "\n"
+    )
     assert [s.line for s in load(path)] == [2, 4]
 
 
@@ -130,8 +135,11 @@ def test_relative_paths_resolve_against_data_folder_and_root(data_dir: Path, tmp
 
 
 def test_absolute_path_and_check_files_off(data_dir: Path):
-    row = {"image": str(data_dir / "imgs/cat.png"), "video": "missing.mp4",
-           "conversations": [{"from": "human", "value": "<image><video>"}, {"from": "gpt", "value": "ok"}]}
+    row = {
+        "image": str(data_dir / "imgs/cat.png"),
+        "video": "missing.mp4",
+        "conversations": [{"from": "human", "value": "<image><video>"}, {"from": "gpt", "value": "ok"}],
+    }
     (s,) = load(write_jsonl(data_dir / "d.jsonl", [row]), check_files=False)
     assert s.media == {"image": [data_dir / "imgs/cat.png"], "video": [data_dir / "missing.mp4"]}
 
@@ -192,13 +200,13 @@ def test_each_bad_row_is_reported_with_its_line(data_dir: Path, case: str):
 
 def test_all_bad_rows_reported_in_one_error(data_dir: Path):
     rows = [
-        GOOD,                                                        # 1
-        "not json at all",                                           # 2
-        {"conversations": []},                                       # 3
-        GOOD,                                                        # 4
-        _conv(("human", "<smell>"), ("gpt", "x")),                  # 5
-        {"image": "imgs/missing.png", "caption": "c"},               # 6
-        _conv(("human", "hi")),                                      # 7
+        GOOD,  # 1
+        "not json at all",  # 2
+        {"conversations": []},  # 3
+        GOOD,  # 4
+        _conv(("human", "<smell>"), ("gpt", "x")),  # 5
+        {"image": "imgs/missing.png", "caption": "c"},  # 6
+        _conv(("human", "hi")),  # 7
     ]
     path = write_jsonl(data_dir / "d.jsonl", rows)
     with pytest.raises(DataError) as info:
@@ -231,23 +239,37 @@ def test_empty_file_is_an_error(data_dir: Path):
 
 
 def test_output_targets_from_output_media_and_pair_target(data_dir: Path):
-    path = write_jsonl(data_dir / "t.jsonl", [
-        {"conversations": [{"from": "human", "value": "Draw a cat and a dog."},
-                           {"from": "gpt", "value": "<image> and <image>"}],
-         "output_captions": {"image": ["a cat", "a dog"]}, "output_media": {"image": ["imgs/cat.png"]}},
-        {"caption": "a red square", "generate": "image", "target": "imgs/red.png"},
-    ])
+    path = write_jsonl(
+        data_dir / "t.jsonl",
+        [
+            {
+                "conversations": [
+                    {"from": "human", "value": "Draw a cat and a dog."},
+                    {"from": "gpt", "value": "<image> and <image>"},
+                ],
+                "output_captions": {"image": ["a cat", "a dog"]},
+                "output_media": {"image": ["imgs/cat.png"]},
+            },
+            {"caption": "a red square", "generate": "image", "target": "imgs/red.png"},
+        ],
+    )
     first, second = load(path)
     assert first.outputs() == [OutputSeg("image", "a cat", data_dir / "imgs/cat.png"), OutputSeg("image", "a dog")]
     assert second.outputs() == [OutputSeg("image", "a red square", data_dir / "imgs/red.png")]
 
 
 def test_bad_output_targets_are_reported(data_dir: Path):
-    path = write_jsonl(data_dir / "t.jsonl", [
-        {"caption": "a red square", "generate": "image", "target": "imgs/missing.png"},
-        {"conversations": [{"from": "human", "value": "Draw."}, {"from": "gpt", "value": "<image>"}],
-         "output_captions": {"image": ["a cat"]}, "output_media": {"image": ["imgs/cat.png", "imgs/dog.png"]}},
-    ])
+    path = write_jsonl(
+        data_dir / "t.jsonl",
+        [
+            {"caption": "a red square", "generate": "image", "target": "imgs/missing.png"},
+            {
+                "conversations": [{"from": "human", "value": "Draw."}, {"from": "gpt", "value": "<image>"}],
+                "output_captions": {"image": ["a cat"]},
+                "output_media": {"image": ["imgs/cat.png", "imgs/dog.png"]},
+            },
+        ],
+    )
     errors = errors_of(path)
     assert any(e.startswith(f"{path}:1: output_media['image'] file not found") for e in errors), errors
     assert any(e.startswith(f"{path}:2: output_media['image'] has 2 files for 1 output captions") for e in errors)

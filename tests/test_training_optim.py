@@ -63,8 +63,13 @@ def test_fused_update_matches_the_default_and_the_loss_falls():
 def test_param_groups_keep_their_own_settings_even_when_given_as_generators():
     model = _model()
     first, second = model[0], model[3]
-    optimiser = adamw([{"params": first.parameters(), "lr": 1e-2, "scale": 2.0},
-                       {"params": (p for p in second.parameters()), "weight_decay": 0.0}], lr=1e-3)
+    optimiser = adamw(
+        [
+            {"params": first.parameters(), "lr": 1e-2, "scale": 2.0},
+            {"params": (p for p in second.parameters()), "weight_decay": 0.0},
+        ],
+        lr=1e-3,
+    )
     assert optimiser.defaults["fused"] is True
     assert [len(g["params"]) for g in optimiser.param_groups] == [2, 2]
     assert optimiser.param_groups[0]["lr"] == 1e-2 and optimiser.param_groups[0]["scale"] == 2.0

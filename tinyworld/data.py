@@ -81,13 +81,27 @@ EVEN_MIX = {f"{kind}/{task}": 1 for task in ("describe", "generate") for kind in
 #: The recipe's PT mix. Clip direction is the slowest attribute to learn through the frozen LLM (an even mix left
 #: video direction at 35 % after MM IT; this one, 100 % on 60 clips), sounds are the quickest; generation rows
 #: need fewer steps once the signal rows start distinct (see ``Backbone._init_new_rows``).
-PT_MIX = {"image/describe": 4, "video/describe": 6, "audio/describe": 2,
-          "image/generate": 2, "video/generate": 3, "audio/generate": 1}
+PT_MIX = {
+    "image/describe": 4,
+    "video/describe": 6,
+    "audio/describe": 2,
+    "image/generate": 2,
+    "video/generate": 3,
+    "audio/generate": 1,
+}
 
 
-def write_datasets(folder: str | Path, *, pt: int = 3000, it: int = 3000, seed: int = 0,
-                   mix: dict[str, int] | None = None, progress: bool = True, it_turns: int = 3,
-                   follow_ups: float = 0.0) -> dict[str, Path]:
+def write_datasets(
+    folder: str | Path,
+    *,
+    pt: int = 3000,
+    it: int = 3000,
+    seed: int = 0,
+    mix: dict[str, int] | None = None,
+    progress: bool = True,
+    it_turns: int = 3,
+    follow_ups: float = 0.0,
+) -> dict[str, Path]:
     """Write ``pt`` PT rows and ``it`` IT conversations into ``folder``; returns ``{"pt": path, "it": path}``.
 
     ``mix`` weighs the PT tasks (``"video/describe": 3`` makes describing clips three times as common as a

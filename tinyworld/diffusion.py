@@ -40,20 +40,20 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from generators.audio import MelParams
-from training.meter import metered
-from training.optim import adamw
 from tinyworld import text as world_text
 from tinyworld.recipe import refresh_threads
-from tinyworld.world import (COLOURS, DIRECTIONS, PITCHES, SAMPLE_RATE, SHAPES, Clip, Picture, Sound,
-                             draw_shape)
+from tinyworld.world import COLOURS, DIRECTIONS, PITCHES, SAMPLE_RATE, SHAPES, Clip, Picture, Sound, draw_shape
+from training.meter import metered
+from training.optim import adamw
 
 SIDE = 32  # pixels of a picture / frame side
 FRAMES = 8  # frames of a clip
@@ -64,22 +64,40 @@ SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, be
 DDIM = dict(**SCHEDULE, clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
 
 #: AutoencoderKL: three levels (scale factor 4), 4 latent channels
-VAE_CONFIG = dict(latent_channels=4, block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8,
-                  down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3)
+VAE_CONFIG = dict(
+    latent_channels=4,
+    block_out_channels=(16, 32, 32),
+    layers_per_block=1,
+    norm_num_groups=8,
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+)
 #: UNet2DConditionModel of the image and audio generators (8x8 / 8x16 latents); cross-attention on the low level
 #: (linear attention projections, as in the 3D blocks, so a 2D UNet's weights inflate into a 3D one)
-UNET_2D_CONFIG = dict(block_out_channels=(32, 64), layers_per_block=1, attention_head_dim=4, norm_num_groups=16,
-                      down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                      up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), use_linear_projection=True)
+UNET_2D_CONFIG = dict(
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    attention_head_dim=4,
+    norm_num_groups=16,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    use_linear_projection=True,
+)
 #: UNet3DConditionModel of the video generator (8 frames of 8x8 latents)
-UNET_3D_CONFIG = dict(block_out_channels=(32, 64), layers_per_block=1, attention_head_dim=8, norm_num_groups=16,
-                      down_block_types=("DownBlock3D", "CrossAttnDownBlock3D"),
-                      up_block_types=("CrossAttnUpBlock3D", "UpBlock3D"))
+UNET_3D_CONFIG = dict(
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    attention_head_dim=8,
+    norm_num_groups=16,
+    down_block_types=("DownBlock3D", "CrossAttnDownBlock3D"),
+    up_block_types=("CrossAttnUpBlock3D", "UpBlock3D"),
+)
 
 #: AnimateDiff motion modules of the video generator (``MotionAdapter``): one temporal transformer after each
 #: resnet / attention of the image UNet's blocks and one in the middle, 4 heads, sinusoidal frame positions
-MOTION_CONFIG = dict(motion_layers_per_block=1, motion_num_attention_heads=4, motion_max_seq_length=32,
-                     use_motion_mid_block=True)
+MOTION_CONFIG = dict(
+    motion_layers_per_block=1, motion_num_attention_heads=4, motion_max_seq_length=32, use_motion_mid_block=True
+)
 #: the video generator's architectures (``train_video_generator(architecture=...)``) and their generator kinds
 VIDEO_ARCHITECTURES = {"motion": "animatediff", "unet3d": "text_to_video_sd"}
 
@@ -108,8 +126,7 @@ def _progress(iterable, *, desc: str, enabled: bool, total: int | None = None):
 # ---------------------------------------------------------------------------------------------------------------
 # the frozen text encoder
 # ---------------------------------------------------------------------------------------------------------------
-def build_standin_text_encoder(out: str | Path, seed: int = 0, *, hidden_size: int = 64,
-                               max_length: int = 16) -> Path:
+def build_standin_text_encoder(out: str | Path, seed: int = 0, *, hidden_size: int = 64, max_length: int = 16) -> Path:
     """A seeded random ``CLIPTextModel`` (``hidden_size``, ``max_length`` positions) with a BPE tokenizer trained on
     the world's corpus, saved to ``out``: a stand-in for the project's trained text encoder with the same layout."""
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -120,9 +137,15 @@ def build_standin_text_encoder(out: str | Path, seed: int = 0, *, hidden_size: i
     tokenizer = tiny_clip_tokenizer(max_length, corpus=world_text.corpus(), num_merges=300)
     torch.manual_seed(seed)
     config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=max_length, projection_dim=hidden_size,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=max_length,
+        projection_dim=hidden_size,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     CLIPTextModel(config).eval().save_pretrained(out)
@@ -136,7 +159,7 @@ def encode_captions(pipeline: Any, captions: Sequence[str], batch_size: int = 12
     tensors the generator tool (and hence the output projector) feeds the UNet at generation time."""
     out = []
     for start in range(0, len(captions), batch_size):
-        chunk = list(captions[start:start + batch_size])
+        chunk = list(captions[start : start + batch_size])
         embeds, _ = pipeline.encode_prompt(chunk, torch.device("cpu"), 1, False)
         out.append(embeds.float())
     return torch.cat(out)
@@ -168,8 +191,10 @@ def render_pictures(n: int, seed: int = 0) -> tuple[np.ndarray, list[Picture]]:
 def render_clips(n: int, seed: int = 0) -> tuple[np.ndarray, list[Clip]]:
     """``n`` clips: uint8 ``(n, 8, 32, 32, 3)`` and the :class:`Clip` each shows."""
     things = _balanced(Clip, n, seed)
-    frames = [np.stack([np.asarray(f) for f in t.render(seed * 1_000_003 + i, side=SIDE, frames=FRAMES)])
-              for i, t in enumerate(things)]
+    frames = [
+        np.stack([np.asarray(f) for f in t.render(seed * 1_000_003 + i, side=SIDE, frames=FRAMES)])
+        for i, t in enumerate(things)
+    ]
     return np.stack(frames), things
 
 
@@ -256,9 +281,20 @@ def make_vae(channels: int, **overrides: Any):
     return AutoencoderKL(in_channels=channels, out_channels=channels, sample_size=SIDE, **config)
 
 
-def train_vae(out: str | Path, *, channels: int, steps: int, batch_size: int, seed: int, progress: bool = True,
-              samples: int | None = None, lr: float = 2e-3, kl_weight: float = 1e-6,
-              config: dict | None = None, device: str = "cpu") -> dict:
+def train_vae(
+    out: str | Path,
+    *,
+    channels: int,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    progress: bool = True,
+    samples: int | None = None,
+    lr: float = 2e-3,
+    kl_weight: float = 1e-6,
+    config: dict | None = None,
+    device: str = "cpu",
+) -> dict:
     """Train an ``AutoencoderKL`` on world pictures and frames (``channels=3``) or mel spectrograms
     (``channels=1``) with L1 + L2 reconstruction plus ``kl_weight`` x KL (per latent value), centre its latents
     per channel (:func:`centre_latents`), set ``scaling_factor`` to ``1 / std`` of the centred latents of the
@@ -299,22 +335,34 @@ def train_vae(out: str | Path, *, channels: int, steps: int, batch_size: int, se
 
     # centre the latents per channel, then scale them to unit variance for the diffusion model
     with torch.no_grad():
-        latents = torch.cat([vae.encode(data[i:i + 256].to(device)).latent_dist.mean.cpu()
-                             for i in range(0, len(data), 256)])  # (N, 4, H / 4, W / 4)
+        latents = torch.cat(
+            [vae.encode(data[i : i + 256].to(device)).latent_dist.mean.cpu() for i in range(0, len(data), 256)]
+        )  # (N, 4, H / 4, W / 4)
     vae.cpu()
     channel_means = latents.mean(dim=(0, 2, 3))  # (4,)
     centre_latents(vae, channel_means)
     std = float((latents - channel_means[None, :, None, None]).std())
     vae.register_to_config(scaling_factor=1.0 / std)
-    recon_l1 = sum(reconstruction_l1(vae, data[i:i + 256]) * len(data[i:i + 256])
-                   for i in range(0, len(data), 256)) / len(data)
+    recon_l1 = sum(
+        reconstruction_l1(vae, data[i : i + 256]) * len(data[i : i + 256]) for i in range(0, len(data), 256)
+    ) / len(data)
     vae.save_pretrained(str(out))
     first, last = _window_means(history)
-    return {"loss_first": first, "loss_last": last, "recon_before": recon_before,
-            "recon_after": reconstruction_l1(vae, fixed), "recon_l1": recon_l1,
-            "latent_channel_means": channel_means.tolist(), "latent_std": std, "scaling_factor": 1.0 / std,
-            "parameters": count_parameters(vae), "steps": steps, "batch_size": batch_size, "samples": len(data),
-            "seconds": time.time() - started}
+    return {
+        "loss_first": first,
+        "loss_last": last,
+        "recon_before": recon_before,
+        "recon_after": reconstruction_l1(vae, fixed),
+        "recon_l1": recon_l1,
+        "latent_channel_means": channel_means.tolist(),
+        "latent_std": std,
+        "scaling_factor": 1.0 / std,
+        "parameters": count_parameters(vae),
+        "steps": steps,
+        "batch_size": batch_size,
+        "samples": len(data),
+        "seconds": time.time() - started,
+    }
 
 
 @torch.no_grad()
@@ -347,7 +395,7 @@ def encode_latents(vae: Any, pixels: torch.Tensor, batch_size: int = 256) -> tor
     """``(N, C, H, W)`` in [-1, 1] -> scaled latent means ``(N, 4, H / 4, W / 4)`` (what the UNet denoises)."""
     out = []
     for start in range(0, len(pixels), batch_size):
-        chunk = pixels[start:start + batch_size].to(vae.device, vae.dtype)
+        chunk = pixels[start : start + batch_size].to(vae.device, vae.dtype)
         out.append((vae.encode(chunk).latent_dist.mean * vae.config.scaling_factor).float().cpu())
     return torch.cat(out)
 
@@ -372,12 +420,28 @@ def _caption_table(things: Sequence[Any], forms: Sequence[Callable[[Any], str]])
     return captions, torch.tensor(rows, dtype=torch.long)
 
 
-def train_denoiser(unet: torch.nn.Module, latents: torch.Tensor, states: torch.Tensor, caption_ids: torch.Tensor,
-                   *, steps: int, batch_size: int, seed: int, lr: float = 1e-3, form_probs: Sequence[float] = (1.0,),
-                   cfg_dropout: float = CFG_DROPOUT, ema_decay: float = 0.995, snr_gamma: float | None = 5.0,
-                   noisy_gamma: float | None = None, min_timestep: int = 0,
-                   lr_scale: Callable[[str], float] | None = None, condition_per_frame: bool = False,
-                   progress: bool = True, desc: str = "unet", device: str = "cpu") -> dict:
+def train_denoiser(
+    unet: torch.nn.Module,
+    latents: torch.Tensor,
+    states: torch.Tensor,
+    caption_ids: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    lr: float = 1e-3,
+    form_probs: Sequence[float] = (1.0,),
+    cfg_dropout: float = CFG_DROPOUT,
+    ema_decay: float = 0.995,
+    snr_gamma: float | None = 5.0,
+    noisy_gamma: float | None = None,
+    min_timestep: int = 0,
+    lr_scale: Callable[[str], float] | None = None,
+    condition_per_frame: bool = False,
+    progress: bool = True,
+    desc: str = "unet",
+    device: str = "cpu",
+) -> dict:
     """Train ``unet`` with the epsilon objective on cached tensors, then load its EMA weights.
 
     Args:
@@ -431,8 +495,9 @@ def train_denoiser(unet: torch.nn.Module, latents: torch.Tensor, states: torch.T
         return weight
 
     fixed_gen = torch.Generator().manual_seed(seed + 12345)
-    fixed = noisy_batch(torch.randint(0, len(latents), (min(128, 4 * batch_size),), generator=fixed_gen),
-                        fixed_gen, 0.0)
+    fixed = noisy_batch(
+        torch.randint(0, len(latents), (min(128, 4 * batch_size),), generator=fixed_gen), fixed_gen, 0.0
+    )
 
     loss_before = _fixed_loss(unet, fixed)
     groups: dict[float, list[torch.nn.Parameter]] = {}
@@ -463,8 +528,14 @@ def train_denoiser(unet: torch.nn.Module, latents: torch.Tensor, states: torch.T
     ema.copy_to(unet)
     unet.eval().requires_grad_(False).cpu()
     first, last = _window_means(history)
-    return {"loss_first": first, "loss_last": last, "loss_before": loss_before, "loss_after": _fixed_loss(unet, fixed),
-            "steps": steps, "batch_size": batch_size}
+    return {
+        "loss_first": first,
+        "loss_last": last,
+        "loss_before": loss_before,
+        "loss_after": _fixed_loss(unet, fixed),
+        "steps": steps,
+        "batch_size": batch_size,
+    }
 
 
 @torch.no_grad()
@@ -519,24 +590,42 @@ def make_unet_2d(latent_size: int, cross_attention_dim: int, **overrides: Any):
     """A fresh ``UNet2DConditionModel`` (:data:`UNET_2D_CONFIG` updated with ``overrides``) for 4-channel latents."""
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(sample_size=latent_size, in_channels=4, out_channels=4,
-                                cross_attention_dim=cross_attention_dim, **{**UNET_2D_CONFIG, **overrides})
+    return UNet2DConditionModel(
+        sample_size=latent_size,
+        in_channels=4,
+        out_channels=4,
+        cross_attention_dim=cross_attention_dim,
+        **{**UNET_2D_CONFIG, **overrides},
+    )
 
 
 def make_unet_3d(latent_size: int, cross_attention_dim: int, **overrides: Any):
     """A fresh ``UNet3DConditionModel`` (:data:`UNET_3D_CONFIG` updated with ``overrides``) for 4-channel latents."""
     from diffusers import UNet3DConditionModel
 
-    return UNet3DConditionModel(sample_size=latent_size, in_channels=4, out_channels=4,
-                                cross_attention_dim=cross_attention_dim, **{**UNET_3D_CONFIG, **overrides})
+    return UNet3DConditionModel(
+        sample_size=latent_size,
+        in_channels=4,
+        out_channels=4,
+        cross_attention_dim=cross_attention_dim,
+        **{**UNET_3D_CONFIG, **overrides},
+    )
 
 
 def _sd_pipeline(text: dict, vae: Any, unet: Any):
     """A ``StableDiffusionPipeline`` (DDIM, no safety checker) from ``text`` (tokenizer, text encoder)."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    return StableDiffusionPipeline(vae=vae, unet=unet, scheduler=DDIMScheduler(**DDIM), safety_checker=None,
-                                   feature_extractor=None, image_encoder=None, requires_safety_checker=False, **text)
+    return StableDiffusionPipeline(
+        vae=vae,
+        unet=unet,
+        scheduler=DDIMScheduler(**DDIM),
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+        **text,
+    )
 
 
 def _finish(out: str | Path, pipeline: Any, metrics: dict, started: float, unet: Any) -> dict:
@@ -548,9 +637,20 @@ def _finish(out: str | Path, pipeline: Any, metrics: dict, started: float, unet:
     return metrics
 
 
-def train_image_generator(text_dir: str | Path, vae_dir: str | Path, out: str | Path, *, steps: int,
-                          batch_size: int, seed: int, progress: bool = True, samples: int | None = None,
-                          lr: float = 2e-3, config: dict | None = None, device: str = "cpu") -> dict:
+def train_image_generator(
+    text_dir: str | Path,
+    vae_dir: str | Path,
+    out: str | Path,
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    progress: bool = True,
+    samples: int | None = None,
+    lr: float = 2e-3,
+    config: dict | None = None,
+    device: str = "cpu",
+) -> dict:
     """Train a ``UNet2DConditionModel`` on (picture, caption) and save a ``StableDiffusionPipeline`` to ``out``.
 
     Captions are mostly request captions (``a red circle``: position and size free) and otherwise full captions
@@ -568,18 +668,45 @@ def train_image_generator(text_dir: str | Path, vae_dir: str | Path, out: str | 
     pipeline = _sd_pipeline(text, vae, unet)
     captions, caption_ids = _caption_table(things, (world_text.request_caption, world_text.caption))
     states = encode_captions(pipeline, captions)  # (U, L, D)
-    metrics = train_denoiser(unet, latents, states, caption_ids, steps=steps, batch_size=batch_size, seed=seed,
-                             lr=lr, form_probs=CAPTION_FORMS, progress=progress, desc="image unet", device=device)
+    metrics = train_denoiser(
+        unet,
+        latents,
+        states,
+        caption_ids,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        lr=lr,
+        form_probs=CAPTION_FORMS,
+        progress=progress,
+        desc="image unet",
+        device=device,
+    )
     metrics["samples"] = len(latents)
     return _finish(out, pipeline, metrics, started, unet)
 
 
-def train_video_generator(text_dir: str | Path, vae_dir: str | Path, out: str | Path, *, steps: int,
-                          batch_size: int, seed: int, progress: bool = True, samples: int | None = None,
-                          lr: float = 2e-3, config: dict | None = None, pretrain_steps: int | None = None,
-                          pretrain_batch_size: int | None = None, pretrain_frames: Sequence[int] = (0,),
-                          temporal_lr_scale: float = 5.0, spatial_lr_scale: float = 1.0,
-                          architecture: str = "unet3d", motion: dict | None = None, device: str = "cpu") -> dict:
+def train_video_generator(
+    text_dir: str | Path,
+    vae_dir: str | Path,
+    out: str | Path,
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    progress: bool = True,
+    samples: int | None = None,
+    lr: float = 2e-3,
+    config: dict | None = None,
+    pretrain_steps: int | None = None,
+    pretrain_batch_size: int | None = None,
+    pretrain_frames: Sequence[int] = (0,),
+    temporal_lr_scale: float = 5.0,
+    spatial_lr_scale: float = 1.0,
+    architecture: str = "unet3d",
+    motion: dict | None = None,
+    device: str = "cpu",
+) -> dict:
     """Train a video UNet on (8-frame clip, ``a blue square moving up``) and save a text-to-video pipeline (with
     the 3-channel VAE of ``vae_dir``) to ``out``.
 
@@ -637,14 +764,23 @@ def train_video_generator(text_dir: str | Path, vae_dir: str | Path, out: str | 
     if pretrain_steps > 0:
         chosen = list(pretrain_frames)
         frame_latents = latents[:, :, chosen].permute(0, 2, 1, 3, 4).flatten(0, 1)  # (n * k, 4, h, w)
-        pretrain = train_denoiser(twin, frame_latents, states, caption_ids.repeat_interleave(len(chosen), dim=0),
-                                  steps=pretrain_steps, batch_size=pretrain_batch_size, seed=seed, lr=lr,
-                                  progress=progress, desc="video frames", device=device)
+        pretrain = train_denoiser(
+            twin,
+            frame_latents,
+            states,
+            caption_ids.repeat_interleave(len(chosen), dim=0),
+            steps=pretrain_steps,
+            batch_size=pretrain_batch_size,
+            seed=seed,
+            lr=lr,
+            progress=progress,
+            desc="video frames",
+            device=device,
+        )
     # 2. whole clips: the video UNet starts as the twin on every frame
     if architecture == "motion":
         unet = motion_unet(twin, **(motion or {}))
-        pipeline = AnimateDiffPipeline(vae=vae, unet=unet, motion_adapter=None, scheduler=DDIMScheduler(**DDIM),
-                                       **text)
+        pipeline = AnimateDiffPipeline(vae=vae, unet=unet, motion_adapter=None, scheduler=DDIMScheduler(**DDIM), **text)
     else:
         unet = unet_3d
         if pretrain_steps > 0:
@@ -657,9 +793,21 @@ def train_video_generator(text_dir: str | Path, vae_dir: str | Path, out: str | 
         temporal = name.startswith("transformer_in") or ".temp_" in name or ".motion_modules." in name
         return temporal_lr_scale if temporal else spatial_lr_scale
 
-    metrics = train_denoiser(unet, latents, states, caption_ids, steps=steps, batch_size=batch_size, seed=seed + 1,
-                             lr=lr, lr_scale=lr_scale, condition_per_frame=architecture == "motion",
-                             progress=progress, desc="video unet", device=device)
+    metrics = train_denoiser(
+        unet,
+        latents,
+        states,
+        caption_ids,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed + 1,
+        lr=lr,
+        lr_scale=lr_scale,
+        condition_per_frame=architecture == "motion",
+        progress=progress,
+        desc="video unet",
+        device=device,
+    )
     metrics.update(samples=n, pretrain=pretrain, architecture=architecture)
     return _finish(out, pipeline, metrics, started, unet)
 
@@ -671,8 +819,11 @@ def motion_unet(unet_2d: torch.nn.Module, **overrides: Any):
     from diffusers import MotionAdapter, UNetMotionModel
 
     channels = tuple(unet_2d.config.block_out_channels)
-    adapter = MotionAdapter(block_out_channels=channels, motion_norm_num_groups=unet_2d.config.norm_num_groups,
-                            **{**MOTION_CONFIG, **overrides})
+    adapter = MotionAdapter(
+        block_out_channels=channels,
+        motion_norm_num_groups=unet_2d.config.norm_num_groups,
+        **{**MOTION_CONFIG, **overrides},
+    )
     unet = UNetMotionModel.from_unet2d(unet_2d, adapter)
     with torch.no_grad():  # each motion module adds proj_out(...) to a residual: a zero proj_out is an identity
         for module in unet.modules():
@@ -714,9 +865,20 @@ def inflate_unet(unet_3d: torch.nn.Module, unet_2d: torch.nn.Module) -> None:
             module.proj_out.bias.zero_()
 
 
-def train_audio_generator(text_dir: str | Path, vae_dir: str | Path, out: str | Path, *, steps: int,
-                          batch_size: int, seed: int, progress: bool = True, samples: int | None = None,
-                          lr: float = 2e-3, config: dict | None = None, device: str = "cpu") -> dict:
+def train_audio_generator(
+    text_dir: str | Path,
+    vae_dir: str | Path,
+    out: str | Path,
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    progress: bool = True,
+    samples: int | None = None,
+    lr: float = 2e-3,
+    config: dict | None = None,
+    device: str = "cpu",
+) -> dict:
     """Train a ``UNet2DConditionModel`` on (sound -> normalised log-mel, caption) and save a
     ``StableDiffusionPipeline`` with the 1-channel VAE of ``vae_dir`` plus ``mel.json`` to ``out``, the folder
     :class:`~generators.audio.MelDiffusionTool` loads.
@@ -734,8 +896,20 @@ def train_audio_generator(text_dir: str | Path, vae_dir: str | Path, out: str | 
     pipeline = _sd_pipeline(text, vae, unet)
     captions, caption_ids = _caption_table(things, (world_text.request_caption, world_text.caption))
     states = encode_captions(pipeline, captions)
-    metrics = train_denoiser(unet, latents, states, caption_ids, steps=steps, batch_size=batch_size, seed=seed,
-                             lr=lr, form_probs=CAPTION_FORMS, progress=progress, desc="audio unet", device=device)
+    metrics = train_denoiser(
+        unet,
+        latents,
+        states,
+        caption_ids,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        lr=lr,
+        form_probs=CAPTION_FORMS,
+        progress=progress,
+        desc="audio unet",
+        device=device,
+    )
     metrics["samples"] = len(latents)
     metrics = _finish(out, pipeline, metrics, started, unet)
     mel.save(out)
@@ -788,8 +962,9 @@ def nearest_shape(mask: np.ndarray) -> str | None:
 
 def read_picture(image: np.ndarray | Image.Image) -> dict:
     """``{"colour", "shape"}`` of a generated or rendered picture (None where nothing is drawn)."""
-    image = np.asarray(Image.fromarray(np.asarray(image)).convert("RGB")) if not isinstance(image, np.ndarray) \
-        else image
+    image = (
+        np.asarray(Image.fromarray(np.asarray(image)).convert("RGB")) if not isinstance(image, np.ndarray) else image
+    )
     mask = foreground(image)
     return {"colour": nearest_colour(image, mask), "shape": nearest_shape(mask)}
 
@@ -854,16 +1029,23 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
 # evaluations through the generator tools
 # ---------------------------------------------------------------------------------------------------------------
 def _tool(kind: str, folder: str | Path, steps: int, guidance: float, options: dict):
-    from generators import GENERATORS
     from core.config import GeneratorConfig
+    from generators import GENERATORS
 
-    cfg = GeneratorConfig(kind=kind, model=str(folder), num_inference_steps=steps, guidance_scale=guidance,
-                          options=options)
+    cfg = GeneratorConfig(
+        kind=kind, model=str(folder), num_inference_steps=steps, guidance_scale=guidance, options=options
+    )
     return GENERATORS.get(kind).from_config(cfg, seed=0)
 
 
-def _evaluate(tool: Any, things: Sequence[Any], read: Callable[[bytes], dict], attributes: Sequence[str],
-              judges: Any = None, kind: str = "") -> dict:
+def _evaluate(
+    tool: Any,
+    things: Sequence[Any],
+    read: Callable[[bytes], dict],
+    attributes: Sequence[str],
+    judges: Any = None,
+    kind: str = "",
+) -> dict:
     if judges is not None:  # the eval's judges read the media instead of the analytic reader
         read = lambda data: judges.judge(kind, data)  # noqa: E731
     hits = {a: 0 for a in attributes}
@@ -881,11 +1063,17 @@ def _evaluate(tool: Any, things: Sequence[Any], read: Callable[[bytes], dict], a
             hits[a] += right[a]
         together += all(right.values())
         if not all(right.values()) and len(failures) < 8:
-            failures.append({"wanted": world_text.request_caption(thing),
-                             "found": {a: str(found[a]) for a in attributes}})
+            failures.append(
+                {"wanted": world_text.request_caption(thing), "found": {a: str(found[a]) for a in attributes}}
+            )
     n = len(things)
-    return {"samples": n, "accuracy": together / n, **{f"{a}_accuracy": hits[a] / n for a in attributes},
-            "seconds_per_sample": seconds / n, "failures": failures}
+    return {
+        "samples": n,
+        "accuracy": together / n,
+        **{f"{a}_accuracy": hits[a] / n for a in attributes},
+        "seconds_per_sample": seconds / n,
+        "failures": failures,
+    }
 
 
 def _request_things(cls, n: int, attributes: Sequence[str], seed: int) -> list:
@@ -895,8 +1083,9 @@ def _request_things(cls, n: int, attributes: Sequence[str], seed: int) -> list:
     return [cls.sample(rng, **dict(zip(attributes, combos[i % len(combos)]))) for i in range(n)]
 
 
-def evaluate_image(folder: str | Path, *, samples: int = 48, steps: int = 25, guidance: float = 4.0,
-                   seed: int = 0, judges: Any = None) -> dict:
+def evaluate_image(
+    folder: str | Path, *, samples: int = 48, steps: int = 25, guidance: float = 4.0, seed: int = 0, judges: Any = None
+) -> dict:
     """Generate ``samples`` pictures from request captions (every colour x shape) through
     :class:`~generators.image.StableDiffusionTool` and read colour and shape back: with the analytic reader
     (:func:`read_picture`), or with ``judges`` (:class:`tinyworld.judges.Judges`, what ``mmgraph eval`` uses)."""
@@ -905,8 +1094,9 @@ def evaluate_image(folder: str | Path, *, samples: int = 48, steps: int = 25, gu
     def read(data: bytes) -> dict:
         return read_picture(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
 
-    return _evaluate(tool, _request_things(Picture, samples, ("colour", "shape"), seed), read, ("colour", "shape"),
-                     judges, "image")
+    return _evaluate(
+        tool, _request_things(Picture, samples, ("colour", "shape"), seed), read, ("colour", "shape"), judges, "image"
+    )
 
 
 def video_kind(folder: str | Path) -> str:
@@ -919,14 +1109,16 @@ def video_kind(folder: str | Path) -> str:
     return kinds[pipeline]
 
 
-def evaluate_video(folder: str | Path, *, samples: int = 48, steps: int = 25, guidance: float = 4.0,
-                   seed: int = 0, judges: Any = None) -> dict:
+def evaluate_video(
+    folder: str | Path, *, samples: int = 48, steps: int = 25, guidance: float = 4.0, seed: int = 0, judges: Any = None
+) -> dict:
     """Generate ``samples`` 8-frame clips (every colour x shape x direction, cycled) through
     the folder's video tool (:func:`video_kind`) and read colour, shape and direction back: from lossless GIFs with
     the analytic reader (:func:`read_clip`), or, given ``judges``, from the tool's MP4 with the judges."""
     options = {"num_frames": FRAMES, "height": SIDE, "width": SIDE}
-    tool = _tool(video_kind(folder), folder, steps, guidance, options if judges is not None else
-                 {**options, "format": "gif"})
+    tool = _tool(
+        video_kind(folder), folder, steps, guidance, options if judges is not None else {**options, "format": "gif"}
+    )
 
     def read(data: bytes) -> dict:
         gif = Image.open(io.BytesIO(data))
@@ -936,12 +1128,19 @@ def evaluate_video(folder: str | Path, *, samples: int = 48, steps: int = 25, gu
             frames.append(np.asarray(gif.convert("RGB")))
         return read_clip(frames)
 
-    return _evaluate(tool, _request_things(Clip, samples, ("colour", "shape", "direction"), seed), read,
-                     ("colour", "shape", "direction"), judges, "video")
+    return _evaluate(
+        tool,
+        _request_things(Clip, samples, ("colour", "shape", "direction"), seed),
+        read,
+        ("colour", "shape", "direction"),
+        judges,
+        "video",
+    )
 
 
-def evaluate_audio(folder: str | Path, *, samples: int = 48, steps: int = 25, guidance: float = 4.0,
-                   seed: int = 0, judges: Any = None) -> dict:
+def evaluate_audio(
+    folder: str | Path, *, samples: int = 48, steps: int = 25, guidance: float = 4.0, seed: int = 0, judges: Any = None
+) -> dict:
     """Generate ``samples`` sounds from request captions (every pitch x beep count) through
     :class:`~generators.audio.MelDiffusionTool` and read pitch and beep count back from the WAV (analytic reader,
     or ``judges``)."""
@@ -953,15 +1152,25 @@ def evaluate_audio(folder: str | Path, *, samples: int = 48, steps: int = 25, gu
         wave, rate = sf.read(io.BytesIO(data), dtype="float32")
         return read_sound(wave, rate)
 
-    return _evaluate(tool, _request_things(Sound, samples, ("pitch", "beeps"), seed), read, ("pitch", "beeps"),
-                     judges, "audio")
+    return _evaluate(
+        tool, _request_things(Sound, samples, ("pitch", "beeps"), seed), read, ("pitch", "beeps"), judges, "audio"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # everything
 # ---------------------------------------------------------------------------------------------------------------
-def train_all(out: str | Path, text_dir: str | Path, *, seed: int = 0, scale: float = 1.0, progress: bool = True,
-              evaluate: bool = True, eval_samples: int = 48, device: str = "cpu") -> dict:
+def train_all(
+    out: str | Path,
+    text_dir: str | Path,
+    *,
+    seed: int = 0,
+    scale: float = 1.0,
+    progress: bool = True,
+    evaluate: bool = True,
+    eval_samples: int = 48,
+    device: str = "cpu",
+) -> dict:
     """Train both VAEs and the three generators into ``out`` (``vae-rgb``, ``vae-mel``, ``image``, ``video``,
     ``audio``) with :data:`DEFAULTS` (steps multiplied by ``scale``), optionally evaluate each generator, and
     write ``out/metrics.json``. Returns the metrics."""
@@ -977,17 +1186,37 @@ def train_all(out: str | Path, text_dir: str | Path, *, seed: int = 0, scale: fl
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"{name}: {json.dumps(_brief(result))}", flush=True)
 
-    record("vae_rgb", train_vae(out / "vae-rgb", channels=3, steps=steps["vae_rgb"], batch_size=batch["vae_rgb"],
-                                **common))
-    record("vae_mel", train_vae(out / "vae-mel", channels=1, steps=steps["vae_mel"], batch_size=batch["vae_mel"],
-                                **common))
-    record("image", train_image_generator(text_dir, out / "vae-rgb", out / "image", steps=steps["image"],
-                                          batch_size=batch["image"], **common))
-    record("video", train_video_generator(text_dir, out / "vae-rgb", out / "video", steps=steps["video"],
-                                          batch_size=batch["video"], pretrain_steps=steps["video_frames"],
-                                          pretrain_batch_size=batch["video_frames"], **common))
-    record("audio", train_audio_generator(text_dir, out / "vae-mel", out / "audio", steps=steps["audio"],
-                                          batch_size=batch["audio"], **common))
+    record(
+        "vae_rgb", train_vae(out / "vae-rgb", channels=3, steps=steps["vae_rgb"], batch_size=batch["vae_rgb"], **common)
+    )
+    record(
+        "vae_mel", train_vae(out / "vae-mel", channels=1, steps=steps["vae_mel"], batch_size=batch["vae_mel"], **common)
+    )
+    record(
+        "image",
+        train_image_generator(
+            text_dir, out / "vae-rgb", out / "image", steps=steps["image"], batch_size=batch["image"], **common
+        ),
+    )
+    record(
+        "video",
+        train_video_generator(
+            text_dir,
+            out / "vae-rgb",
+            out / "video",
+            steps=steps["video"],
+            batch_size=batch["video"],
+            pretrain_steps=steps["video_frames"],
+            pretrain_batch_size=batch["video_frames"],
+            **common,
+        ),
+    )
+    record(
+        "audio",
+        train_audio_generator(
+            text_dir, out / "vae-mel", out / "audio", steps=steps["audio"], batch_size=batch["audio"], **common
+        ),
+    )
     metrics["train_seconds"] = sum(m["seconds"] for m in metrics.values() if isinstance(m, dict))
     if evaluate:
         record("eval_image", evaluate_image(out / "image", samples=eval_samples))
@@ -1004,9 +1233,13 @@ def _brief(result: dict) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinyworld.diffusion", description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder for vae-rgb, vae-mel, image, video, audio and metrics.json")
-    parser.add_argument("--text-dir", type=Path, default=None,
-                        help="frozen text encoder folder (CLIPTextModel + CLIPTokenizer); default: build a random "
-                             "stand-in into OUT/text-standin")
+    parser.add_argument(
+        "--text-dir",
+        type=Path,
+        default=None,
+        help="frozen text encoder folder (CLIPTextModel + CLIPTokenizer); default: build a random "
+        "stand-in into OUT/text-standin",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every default step count (quick runs)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -1020,8 +1253,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     text_dir = args.text_dir
     if text_dir is None:
         text_dir = build_standin_text_encoder(args.out / "text-standin", seed=args.seed)
-    metrics = train_all(args.out, text_dir, seed=args.seed, scale=args.scale, progress=not args.quiet,
-                        evaluate=not args.no_eval, eval_samples=args.eval_samples, device=args.device)
+    metrics = train_all(
+        args.out,
+        text_dir,
+        seed=args.seed,
+        scale=args.scale,
+        progress=not args.quiet,
+        evaluate=not args.no_eval,
+        eval_samples=args.eval_samples,
+        device=args.device,
+    )
     print(json.dumps(metrics, indent=2))
     return 0
 

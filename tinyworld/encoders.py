@@ -46,30 +46,41 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tinyworld import text as world_text
+from tinyworld.world import (
+    BEEPS,
+    COLOURS,
+    DIRECTIONS,
+    PITCHES,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    WAVEFORMS,
+    Clip,
+    Picture,
+    Sound,
+)
 from training.meter import metered
 from training.optim import adamw
-from tinyworld import text as world_text
-from tinyworld.world import (BEEPS, COLOURS, DIRECTIONS, PITCHES, POSITIONS, SHAPES, SIZES, WAVEFORMS, Clip,
-                             Picture, Sound)
 
 # -- sizes --------------------------------------------------------------------------------------------------------
 IMAGE_SIZE = 32
 PATCH_SIZE = 4
-WIDTH = 64            # every tower's width, and the joint embedding size
+WIDTH = 64  # every tower's width, and the joint embedding size
 PROJECTION_DIM = 64
 TEXT_MAX_LENGTH = 16
 TOKENIZER_MERGES = 300
 MEL_BINS = 80
 MAX_SOURCE_POSITIONS = 100  # 200 mel frames of 10 ms = 2 s of audio per clip
-LOGIT_SCALE_INIT = 30.0     # initial inverse temperature of the contrastive logits (learned, capped at 100)
+LOGIT_SCALE_INIT = 30.0  # initial inverse temperature of the contrastive logits (learned, capped at 100)
 
 # -- training defaults (about 4 CPU-minutes on one thread) --------------------------------------------------------
 STEPS = 1000
-BATCH_SIZE = 128            # images (pictures and clip frames) per step
-AUDIO_BATCH_SIZE = 24       # sounds per step (scaled with batch_size): a sound costs ~2x an image to encode, and
-                            # the sound attributes are learnt long before the picture shapes are
-CLIP_BATCH_SIZE = 16        # clips per step (scaled with batch_size); each costs two frames through the vision tower
-NUM_TRAIN = 3000            # pre-rendered pictures and sounds (plus NUM_TRAIN // 3 clip frames)
+BATCH_SIZE = 128  # images (pictures and clip frames) per step
+AUDIO_BATCH_SIZE = 24  # sounds per step (scaled with batch_size): a sound costs ~2x an image to encode, and
+# the sound attributes are learnt long before the picture shapes are
+CLIP_BATCH_SIZE = 16  # clips per step (scaled with batch_size); each costs two frames through the vision tower
+NUM_TRAIN = 3000  # pre-rendered pictures and sounds (plus NUM_TRAIN // 3 clip frames)
 LR = 1e-3
 
 # -- the attribute table ------------------------------------------------------------------------------------------
@@ -86,8 +97,8 @@ ATTRIBUTES: dict[str, list] = {
 }
 # A medium's codes and a caption's constraints are rows of 9 ints: [kind, colour, shape, position, size, pitch,
 # waveform, beeps, direction], kind 0 for images (pictures and frames), 1 for sounds and 2 for clips.
-ANY = -1                          # in a caption's constraints: the caption does not mention this attribute
-NOT_APPLICABLE = -9               # in a medium's attributes: the medium has no such attribute (never matches)
+ANY = -1  # in a caption's constraints: the caption does not mention this attribute
+NOT_APPLICABLE = -9  # in a medium's attributes: the medium has no such attribute (never matches)
 
 PICTURE_ATTRIBUTES = ("colour", "shape", "position", "size")
 SOUND_ATTRIBUTES = ("pitch", "waveform", "beeps")
@@ -108,8 +119,7 @@ def picture_captions(picture: Picture) -> list[tuple[str, dict]]:
         (world_text.caption(p), p.as_dict()),
         (world_text.request_caption(p), {"colour": p.colour, "shape": p.shape}),
         (f"a {p.size} {p.colour} {p.shape}", {"colour": p.colour, "shape": p.shape, "size": p.size}),
-        (f"a {p.colour} {p.shape} in the {p.position}",
-         {"colour": p.colour, "shape": p.shape, "position": p.position}),
+        (f"a {p.colour} {p.shape} in the {p.position}", {"colour": p.colour, "shape": p.shape, "position": p.position}),
     ]
 
 
@@ -166,8 +176,9 @@ def build_image_processor():
     """The PIL CLIP image processor for 32x32 inputs (resize shortest edge 32, centre crop 32x32, CLIP norm)."""
     from transformers import CLIPImageProcessorPil
 
-    return CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
-                                 crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    return CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    )
 
 
 def sincos_positions(grid: int, width: int, scale: float = 0.4) -> torch.Tensor:
@@ -178,8 +189,9 @@ def sincos_positions(grid: int, width: int, scale: float = 0.4) -> torch.Tensor:
     """
     quarter = width // 4
     frequencies = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter)  # (W/4,)
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
-                            indexing="ij")                                              # (g, g) each
+    ys, xs = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij"
+    )  # (g, g) each
     angles_x = xs.reshape(-1, 1) * frequencies  # (g*g, W/4)
     angles_y = ys.reshape(-1, 1) * frequencies  # (g*g, W/4)
     table = torch.cat([angles_x.sin(), angles_x.cos(), angles_y.sin(), angles_y.cos()], dim=1)  # (g*g, W)
@@ -190,12 +202,27 @@ def build_clip(tokenizer):
     """A freshly initialised ``CLIPModel`` at the tinyworld's size (uses the global torch RNG)."""
     from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
-    vision = CLIPVisionConfig(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, hidden_size=WIDTH, num_hidden_layers=3,
-                              num_attention_heads=4, intermediate_size=2 * WIDTH, projection_dim=PROJECTION_DIM)
-    text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=WIDTH, num_hidden_layers=2, num_attention_heads=4,
-                          intermediate_size=2 * WIDTH, max_position_embeddings=TEXT_MAX_LENGTH,
-                          projection_dim=PROJECTION_DIM, bos_token_id=tokenizer.bos_token_id,
-                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    vision = CLIPVisionConfig(
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        hidden_size=WIDTH,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=2 * WIDTH,
+        projection_dim=PROJECTION_DIM,
+    )
+    text = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=WIDTH,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=2 * WIDTH,
+        max_position_embeddings=TEXT_MAX_LENGTH,
+        projection_dim=PROJECTION_DIM,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=PROJECTION_DIM)
     model = CLIPModel(config)
     with torch.no_grad():
@@ -209,10 +236,23 @@ def build_whisper():
     from transformers import WhisperConfig, WhisperModel
 
     config = WhisperConfig(
-        vocab_size=64, d_model=WIDTH, encoder_layers=3, encoder_attention_heads=4, encoder_ffn_dim=2 * WIDTH,
-        decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=2 * WIDTH, num_mel_bins=MEL_BINS,
-        max_source_positions=MAX_SOURCE_POSITIONS, max_target_positions=32, pad_token_id=0, bos_token_id=1,
-        eos_token_id=2, decoder_start_token_id=1, suppress_tokens=None, begin_suppress_tokens=None,
+        vocab_size=64,
+        d_model=WIDTH,
+        encoder_layers=3,
+        encoder_attention_heads=4,
+        encoder_ffn_dim=2 * WIDTH,
+        decoder_layers=1,
+        decoder_attention_heads=4,
+        decoder_ffn_dim=2 * WIDTH,
+        num_mel_bins=MEL_BINS,
+        max_source_positions=MAX_SOURCE_POSITIONS,
+        max_target_positions=32,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+        suppress_tokens=None,
+        begin_suppress_tokens=None,
     )
     return WhisperModel(config)
 
@@ -274,9 +314,9 @@ class Captions:
     the caption does not mention an attribute."""
 
     texts: list[str]
-    input_ids: torch.Tensor       # (C, L)
+    input_ids: torch.Tensor  # (C, L)
     attention_mask: torch.Tensor  # (C, L)
-    constraints: torch.Tensor     # (C, 9)
+    constraints: torch.Tensor  # (C, 9)
 
 
 @dataclass
@@ -299,9 +339,11 @@ class MediaSet:
         combos, self._combo_of = torch.unique(self.attributes, dim=0, return_inverse=True)  # (K, 9), (N,)
         self._members = [torch.nonzero(self._combo_of == k).flatten() for k in range(len(combos))]
         differs = combos[:, None, :] != combos[None, :, :]  # (K, K, 9)
-        one = differs.sum(-1) == 1                            # (K, K): siblings
-        self._siblings = [[torch.nonzero(one[k] & differs[k, :, f]).flatten() for f in range(combos.shape[1])]
-                          for k in range(len(combos))]
+        one = differs.sum(-1) == 1  # (K, K): siblings
+        self._siblings = [
+            [torch.nonzero(one[k] & differs[k, :, f]).flatten() for f in range(combos.shape[1])]
+            for k in range(len(combos))
+        ]
         self._siblings = [[group for group in groups if len(group)] for groups in self._siblings]
 
     def _draw(self, count: int, generator: torch.Generator) -> int:
@@ -345,13 +387,15 @@ class _CaptionTable:
 
     def build(self, tokenizer) -> Captions:
         texts = list(self.index)
-        tokens = tokenizer(texts, padding="max_length", max_length=TEXT_MAX_LENGTH, truncation=True,
-                           return_tensors="pt")
+        tokens = tokenizer(
+            texts, padding="max_length", max_length=TEXT_MAX_LENGTH, truncation=True, return_tensors="pt"
+        )
         return Captions(texts, tokens["input_ids"], tokens["attention_mask"], torch.tensor(self.constraints))
 
 
-def _render_training_set(num_train: int, seed: int, tokenizer, processor
-                         ) -> tuple[MediaSet, MediaSet, MediaSet, Captions]:
+def _render_training_set(
+    num_train: int, seed: int, tokenizer, processor
+) -> tuple[MediaSet, MediaSet, MediaSet, Captions]:
     """Render ``num_train`` pictures, ``num_train // 3`` single clip frames, ``num_train`` sounds and
     ``num_train // 3`` clips (first and last frame; seeded).
 
@@ -389,20 +433,23 @@ def _render_training_set(num_train: int, seed: int, tokenizer, processor
         clip_codes.append(_codes(2, clip.as_dict(), NOT_APPLICABLE))
         clip_caps.append([table.add(2, *clip_caption(clip))])
 
-    image_set = MediaSet(pixels, torch.tensor(image_codes), torch.tensor(image_caps),
-                         torch.tensor(PICTURE_FORM_WEIGHTS))
-    sound_set = MediaSet(log_mels(clips), torch.tensor(sound_codes), torch.tensor(sound_caps),
-                         torch.tensor(SOUND_FORM_WEIGHTS))
-    clip_set = MediaSet(clip_pixels(processor, ends), torch.tensor(clip_codes), torch.tensor(clip_caps),
-                        torch.tensor([1.0]))
+    image_set = MediaSet(
+        pixels, torch.tensor(image_codes), torch.tensor(image_caps), torch.tensor(PICTURE_FORM_WEIGHTS)
+    )
+    sound_set = MediaSet(
+        log_mels(clips), torch.tensor(sound_codes), torch.tensor(sound_caps), torch.tensor(SOUND_FORM_WEIGHTS)
+    )
+    clip_set = MediaSet(
+        clip_pixels(processor, ends), torch.tensor(clip_codes), torch.tensor(clip_caps), torch.tensor([1.0])
+    )
     return image_set, sound_set, clip_set, table.build(tokenizer)
 
 
 # -- the loss -----------------------------------------------------------------------------------------------------
 def matches(media_codes: torch.Tensor, caption_constraints: torch.Tensor) -> torch.Tensor:
     """``(M, 9)`` medium codes x ``(C, 9)`` caption constraints -> ``(M, C)`` bool: caption c describes medium m."""
-    media = media_codes[:, None, :]         # (M, 1, 9)
-    wanted = caption_constraints[None]      # (1, C, 9)
+    media = media_codes[:, None, :]  # (M, 1, 9)
+    wanted = caption_constraints[None]  # (1, C, 9)
     return ((wanted == ANY) | (wanted == media)).all(dim=-1)  # (M, C)
 
 
@@ -411,8 +458,8 @@ def soft_contrastive(logits: torch.Tensor, match: torch.Tensor) -> tuple[torch.T
     ``(M,)``, ``(C,)``. Each row's target spreads uniformly over its matching captions, each column's over its
     matching media (every row and column has at least its own pair)."""
     target = match.float()
-    rows = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1)   # (M,)
-    cols = -(target / target.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0)   # (C,)
+    rows = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1)  # (M,)
+    cols = -(target / target.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0)  # (C,)
     return rows, cols
 
 
@@ -429,8 +476,9 @@ def zero_shot(binder: Binder, tokenizer, processor, *, num_eval: int = 300, seed
     """
     rng = random.Random(f"held-out-{seed}")
     pictures = [Picture.sample(rng) for _ in range(num_eval)]
-    picture_pixels = processor(images=[p.render(rng.randrange(2**31), side=IMAGE_SIZE) for p in pictures],
-                               return_tensors="pt")["pixel_values"]  # (N, 3, 32, 32)
+    picture_pixels = processor(
+        images=[p.render(rng.randrange(2**31), side=IMAGE_SIZE) for p in pictures], return_tensors="pt"
+    )["pixel_values"]  # (N, 3, 32, 32)
     sounds = [Sound.sample(rng) for _ in range(num_eval)]
     sound_mels = log_mels([s.render(rng.randrange(2**31)) for s in sounds])  # (N, 80, 200)
     clips = [Clip.sample(rng) for _ in range(num_eval)]
@@ -443,11 +491,17 @@ def zero_shot(binder: Binder, tokenizer, processor, *, num_eval: int = 300, seed
     binder.eval()
     device = next(binder.parameters()).device
     picture_pixels, sound_mels, frame_pixels, end_pixels = (
-        x.to(device) for x in (picture_pixels, sound_mels, frame_pixels, end_pixels))
+        x.to(device) for x in (picture_pixels, sound_mels, frame_pixels, end_pixels)
+    )
     groups = [  # (name, things, attributes, their embeddings (N, P), caption of a thing)
         ("image", pictures, PICTURE_ATTRIBUTES, binder.embed_images(picture_pixels), world_text.caption),
-        ("audio", sounds, SOUND_ATTRIBUTES, torch.cat([binder.embed_sounds(m) for m in sound_mels.split(64)]),
-         world_text.caption),
+        (
+            "audio",
+            sounds,
+            SOUND_ATTRIBUTES,
+            torch.cat([binder.embed_sounds(m) for m in sound_mels.split(64)]),
+            world_text.caption,
+        ),
         ("frame", clips, ("colour", "shape"), binder.embed_images(frame_pixels), lambda c: frame_caption(c)[0]),
         ("video", moving, CLIP_ATTRIBUTES, binder.embed_clips(end_pixels), lambda c: clip_caption(c)[0]),
     ]
@@ -456,12 +510,14 @@ def zero_shot(binder: Binder, tokenizer, processor, *, num_eval: int = 300, seed
         for attribute in attributes:
             values = ATTRIBUTES[attribute]
             texts = [describe(replace(t, **{attribute: v})) for t in things for v in values]
-            tokens = tokenizer(texts, padding="max_length", max_length=TEXT_MAX_LENGTH, truncation=True,
-                               return_tensors="pt")
-            candidates = binder.embed_texts(tokens["input_ids"].to(device),
-                                            tokens["attention_mask"].to(device))            # (N * V, P)
-            candidates = candidates.reshape(len(things), len(values), -1)                  # (N, V, P)
-            scores = torch.einsum("np,nvp->nv", media, candidates)                          # (N, V)
+            tokens = tokenizer(
+                texts, padding="max_length", max_length=TEXT_MAX_LENGTH, truncation=True, return_tensors="pt"
+            )
+            candidates = binder.embed_texts(
+                tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
+            )  # (N * V, P)
+            candidates = candidates.reshape(len(things), len(values), -1)  # (N, V, P)
+            scores = torch.einsum("np,nvp->nv", media, candidates)  # (N, V)
             truth = torch.tensor([values.index(getattr(t, attribute)) for t in things], device=device)
             metrics[f"{name}/{attribute}"] = (scores.argmax(1) == truth).float().mean().item()
     binder.train(was_training)
@@ -477,10 +533,21 @@ def _lr_factor(step: int, steps: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def train_encoders(out: str | Path, *, steps: int = STEPS, batch_size: int = BATCH_SIZE, seed: int = 0,
-                   progress: bool = True, num_train: int = NUM_TRAIN, audio_batch_size: int | None = None,
-                   clip_batch_size: int | None = None, lr: float = LR, num_eval: int = 300, eval_every: int = 0,
-                   device: str = "cpu") -> dict:
+def train_encoders(
+    out: str | Path,
+    *,
+    steps: int = STEPS,
+    batch_size: int = BATCH_SIZE,
+    seed: int = 0,
+    progress: bool = True,
+    num_train: int = NUM_TRAIN,
+    audio_batch_size: int | None = None,
+    clip_batch_size: int | None = None,
+    lr: float = LR,
+    num_eval: int = 300,
+    eval_every: int = 0,
+    device: str = "cpu",
+) -> dict:
     """Train the CLIP pair and the Whisper encoder jointly; write the encoders; return metrics.
 
     ``num_train`` pictures, ``num_train // 3`` clip frames and ``num_train`` sounds are rendered once (seeded by
@@ -518,8 +585,9 @@ def train_encoders(out: str | Path, *, steps: int = STEPS, batch_size: int = BAT
     parameters = [p for p in binder.parameters() if p.requires_grad]
     decay = [p for p in parameters if p.ndim >= 2]
     no_decay = [p for p in parameters if p.ndim < 2]
-    optimizer = adamw([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-                      lr=lr, betas=(0.9, 0.98))
+    optimizer = adamw(
+        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98)
+    )
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, steps, warmup))
     generator = torch.Generator().manual_seed(seed)
@@ -532,15 +600,22 @@ def train_encoders(out: str | Path, *, steps: int = STEPS, batch_size: int = BAT
         mels, sound_codes, sound_caps = sound_set.sample(audio_batch_size, generator)
         ends, clip_codes, clip_caps = clip_set.sample(clip_batch_size, generator)
         # M = images + sounds + clips, in that order; one caption per medium, in the same order
-        caption_ids = torch.cat([image_caps, sound_caps, clip_caps])                                 # (M,)
-        texts = binder.embed_texts(captions.input_ids[caption_ids].to(device),
-                                   captions.attention_mask[caption_ids].to(device))                  # (M, P)
-        media = torch.cat([binder.embed_images(pixels.to(device)), binder.embed_sounds(mels.to(device)),
-                           binder.embed_clips(ends.to(device))])
-        match = matches(torch.cat([image_codes, sound_codes, clip_codes]),
-                        captions.constraints[caption_ids]).to(device)                                # (M, M)
+        caption_ids = torch.cat([image_caps, sound_caps, clip_caps])  # (M,)
+        texts = binder.embed_texts(
+            captions.input_ids[caption_ids].to(device), captions.attention_mask[caption_ids].to(device)
+        )  # (M, P)
+        media = torch.cat(
+            [
+                binder.embed_images(pixels.to(device)),
+                binder.embed_sounds(mels.to(device)),
+                binder.embed_clips(ends.to(device)),
+            ]
+        )
+        match = matches(torch.cat([image_codes, sound_codes, clip_codes]), captions.constraints[caption_ids]).to(
+            device
+        )  # (M, M)
         scale = binder.clip.logit_scale.clamp(max=math.log(100.0)).exp()
-        rows, cols = soft_contrastive(scale * media @ texts.T, match)                                # (M,), (M,)
+        rows, cols = soft_contrastive(scale * media @ texts.T, match)  # (M,), (M,)
         # each medium is contrasted with every caption (sounds and clips are extra negatives for images, ...)
         a, b = batch_size, batch_size + audio_batch_size
         image_loss = (rows[:a].mean() + cols[:a].mean()) / 2
@@ -557,28 +632,39 @@ def train_encoders(out: str | Path, *, steps: int = STEPS, batch_size: int = BAT
             bar.set_postfix(image=f"{history[-1][0]:.3f}", audio=f"{history[-1][1]:.3f}", clip=f"{history[-1][2]:.3f}")
         if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
             accuracies = zero_shot(binder, tokenizer, processor, num_eval=min(num_eval, 100), seed=seed + 1)
-            tqdm.write(f"step {step + 1}: " + " ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in accuracies.items())
-                       + f" scale {binder.clip.logit_scale.exp().item():.1f}")
+            tqdm.write(
+                f"step {step + 1}: "
+                + " ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in accuracies.items())
+                + f" scale {binder.clip.logit_scale.exp().item():.1f}"
+            )
     bar.close()
     train_seconds, train_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
 
     binder.cpu().eval()
     metrics: dict[str, float] = zero_shot(binder, tokenizer, processor, num_eval=num_eval, seed=seed)
-    tail = history[-max(1, min(20, steps // 10)):]  # average the last steps: one batch is noisy
-    metrics.update({
-        "loss/initial": sum(history[0]) if history else float("nan"),
-        "loss/image": float(np.mean([h[0] for h in tail])) if history else float("nan"),
-        "loss/audio": float(np.mean([h[1] for h in tail])) if history else float("nan"),
-        "loss/clip": float(np.mean([h[2] for h in tail])) if history else float("nan"),
-        "seconds": train_seconds,          # wall clock, rendering and training (not evaluation)
-        "cpu_seconds": train_cpu_seconds,  # CPU time of this process: robust to other load on the machine
-        "params/vision": sum(p.numel() for p in binder.clip.vision_model.parameters()),
-        "params/text": sum(p.numel() for p in binder.clip.text_model.parameters()),
-        "params/audio_encoder": sum(p.numel() for p in binder.whisper.encoder.parameters()),
-        "params/heads": sum(p.numel() for p in (binder.clip.visual_projection.weight,
-                                                binder.clip.text_projection.weight, binder.audio_projection.weight,
-                                                binder.motion_projection.weight)),
-    })
+    tail = history[-max(1, min(20, steps // 10)) :]  # average the last steps: one batch is noisy
+    metrics.update(
+        {
+            "loss/initial": sum(history[0]) if history else float("nan"),
+            "loss/image": float(np.mean([h[0] for h in tail])) if history else float("nan"),
+            "loss/audio": float(np.mean([h[1] for h in tail])) if history else float("nan"),
+            "loss/clip": float(np.mean([h[2] for h in tail])) if history else float("nan"),
+            "seconds": train_seconds,  # wall clock, rendering and training (not evaluation)
+            "cpu_seconds": train_cpu_seconds,  # CPU time of this process: robust to other load on the machine
+            "params/vision": sum(p.numel() for p in binder.clip.vision_model.parameters()),
+            "params/text": sum(p.numel() for p in binder.clip.text_model.parameters()),
+            "params/audio_encoder": sum(p.numel() for p in binder.whisper.encoder.parameters()),
+            "params/heads": sum(
+                p.numel()
+                for p in (
+                    binder.clip.visual_projection.weight,
+                    binder.clip.text_projection.weight,
+                    binder.audio_projection.weight,
+                    binder.motion_projection.weight,
+                )
+            ),
+        }
+    )
     save_encoders(binder, tokenizer, processor, out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -596,14 +682,19 @@ def save_encoders(binder: Binder, tokenizer, processor, out: Path) -> None:
     tokenizer.save_pretrained(out / "text")
 
     binder.whisper.save_pretrained(out / "audio")
-    WhisperFeatureExtractor(feature_size=MEL_BINS, sampling_rate=16000, hop_length=160,
-                            chunk_length=2 * MAX_SOURCE_POSITIONS // 100).save_pretrained(out / "audio")
+    WhisperFeatureExtractor(
+        feature_size=MEL_BINS, sampling_rate=16000, hop_length=160, chunk_length=2 * MAX_SOURCE_POSITIONS // 100
+    ).save_pretrained(out / "audio")
 
     from safetensors.torch import save_file
 
-    heads = {"visual_projection.weight": clip.visual_projection.weight, "text_projection.weight":
-             clip.text_projection.weight, "audio_projection.weight": binder.audio_projection.weight,
-             "motion_projection.weight": binder.motion_projection.weight, "logit_scale": clip.logit_scale}
+    heads = {
+        "visual_projection.weight": clip.visual_projection.weight,
+        "text_projection.weight": clip.text_projection.weight,
+        "audio_projection.weight": binder.audio_projection.weight,
+        "motion_projection.weight": binder.motion_projection.weight,
+        "logit_scale": clip.logit_scale,
+    }
     save_file({k: v.detach().contiguous().clone() for k, v in heads.items()}, out / "projections.safetensors")
 
 
@@ -642,8 +733,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", help="output folder (image/, text/, audio/ are written inside)")
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per step")
-    parser.add_argument("--audio-batch-size", type=int, default=None,
-                        help=f"sounds per step (default: {AUDIO_BATCH_SIZE} per {BATCH_SIZE} images)")
+    parser.add_argument(
+        "--audio-batch-size",
+        type=int,
+        default=None,
+        help=f"sounds per step (default: {AUDIO_BATCH_SIZE} per {BATCH_SIZE} images)",
+    )
     parser.add_argument("--num-train", type=int, default=NUM_TRAIN)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -651,9 +746,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    metrics = train_encoders(args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                             progress=not args.no_progress, num_train=args.num_train,
-                             audio_batch_size=args.audio_batch_size)
+    metrics = train_encoders(
+        args.out,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=not args.no_progress,
+        num_train=args.num_train,
+        audio_batch_size=args.audio_batch_size,
+    )
     print(format_metrics(metrics))
 
 

@@ -49,8 +49,11 @@ GENERATION: dict[str, tuple[str, ...]] = {
 }
 #: row name -> bar (fraction); latency bar in seconds
 BARS: dict[str, float] = {
-    **{f"{kind} understanding: {a}": 0.95 if kind == "image" else 0.90
-       for kind, attrs in UNDERSTANDING.items() for a in attrs},
+    **{
+        f"{kind} understanding: {a}": 0.95 if kind == "image" else 0.90
+        for kind, attrs in UNDERSTANDING.items()
+        for a in attrs
+    },
     "image generation: colour + shape": 0.90,
     "video generation: colour + shape + direction": 0.80,
     "audio generation: pitch + beeps": 0.80,
@@ -110,13 +113,17 @@ class EvalResult:
             lines.append(f"| {row.name} | {row.total} | {row.accuracy:.1%} | {bar} | {mark} |")
         if self.latency is not None:
             mark = "pass" if self.latency <= LATENCY_BAR else "**FAIL**"
-            lines.append(f"| demo turn, 1 image in + 1 image out (median s) | 5 | {self.latency:.2f} s "
-                         f"| ≤ {LATENCY_BAR:.0f} s | {mark} |")
+            lines.append(
+                f"| demo turn, 1 image in + 1 image out (median s) | 5 | {self.latency:.2f} s "
+                f"| ≤ {LATENCY_BAR:.0f} s | {mark} |"
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"rows": {k: {**asdict(r), "accuracy": r.accuracy} for k, r in self.rows.items()},
-                "latency_s": self.latency}
+        return {
+            "rows": {k: {**asdict(r), "accuracy": r.accuracy} for k, r in self.rows.items()},
+            "latency_s": self.latency,
+        }
 
 
 class Evaluator:
@@ -173,8 +180,16 @@ class Evaluator:
                 verdict = self.judges.judge(kind, artifact.path.read_bytes())
                 ok = all(str(verdict[a]) == str(getattr(thing, a)) for a in attributes)
                 if sum(s["kind"] == kind for s in self.samples) < self.keep:
-                    self.samples.append({"kind": kind, "asked": wanted, "judged": {a: str(verdict[a]) for a in attributes},
-                                         "ok": ok, "path": str(artifact.path), "mime": artifact.mime})
+                    self.samples.append(
+                        {
+                            "kind": kind,
+                            "asked": wanted,
+                            "judged": {a: str(verdict[a]) for a in attributes},
+                            "ok": ok,
+                            "path": str(artifact.path),
+                            "mime": artifact.mime,
+                        }
+                    )
             row.add(ok)
 
     def latency(self, runs: int = 5) -> float:
@@ -189,9 +204,19 @@ class Evaluator:
         return statistics.median(times[1:])
 
 
-def evaluate(config: Any = None, *, weights: Any = None, n: int = 200, seed: int = 0, judges: Any = None,
-             out: str | Path | None = None, latency: bool = True, progress: bool = True, assistant=None,
-             device: str | None = None) -> EvalResult:
+def evaluate(
+    config: Any = None,
+    *,
+    weights: Any = None,
+    n: int = 200,
+    seed: int = 0,
+    judges: Any = None,
+    out: str | Path | None = None,
+    latency: bool = True,
+    progress: bool = True,
+    assistant=None,
+    device: str | None = None,
+) -> EvalResult:
     """Score ``config`` (default: the default preset) with ``n`` held-out samples per row; write the report into
     ``out`` if given. ``judges``: a :class:`tinyworld.judges.Judges` or a folder (default: the packaged one)."""
     from orchestrator.assistant import Assistant
@@ -202,8 +227,9 @@ def evaluate(config: Any = None, *, weights: Any = None, n: int = 200, seed: int
 
         judges = Judges.load(judges or resolve_model("@tinyworld/judges"))
     with tempfile.TemporaryDirectory() as tmp:
-        bot = assistant or Assistant.from_config(config, weights=weights, device=device,
-                                                 db=Path(tmp) / "threads.sqlite", artifacts=Path(tmp) / "artifacts")
+        bot = assistant or Assistant.from_config(
+            config, weights=weights, device=device, db=Path(tmp) / "threads.sqlite", artifacts=Path(tmp) / "artifacts"
+        )
         ev = Evaluator(bot, judges, seed=seed, progress=progress)
         for kind, attributes in UNDERSTANDING.items():
             for attribute in attributes:
@@ -238,22 +264,30 @@ def write_report(result: EvalResult, out: Path, *, title: str) -> Path:
             tag = f'<audio controls src="{name}" style="width:150px"></audio>'
         judged = ", ".join(f"{k}: {v}" for k, v in sample["judged"].items())
         colour = "#2a2" if sample["ok"] else "#c22"
-        cells.append(f'<figure style="display:inline-block;margin:4px;width:160px;vertical-align:top">{tag}'
-                     f'<figcaption style="font-size:12px">asked: {html.escape(sample["asked"])}<br>'
-                     f'<span style="color:{colour}">judged: {html.escape(judged)}</span></figcaption></figure>')
+        cells.append(
+            f'<figure style="display:inline-block;margin:4px;width:160px;vertical-align:top">{tag}'
+            f'<figcaption style="font-size:12px">asked: {html.escape(sample["asked"])}<br>'
+            f'<span style="color:{colour}">judged: {html.escape(judged)}</span></figcaption></figure>'
+        )
     rows = "".join(
         f"<tr><td>{html.escape(r.name)}</td><td>{r.total}</td><td>{r.accuracy:.1%}</td>"
         f"<td>{'' if r.bar is None else f'≥ {r.bar:.0%}'}</td>"
-        f"<td>{ {True: 'pass', False: '<b>FAIL</b>', None: ''}[r.passed] }</td></tr>" for r in result.rows.values())
+        f"<td>{ {True: 'pass', False: '<b>FAIL</b>', None: ''}[r.passed] }</td></tr>"
+        for r in result.rows.values()
+    )
     if result.latency is not None:
-        rows += (f"<tr><td>demo turn, 1 image in + 1 image out (median)</td><td>5</td><td>{result.latency:.2f} s</td>"
-                 f"<td>≤ {LATENCY_BAR:.0f} s</td><td>{'pass' if result.latency <= LATENCY_BAR else '<b>FAIL</b>'}</td></tr>")
-    page = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<body style='font-family:sans-serif;max-width:960px;margin:2em auto'><h1>{html.escape(title)}</h1>"
-            "<table border=1 cellpadding=4 style='border-collapse:collapse'><tr><th>row</th><th>n</th><th>score</th>"
-            f"<th>bar</th><th></th></tr>{rows}</table><h2>Generated samples</h2>"
-            "<p>What was asked, and what the independent judges found (green: everything asked was found).</p>"
-            f"{''.join(cells)}</body>")
+        rows += (
+            f"<tr><td>demo turn, 1 image in + 1 image out (median)</td><td>5</td><td>{result.latency:.2f} s</td>"
+            f"<td>≤ {LATENCY_BAR:.0f} s</td><td>{'pass' if result.latency <= LATENCY_BAR else '<b>FAIL</b>'}</td></tr>"
+        )
+    page = (
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<body style='font-family:sans-serif;max-width:960px;margin:2em auto'><h1>{html.escape(title)}</h1>"
+        "<table border=1 cellpadding=4 style='border-collapse:collapse'><tr><th>row</th><th>n</th><th>score</th>"
+        f"<th>bar</th><th></th></tr>{rows}</table><h2>Generated samples</h2>"
+        "<p>What was asked, and what the independent judges found (green: everything asked was found).</p>"
+        f"{''.join(cells)}</body>"
+    )
     report = out / "report.html"
     report.write_text(page)
     return report

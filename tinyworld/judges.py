@@ -54,9 +54,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from tinyworld.world import SAMPLE_RATE, Clip, Picture, Sound, Thing
 from training.meter import metered
 from training.optim import adamw
-from tinyworld.world import SAMPLE_RATE, Clip, Picture, Sound, Thing
 
 FORMAT = "mmgraph-tinyworld-judge"
 VERSION = 1
@@ -82,10 +82,14 @@ def _stream(seed: int, offset: int) -> int:
 # ------------------------------------------------------------------------------------------------------------------
 def _block(cin: int, cout: int, *, stride: int = 1, pool: int = 2, kernel: int = 3, dims: int = 2) -> nn.Sequential:
     """Convolution (``dims``-D, no bias), batch norm, ReLU, then max pooling by ``pool`` (1: none)."""
-    conv, norm, maxpool = (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d) if dims == 2 else (nn.Conv1d, nn.BatchNorm1d,
-                                                                                       nn.MaxPool1d)
-    layers = [conv(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False), norm(cout),
-              nn.ReLU(inplace=True)]
+    conv, norm, maxpool = (
+        (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d) if dims == 2 else (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d)
+    )
+    layers = [
+        conv(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False),
+        norm(cout),
+        nn.ReLU(inplace=True),
+    ]
     return nn.Sequential(*layers, maxpool(pool)) if pool > 1 else nn.Sequential(*layers)
 
 
@@ -93,8 +97,9 @@ def _image_trunk(channels: int, widths: tuple[int, ...]) -> nn.Sequential:
     """A stride-2 convolution (32 -> 16 pixels), then blocks that halve the map: 16 -> 8 -> 4 pixels. The last
     map keeps its spatial layout (flattened, not pooled), so the hidden layer knows *where* things are."""
     chans = (channels, *widths)
-    return nn.Sequential(_block(chans[0], chans[1], stride=2, pool=1),
-                         *(_block(a, b) for a, b in zip(chans[1:], chans[2:])))
+    return nn.Sequential(
+        _block(chans[0], chans[1], stride=2, pool=1), *(_block(a, b) for a, b in zip(chans[1:], chans[2:]))
+    )
 
 
 class _Judge(nn.Module, ABC):
@@ -153,8 +158,9 @@ class PictureJudge(_Judge):
     name = "picture"
     thing = Picture
 
-    def __init__(self, widths: tuple[int, ...] = (24, 32, 48), hidden: int = 128,
-                 attributes: dict[str, list] | None = None) -> None:
+    def __init__(
+        self, widths: tuple[int, ...] = (24, 32, 48), hidden: int = 128, attributes: dict[str, list] | None = None
+    ) -> None:
         super().__init__(_image_trunk(3, widths), torch.zeros(1, 3, SIDE, SIDE), hidden, attributes)
         self.widths, self.hidden_size = tuple(widths), hidden
 
@@ -177,8 +183,13 @@ class ClipJudge(_Judge):
     name = "clip"
     thing = Clip
 
-    def __init__(self, widths: tuple[int, ...] = (24, 32, 48), hidden: int = 128, frames: int = FRAMES,
-                 attributes: dict[str, list] | None = None) -> None:
+    def __init__(
+        self,
+        widths: tuple[int, ...] = (24, 32, 48),
+        hidden: int = 128,
+        frames: int = FRAMES,
+        attributes: dict[str, list] | None = None,
+    ) -> None:
         channels = 3 * frames + 3 * (frames - 1)
         super().__init__(_image_trunk(channels, widths), torch.zeros(1, channels, SIDE, SIDE), hidden, attributes)
         self.widths, self.hidden_size, self.frames = tuple(widths), hidden, frames
@@ -223,12 +234,22 @@ class SoundJudge(_Judge):
     name = "sound"
     thing = Sound
 
-    def __init__(self, widths: tuple[int, ...] = (64, 96, 96), hidden: int = 128, n_fft: int = 512,
-                 hop: int = 256, n_mels: int = 64, fmin: float = 100.0, fmax: float = 8000.0,
-                 floor_db: float = 70.0, attributes: dict[str, list] | None = None) -> None:
+    def __init__(
+        self,
+        widths: tuple[int, ...] = (64, 96, 96),
+        hidden: int = 128,
+        n_fft: int = 512,
+        hop: int = 256,
+        n_mels: int = 64,
+        fmin: float = 100.0,
+        fmax: float = 8000.0,
+        floor_db: float = 70.0,
+        attributes: dict[str, list] | None = None,
+    ) -> None:
         chans = (n_mels, *widths)
-        trunk = nn.Sequential(*(_block(a, b, kernel=5 if i == 0 else 3, dims=1)
-                                for i, (a, b) in enumerate(zip(chans, chans[1:]))))
+        trunk = nn.Sequential(
+            *(_block(a, b, kernel=5 if i == 0 else 3, dims=1) for i, (a, b) in enumerate(zip(chans, chans[1:])))
+        )
         frames = int(SECONDS * SAMPLE_RATE) // hop + 1
         super().__init__(trunk, torch.zeros(1, n_mels, frames), hidden, attributes)
         self.widths, self.hidden_size = tuple(widths), hidden
@@ -248,8 +269,16 @@ class SoundJudge(_Judge):
         return logs / floor * 2.0 + 1.0  # [-1, 1]
 
     def config(self) -> dict[str, Any]:
-        return {"widths": list(self.widths), "hidden": self.hidden_size, "n_fft": self.n_fft, "hop": self.hop,
-                "n_mels": self.n_mels, "fmin": self.fmin, "fmax": self.fmax, "floor_db": self.floor_db}
+        return {
+            "widths": list(self.widths),
+            "hidden": self.hidden_size,
+            "n_fft": self.n_fft,
+            "hop": self.hop,
+            "n_mels": self.n_mels,
+            "fmin": self.fmin,
+            "fmax": self.fmax,
+            "floor_db": self.floor_db,
+        }
 
 
 JUDGES: dict[str, type[_Judge]] = {"picture": PictureJudge, "clip": ClipJudge, "sound": SoundJudge}
@@ -381,7 +410,7 @@ def augment_frames(x: Tensor, gen: torch.Generator, *, shift: int = 1, heavy: bo
     if shift:
         padded = F.pad(x.reshape(b, t * c, h, w), (shift,) * 4, value=1.0)
         offsets = torch.randint(0, 2 * shift + 1, (b, 2), generator=gen).tolist()
-        x = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)]).reshape(x.shape)
+        x = torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)]).reshape(x.shape)
     # contrast k, brightness, per-channel gain g and offset as one affine map; then partial desaturation
     k, g = _uniform(gen, one, 0.8, 1.2), _uniform(gen, (b, 1, c, 1, 1), 0.92, 1.08)
     bias = (0.5 - 0.5 * k + _uniform(gen, one, -0.1, 0.1)) * g + _uniform(gen, (b, 1, c, 1, 1), -0.06, 0.06)
@@ -391,9 +420,18 @@ def augment_frames(x: Tensor, gen: torch.Generator, *, shift: int = 1, heavy: bo
     x = _blur(x, _uniform(gen, (b,), 0.0, 1.6) * _chance(gen, (b,), 0.75))
     x = _on_some(x, gen, 0.3, _chroma_subsample)
     x = x + torch.randn(x.shape, generator=gen) * _uniform(gen, one, 0.0, 0.25) * _chance(gen, one, 0.8)
-    x = _on_some(x, gen, 0.3, lambda some: some + _uniform(gen, (len(some), 1, 1, 1, 1), 0.0, 0.08) * F.interpolate(
-        torch.randn((len(some) * t, c, 8, 8), generator=gen), size=(h, w), mode="bilinear",
-        align_corners=False).reshape(some.shape))  # blotchy low-frequency noise
+    x = _on_some(
+        x,
+        gen,
+        0.3,
+        lambda some: (
+            some
+            + _uniform(gen, (len(some), 1, 1, 1, 1), 0.0, 0.08)
+            * F.interpolate(
+                torch.randn((len(some) * t, c, 8, 8), generator=gen), size=(h, w), mode="bilinear", align_corners=False
+            ).reshape(some.shape)
+        ),
+    )  # blotchy low-frequency noise
     return x.clamp(0.0, 1.0)
 
 
@@ -492,8 +530,9 @@ def _render_seed(rng: random.Random, held_out: bool) -> int:
     return 2 * rng.randrange(2**30) + int(held_out)
 
 
-def make_batch(name: str, size: int, rng: random.Random, gen: torch.Generator,
-               mode: str = "train") -> tuple[Tensor, list[Thing]]:
+def make_batch(
+    name: str, size: int, rng: random.Random, gen: torch.Generator, mode: str = "train"
+) -> tuple[Tensor, list[Thing]]:
     """A batch of freshly rendered things for judge ``name`` and the model inputs made from them.
 
     ``mode``: ``train`` (augmented training renders), ``clean`` (held-out renders as they are) or ``noisy``
@@ -518,7 +557,7 @@ def make_batch(name: str, size: int, rng: random.Random, gen: torch.Generator,
             if train and count >= 6 and rng.random() < 0.3:  # only part of the motion
                 keep = rng.randint(math.ceil(0.6 * count), count)
                 first = rng.randint(0, count - keep)
-                frames = frames[first:first + keep]
+                frames = frames[first : first + keep]
             clips.append(clip_array(frames))
         x = torch.from_numpy(np.stack(clips))
         if mode != "clean":
@@ -533,8 +572,16 @@ def make_batch(name: str, size: int, rng: random.Random, gen: torch.Generator,
 # ------------------------------------------------------------------------------------------------------------------
 # training and evaluation
 # ------------------------------------------------------------------------------------------------------------------
-def train_judge(name: str, *, steps: int, batch_size: int, seed: int = 1000, lr: float = 3e-3,
-                progress: bool = True, device: str = "cpu") -> _Judge:
+def train_judge(
+    name: str,
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int = 1000,
+    lr: float = 3e-3,
+    progress: bool = True,
+    device: str = "cpu",
+) -> _Judge:
     """Train one judge from scratch on freshly rendered, augmented samples (AdamW, one-cycle schedule, the sum
     of the heads' cross-entropies with a little label smoothing). Deterministic for a given seed and thread
     count. ``device``: where it trains (the samples are rendered on the CPU); the judge comes back on the CPU."""
@@ -565,8 +612,9 @@ def train_judge(name: str, *, steps: int, batch_size: int, seed: int = 1000, lr:
 
 
 @torch.inference_mode()
-def evaluate(model: _Judge, *, samples: int = 1000, seed: int = 1000, noisy: bool = False,
-             batch_size: int = 250) -> dict[str, float]:
+def evaluate(
+    model: _Judge, *, samples: int = 1000, seed: int = 1000, noisy: bool = False, batch_size: int = 250
+) -> dict[str, float]:
     """Accuracy per attribute of ``model`` on ``samples`` held-out renders (never seen in training), clean or with
     the fixed heavy corruption (:func:`augment_frames` / :func:`augment_sounds` with ``heavy=True``)."""
     stream = _stream(seed, _STREAMS[model.name] + 5 + int(noisy))  # not a training stream; seeds are odd anyway
@@ -594,9 +642,16 @@ def save_judge(model: _Judge, out: str | Path, **extra: Any) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(weights, str(out / f"{model.name}.safetensors"))
-    config = {"format": FORMAT, "version": VERSION, "judge": model.name, "class": type(model).__name__,
-              "architecture": model.config(), "attributes": model.attributes, "parameters": model.parameter_count(),
-              **extra}
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "judge": model.name,
+        "class": type(model).__name__,
+        "architecture": model.config(),
+        "attributes": model.attributes,
+        "parameters": model.parameter_count(),
+        **extra,
+    }
     (out / f"{model.name}.json").write_text(json.dumps(config, indent=2) + "\n")
     return out / f"{model.name}.json"
 
@@ -609,8 +664,10 @@ def load_judge(path: str | Path, name: str) -> _Judge:
     config_file, weights_file = path / f"{name}.json", path / f"{name}.safetensors"
     for file in (config_file, weights_file):
         if not file.is_file():
-            raise FileNotFoundError(f"no {name} judge in {path}: {file.name} is missing "
-                                    f"(train the judges with `python -m tinyworld.judges {path}`)")
+            raise FileNotFoundError(
+                f"no {name} judge in {path}: {file.name} is missing "
+                f"(train the judges with `python -m tinyworld.judges {path}`)"
+            )
     config = json.loads(config_file.read_text())
     if config.get("format") != FORMAT or config.get("judge") != name:
         raise ValueError(f"{config_file} is not a tinyworld {name} judge config")
@@ -621,9 +678,16 @@ def load_judge(path: str | Path, name: str) -> _Judge:
     return model.eval()
 
 
-def train_judges(out: str | Path, *, steps: int = STEPS, batch_size: int = BATCH_SIZE, seed: int = 1000,
-                 progress: bool = True, eval_samples: int = EVAL_SAMPLES,
-                 device: str = "cpu") -> dict[str, dict[str, float]]:
+def train_judges(
+    out: str | Path,
+    *,
+    steps: int = STEPS,
+    batch_size: int = BATCH_SIZE,
+    seed: int = 1000,
+    progress: bool = True,
+    eval_samples: int = EVAL_SAMPLES,
+    device: str = "cpu",
+) -> dict[str, dict[str, float]]:
     """Train the picture, clip and sound judges (``steps`` optimiser steps of ``batch_size`` each), save them
     into ``out`` and return the held-out accuracy on clean renders, ``{judge: {attribute: accuracy}}``.
 
@@ -638,8 +702,14 @@ def train_judges(out: str | Path, *, steps: int = STEPS, batch_size: int = BATCH
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         clean = evaluate(model, samples=eval_samples, seed=seed)
         noisy = evaluate(model, samples=eval_samples, seed=seed, noisy=True)
-        training = {"steps": steps, "batch_size": batch_size, "seed": seed, "seconds": round(seconds, 2),
-                    "cpu_seconds": round(cpu, 2), "threads": torch.get_num_threads()}
+        training = {
+            "steps": steps,
+            "batch_size": batch_size,
+            "seed": seed,
+            "seconds": round(seconds, 2),
+            "cpu_seconds": round(cpu, 2),
+            "threads": torch.get_num_threads(),
+        }
         save_judge(model, out, training=training, accuracy={"samples": eval_samples, "clean": clean, "noisy": noisy})
         results[name] = clean
     return results
@@ -659,7 +729,7 @@ class Judges:
         self.models: dict[str, _Judge] = {"picture": picture.eval(), "clip": clip.eval(), "sound": sound.eval()}
 
     @classmethod
-    def load(cls, path: str | Path) -> "Judges":
+    def load(cls, path: str | Path) -> Judges:
         """Load the judges saved by :func:`train_judges` into ``path``."""
         return cls(**{name: load_judge(path, name) for name in JUDGES})
 
@@ -684,8 +754,8 @@ class Judges:
         """Decode one encoded medium (``image``: PNG, JPEG, ...; ``video``: MP4, GIF, ...; ``audio``: WAV, ...)
         with :mod:`modalities.media` under the default :class:`~core.config.MediaLimits` and classify it.
         Undecodable media raise the typed media errors (all ``ValueError``)."""
-        from modalities.media import decode_audio, decode_image, decode_video
         from core.config import MediaLimits
+        from modalities.media import decode_audio, decode_image, decode_video
 
         if kind not in KINDS:
             raise ValueError(f"unknown media kind {kind!r}; the judges take {sorted(KINDS)}")
@@ -709,31 +779,46 @@ def accuracy_table(path: str | Path) -> str:
         for attribute in acc["clean"]:
             rows.append(f"{name:<8} {attribute:<10} {acc['clean'][attribute]:>7.2%} {acc['noisy'][attribute]:>7.2%}")
         training = config["training"]
-        rows.append(f"{name:<8} ({config['parameters']:,} parameters; {training['steps']} steps of "
-                    f"{training['batch_size']} trained in {training['seconds']:.1f} s wall, "
-                    f"{training['cpu_seconds']:.1f} s CPU; {acc['samples']} held-out samples per condition)")
+        rows.append(
+            f"{name:<8} ({config['parameters']:,} parameters; {training['steps']} steps of "
+            f"{training['batch_size']} trained in {training['seconds']:.1f} s wall, "
+            f"{training['cpu_seconds']:.1f} s CPU; {acc['samples']} held-out samples per condition)"
+        )
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tinyworld.judges",
-                                     description="Train the tinyworld judges (picture, clip, sound) into OUT.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tinyworld.judges", description="Train the tinyworld judges (picture, clip, sound) into OUT."
+    )
     parser.add_argument("out", help="directory to write <judge>.safetensors and <judge>.json into")
     parser.add_argument("--steps", type=int, default=STEPS, help=f"optimiser steps per judge (default {STEPS})")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"samples per step (default {BATCH_SIZE})")
     parser.add_argument("--seed", type=int, default=1000, help="base seed (default 1000)")
-    parser.add_argument("--eval-samples", type=int, default=EVAL_SAMPLES,
-                        help=f"held-out samples per judge and condition (default {EVAL_SAMPLES})")
+    parser.add_argument(
+        "--eval-samples",
+        type=int,
+        default=EVAL_SAMPLES,
+        help=f"held-out samples per judge and condition (default {EVAL_SAMPLES})",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start, cpu = time.perf_counter(), time.process_time()
-    train_judges(args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                 progress=not args.no_progress, eval_samples=args.eval_samples)
+    train_judges(
+        args.out,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=not args.no_progress,
+        eval_samples=args.eval_samples,
+    )
     print(accuracy_table(args.out))
-    print(f"total (training and evaluation) {time.perf_counter() - start:.1f} s wall, "
-          f"{time.process_time() - cpu:.1f} s CPU on {args.threads} thread(s); judges saved in {args.out}")
+    print(
+        f"total (training and evaluation) {time.perf_counter() - start:.1f} s wall, "
+        f"{time.process_time() - cpu:.1f} s CPU on {args.threads} thread(s); judges saved in {args.out}"
+    )
     return 0
 
 

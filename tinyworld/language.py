@@ -28,8 +28,16 @@ from tinyworld.world import THINGS
 PROMPT = PromptFormat(system="", user_prefix="USER: ", assistant_prefix="ASSISTANT: ", turn_separator="\n")
 
 #: LlamaForCausalLM size: ~1.1 M parameters with the ~500-piece vocabulary
-LLM_SIZE = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-                intermediate_size=320, max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=False)
+LLM_SIZE = dict(
+    hidden_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    intermediate_size=320,
+    max_position_embeddings=512,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+)
 VOCAB_SIZE = 512
 
 _PLACEHOLDER = re.compile(r"<(image|video|audio)>")
@@ -78,11 +86,12 @@ def answer_accuracy(model_dir: str | Path, n: int = 60, *, seed: int = 10_000) -
     """Greedy accuracy of the LLM on ``n`` held-out single-turn text exchanges: an answer counts when it names
     the asked attribute's true value and no other (:func:`tinyworld.evaluate.values_named`), a reply to a
     generation request when it restates what was asked for and names the right medium."""
-    from orchestrator.backbone import Backbone, Text, Turn
+    from orchestrator.backbone import Backbone, Text, PromptTurn
     from tinyworld.evaluate import values_named
 
-    backbone = Backbone.from_config(llm_config(model_dir), placeholders={}, signals={}, device="cpu",
-                                    dtype=torch.float32)
+    backbone = Backbone.from_config(
+        llm_config(model_dir), placeholders={}, signals={}, device="cpu", dtype=torch.float32
+    )
     rng = random.Random(seed)
     right = 0
     for i in range(n):
@@ -90,12 +99,17 @@ def answer_accuracy(model_dir: str | Path, n: int = 60, *, seed: int = 10_000) -
         thing = THINGS[rng.choice(list(THINGS))].sample(rng)
         ex = world_text.understanding(thing, rng) if task == "understand" else world_text.generation(thing, rng)
         user, expected = as_text(ex)
-        prompt = backbone.build_prompt([Turn("user", [Text(user)])])
+        prompt = backbone.build_prompt([PromptTurn("user", [Text(user)])])
         ids = torch.tensor([prompt.input_ids])
-        generated = backbone.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24,
-                                            do_sample=False, eos_token_id=backbone.tokenizer.eos_token_id,
-                                            pad_token_id=backbone.tokenizer.pad_token_id)
-        reply = backbone.tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        generated = backbone.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=24,
+            do_sample=False,
+            eos_token_id=backbone.tokenizer.eos_token_id,
+            pad_token_id=backbone.tokenizer.pad_token_id,
+        )
+        reply = backbone.tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True).strip()
         if task == "generate":
             medium = {"image": "picture", "video": "video", "audio": "sound"}[thing.kind]
             right += world_text.request_caption(thing) in reply and medium in reply
@@ -107,9 +121,19 @@ def answer_accuracy(model_dir: str | Path, n: int = 60, *, seed: int = 10_000) -
     return right / n
 
 
-def train_language_model(out: str | Path, *, steps: int = 1500, batch_size: int = 32, lr: float = 3e-3,
-                         dialogues: int = 6000, seed: int = 0, progress: bool = True,
-                         group_by_length: bool = False, micro_batches: int = 1, device: str = "cpu") -> dict:
+def train_language_model(
+    out: str | Path,
+    *,
+    steps: int = 1500,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    dialogues: int = 6000,
+    seed: int = 0,
+    progress: bool = True,
+    group_by_length: bool = False,
+    micro_batches: int = 1,
+    device: str = "cpu",
+) -> dict:
     """Tokenizer + randomly initialised ``LlamaForCausalLM`` of :data:`LLM_SIZE`, trained on
     :func:`text_dialogues`; saved to ``out`` (``save_pretrained``, safetensors). ``group_by_length``: batches of
     dialogues of similar length; ``micro_batches``: each batch in runs of similar length (both
@@ -126,12 +150,27 @@ def train_language_model(out: str | Path, *, steps: int = 1500, batch_size: int 
         torch.manual_seed(seed)
         LlamaForCausalLM(LlamaConfig(**LLM_SIZE, **special_ids(tokenizer))).save_pretrained(out)
     losses: list[float] = []
-    train_text_lm(llm_config(out), text_dialogues(dialogues, seed=seed), out, steps=steps, batch_size=batch_size,
-                  lr=lr, seed=seed, progress=progress, losses=losses, group_by_length=group_by_length,
-                  micro_batches=micro_batches, device=device)
+    train_text_lm(
+        llm_config(out),
+        text_dialogues(dialogues, seed=seed),
+        out,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        progress=progress,
+        losses=losses,
+        group_by_length=group_by_length,
+        micro_batches=micro_batches,
+        device=device,
+    )
     tenth = max(len(losses) // 10, 1)
-    return {"loss_first": sum(losses[:tenth]) / tenth, "loss_last": sum(losses[-tenth:]) / tenth,
-            "answer_accuracy": answer_accuracy(out), "vocab": len(tokenizer)}
+    return {
+        "loss_first": sum(losses[:tenth]) / tenth,
+        "loss_last": sum(losses[-tenth:]) / tenth,
+        "answer_accuracy": answer_accuracy(out),
+        "vocab": len(tokenizer),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,17 +21,26 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from tinyworld.recipe import STEPS, RecipeConfig, run, schedule
 
 #: each metered training loop of the recipe -> the RecipeConfig field that sets its number of steps
 LOOP_STEPS: dict[str, str] = {
-    "text LM": "lm_steps", "encoders": "encoder_steps", "vae (3 ch)": "vae_steps", "vae (1 ch)": "vae_steps",
-    "image unet": "image_steps", "video frames": "video_pretrain_steps", "video unet": "video_steps",
-    "audio unet": "audio_steps", "mm pt": "pt_steps", "mm it": "it_steps",
-    "picture judge": "judge_steps", "clip judge": "judge_steps", "sound judge": "judge_steps",
+    "text LM": "lm_steps",
+    "encoders": "encoder_steps",
+    "vae (3 ch)": "vae_steps",
+    "vae (1 ch)": "vae_steps",
+    "image unet": "image_steps",
+    "video frames": "video_pretrain_steps",
+    "video unet": "video_steps",
+    "audio unet": "audio_steps",
+    "mm pt": "pt_steps",
+    "mm it": "it_steps",
+    "picture judge": "judge_steps",
+    "clip judge": "judge_steps",
+    "sound judge": "judge_steps",
 }
 HOUR = 3600.0  #: the recipe's budget on a 2-core CPU (the tinyworld issue)
 
@@ -53,8 +62,10 @@ def probe_config(config: RecipeConfig, probe_steps: int) -> RecipeConfig:
     """``config`` with every loop cut to ``probe_steps`` steps (a loop set to 0 stays off), on one thread."""
     if probe_steps < 2:
         raise ValueError(f"probe_steps must be at least 2, got {probe_steps}")
-    cut = {field: min(probe_steps, getattr(config, field)) if getattr(config, field) is not None else probe_steps
-           for field in set(LOOP_STEPS.values())}
+    cut = {
+        field: min(probe_steps, getattr(config, field)) if getattr(config, field) is not None else probe_steps
+        for field in set(LOOP_STEPS.values())
+    }
     return config.model_copy(update={**cut, "threads": 1})
 
 
@@ -80,8 +91,9 @@ def predict_step(step: dict, config: RecipeConfig, threads: int) -> float:
     return total
 
 
-def simulate(seconds: Callable[[str, int], float], todo: Sequence[str], *, jobs: int,
-             cores: int) -> dict[str, tuple[float, float]]:
+def simulate(
+    seconds: Callable[[str, int], float], todo: Sequence[str], *, jobs: int, cores: int
+) -> dict[str, tuple[float, float]]:
     """Start and end of each step of ``todo`` as a run with ``jobs`` and ``cores`` would lay them out, given
     ``seconds(step, threads)``. One job: the steps one after another on every core. More: the recipe's scheduler
     decides which step starts when and with how many threads; a step whose threads change goes on at its new
@@ -130,8 +142,16 @@ def critical_chain(timeline: dict[str, tuple[float, float]], tolerance: float = 
     return chain
 
 
-def plan(out: str | Path, config: RecipeConfig | None = None, *, jobs: int = 1, probe_steps: int = 16,
-         progress: bool = True, keep_probe: bool = False, log: Callable[[str], None] = print) -> dict:
+def plan(
+    out: str | Path,
+    config: RecipeConfig | None = None,
+    *,
+    jobs: int = 1,
+    probe_steps: int = 16,
+    progress: bool = True,
+    keep_probe: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Probe every step of the recipe in ``out/probe`` and predict how long ``config`` takes with ``jobs`` and its
     threads (default: every core). Writes and returns ``out/plan.json``: ``{"config", "jobs", "cores",
     "probe_steps", "probe_seconds", "steps": {step: {"one_thread", "all_cores", "start", "end", "loops"}},
@@ -158,13 +178,28 @@ def plan(out: str | Path, config: RecipeConfig | None = None, *, jobs: int = 1, 
     wall = max(end for _, end in timeline.values())
     steps = {}
     for name in todo:
-        loops = [{"name": loop["name"], "steps": configured_steps(config, loop["name"]),
-                  "per_step": loop["per_step"]} for loop in record["steps"][name].get("loops", [])]
-        steps[name] = {"one_thread": round(seconds(name, 1), 1), "all_cores": round(seconds(name, cores), 1),
-                       "start": round(timeline[name][0], 1), "end": round(timeline[name][1], 1), "loops": loops}
-    result = {"config": config.model_dump(), "jobs": jobs, "cores": cores, "probe_steps": probe_steps,
-              "probe_seconds": round(probe_seconds, 1), "steps": steps, "wall_seconds": round(wall, 1),
-              "chain": critical_chain(timeline), "fits_hour": wall <= HOUR}
+        loops = [
+            {"name": loop["name"], "steps": configured_steps(config, loop["name"]), "per_step": loop["per_step"]}
+            for loop in record["steps"][name].get("loops", [])
+        ]
+        steps[name] = {
+            "one_thread": round(seconds(name, 1), 1),
+            "all_cores": round(seconds(name, cores), 1),
+            "start": round(timeline[name][0], 1),
+            "end": round(timeline[name][1], 1),
+            "loops": loops,
+        }
+    result = {
+        "config": config.model_dump(),
+        "jobs": jobs,
+        "cores": cores,
+        "probe_steps": probe_steps,
+        "probe_seconds": round(probe_seconds, 1),
+        "steps": steps,
+        "wall_seconds": round(wall, 1),
+        "chain": critical_chain(timeline),
+        "fits_hour": wall <= HOUR,
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "plan.json").write_text(json.dumps(result, indent=2))
     plot_plan(result, out / "plan.png")
@@ -185,14 +220,22 @@ def plot_plan(result: dict, png: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(steps) + 1.2), dpi=100)
     for row, (name, step) in enumerate(steps):
         on_chain = name in result["chain"]
-        ax.barh(row, (step["end"] - step["start"]) / 60, left=step["start"] / 60,
-                color="tab:red" if on_chain else "tab:blue", alpha=0.85 if on_chain else 0.6)
+        ax.barh(
+            row,
+            (step["end"] - step["start"]) / 60,
+            left=step["start"] / 60,
+            color="tab:red" if on_chain else "tab:blue",
+            alpha=0.85 if on_chain else 0.6,
+        )
     ax.set_yticks(range(len(steps)), [name for name, _ in steps])
     ax.axvline(HOUR / 60, color="black", linestyle="--", linewidth=1)
     ax.text(HOUR / 60, len(steps) - 0.4, " the hour", va="top", fontsize=8)
     ax.set_xlabel("minutes into the run")
-    ax.set_title(f"planned: {result['wall_seconds'] / 60:.0f} min with {result['jobs']} job(s) on {result['cores']} "
-                 f"thread(s) (in red: the steps the end waits on)", fontsize=10)
+    ax.set_title(
+        f"planned: {result['wall_seconds'] / 60:.0f} min with {result['jobs']} job(s) on {result['cores']} "
+        f"thread(s) (in red: the steps the end waits on)",
+        fontsize=10,
+    )
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(png)
@@ -205,11 +248,16 @@ def format_plan(result: dict) -> str:
     cores = result["cores"]
     lines = [f"| step | alone, 1 thread | alone, {cores} threads | planned start - end |", "|---|---|---|---|"]
     for name, step in sorted(result["steps"].items(), key=lambda kv: kv[1]["start"]):
-        lines.append(f"| {name} | {step['one_thread']:.0f} s | {step['all_cores']:.0f} s | "
-                     f"{step['start']:.0f} - {step['end']:.0f} s |")
+        lines.append(
+            f"| {name} | {step['one_thread']:.0f} s | {step['all_cores']:.0f} s | "
+            f"{step['start']:.0f} - {step['end']:.0f} s |"
+        )
     wall = result["wall_seconds"]
     lines.append("")
-    lines.append(f"planned: {wall:.0f} s ({wall / 60:.0f} min) on the clock with {result['jobs']} job(s) on {cores} "
-                 f"thread(s); {'within' if result['fits_hour'] else 'over'} the hour. Waited on: "
-                 + " -> ".join(result["chain"]) + f". (The probe took {result['probe_seconds']:.0f} s.)")
+    lines.append(
+        f"planned: {wall:.0f} s ({wall / 60:.0f} min) on the clock with {result['jobs']} job(s) on {cores} "
+        f"thread(s); {'within' if result['fits_hour'] else 'over'} the hour. Waited on: "
+        + " -> ".join(result["chain"])
+        + f". (The probe took {result['probe_seconds']:.0f} s.)"
+    )
     return "\n".join(lines)

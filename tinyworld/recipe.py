@@ -29,9 +29,10 @@ import argparse
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
@@ -46,43 +47,73 @@ class RecipeConfig(BaseModel):
 
     seed: int = 0
     threads: int | None = Field(None, description="torch threads (default: torch's own choice)")
-    device: str = Field("cpu", description="device every step trains on (cpu | cuda | auto); data is rendered and "
-                                           "batches are drawn on the CPU, so a seed draws the same batches anywhere")
+    device: str = Field(
+        "cpu",
+        description="device every step trains on (cpu | cuda | auto); data is rendered and "
+        "batches are drawn on the CPU, so a seed draws the same batches anywhere",
+    )
     lm_steps: int = 1500
     lm_dialogues: int = 6000
-    encoder_steps: int = Field(1500, description="steps of the CLIP / Whisper encoders (1500 lifted zero-shot picture "
-                                                 "shape from 94.7 % at 1000 to 97.7 %; see docs/tinyworld.md)")
+    encoder_steps: int = Field(
+        1500,
+        description="steps of the CLIP / Whisper encoders (1500 lifted zero-shot picture "
+        "shape from 94.7 % at 1000 to 97.7 %; see docs/tinyworld.md)",
+    )
     encoder_train: int | None = Field(None, description="pre-rendered training items (default: the module's)")
-    samples: int | None = Field(None, description="rendered training items of each VAE and generator "
-                                                  "(default: the diffusion module's)")
+    samples: int | None = Field(
+        None, description="rendered training items of each VAE and generator (default: the diffusion module's)"
+    )
     vae_steps: int = 800
     vae_batch: int = 16
     image_steps: int = 1500
     image_batch: int = 64
-    video_pretrain_steps: int = Field(1000, description="steps of the video UNet's 2D twin on single frames (with 500, "
-                                                       "900 clip steps drew the asked direction in 82 % of 200 clips)")
-    video_steps: int = Field(900, description="steps of the video UNet on whole clips (the judges found the whole "
-                                              "request in 68.5 / 92.5 / 99 / 98.5 % of 200 clips after 500 / 700 / "
-                                              "900 / 1200; see docs/tinyworld.md)")
+    video_pretrain_steps: int = Field(
+        1000,
+        description="steps of the video UNet's 2D twin on single frames (with 500, "
+        "900 clip steps drew the asked direction in 82 % of 200 clips)",
+    )
+    video_steps: int = Field(
+        900,
+        description="steps of the video UNet on whole clips (the judges found the whole "
+        "request in 68.5 / 92.5 / 99 / 98.5 % of 200 clips after 500 / 700 / "
+        "900 / 1200; see docs/tinyworld.md)",
+    )
     video_batch: int = 16
-    audio_steps: int = Field(600, description="steps of the audio UNet (judged: all of 200 sounds right after 1200 "
-                                               "steps, 99 % after 600; see docs/tinyworld.md)")
+    audio_steps: int = Field(
+        600,
+        description="steps of the audio UNet (judged: all of 200 sounds right after 1200 "
+        "steps, 99 % after 600; see docs/tinyworld.md)",
+    )
     audio_batch: int = 64
     pt_rows: int = 12000
-    pt_mix: dict[str, int] | None = Field(None, description=(
-        "weights of the PT tasks ({'video/describe': 6, ...}; see tinyworld.data.task_schedule); "
-        "default: tinyworld.data.PT_MIX"))
+    pt_mix: dict[str, int] | None = Field(
+        None,
+        description=(
+            "weights of the PT tasks ({'video/describe': 6, ...}; see tinyworld.data.task_schedule); "
+            "default: tinyworld.data.PT_MIX"
+        ),
+    )
     it_rows: int = 6000
     it_turns: int = Field(4, description="most exchanges in an IT conversation")
-    it_follow_ups: float = Field(0.35, description="share of later IT exchanges that revisit an earlier thing with "
-                                                  "one attribute changed (tinyworld.text.follow_up)")
-    group_by_length: bool | list[Literal["language", "pt", "it"]] = Field(False, description=(
-        "batch by token length (less padding, the same data): true for the LLM's dialogues and the PT / IT "
-        "samples, or a list of those steps. Off by default: it makes steps 1.3-1.9x faster, but a grouped LLM "
-        "dropped image position to 79 % (46.5 % grouped everywhere); see docs/tinyworld.md"))
-    pt_steps: int = Field(1500, description="MM PT steps (image shape on 1000 held-out pictures after PT + IT steps: "
-                                            "1500 + 1000: 97.0 %, 1500 + 1500: 99.1 %, 3000 + 1500: 99.3 %; "
-                                            "see docs/tinyworld.md)")
+    it_follow_ups: float = Field(
+        0.35,
+        description="share of later IT exchanges that revisit an earlier thing with "
+        "one attribute changed (tinyworld.text.follow_up)",
+    )
+    group_by_length: bool | list[Literal["language", "pt", "it"]] = Field(
+        False,
+        description=(
+            "batch by token length (less padding, the same data): true for the LLM's dialogues and the PT / IT "
+            "samples, or a list of those steps. Off by default: it makes steps 1.3-1.9x faster, but a grouped LLM "
+            "dropped image position to 79 % (46.5 % grouped everywhere); see docs/tinyworld.md"
+        ),
+    )
+    pt_steps: int = Field(
+        1500,
+        description="MM PT steps (image shape on 1000 held-out pictures after PT + IT steps: "
+        "1500 + 1000: 97.0 %, 1500 + 1500: 99.1 %, 3000 + 1500: 99.3 %; "
+        "see docs/tinyworld.md)",
+    )
     it_steps: int = 1500
     pt_batch: int = 32
     it_batch: int = 16
@@ -93,23 +124,46 @@ class RecipeConfig(BaseModel):
     preset: str = "tiny-world"
 
     micro_batches: dict[Literal["language", "pt", "it"], PositiveInt] = Field(
-        default_factory=lambda: {"language": 4, "it": 2}, description=(
+        default_factory=lambda: {"language": 4, "it": 2},
+        description=(
             "cut each batch of the LLM's dialogues / the PT / IT samples into this many micro-batches of similar "
             "length and accumulate (a step missing here: 1): the same batches and steps with less padding. On one "
             "CPU thread LLM steps run 1.6x faster with 4, IT steps 1.1x with 2; PT's batches pad little and gain "
-            "nothing (docs/tinyworld.md)"))
+            "nothing (docs/tinyworld.md)"
+        ),
+    )
 
     def grouped(self, step: str) -> bool:
         """Whether ``step`` (``language``, ``pt`` or ``it``) batches by token length."""
         return self.group_by_length if isinstance(self.group_by_length, bool) else step in self.group_by_length
 
     @classmethod
-    def small(cls, **overrides) -> "RecipeConfig":
+    def small(cls, **overrides) -> RecipeConfig:
         """A shrunken recipe for tests: every step runs, each only long enough to show that it learns."""
-        base = dict(lm_steps=120, lm_dialogues=600, encoder_steps=60, encoder_train=240, samples=240, vae_steps=60,
-                    vae_batch=8, image_steps=60, image_batch=16, video_pretrain_steps=30, video_steps=15, video_batch=4,
-                    audio_steps=40, audio_batch=16, pt_rows=90, it_rows=60, pt_steps=60, it_steps=40, pt_batch=8,
-                    it_batch=4, judge_steps=60, group_by_length=True)
+        base = dict(
+            lm_steps=120,
+            lm_dialogues=600,
+            encoder_steps=60,
+            encoder_train=240,
+            samples=240,
+            vae_steps=60,
+            vae_batch=8,
+            image_steps=60,
+            image_batch=16,
+            video_pretrain_steps=30,
+            video_steps=15,
+            video_batch=4,
+            audio_steps=40,
+            audio_batch=16,
+            pt_rows=90,
+            it_rows=60,
+            pt_steps=60,
+            it_steps=40,
+            pt_batch=8,
+            it_batch=4,
+            judge_steps=60,
+            group_by_length=True,
+        )
         return cls(**{**base, **overrides})
 
 
@@ -154,12 +208,14 @@ STEPS: dict[str, Step] = {}
 
 def step(name: str, output: str, after: tuple[str, ...] = ()):
     """Register a recipe step (a decorator); ``after``: the steps whose outputs it reads."""
+
     def register(fn: Callable[[Context], dict]) -> Callable[[Context], dict]:
         unknown = [a for a in after if a not in STEPS]
         if unknown:
             raise ValueError(f"step {name!r} runs after unregistered steps {unknown}")
         STEPS[name] = Step(output, fn, tuple(after))
         return fn
+
     return register
 
 
@@ -168,9 +224,16 @@ def _language(ctx: Context) -> dict:
     from tinyworld.language import train_language_model
 
     c = ctx.config
-    metrics = train_language_model(ctx.work / "llm", steps=c.lm_steps, dialogues=c.lm_dialogues, seed=ctx.seed(1),
-                                   progress=ctx.progress, group_by_length=c.grouped("language"),
-                                   micro_batches=c.micro_batches.get("language", 1), device=ctx.device)
+    metrics = train_language_model(
+        ctx.work / "llm",
+        steps=c.lm_steps,
+        dialogues=c.lm_dialogues,
+        seed=ctx.seed(1),
+        progress=ctx.progress,
+        group_by_length=c.grouped("language"),
+        micro_batches=c.micro_batches.get("language", 1),
+        device=ctx.device,
+    )
     _move(ctx.work / "llm", ctx.weights / "llm")
     return metrics
 
@@ -181,12 +244,21 @@ def _encoders(ctx: Context) -> dict:
 
     c = ctx.config
     extra = {"num_train": c.encoder_train} if c.encoder_train else {}
-    metrics = train_encoders(ctx.work / "encoders", steps=c.encoder_steps, seed=ctx.seed(2), progress=ctx.progress,
-                             device=ctx.device, **extra)
+    metrics = train_encoders(
+        ctx.work / "encoders",
+        steps=c.encoder_steps,
+        seed=ctx.seed(2),
+        progress=ctx.progress,
+        device=ctx.device,
+        **extra,
+    )
     shutil.copytree(ctx.work / "encoders" / "image", ctx.weights / "image-encoder", dirs_exist_ok=True)
     shutil.copytree(ctx.work / "encoders" / "audio", ctx.weights / "audio-encoder", dirs_exist_ok=True)
-    return {**metrics, "loss_first": metrics["loss/initial"], "loss_last": metrics["loss/image"] + metrics["loss/audio"]
-                                                                     + metrics["loss/clip"]}
+    return {
+        **metrics,
+        "loss_first": metrics["loss/initial"],
+        "loss_last": metrics["loss/image"] + metrics["loss/audio"] + metrics["loss/clip"],
+    }
 
 
 @step("vae", "work/vae-mel")
@@ -194,10 +266,26 @@ def _vaes(ctx: Context) -> dict:
     from tinyworld.diffusion import train_vae
 
     c = ctx.config
-    rgb = train_vae(ctx.work / "vae-rgb", channels=3, steps=c.vae_steps, batch_size=c.vae_batch,
-                    seed=ctx.seed(3), progress=ctx.progress, samples=c.samples, device=ctx.device)
-    mel = train_vae(ctx.work / "vae-mel", channels=1, steps=c.vae_steps, batch_size=c.vae_batch,
-                    seed=ctx.seed(4), progress=ctx.progress, samples=c.samples, device=ctx.device)
+    rgb = train_vae(
+        ctx.work / "vae-rgb",
+        channels=3,
+        steps=c.vae_steps,
+        batch_size=c.vae_batch,
+        seed=ctx.seed(3),
+        progress=ctx.progress,
+        samples=c.samples,
+        device=ctx.device,
+    )
+    mel = train_vae(
+        ctx.work / "vae-mel",
+        channels=1,
+        steps=c.vae_steps,
+        batch_size=c.vae_batch,
+        seed=ctx.seed(4),
+        progress=ctx.progress,
+        samples=c.samples,
+        device=ctx.device,
+    )
     return {"rgb": rgb, "mel": mel}
 
 
@@ -208,9 +296,19 @@ def _generator(kind: str, vae: str, offset: int) -> Callable[[Context], dict]:
         c = ctx.config
         train = getattr(diffusion, f"train_{kind}_generator")
         extra = {"pretrain_steps": c.video_pretrain_steps} if kind == "video" else {}
-        return train(ctx.work / "encoders" / "text", ctx.work / vae, ctx.weights / f"{kind}-generator",
-                     steps=getattr(c, f"{kind}_steps"), batch_size=getattr(c, f"{kind}_batch"), seed=ctx.seed(offset),
-                     progress=ctx.progress, samples=c.samples, device=ctx.device, **extra)
+        return train(
+            ctx.work / "encoders" / "text",
+            ctx.work / vae,
+            ctx.weights / f"{kind}-generator",
+            steps=getattr(c, f"{kind}_steps"),
+            batch_size=getattr(c, f"{kind}_batch"),
+            seed=ctx.seed(offset),
+            progress=ctx.progress,
+            samples=c.samples,
+            device=ctx.device,
+            **extra,
+        )
+
     return run
 
 
@@ -218,9 +316,16 @@ def _generator(kind: str, vae: str, offset: int) -> Callable[[Context], dict]:
 def _data(ctx: Context) -> dict:
     from tinyworld.data import write_datasets
 
-    paths = write_datasets(ctx.work / "data", pt=ctx.config.pt_rows, it=ctx.config.it_rows, seed=ctx.seed(8),
-                           mix=ctx.config.pt_mix, progress=ctx.progress, it_turns=ctx.config.it_turns,
-                           follow_ups=ctx.config.it_follow_ups)
+    paths = write_datasets(
+        ctx.work / "data",
+        pt=ctx.config.pt_rows,
+        it=ctx.config.it_rows,
+        seed=ctx.seed(8),
+        mix=ctx.config.pt_mix,
+        progress=ctx.progress,
+        it_turns=ctx.config.it_turns,
+        follow_ups=ctx.config.it_follow_ups,
+    )
     return {name: str(path) for name, path in paths.items()}
 
 
@@ -230,23 +335,41 @@ def _stage(ctx: Context, stage: str) -> dict:
     c = ctx.config
     is_it = stage == "it"
     train = TrainConfig(
-        stage=stage, max_steps=c.it_steps if is_it else c.pt_steps, batch_size=c.it_batch if is_it else c.pt_batch,
-        lr=c.it_lr if is_it else c.pt_lr, lora=c.lora and is_it, lora_lr=c.it_lr, seed=ctx.seed(9 + is_it),
-        cache_dir=str(ctx.work / "cache"), device=ctx.device, progress=ctx.progress, warmup_ratio=0.05,
-        group_by_length=c.grouped(stage), micro_batches=c.micro_batches.get(stage, 1),
+        stage=stage,
+        max_steps=c.it_steps if is_it else c.pt_steps,
+        batch_size=c.it_batch if is_it else c.pt_batch,
+        lr=c.it_lr if is_it else c.pt_lr,
+        lora=c.lora and is_it,
+        lora_lr=c.it_lr,
+        seed=ctx.seed(9 + is_it),
+        cache_dir=str(ctx.work / "cache"),
+        device=ctx.device,
+        progress=ctx.progress,
+        warmup_ratio=0.05,
+        group_by_length=c.grouped(stage),
+        micro_batches=c.micro_batches.get(stage, 1),
     )
     out = ctx.weights / "projectors" if is_it else ctx.work / "pt"
-    trainer = Trainer(_text_side_system(ctx), ctx.work / "data" / f"{stage}.jsonl", out, train=train,
-                      init=ctx.work / "pt" if is_it else None, overwrite=True,
-                      callbacks=[lambda _trainer, _step, _logs: refresh_threads()])
+    trainer = Trainer(
+        _text_side_system(ctx),
+        ctx.work / "data" / f"{stage}.jsonl",
+        out,
+        train=train,
+        init=ctx.work / "pt" if is_it else None,
+        overwrite=True,
+        callbacks=[lambda _trainer, _step, _logs: refresh_threads()],
+    )
     result = trainer.run()
     ctx.system_config().save(out / "system.yaml")  # the system these projectors drive: the finished generators
     history = result.history
-    first, last = history[: max(len(history) // 10, 1)], history[-max(len(history) // 10, 1):]
+    first, last = history[: max(len(history) // 10, 1)], history[-max(len(history) // 10, 1) :]
     mean = lambda rows, key: sum(r[key] for r in rows if key in r) / max(sum(key in r for r in rows), 1)  # noqa: E731
     keys = sorted({k for r in history for k in r if k == "lm_loss" or k.startswith("align/")})
-    return {"steps": result.steps, **{f"{k}_first": mean(first, k) for k in keys},
-            **{f"{k}_last": mean(last, k) for k in keys}}
+    return {
+        "steps": result.steps,
+        **{f"{k}_first": mean(first, k) for k in keys},
+        **{f"{k}_last": mean(last, k) for k in keys},
+    }
 
 
 def _text_side_system(ctx: Context) -> SystemConfig:
@@ -285,8 +408,9 @@ def _judges(ctx: Context) -> dict:
     from tinyworld.judges import train_judges
 
     extra = {"steps": ctx.config.judge_steps} if ctx.config.judge_steps else {}
-    return train_judges(ctx.weights / "judges", seed=ctx.seed(11) + 1_000_000, progress=ctx.progress,
-                        device=ctx.device, **extra)
+    return train_judges(
+        ctx.weights / "judges", seed=ctx.seed(11) + 1_000_000, progress=ctx.progress, device=ctx.device, **extra
+    )
 
 
 def _move(src: Path, dst: Path) -> None:
@@ -320,8 +444,9 @@ def refresh_threads() -> None:
         torch.set_num_threads(granted)
 
 
-def _run_step(name: str, out: Path, config: RecipeConfig, progress: bool, threads: int | None,
-              grant: str | None = None) -> tuple[float, dict, list[dict]]:
+def _run_step(
+    name: str, out: Path, config: RecipeConfig, progress: bool, threads: int | None, grant: str | None = None
+) -> tuple[float, dict, list[dict]]:
     """Run one step (in this process or a worker); returns ``(seconds, metrics, loops)``, ``loops`` being the
     :mod:`~training.meter` records of its training loops. ``grant``: the file through which the
     scheduler may raise the step's thread count while it runs (:func:`refresh_threads`)."""
@@ -341,8 +466,16 @@ def _run_step(name: str, out: Path, config: RecipeConfig, progress: bool, thread
     return time.perf_counter() - start, metrics, meter.collected()
 
 
-def run(out: str | Path, config: RecipeConfig | None = None, *, only: list[str] | None = None,
-        overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print, jobs: int = 1) -> dict:
+def run(
+    out: str | Path,
+    config: RecipeConfig | None = None,
+    *,
+    only: list[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    jobs: int = 1,
+) -> dict:
     """Run the recipe into ``out``; returns the ``recipe.json`` record ``{"config", "steps": {step: {"seconds",
     "metrics", "loops"}}, "total_seconds", "runs": [{"jobs", "threads", "config", "wall_seconds", "steps",
     "timeline"}, ...]}`` (``timeline``: step -> [start, end] seconds into that run; the top ``config`` is the latest
@@ -396,9 +529,16 @@ def run(out: str | Path, config: RecipeConfig | None = None, *, only: list[str] 
     else:
         _run_parallel(todo, out, config, progress, jobs, log, begun, finished)
     if todo:
-        record.setdefault("runs", []).append({"jobs": jobs, "threads": config.threads, "config": config.model_dump(),
-                                              "steps": todo, "wall_seconds": round(time.perf_counter() - started, 1),
-                                              "timeline": timeline})
+        record.setdefault("runs", []).append(
+            {
+                "jobs": jobs,
+                "threads": config.threads,
+                "config": config.model_dump(),
+                "steps": todo,
+                "wall_seconds": round(time.perf_counter() - started, 1),
+                "timeline": timeline,
+            }
+        )
         record_path.write_text(json.dumps(record, indent=2, default=str))
     weights = out / "weights"
     if weights.exists():
@@ -424,9 +564,16 @@ def chain_lengths() -> dict[str, int]:
     return {name: length(name) for name in STEPS}
 
 
-def _run_parallel(todo: list[str], out: Path, config: RecipeConfig, progress: bool, jobs: int,
-                  log: Callable[[str], None], begun: Callable[[str], None],
-                  finished: Callable[[str, float, dict, list], None]) -> None:
+def _run_parallel(
+    todo: list[str],
+    out: Path,
+    config: RecipeConfig,
+    progress: bool,
+    jobs: int,
+    log: Callable[[str], None],
+    begun: Callable[[str], None],
+    finished: Callable[[str, float, dict, list], None],
+) -> None:
     """Schedule ``todo`` over ``jobs`` spawned worker processes, each step once its ``after`` steps are done."""
     import multiprocessing
     import os
@@ -458,8 +605,9 @@ def _run_parallel(todo: list[str], out: Path, config: RecipeConfig, progress: bo
                 finished(name, *future.result())
 
 
-def schedule(waiting: list[str], granted: dict[str, int], jobs: int, cores: int
-             ) -> tuple[list[tuple[str, int]], dict[str, int]]:
+def schedule(
+    waiting: list[str], granted: dict[str, int], jobs: int, cores: int
+) -> tuple[list[tuple[str, int]], dict[str, int]]:
     """The parallel scheduler's decision at one moment, shared by the real run and :func:`tinyworld.plan.simulate`.
 
     ``waiting``: steps not started, in recipe order; ``granted``: running step -> its threads. Returns the steps
@@ -519,8 +667,10 @@ def ship(weights: str | Path, dest: str | Path = PACKAGED_WEIGHTS, *, limit: int
         per_component[top] = per_component.get(top, 0) + (len(data) if data is not None else f.stat().st_size)
     total = sum(per_component.values())
     if total > limit:
-        raise ValueError(f"{total / 1e6:.1f} MB of weights is over the {limit / 1e6:.0f} MB limit: "
-                         + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in sorted(per_component.items())))
+        raise ValueError(
+            f"{total / 1e6:.1f} MB of weights is over the {limit / 1e6:.0f} MB limit: "
+            + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in sorted(per_component.items()))
+        )
     if dest.exists():
         shutil.rmtree(dest)
     for f, data in contents.items():
@@ -536,22 +686,39 @@ def ship(weights: str | Path, dest: str | Path = PACKAGED_WEIGHTS, *, limit: int
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder (weights land in OUT/weights)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads in all (default: torch's choice; "
-                        "with --jobs > 1 the machine's cores)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads in all (default: torch's choice; with --jobs > 1 the machine's cores)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="steps run side by side in worker processes")
     parser.add_argument("--device", default="cpu", help="device every step trains on (cpu | cuda | auto)")
     parser.add_argument("--small", action="store_true", help="the shrunken test recipe (minutes, not an hour)")
-    parser.add_argument("--set", dest="settings", metavar="KEY=VALUE", type=_setting, action="append", default=[],
-                        help="override one RecipeConfig field, e.g. --set video_steps=1200 (repeatable; values "
-                             "read as JSON when they parse: 1200, 0.35, true, {\"image/describe\": 2})")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        metavar="KEY=VALUE",
+        type=_setting,
+        action="append",
+        default=[],
+        help="override one RecipeConfig field, e.g. --set video_steps=1200 (repeatable; values "
+        'read as JSON when they parse: 1200, 0.35, true, {"image/describe": 2})',
+    )
     parser.add_argument("--only", nargs="+", choices=list(STEPS), help="run only these steps")
     parser.add_argument("--overwrite", action="store_true", help="delete OUT and start over")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--ship", action="store_true",
-                        help="afterwards copy OUT/weights into the package (tinyworld/weights): the new default system")
-    parser.add_argument("--plan", action="store_true",
-                        help="train nothing for real: probe every step with short loops and predict how long this "
-                             "run would take here (OUT/plan.json; minutes, see tinyworld.plan)")
+    parser.add_argument(
+        "--ship",
+        action="store_true",
+        help="afterwards copy OUT/weights into the package (tinyworld/weights): the new default system",
+    )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="train nothing for real: probe every step with short loops and predict how long this "
+        "run would take here (OUT/plan.json; minutes, see tinyworld.plan)",
+    )
     parser.add_argument("--probe-steps", type=int, default=16, help="steps of each loop in a --plan probe")
     parser.add_argument("--keep-probe", action="store_true", help="keep the --plan probe's run folder (OUT/probe)")
 
@@ -577,8 +744,9 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig:
     settings = dict(seed=args.seed, threads=args.threads, device=args.device)
     for key, value in args.settings:
         if key not in RecipeConfig.model_fields:
-            raise ConfigError(f"unknown recipe setting {key!r}; the settings are "
-                              + ", ".join(sorted(RecipeConfig.model_fields)))
+            raise ConfigError(
+                f"unknown recipe setting {key!r}; the settings are " + ", ".join(sorted(RecipeConfig.model_fields))
+            )
         settings[key] = value
     try:
         return RecipeConfig.small(**settings) if args.small else RecipeConfig(**settings)
@@ -594,15 +762,24 @@ def run_from_args(args: argparse.Namespace) -> dict:
 
         if args.only or args.ship:
             raise ConfigError("--plan probes the whole recipe and trains nothing to keep: drop --only / --ship")
-        result = plan(args.out, config, jobs=args.jobs, probe_steps=args.probe_steps, progress=not args.no_progress,
-                      keep_probe=args.keep_probe)
+        result = plan(
+            args.out,
+            config,
+            jobs=args.jobs,
+            probe_steps=args.probe_steps,
+            progress=not args.no_progress,
+            keep_probe=args.keep_probe,
+        )
         print(format_plan(result))
         return result
-    record = run(args.out, config, only=args.only, overwrite=args.overwrite, progress=not args.no_progress,
-                 jobs=args.jobs)
+    record = run(
+        args.out, config, only=args.only, overwrite=args.overwrite, progress=not args.no_progress, jobs=args.jobs
+    )
     wall = record["runs"][-1]["wall_seconds"] if record.get("runs") else 0.0
-    print(f"recipe finished: {wall:.0f} s on the clock, {record.get('total_seconds', 0):.0f} s of steps; "
-          f"weights in {Path(args.out) / 'weights'}")
+    print(
+        f"recipe finished: {wall:.0f} s on the clock, {record.get('total_seconds', 0):.0f} s of steps; "
+        f"weights in {Path(args.out) / 'weights'}"
+    )
     if args.ship:
         shipped = ship(Path(args.out) / "weights")
         print(f"shipped {shipped['files']} files, {shipped['bytes'] / 1e6:.1f} MB, into {PACKAGED_WEIGHTS}")

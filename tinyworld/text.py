@@ -172,8 +172,9 @@ def both(seen: Thing, wanted: Thing, rng: random.Random) -> Exchange:
     """A question about an attached thing and, in the same turn, a request to generate another one."""
     asked, made = understanding(seen, rng), generation(wanted, rng)
     request = made.user[0].lower() + made.user[1:]
-    return Exchange(f"{asked.user} Then {request}", f"{asked.assistant} {made.assistant}", asked.media_in,
-                    made.media_out)
+    return Exchange(
+        f"{asked.user} Then {request}", f"{asked.assistant} {made.assistant}", asked.media_in, made.media_out
+    )
 
 
 #: task -> relative frequency in :func:`exchange`
@@ -210,8 +211,11 @@ CHAT: tuple[tuple[str, str], ...] = (
 
 
 #: attributes a follow-up may change, per kind: the ones a generation request names
-REQUESTED: dict[str, tuple[str, ...]] = {"image": ("colour", "shape"), "video": ("colour", "shape", "direction"),
-                                         "audio": ("pitch", "beeps")}
+REQUESTED: dict[str, tuple[str, ...]] = {
+    "image": ("colour", "shape"),
+    "video": ("colour", "shape", "direction"),
+    "audio": ("pitch", "beeps"),
+}
 
 
 def follow_up(earlier: Thing, rng: random.Random) -> Exchange:

@@ -64,7 +64,7 @@ class Thing:
         cls.attributes = tuple(cls.options)
 
     @classmethod
-    def sample(cls, rng: random.Random, **fixed) -> "Thing":
+    def sample(cls, rng: random.Random, **fixed) -> Thing:
         """A random thing; ``fixed`` pins some attributes (``Picture.sample(rng, colour="red")``)."""
         values = {f.name: fixed[f.name] if f.name in fixed else _choice(rng, cls.choices(f.name)) for f in fields(cls)}
         return cls(**values)
@@ -80,16 +80,18 @@ class Thing:
         for f in fields(self):
             value = getattr(self, f.name)
             if value not in self.choices(f.name):
-                raise ValueError(f"{type(self).__name__}.{f.name} must be one of {list(self.choices(f.name))}, "
-                                 f"got {value!r}")
+                raise ValueError(
+                    f"{type(self).__name__}.{f.name} must be one of {list(self.choices(f.name))}, got {value!r}"
+                )
 
 
 def _jittered(colour: str, rng: random.Random, amount: int = 12) -> tuple[int, int, int]:
     return tuple(int(np.clip(c + rng.randint(-amount, amount), 0, 255)) for c in COLOURS[colour])
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, centre: tuple[float, float], side: float,
-               fill: tuple[int, int, int]) -> None:
+def draw_shape(
+    draw: ImageDraw.ImageDraw, shape: str, centre: tuple[float, float], side: float, fill: tuple[int, int, int]
+) -> None:
     """Draw ``shape`` with its bounding box of ``side`` pixels centred at ``centre`` (pixels)."""
     cx, cy = centre
     h = side / 2
@@ -126,8 +128,13 @@ class Picture(Thing):
         fx, fy = POSITIONS[self.position]
         jitter = 0.04 * side
         centre = (fx * side + rng.uniform(-jitter, jitter), fy * side + rng.uniform(-jitter, jitter))
-        draw_shape(ImageDraw.Draw(image), self.shape, centre, SIZES[self.size] * side * rng.uniform(0.92, 1.08),
-                   _jittered(self.colour, rng))
+        draw_shape(
+            ImageDraw.Draw(image),
+            self.shape,
+            centre,
+            SIZES[self.size] * side * rng.uniform(0.92, 1.08),
+            _jittered(self.colour, rng),
+        )
         return image
 
 
@@ -201,7 +208,7 @@ class Sound(Thing):
             envelope = np.ones(n)
             envelope[:fade] = np.linspace(0, 1, fade)
             envelope[-fade:] = np.linspace(1, 0, fade)
-            out[first:first + n] += (tone * envelope).astype(np.float32)[: len(out) - first]
+            out[first : first + n] += (tone * envelope).astype(np.float32)[: len(out) - first]
             start += beep + gap
         return out
 

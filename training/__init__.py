@@ -15,15 +15,18 @@ accelerate loop, checkpoints, logs and plots).
 
 from core.registry import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "train": "training.trainer",
-    "Trainer": "training.trainer",
-    "TrainConfig": "training.trainer",
-    "TrainResult": "training.trainer",
-    "plot_losses": "training.trainer",
-    "load_samples": "training.data",
-    "DataError": "training.data",
-    "FeatureCache": "training.cache",
-    "freeze_audit": "training.audit",
-    "FreezeError": "training.audit",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "train": "training.trainer",
+        "Trainer": "training.trainer",
+        "TrainConfig": "training.trainer",
+        "TrainResult": "training.trainer",
+        "plot_losses": "training.trainer",
+        "load_samples": "training.data",
+        "DataError": "training.data",
+        "FeatureCache": "training.cache",
+        "freeze_audit": "training.audit",
+        "FreezeError": "training.audit",
+    },
+)

@@ -71,26 +71,42 @@ def freeze_audit(system, *, train_lora: bool = False) -> list[AuditRow]:
 
     if lora:
         if train_lora:
-            rows.append(AuditRow("llm lora", sum(p.numel() for p in lora.values() if p.requires_grad),
-                                 sum(p.numel() for p in lora.values())))
+            rows.append(
+                AuditRow(
+                    "llm lora",
+                    sum(p.numel() for p in lora.values() if p.requires_grad),
+                    sum(p.numel() for p in lora.values()),
+                )
+            )
         else:
             frozen("llm lora", lora.items())
 
     for name, module in system.input_projectors.items():
-        rows.append(AuditRow(f"input projector {name}", sum(p.numel() for p in module.parameters() if p.requires_grad),
-                             sum(p.numel() for p in module.parameters())))
+        rows.append(
+            AuditRow(
+                f"input projector {name}",
+                sum(p.numel() for p in module.parameters() if p.requires_grad),
+                sum(p.numel() for p in module.parameters()),
+            )
+        )
     for name, module in system.output_projectors.items():
-        rows.append(AuditRow(f"output projector {name}",
-                             sum(p.numel() for p in module.parameters() if p.requires_grad),
-                             sum(p.numel() for p in module.parameters())))
+        rows.append(
+            AuditRow(
+                f"output projector {name}",
+                sum(p.numel() for p in module.parameters() if p.requires_grad),
+                sum(p.numel() for p in module.parameters()),
+            )
+        )
     for name in system.generator_names:
         frozen(f"generator {name}", ((f"{i}", p) for i, p in enumerate(system.generator(name).parameters())))
 
     if violations:
         shown = "\n  ".join(violations[:10])
         more = f"\n  ... and {len(violations) - 10} more" if len(violations) > 10 else ""
-        raise FreezeError(f"refusing to train: {len(violations)} parameters outside the trainable set require "
-                          f"gradients:\n  {shown}{more}")
+        raise FreezeError(
+            f"refusing to train: {len(violations)} parameters outside the trainable set require "
+            f"gradients:\n  {shown}{more}"
+        )
     return rows
 
 

@@ -12,12 +12,12 @@ template the assistant uses at inference), so training and serving never disagre
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
-from orchestrator.backbone import Backbone, Media, Signal, Text, Turn
+from orchestrator.backbone import Backbone, Media, Signal, Text, PromptTurn
 from training.data import MediaSeg, OutputSeg, Sample, TextSeg
 
 IGNORE = -100
@@ -62,9 +62,11 @@ class Batch:
     def size(self) -> int:
         return self.input_ids.shape[0]
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         return Batch(
-            self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device),
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.labels.to(device),
             {m: f.to(device) for m, f in self.features.items()},
             {g: (rows.to(device), pos.to(device)) for g, (rows, pos) in self.outputs.items()},
             {g: {n: t.to(device) for n, t in spec.items()} for g, spec in self.targets.items()},
@@ -73,8 +75,14 @@ class Batch:
         )
 
 
-def encode_sample(sample: Sample, backbone: Backbone, slots: dict[str, int], media_hashes: dict,
-                  caption_hash, target_hashes: dict | None = None) -> Encoded:
+def encode_sample(
+    sample: Sample,
+    backbone: Backbone,
+    slots: dict[str, int],
+    media_hashes: dict,
+    caption_hash,
+    target_hashes: dict | None = None,
+) -> Encoded:
     """Lay ``sample`` out as the assistant would see it.
 
     Args:
@@ -85,7 +93,7 @@ def encode_sample(sample: Sample, backbone: Backbone, slots: dict[str, int], med
     """
     target_hashes = target_hashes or {}
     output_targets: list[str | None] = []
-    turns: list[Turn] = []
+    turns: list[PromptTurn] = []
     media: list[tuple[str, str]] = []
     captions: list[tuple[str, str]] = []
     for role, segs in sample.turns:
@@ -100,7 +108,7 @@ def encode_sample(sample: Sample, backbone: Backbone, slots: dict[str, int], med
                 parts.append(Signal(seg.modality))
                 captions.append((seg.modality, caption_hash(seg.caption)))
                 output_targets.append(target_hashes.get(seg.target) if seg.target is not None else None)
-        turns.append(Turn(role, parts))
+        turns.append(PromptTurn(role, parts))
     prompt = backbone.build_prompt(turns, add_generation_prompt=False)
     ids = prompt.input_ids
     labels = [t if keep else IGNORE for t, keep in zip(ids, prompt.assistant_mask)]
@@ -147,7 +155,9 @@ def collate(items: list[Encoded], pad_id: int, features, targets, latents=None, 
             starts.append(pos)
             digests.append(digest)
     return Batch(
-        input_ids=ids, attention_mask=mask, labels=labels,
+        input_ids=ids,
+        attention_mask=mask,
+        labels=labels,
         features={m: features[m].stack(d) for m, d in media.items()},
         outputs={g: (torch.tensor(r), torch.tensor(p)) for g, (r, p, _) in outputs.items()},
         targets={g: {name: cache.stack(d) for name, cache in targets[g].items()} for g, (_, _, d) in outputs.items()},
@@ -167,7 +177,7 @@ class Share:
     latents: dict[str, int]
 
     @classmethod
-    def of(cls, items: Sequence[Encoded], latents=None) -> "Share":
+    def of(cls, items: Sequence[Encoded], latents=None) -> Share:
         outputs: dict[str, int] = {}
         wanted: dict[str, int] = {}
         for e in items:
@@ -192,8 +202,9 @@ def length_chunks(items: Sequence, parts: int, length=lambda e: len(e.input_ids)
     return [ranked[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-def length_grouped_order(lengths: Sequence[int], batch_size: int, generator: torch.Generator,
-                         megabatch: int = 50) -> list[int]:
+def length_grouped_order(
+    lengths: Sequence[int], batch_size: int, generator: torch.Generator, megabatch: int = 50
+) -> list[int]:
     """A random order of ``range(len(lengths))`` whose consecutive runs of ``batch_size`` have similar lengths, so
     that right-padding wastes little (Hugging Face's ``group_by_length``).
 
@@ -205,8 +216,8 @@ def length_grouped_order(lengths: Sequence[int], batch_size: int, generator: tor
     size = max(1, megabatch) * batch_size
     batches: list[list[int]] = []
     for start in range(0, n, size):
-        group = sorted(order[start:start + size], key=lambda i: -lengths[i])
-        batches += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
+        group = sorted(order[start : start + size], key=lambda i: -lengths[i])
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
     full = [b for b in batches if len(b) == batch_size]
     rest = [i for b in batches if len(b) < batch_size for i in b]
     shuffled = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]

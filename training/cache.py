@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import torch
 from safetensors import safe_open
@@ -95,7 +95,7 @@ class FeatureCache:
         items = list(tensors.items())
         for start in range(0, len(items), self.shard_size):
             # clone: rows of one batch share storage, which safetensors refuses to write
-            chunk = {d: t.detach().cpu().clone() for d, t in items[start:start + self.shard_size]}
+            chunk = {d: t.detach().cpu().clone() for d, t in items[start : start + self.shard_size]}
             name = f"shard-{uuid.uuid4().hex[:12]}.safetensors"
             tmp = self.folder / f".{name}.tmp"
             save_file(chunk, str(tmp))
@@ -121,10 +121,11 @@ class FeatureCache:
         if not todo:
             return 0
         pending: dict[str, torch.Tensor] = {}
-        with tqdm(total=len(todo), desc=desc or f"caching {self.key}", unit="item", disable=not progress,
-                  leave=False) as bar:
+        with tqdm(
+            total=len(todo), desc=desc or f"caching {self.key}", unit="item", disable=not progress, leave=False
+        ) as bar:
             for start in range(0, len(todo), batch_size):
-                digests = todo[start:start + batch_size]
+                digests = todo[start : start + batch_size]
                 out = compute([sources[d] for d in digests])
                 if out.shape[0] != len(digests):
                     raise RuntimeError(f"{self.key}: computed {out.shape[0]} tensors for {len(digests)} items")

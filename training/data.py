@@ -284,8 +284,10 @@ class _RowParser:
         targets = self._targets()
         for g, paths in targets.items():
             if len(paths) > len(captions.get(g, [])):
-                self.problems.append(f"output_media['{g}'] has {len(paths)} files for "
-                                     f"{len(captions.get(g, []))} output captions; give one caption per output")
+                self.problems.append(
+                    f"output_media['{g}'] has {len(paths)} files for "
+                    f"{len(captions.get(g, []))} output captions; give one caption per output"
+                )
         self.targets = targets
         if conv is None:
             return None
@@ -313,9 +315,7 @@ class _RowParser:
 
         for m, items in media.items():
             if used_inputs[m] < len(items):
-                self.problems.append(
-                    f"fewer <{m}> placeholders ({used_inputs[m]}) than {m} items ({len(items)})"
-                )
+                self.problems.append(f"fewer <{m}> placeholders ({used_inputs[m]}) than {m} items ({len(items)})")
         for g, caps in captions.items():
             if g in used_outputs and used_outputs[g] < len(caps):
                 self.problems.append(

@@ -8,19 +8,19 @@ the ones it will see. All weights train here; this is plain language modelling, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from orchestrator.backbone import Backbone, Text, Turn
 from core.config import LLMConfig
+from core.hub import resolve_model
+from orchestrator.backbone import Backbone, Text, PromptTurn
 from training.batches import length_chunks, length_grouped_order
 from training.meter import metered
 from training.optim import adamw
-from core.hub import resolve_model
 
 Dialogue = Sequence[tuple[str, str]]  # (role, text) pairs: ("user", ...), ("assistant", ...)
 
@@ -28,8 +28,10 @@ Dialogue = Sequence[tuple[str, str]]  # (role, text) pairs: ("user", ...), ("ass
 def dialogue_ids(backbone: Backbone, dialogues: Sequence[Dialogue]) -> list[list[int]]:
     """Each dialogue's token ids, laid out by the backbone's prompt builder (whole conversations, no generation
     prompt): the rows :func:`train_text_lm` trains on."""
-    return [backbone.build_prompt([Turn(role, [Text(text)]) for role, text in d], add_generation_prompt=False)
-            .input_ids for d in dialogues]
+    return [
+        backbone.build_prompt([PromptTurn(role, [Text(text)]) for role, text in d], add_generation_prompt=False).input_ids
+        for d in dialogues
+    ]
 
 
 def _pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,8 +40,8 @@ def _pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.T
     ids = torch.full((len(rows), length), pad, dtype=torch.long)
     labels = torch.full((len(rows), length), -100, dtype=torch.long)
     for b, row in enumerate(rows):
-        ids[b, :len(row)] = torch.tensor(row)
-        labels[b, :len(row)] = torch.tensor(row)
+        ids[b, : len(row)] = torch.tensor(row)
+        labels[b, : len(row)] = torch.tensor(row)
     return ids, labels
 
 
@@ -88,8 +90,7 @@ def train_text_lm(
     generator = torch.Generator().manual_seed(seed)
     lengths = [len(r) for r in rows]
     queue: list[int] = []
-    for _ in metered(tqdm(range(steps), desc="text LM", disable=not progress, leave=False, mininterval=0.5),
-                     "text LM"):
+    for _ in metered(tqdm(range(steps), desc="text LM", disable=not progress, leave=False, mininterval=0.5), "text LM"):
         if group_by_length and len(rows) >= batch_size:
             if len(queue) < batch_size:  # a new epoch of length-grouped batches (a short last batch is dropped)
                 queue = length_grouped_order(lengths, batch_size, generator)
@@ -102,8 +103,9 @@ def train_text_lm(
             ids, labels = _pad([rows[i] for i in chunk], pad)
             ids, labels = ids.to(device), labels.to(device)
             logits = model(input_ids=ids, attention_mask=(labels != -100).long()).logits[:, :-1]  # (b, L-1, V)
-            part = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100,
-                                   reduction="sum") / max(predicted, 1)  # this chunk's share of the batch's mean
+            part = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+            ) / max(predicted, 1)  # this chunk's share of the batch's mean
             part.backward()
             loss += part.item()
         if losses is not None:

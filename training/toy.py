@@ -48,8 +48,14 @@ def text_dialogues(n: int = 400, *, seed: int = 0, colours: tuple[str, ...] = CO
     for _ in range(n):
         colour, filler = rng.choice(colours), rng.choice(fillers)
         question = rng.choice(list(QUESTIONS))
-        context = rng.choice([f"{colour} {filler} {question}", f"{filler} {colour} {question}",
-                              f"a {colour} square. {question}", f"{colour}. {question}"])
+        context = rng.choice(
+            [
+                f"{colour} {filler} {question}",
+                f"{filler} {colour} {question}",
+                f"a {colour} square. {question}",
+                f"{colour}. {question}",
+            ]
+        )
         out.append([("user", " ".join(context.split())), ("assistant", QUESTIONS[question].format(c=colour))])
         if rng.random() < 0.25:
             out.append([("user", f"Draw a {colour} square."), ("assistant", "Here it is:")])
@@ -67,8 +73,9 @@ def toy_system_config(lm: str | Path, *, base: str = "tiny-random", full: bool =
     return cfg.model_copy(update=update)
 
 
-def write_colour_squares(folder: str | Path, n: int = 48, *, seed: int = 0,
-                         colours: tuple[str, ...] = COLOURS) -> dict[str, Path]:
+def write_colour_squares(
+    folder: str | Path, n: int = 48, *, seed: int = 0, colours: tuple[str, ...] = COLOURS
+) -> dict[str, Path]:
     """Write ``n`` square images and the ``pt.jsonl`` / ``it.jsonl`` files about them into ``folder``."""
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
@@ -81,13 +88,27 @@ def write_colour_squares(folder: str | Path, n: int = 48, *, seed: int = 0,
         caption = f"a {colour} square"
         pt.append({"id": f"see-{i}", "image": name, "caption": caption})
         pt.append({"id": f"draw-{i}", "caption": caption, "generate": "image", "target": name})
-        it.append({"id": f"ask-{i}", "image": name, "conversations": [
-            {"from": "human", "value": "<image>\nWhat colour is the square?"},
-            {"from": "gpt", "value": f"It is {colour}."}]})
-        it.append({"id": f"paint-{i}", "conversations": [
-            {"from": "human", "value": f"Draw {caption}."},
-            {"from": "gpt", "value": "Here it is: <image>"}],
-            "output_captions": {"image": [caption]}, "output_media": {"image": [name]}})
+        it.append(
+            {
+                "id": f"ask-{i}",
+                "image": name,
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat colour is the square?"},
+                    {"from": "gpt", "value": f"It is {colour}."},
+                ],
+            }
+        )
+        it.append(
+            {
+                "id": f"paint-{i}",
+                "conversations": [
+                    {"from": "human", "value": f"Draw {caption}."},
+                    {"from": "gpt", "value": "Here it is: <image>"},
+                ],
+                "output_captions": {"image": [caption]},
+                "output_media": {"image": [name]},
+            }
+        )
     paths = {}
     for kind, rows in (("pt", pt), ("it", it)):
         paths[kind] = folder / f"{kind}.jsonl"
@@ -95,14 +116,22 @@ def write_colour_squares(folder: str | Path, n: int = 48, *, seed: int = 0,
     return paths
 
 
-def build_toy(folder: str | Path, n: int = 48, *, seed: int = 0, lm_steps: int = 600,
-              progress: bool = True) -> dict[str, Path]:
+def build_toy(
+    folder: str | Path, n: int = 48, *, seed: int = 0, lm_steps: int = 600, progress: bool = True
+) -> dict[str, Path]:
     """Everything :mod:`this module <training.toy>` describes; returns the written paths."""
     from training.lm import train_text_lm
 
     folder = Path(folder)
-    lm = train_text_lm(toy_system_config("@tiny/llama").llm, text_dialogues(seed=seed), folder / "lm",
-                       steps=lm_steps, lr=1e-2, seed=seed, progress=progress)
+    lm = train_text_lm(
+        toy_system_config("@tiny/llama").llm,
+        text_dialogues(seed=seed),
+        folder / "lm",
+        steps=lm_steps,
+        lr=1e-2,
+        seed=seed,
+        progress=progress,
+    )
     paths = write_colour_squares(folder, n, seed=seed)
     paths["lm"] = lm
     paths["config"] = folder / "system.yaml"

@@ -25,9 +25,10 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -61,10 +62,14 @@ class TrainConfig(BaseModel):
 
     stage: Literal["pt", "it"] = "pt"
     epochs: int = Field(1, ge=1)
-    max_steps: int | None = Field(None, ge=1, description="Length of the run (and its LR schedule) in steps; "
-                                                          "default epochs x steps per epoch.")
-    stop_after: int | None = Field(None, ge=1, description="Stop after this many steps in this invocation, "
-                                                           "leaving a checkpoint to resume (time-sliced jobs).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Length of the run (and its LR schedule) in steps; default epochs x steps per epoch."
+    )
+    stop_after: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many steps in this invocation, leaving a checkpoint to resume (time-sliced jobs).",
+    )
     batch_size: int = Field(8, ge=1, description="Global batch size, split across processes.")
     lr: float | None = Field(None, gt=0, description="Projector / signal-row learning rate (default by stage).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of the projectors (never of signal rows).")
@@ -73,8 +78,12 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(1.0, gt=0)
     lm_weight: float = Field(1.0, ge=0)
     align_weight: float = Field(1.0, ge=0)
-    diffusion_weight: float = Field(0.0, ge=0, description="Weight of the optional latent-diffusion loss through the "
-                                                          "frozen generator (0: off); needs output target files.")
+    diffusion_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of the optional latent-diffusion loss through the "
+        "frozen generator (0: off); needs output target files.",
+    )
     lora: bool = False
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
@@ -88,16 +97,26 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", description="auto | cpu | cuda")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool | None = Field(None, description="default: on when training on a GPU")
-    compile: bool = Field(False, description="Run the frozen LLM's forward (and so its backward) through "
-                                             "torch.compile: fused norms, rotary and gating kernels, fewer saved "
-                                             "activations; a one-off compilation, then faster steps on a GPU.")
-    group_by_length: bool = Field(False, description="Batch samples of similar token length together (shuffled "
-                                                     "mega-batches of 50 batches, each sorted by length): less "
-                                                     "padding, the same samples per epoch.")
-    micro_batches: int = Field(1, ge=1, description="Cut each step's batch (per process) into this many micro-batches "
-                                                    "of similar token length and accumulate their gradients: the "
-                                                    "same samples and, up to float rounding, the same step, with "
-                                                    "less padding (on a CPU, where padded tokens cost full price).")
+    compile: bool = Field(
+        False,
+        description="Run the frozen LLM's forward (and so its backward) through "
+        "torch.compile: fused norms, rotary and gating kernels, fewer saved "
+        "activations; a one-off compilation, then faster steps on a GPU.",
+    )
+    group_by_length: bool = Field(
+        False,
+        description="Batch samples of similar token length together (shuffled "
+        "mega-batches of 50 batches, each sorted by length): less "
+        "padding, the same samples per epoch.",
+    )
+    micro_batches: int = Field(
+        1,
+        ge=1,
+        description="Cut each step's batch (per process) into this many micro-batches "
+        "of similar token length and accumulate their gradients: the "
+        "same samples and, up to float rounding, the same step, with "
+        "less padding (on a CPU, where padded tokens cost full price).",
+    )
     progress: bool = True
 
     def resolved_lr(self) -> float:
@@ -123,8 +142,15 @@ class ProjectorObjective(nn.Module):
     """Wraps an MMSystem; ``forward(batch)`` returns ``(total loss, {name: detached loss})``. This is the module
     DDP wraps: it owns the projectors and the backbone (frozen but for signal rows / LoRA)."""
 
-    def __init__(self, system, *, lm_weight: float = 1.0, align_weight: float = 1.0,
-                 diffusion_weight: float = 0.0, compile_llm: bool = False) -> None:
+    def __init__(
+        self,
+        system,
+        *,
+        lm_weight: float = 1.0,
+        align_weight: float = 1.0,
+        diffusion_weight: float = 0.0,
+        compile_llm: bool = False,
+    ) -> None:
         super().__init__()
         self.system = system
         self.lm_weight = lm_weight
@@ -158,12 +184,21 @@ class ProjectorObjective(nn.Module):
         #    of the sequence, and its (B, L, V) float logits are the largest tensor of the step
         targets = batch.labels[:, 1:]  # (B, L-1)
         keep = (targets != -100).any(0).nonzero().squeeze(1)  # (P,) columns with a label in some row
-        out = self.llm()(inputs_embeds=embeds, attention_mask=batch.attention_mask, use_cache=False,
-                             output_hidden_states=bool(batch.outputs), logits_to_keep=keep)
+        out = self.llm()(
+            inputs_embeds=embeds,
+            attention_mask=batch.attention_mask,
+            use_cache=False,
+            output_hidden_states=bool(batch.outputs),
+            logits_to_keep=keep,
+        )
         # 3. LM loss on assistant tokens
         logits = out.logits.float()  # (B, P, V)
-        lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, keep].reshape(-1), ignore_index=-100,
-                             reduction="mean" if share is None else "sum")
+        lm = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]),
+            targets[:, keep].reshape(-1),
+            ignore_index=-100,
+            reduction="mean" if share is None else "sum",
+        )
         if share is not None:
             lm = lm / max(share.tokens, 1)
         parts = {"lm_loss": lm.detach()}
@@ -189,7 +224,8 @@ class ProjectorObjective(nn.Module):
                     which, latents = batch.latents[name]
                     noise = torch.Generator().manual_seed(batch.noise_seed)
                     diffusion = system.generator(name).diffusion_loss(
-                        {k: v[which] for k, v in conditioning.items()}, latents, noise)
+                        {k: v[which] for k, v in conditioning.items()}, latents, noise
+                    )
                     if share is not None:
                         diffusion = diffusion * (len(which) / share.latents[name])
                     parts[f"diffusion/{name}"] = diffusion.detach()
@@ -212,8 +248,13 @@ def _save_training_state(path: Path, optimizer, scheduler, step: int, meta: dict
                 tensors[f"state.{index}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(index), {})[key] = value
-    info = {"step": step, "param_groups": state["param_groups"], "scalars": scalars,
-            "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}, **meta}
+    info = {
+        "step": step,
+        "param_groups": state["param_groups"],
+        "scalars": scalars,
+        "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
+        **meta,
+    }
     save_file(tensors, str(path / OPTIMIZER_FILE), metadata={"trainer": json.dumps(info)})
 
 
@@ -265,7 +306,7 @@ class Trainer:
         train: TrainConfig | dict | None = None,
         resume: bool = False,
         overwrite: bool = False,
-        callbacks: Sequence[Callable[["Trainer", int, dict], None]] = (),
+        callbacks: Sequence[Callable[[Trainer, int, dict], None]] = (),
         system=None,
     ) -> None:
         self.cfg = train if isinstance(train, TrainConfig) else TrainConfig(**(train or {}))
@@ -283,8 +324,10 @@ class Trainer:
             return
         finished = (self.out / "trainable.safetensors").exists() or (self.out / CHECKPOINT_DIR).exists()
         if finished and not (resume or overwrite):
-            raise ConfigError(f"{self.out} already holds a training run; pass resume=True (--resume) to continue it "
-                              f"or overwrite=True (--overwrite) to start again")
+            raise ConfigError(
+                f"{self.out} already holds a training run; pass resume=True (--resume) to continue it "
+                f"or overwrite=True (--overwrite) to start again"
+            )
         if resume and not (self.out / CHECKPOINT_DIR / OPTIMIZER_FILE).exists():
             raise ConfigError(f"nothing to resume: {self.out / CHECKPOINT_DIR} holds no checkpoint")
         if overwrite and not resume:
@@ -318,8 +361,11 @@ class Trainer:
             raise ConfigError("device 'cuda' was asked for but no CUDA device is available")
         precision = cfg.mixed_precision if cfg.mixed_precision != "auto" else ("bf16" if cuda else "no")
         # Batches without an output (or without a modality) leave some projectors unused: DDP must allow it.
-        return Accelerator(cpu=not cuda, mixed_precision=precision,
-                           kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        return Accelerator(
+            cpu=not cuda,
+            mixed_precision=precision,
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
 
     def _load_samples(self) -> list[Sample]:
         samples: list[Sample] = []
@@ -328,8 +374,9 @@ class Trainer:
             if not path.exists():
                 raise ConfigError(f"training data file {path} does not exist")
             try:
-                samples += load_samples(path, modalities=self.system.modality_names,
-                                        generators=self.system.generator_names)
+                samples += load_samples(
+                    path, modalities=self.system.modality_names, generators=self.system.generator_names
+                )
             except DataError as exc:
                 errors += exc.errors
         if errors:
@@ -353,19 +400,25 @@ class Trainer:
             if not wanted:
                 continue
             cache = features[modality] = FeatureCache(root, system.encoder_key(modality))
-            cache.fill(wanted, lambda paths, m=modality: self._encode(m, paths), batch_size=cfg.cache_batch_size,
-                       desc=f"caching {modality} features", progress=cfg.progress)
+            cache.fill(
+                wanted,
+                lambda paths, m=modality: self._encode(m, paths),
+                batch_size=cfg.cache_batch_size,
+                desc=f"caching {modality} features",
+                progress=cfg.progress,
+            )
         targets: dict[str, dict[str, FeatureCache]] = {}
         for name in system.generator_names:
             captions = {content_hash(o.caption): o.caption for s in samples for o in s.outputs() if o.modality == name}
             if not captions:
                 continue
             tool = system.generator(name)
-            caches = targets[name] = {spec.name: FeatureCache(root, f"{tool.cache_key()}-{spec.name}")
-                                      for spec in tool.conditioning_specs()}
+            caches = targets[name] = {
+                spec.name: FeatureCache(root, f"{tool.cache_key()}-{spec.name}") for spec in tool.conditioning_specs()
+            }
             todo = sorted({d for c in caches.values() for d in c.missing(captions)})
             for start in range(0, len(todo), cfg.cache_batch_size):
-                chunk = todo[start:start + cfg.cache_batch_size]
+                chunk = todo[start : start + cfg.cache_batch_size]
                 encoded = tool.encode_text([captions[d] for d in chunk])  # {name: (n, L, D)}
                 for spec_name, cache in caches.items():
                     cache.put(dict(zip(chunk, encoded[spec_name].float().cpu().unbind(0))))
@@ -383,19 +436,27 @@ class Trainer:
                     hashes.setdefault(out.target, file_hash(out.target))
                     files.setdefault(out.modality, {})[hashes[out.target]] = out.target
         if not files:
-            raise ConfigError("the latent-diffusion loss needs output targets: give 'output_media' (or 'target' in "
-                              "a caption/generate pair) in the data, or set diffusion_weight to 0")
+            raise ConfigError(
+                "the latent-diffusion loss needs output targets: give 'output_media' (or 'target' in "
+                "a caption/generate pair) in the data, or set diffusion_weight to 0"
+            )
         unsupported = [g for g in files if not system.generator(g).supports_diffusion_loss]
         if unsupported:
-            raise ConfigError(f"the latent-diffusion loss is not available for generator(s) {unsupported} "
-                              f"(kinds: {[system.config.generators[g].kind for g in unsupported]})")
+            raise ConfigError(
+                f"the latent-diffusion loss is not available for generator(s) {unsupported} "
+                f"(kinds: {[system.config.generators[g].kind for g in unsupported]})"
+            )
         caches: dict[str, FeatureCache] = {}
         for name, wanted in files.items():
             tool = system.generator(name)
             cache = caches[name] = FeatureCache(root, tool.latents_cache_key())
-            cache.fill(wanted, lambda paths, t=tool: t.target_latents([Path(p).read_bytes() for p in paths], limits),
-                       batch_size=self.cfg.cache_batch_size, desc=f"caching {name} target latents",
-                       progress=self.cfg.progress)
+            cache.fill(
+                wanted,
+                lambda paths, t=tool: t.target_latents([Path(p).read_bytes() for p in paths], limits),
+                batch_size=self.cfg.cache_batch_size,
+                desc=f"caching {name} target latents",
+                progress=self.cfg.progress,
+            )
         return caches, hashes
 
     def _encode(self, modality: str, paths: list[Path]) -> torch.Tensor:
@@ -413,16 +474,30 @@ class Trainer:
         cfg, system = self.cfg, self.system
         lr = cfg.resolved_lr()
         groups = [
-            {"params": [p for p in system.input_projectors.parameters()] +
-                       [p for p in system.output_projectors.parameters()],
-             "lr": lr, "weight_decay": cfg.weight_decay, "name": "projectors"},
+            {
+                "params": [p for p in system.input_projectors.parameters()]
+                + [p for p in system.output_projectors.parameters()],
+                "lr": lr,
+                "weight_decay": cfg.weight_decay,
+                "name": "projectors",
+            },
             # no weight decay: a decayed matrix would move its frozen rows too
-            {"params": list({id(p): p for p in system.backbone.signal_row_parameters().values()}.values()),
-             "lr": lr, "weight_decay": 0.0, "name": "signal_rows"},
+            {
+                "params": list({id(p): p for p in system.backbone.signal_row_parameters().values()}.values()),
+                "lr": lr,
+                "weight_decay": 0.0,
+                "name": "signal_rows",
+            },
         ]
         if cfg.lora:
-            groups.append({"params": list(system.backbone.lora_parameters().values()), "lr": cfg.lora_lr,
-                           "weight_decay": cfg.weight_decay, "name": "lora"})
+            groups.append(
+                {
+                    "params": list(system.backbone.lora_parameters().values()),
+                    "lr": cfg.lora_lr,
+                    "weight_decay": cfg.weight_decay,
+                    "name": "lora",
+                }
+            )
         groups = [g for g in groups if g["params"]]  # e.g. no signal rows in a system without generators
         return adamw(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
 
@@ -452,14 +527,16 @@ class Trainer:
         if self.system is None:
             # the alignment loss reads only the generators' text encoders: their UNets and VAEs load only for
             # the latent-diffusion loss
-            self.system = MMSystem.from_config(self.system_config, device=acc.device,
-                                               conditioning_only=cfg.diffusion_weight == 0)
+            self.system = MMSystem.from_config(
+                self.system_config, device=acc.device, conditioning_only=cfg.diffusion_weight == 0
+            )
         system = self.system
         if self.init is not None:
             system.load_trainable(self.init)
         if cfg.lora and system.backbone.lora_settings is None:
-            system.backbone.add_lora(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                                     targets=cfg.lora_targets, seed=cfg.seed)
+            system.backbone.add_lora(
+                r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, targets=cfg.lora_targets, seed=cfg.seed
+            )
         for param in system.backbone.lora_parameters().values():
             param.requires_grad_(cfg.lora)
 
@@ -473,22 +550,31 @@ class Trainer:
             self.features, self.targets, hashes, latents = self._fill_caches(samples)
         self.latents, target_hashes = latents if latents is not None else (None, {})
         slots = {m: system.slots(m) for m in system.modality_names}
-        self.encoded = [encode_sample(s, system.backbone, slots, hashes, content_hash, target_hashes)
-                        for s in samples]
+        self.encoded = [encode_sample(s, system.backbone, slots, hashes, content_hash, target_hashes) for s in samples]
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Mean losses of the current weights over the whole data (no training; sample-weighted batch means)."""
         self.prepare()
         system, batch = self.system, self.cfg.batch_size
-        objective = ProjectorObjective(system, lm_weight=self.cfg.lm_weight, align_weight=self.cfg.align_weight,
-                                       diffusion_weight=self.cfg.diffusion_weight)
+        objective = ProjectorObjective(
+            system,
+            lm_weight=self.cfg.lm_weight,
+            align_weight=self.cfg.align_weight,
+            diffusion_weight=self.cfg.diffusion_weight,
+        )
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         for start in range(0, len(self.encoded), batch):
-            items = self.encoded[start:start + batch]
-            data = collate(items, system.backbone.tokenizer.pad_token_id or 0, self.features, self.targets,
-                           self.latents, noise_seed=self.cfg.seed + start)
+            items = self.encoded[start : start + batch]
+            data = collate(
+                items,
+                system.backbone.tokenizer.pad_token_id or 0,
+                self.features,
+                self.targets,
+                self.latents,
+                noise_seed=self.cfg.seed + start,
+            )
             loss, parts = objective(data.to(system.device))
             for name, value in {"loss": loss, **parts}.items():
                 sums[name] = sums.get(name, 0.0) + float(value) * len(items)
@@ -526,32 +612,58 @@ class Trainer:
             system.load_trainable(checkpoint)
             info = _load_training_state(checkpoint, optimizer, scheduler)
             if info.get("total") != total or info.get("samples") != n or info.get("batch_size") != batch:
-                raise ConfigError(f"{checkpoint} was made for {info.get('total')} steps over {info.get('samples')} "
-                                  f"samples in batches of {info.get('batch_size')}; this run has {total}, {n}, "
-                                  f"{batch}: resume with the same data and settings")
+                raise ConfigError(
+                    f"{checkpoint} was made for {info.get('total')} steps over {info.get('samples')} "
+                    f"samples in batches of {info.get('batch_size')}; this run has {total}, {n}, "
+                    f"{batch}: resume with the same data and settings"
+                )
             start = info["step"]
-        objective = ProjectorObjective(system, lm_weight=cfg.lm_weight, align_weight=cfg.align_weight,
-                                       diffusion_weight=cfg.diffusion_weight, compile_llm=cfg.compile)
+        objective = ProjectorObjective(
+            system,
+            lm_weight=cfg.lm_weight,
+            align_weight=cfg.align_weight,
+            diffusion_weight=cfg.diffusion_weight,
+            compile_llm=cfg.compile,
+        )
         model, optimizer = acc.prepare(objective, optimizer)  # the scheduler is stepped once per global step
         trainable = [p for group in optimizer.param_groups for p in group["params"]]
 
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / TRAIN_FILE).write_text(json.dumps({
-                **cfg.model_dump(), "data": [str(p) for p in self.data],
-                "init": str(self.init) if self.init else None, "samples": n, "steps": total,
-                "processes": acc.num_processes}, indent=2))
-        self.say(f"{cfg.stage}: {n} samples, batch {batch} over {acc.num_processes} process(es), {total} steps "
-                 f"({per_epoch} per epoch), lr {cfg.resolved_lr():g}, device {acc.device}"
-                 + (", LoRA" if cfg.lora else "") + (", gradient checkpointing" if gc else ""))
+            (self.out / TRAIN_FILE).write_text(
+                json.dumps(
+                    {
+                        **cfg.model_dump(),
+                        "data": [str(p) for p in self.data],
+                        "init": str(self.init) if self.init else None,
+                        "samples": n,
+                        "steps": total,
+                        "processes": acc.num_processes,
+                    },
+                    indent=2,
+                )
+            )
+        self.say(
+            f"{cfg.stage}: {n} samples, batch {batch} over {acc.num_processes} process(es), {total} steps "
+            f"({per_epoch} per epoch), lr {cfg.resolved_lr():g}, device {acc.device}"
+            + (", LoRA" if cfg.lora else "")
+            + (", gradient checkpointing" if gc else "")
+        )
 
         # 4. the loop
         from tqdm.auto import tqdm
 
         history: list[dict] = []
         stop = total if cfg.stop_after is None else min(total, start + cfg.stop_after)
-        bar = tqdm(total=total, initial=start, desc=f"mm {cfg.stage}", unit="step", dynamic_ncols=True, mininterval=0.5,
-                   disable=not (cfg.progress and acc.is_main_process))
+        bar = tqdm(
+            total=total,
+            initial=start,
+            desc=f"mm {cfg.stage}",
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=0.5,
+            disable=not (cfg.progress and acc.is_main_process),
+        )
         log = open(self.out / LOG_FILE, "a") if acc.is_main_process else None
         t0 = time.perf_counter()
         step = start
@@ -562,20 +674,25 @@ class Trainer:
                 if epoch != order_epoch:  # each epoch's order depends only on the seed: resumable
                     order_epoch = epoch
                     order = torch.tensor(epoch_order(lengths, batch, cfg.seed + epoch, cfg.group_by_length))
-                ids = order[index * batch:(index + 1) * batch].tolist()
-                local = [encoded[i] for i in ids[acc.process_index::acc.num_processes]]
+                ids = order[index * batch : (index + 1) * batch].tolist()
+                local = [encoded[i] for i in ids[acc.process_index :: acc.num_processes]]
                 tic = time.perf_counter()
-                loss, parts = self._forward_backward(model, local, (cfg.seed + 1) * 1_000_003 + step * acc.num_processes
-                                                     + acc.process_index)
+                loss, parts = self._forward_backward(
+                    model, local, (cfg.seed + 1) * 1_000_003 + step * acc.num_processes + acc.process_index
+                )
                 if cfg.grad_clip is not None:
                     acc.clip_grad_norm_(trainable, cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 logs = self._reduce(loss.detach(), parts)
-                logs.update(step=step + 1, epoch=epoch + (index + 1) / per_epoch,
-                            lr=scheduler.get_last_lr()[0], samples_per_s=batch / (time.perf_counter() - tic),
-                            elapsed_s=time.perf_counter() - t0)
+                logs.update(
+                    step=step + 1,
+                    epoch=epoch + (index + 1) / per_epoch,
+                    lr=scheduler.get_last_lr()[0],
+                    samples_per_s=batch / (time.perf_counter() - tic),
+                    elapsed_s=time.perf_counter() - t0,
+                )
                 history.append(logs)
                 if acc.is_main_process:
                     log.write(json.dumps(logs) + "\n")
@@ -602,14 +719,17 @@ class Trainer:
         if acc.is_main_process:
             if finished:
                 system.save_trainable(self.out)
-            plot_losses(self.out / LOG_FILE, self.out / PLOT_FILE, title=f"MM {cfg.stage.upper()} - "
-                                                                          f"{self.system_config.name}")
+            plot_losses(
+                self.out / LOG_FILE, self.out / PLOT_FILE, title=f"MM {cfg.stage.upper()} - {self.system_config.name}"
+            )
         if gc:
             self._disable_gradient_checkpointing()
         system.eval()
         acc.wait_for_everyone()
-        self.say(f"{'finished' if finished else 'stopped'} at step {stop}/{total}; "
-                 + (f"weights in {self.out}" if finished else f"resume with --resume ({self.out / CHECKPOINT_DIR})"))
+        self.say(
+            f"{'finished' if finished else 'stopped'} at step {stop}/{total}; "
+            + (f"weights in {self.out}" if finished else f"resume with --resume ({self.out / CHECKPOINT_DIR})")
+        )
         return TrainResult(self.out, stop, history, finished, acc.is_main_process)
 
     def _forward_backward(self, model, items: list, noise_seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -636,8 +756,11 @@ class Trainer:
     def _reduce(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> dict[str, float]:
         """Average the step's losses over processes (an alignment term only over processes that had one)."""
         acc = self.accelerator
-        names = (["lm_loss"] + [f"align/{g}" for g in self.system.generator_names]
-                 + [f"diffusion/{g}" for g in self.system.generator_names])
+        names = (
+            ["lm_loss"]
+            + [f"align/{g}" for g in self.system.generator_names]
+            + [f"diffusion/{g}" for g in self.system.generator_names]
+        )
         values = torch.zeros(2 * (len(names) + 1), device=acc.device)
         values[0], values[1] = loss.float(), 1.0
         for i, name in enumerate(names, start=1):
@@ -663,8 +786,13 @@ class Trainer:
             if tmp.exists():
                 shutil.rmtree(tmp)
             self.system.save_trainable(tmp)
-            _save_training_state(tmp, optimizer, scheduler, step,
-                                 {"total": total, "samples": n, "batch_size": batch, "stage": self.cfg.stage})
+            _save_training_state(
+                tmp,
+                optimizer,
+                scheduler,
+                step,
+                {"total": total, "samples": n, "batch_size": batch, "stage": self.cfg.stage},
+            )
             if folder.exists():
                 shutil.rmtree(folder)
             tmp.rename(folder)

@@ -32,9 +32,22 @@ NPY_MAGIC = b"\x93NUMPY"
 PLY_MAGIC = b"ply"
 
 _PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2", "ushort": "u2",
-    "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4", "float": "f4", "float32": "f4",
-    "double": "f8", "float64": "f8",
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
 }
 
 
@@ -44,11 +57,11 @@ def _invalid(message: str) -> InvalidMediaError:
 
 def _check_count(count: int, max_points: int, min_points: int) -> None:
     if count > max_points:
-        raise MediaTooLargeError(f"point cloud has {count} points, over the limit of {max_points}",
-                                 modality=MODALITY)
+        raise MediaTooLargeError(f"point cloud has {count} points, over the limit of {max_points}", modality=MODALITY)
     if count < min_points:
-        raise MediaTooSmallError(f"point cloud has {count} points, under the minimum of {min_points}",
-                                 modality=MODALITY)
+        raise MediaTooSmallError(
+            f"point cloud has {count} points, under the minimum of {min_points}", modality=MODALITY
+        )
 
 
 def _read_npy(data: bytes, max_points: int, min_points: int) -> np.ndarray:
@@ -70,7 +83,7 @@ def _read_npy(data: bytes, max_points: int, min_points: int) -> np.ndarray:
     if len(shape) != 2 or shape[1] < 3:
         raise _invalid(f".npy array has shape {shape}; expected (N, 3) or (N, C) with C >= 3")
     _check_count(shape[0], max_points, min_points)
-    body = memoryview(data)[stream.tell():]
+    body = memoryview(data)[stream.tell() :]
     if len(body) < shape[0] * shape[1] * dtype.itemsize:
         raise _invalid(f".npy body is truncated: {len(body)} bytes for an array of shape {shape}")
     array = np.frombuffer(body, dtype=dtype, count=shape[0] * shape[1])
@@ -143,8 +156,9 @@ def _read_ply(data: bytes, max_points: int, min_points: int) -> np.ndarray:
     return np.stack([vertices[axis].astype(np.float64) for axis in "xyz"], axis=1)
 
 
-def decode_point_cloud(data: bytes, limits: MediaLimits, *, max_points: int = MAX_POINTS,
-                       min_points: int = MIN_POINTS, **_: Any) -> np.ndarray:
+def decode_point_cloud(
+    data: bytes, limits: MediaLimits, *, max_points: int = MAX_POINTS, min_points: int = MIN_POINTS, **_: Any
+) -> np.ndarray:
     """``.npy`` / ``.ply`` bytes -> ``(N, 3)`` float32 coordinates; raises mmgraph's media errors."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise _invalid(f"data must be bytes, got {type(data).__name__}")
@@ -152,8 +166,9 @@ def decode_point_cloud(data: bytes, limits: MediaLimits, *, max_points: int = MA
     if not data:
         raise _invalid("data is empty (0 bytes)")
     if len(data) > limits.max_bytes:
-        raise MediaTooLargeError(f"point cloud is {len(data)} bytes, over the limit of {limits.max_bytes} bytes",
-                                 modality=MODALITY)
+        raise MediaTooLargeError(
+            f"point cloud is {len(data)} bytes, over the limit of {limits.max_bytes} bytes", modality=MODALITY
+        )
     if data.startswith(NPY_MAGIC):
         points = _read_npy(data, max_points, min_points)
     elif data.startswith(PLY_MAGIC) and data[3:4] in (b"\n", b"\r"):
@@ -178,8 +193,10 @@ def encode_npy(points: np.ndarray) -> bytes:
 def encode_ply(points: np.ndarray, *, binary: bool = True) -> bytes:
     """``(N, 3)`` -> ``.ply`` bytes, binary little-endian (default) or ASCII."""
     points = np.asarray(points, dtype=np.float32)
-    header = (f"ply\nformat {'binary_little_endian' if binary else 'ascii'} 1.0\nelement vertex {len(points)}\n"
-              "property float x\nproperty float y\nproperty float z\nend_header\n").encode()
+    header = (
+        f"ply\nformat {'binary_little_endian' if binary else 'ascii'} 1.0\nelement vertex {len(points)}\n"
+        "property float x\nproperty float y\nproperty float z\nend_header\n"
+    ).encode()
     if binary:
         return header + points.astype("<f4").tobytes()
     return header + "".join(f"{x:.6g} {y:.6g} {z:.6g}\n" for x, y, z in points).encode()

@@ -23,15 +23,23 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
-from modalities.base import ModalityEncoder
 from core.config import ModalityConfig
+from modalities.base import ModalityEncoder
 
 
 class PointEncoderConfig(PretrainedConfig):
     model_type = "mmgraph_point_encoder"
 
-    def __init__(self, num_points: int = 512, num_patches: int = 32, patch_size: int = 16, hidden_size: int = 64,
-                 num_layers: int = 2, num_heads: int = 4, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_points: int = 512,
+        num_patches: int = 32,
+        patch_size: int = 16,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        **kwargs: Any,
+    ) -> None:
         self.num_points = num_points
         self.num_patches = num_patches
         self.patch_size = patch_size
@@ -73,8 +81,7 @@ class PointEncoderModel(PreTrainedModel):
         self.point_mlp = nn.Sequential(nn.Linear(3, d // 2), nn.GELU(), nn.Linear(d // 2, d))
         self.centre_mlp = nn.Sequential(nn.Linear(3, d // 2), nn.GELU(), nn.Linear(d // 2, d))
         self.cls = nn.Parameter(torch.zeros(1, 1, d))
-        layer = nn.TransformerEncoderLayer(d, config.num_heads, 4 * d, dropout=0.0, batch_first=True,
-                                           norm_first=True)
+        layer = nn.TransformerEncoderLayer(d, config.num_heads, 4 * d, dropout=0.0, batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.post_init()
@@ -106,7 +113,7 @@ class PointPatchEncoder(ModalityEncoder):
         self.num_points = int(cfg.options.get("num_points", model.config.num_points))
 
     @classmethod
-    def load(cls, cfg: ModalityConfig, path: str) -> "PointPatchEncoder":
+    def load(cls, cfg: ModalityConfig, path: str) -> PointPatchEncoder:
         return cls(cfg, PointEncoderModel.from_pretrained(path))
 
     @property

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modalities.input_projectors import InputProjector
 from core.config import ProjectorConfig
+from modalities.input_projectors import InputProjector
 
 
 class SetPoolProjector(InputProjector):

@@ -40,8 +40,16 @@ ANSWER = "It is a {shape}."
 HELD_OUT_SEED = 1_000_000
 
 
-def pretrain_encoder(out: str | Path, *, steps: int = 300, batch_size: int = 32, seed: int = 0, lr: float = 1e-3,
-                     config: PointEncoderConfig | None = None, progress: bool = True) -> dict[str, float]:
+def pretrain_encoder(
+    out: str | Path,
+    *,
+    steps: int = 300,
+    batch_size: int = 32,
+    seed: int = 0,
+    lr: float = 1e-3,
+    config: PointEncoderConfig | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
     """Train :class:`PointEncoderModel` to classify :data:`ALL_SHAPES` (a linear head on [CLS], discarded), save
     it into ``out``; returns ``{"loss_first", "loss_last", "accuracy"}`` (accuracy on 240 held-out clouds)."""
     torch.manual_seed(seed)
@@ -70,8 +78,11 @@ def pretrain_encoder(out: str | Path, *, steps: int = 300, batch_size: int = 32,
         accuracy = (head(model(points).last_hidden_state[:, 0]).argmax(-1) == labels).float().mean().item()
     model.save_pretrained(out)
     tail = max(len(losses) // 10, 1)
-    return {"loss_first": float(np.mean(losses[:tail])), "loss_last": float(np.mean(losses[-tail:])),
-            "accuracy": accuracy}
+    return {
+        "loss_first": float(np.mean(losses[:tail])),
+        "loss_last": float(np.mean(losses[-tail:])),
+        "accuracy": accuracy,
+    }
 
 
 def _write_cloud(folder: Path, name: str, points: np.ndarray, fmt: str) -> str:
@@ -98,9 +109,16 @@ def write_data(folder: str | Path, *, pt: int = 300, it: int = 300, seed: int = 
             if stage == "pt":
                 rows[stage].append({"id": f"pt-{i}", "point_cloud": path, "caption": f"a {shape}"})
             else:
-                rows[stage].append({"id": f"it-{i}", "point_cloud": path, "conversations": [
-                    {"from": "human", "value": f"<point_cloud>\n{pick.choice(QUESTIONS)}"},
-                    {"from": "gpt", "value": ANSWER.format(shape=shape)}]})
+                rows[stage].append(
+                    {
+                        "id": f"it-{i}",
+                        "point_cloud": path,
+                        "conversations": [
+                            {"from": "human", "value": f"<point_cloud>\n{pick.choice(QUESTIONS)}"},
+                            {"from": "gpt", "value": ANSWER.format(shape=shape)},
+                        ],
+                    }
+                )
     paths = {}
     for stage, stage_rows in rows.items():
         paths[stage] = folder / f"{stage}.jsonl"
@@ -142,9 +160,20 @@ def score(assistant, *, n: int = 30, seed: int = 0) -> dict[str, Any]:
     return {"accuracy": right / n, "answers": answers}
 
 
-def run(out: str | Path, *, encoder_steps: int = 600, pt_steps: int = 150, it_steps: int = 300,
-        batch_size: int = 16, lr: float = 2e-3, lora: bool = True, lora_lr: float = 1e-3, n_eval: int = 30,
-        seed: int = 0, progress: bool = True) -> dict:
+def run(
+    out: str | Path,
+    *,
+    encoder_steps: int = 600,
+    pt_steps: int = 150,
+    it_steps: int = 300,
+    batch_size: int = 16,
+    lr: float = 2e-3,
+    lora: bool = True,
+    lora_lr: float = 1e-3,
+    n_eval: int = 30,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Every step of the example into ``out``; returns (and writes to ``out/result.json``) the metrics."""
     from mmgraph import Assistant
     from training import TrainConfig, Trainer
@@ -152,19 +181,33 @@ def run(out: str | Path, *, encoder_steps: int = 600, pt_steps: int = 150, it_st
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    result: dict[str, Any] = {"encoder": pretrain_encoder(out / "encoder", steps=encoder_steps, seed=seed,
-                                                          progress=progress)}
+    result: dict[str, Any] = {
+        "encoder": pretrain_encoder(out / "encoder", steps=encoder_steps, seed=seed, progress=progress)
+    }
     data = write_data(out / "data", seed=seed)
     config = system_config(out / "encoder")
     for stage, steps in (("pt", pt_steps), ("it", it_steps)):
-        train = TrainConfig(stage=stage, max_steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                            lora=lora and stage == "it", lora_lr=lora_lr, cache_dir=str(out / "cache"), device="cpu",
-                            progress=progress)
-        trained = Trainer(config, data[stage], out / stage, train=train, init=out / "pt" if stage == "it" else None,
-                          overwrite=True).run()
+        train = TrainConfig(
+            stage=stage,
+            max_steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            lora=lora and stage == "it",
+            lora_lr=lora_lr,
+            cache_dir=str(out / "cache"),
+            device="cpu",
+            progress=progress,
+        )
+        trained = Trainer(
+            config, data[stage], out / stage, train=train, init=out / "pt" if stage == "it" else None, overwrite=True
+        ).run()
         history = trained.history
-        result[stage] = {"steps": trained.steps, "lm_loss_first": history[0]["lm_loss"],
-                         "lm_loss_last": float(np.mean([h["lm_loss"] for h in history[-10:]]))}
+        result[stage] = {
+            "steps": trained.steps,
+            "lm_loss_first": history[0]["lm_loss"],
+            "lm_loss_last": float(np.mean([h["lm_loss"] for h in history[-10:]])),
+        }
     with tempfile.TemporaryDirectory() as tmp:
         bot = Assistant(config, weights=out / "it", db=Path(tmp) / "threads.sqlite", artifacts=Path(tmp) / "a")
         try:
@@ -186,15 +229,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval", type=int, default=30, help="held-out clouds to ask about")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    result = run(args.out, encoder_steps=args.encoder_steps, pt_steps=args.pt_steps, it_steps=args.it_steps,
-                 lora=not args.no_lora, n_eval=args.eval, seed=args.seed)
-    print(f"encoder: {result['encoder']['accuracy']:.0%} on held-out solids; "
-          f"PT lm_loss {result['pt']['lm_loss_first']:.2f} -> {result['pt']['lm_loss_last']:.2f}; "
-          f"IT lm_loss {result['it']['lm_loss_first']:.2f} -> {result['it']['lm_loss_last']:.2f}")
+    result = run(
+        args.out,
+        encoder_steps=args.encoder_steps,
+        pt_steps=args.pt_steps,
+        it_steps=args.it_steps,
+        lora=not args.no_lora,
+        n_eval=args.eval,
+        seed=args.seed,
+    )
+    print(
+        f"encoder: {result['encoder']['accuracy']:.0%} on held-out solids; "
+        f"PT lm_loss {result['pt']['lm_loss_first']:.2f} -> {result['pt']['lm_loss_last']:.2f}; "
+        f"IT lm_loss {result['it']['lm_loss_first']:.2f} -> {result['it']['lm_loss_last']:.2f}"
+    )
     for answer in result["held_out"]["answers"][:6]:
         print(f"  {answer['shape']:>6}: {answer['reply']}")
-    print(f"held-out accuracy: {result['held_out']['accuracy']:.0%} of {args.eval} (chance: {1 / len(SHAPES):.0%}); "
-          f"{result['seconds']:.0f} s")
+    print(
+        f"held-out accuracy: {result['held_out']['accuracy']:.0%} of {args.eval} (chance: {1 / len(SHAPES):.0%}); "
+        f"{result['seconds']:.0f} s"
+    )
 
 
 if __name__ == "__main__":

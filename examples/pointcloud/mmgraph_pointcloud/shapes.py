@@ -78,8 +78,14 @@ def _torus(n: int, rng: np.random.Generator, big: float = 1.0, small: float = 0.
     return out[:n]
 
 
-_SAMPLERS = {"cube": _cube, "sphere": _sphere, "cone": _cone, "cylinder": _cylinder, "pyramid": _pyramid,
-             "torus": _torus}
+_SAMPLERS = {
+    "cube": _cube,
+    "sphere": _sphere,
+    "cone": _cone,
+    "cylinder": _cylinder,
+    "pyramid": _pyramid,
+    "torus": _torus,
+}
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
