@@ -1,6 +1,7 @@
 """Content-addressed artifact store: every input and output medium is a file named by its sha256.
 
-Graph state and checkpoints only ever hold :class:`ArtifactRef` dicts (id, modality, mime, size), never bytes.
+Graph state and checkpoints only ever hold :class:`~core.turns.ArtifactRef` objects (id, modality, mime, size),
+never bytes.
 The same bytes stored twice are one file. Ids are validated before any path is built from them, so an id from
 a request can never address a file outside the store.
 """
@@ -8,14 +9,13 @@ a request can never address a file outside the store.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-_ID = re.compile(r"^[0-9a-f]{64}$")
+from core.turns import ARTIFACT_ID, ArtifactRef
+
+__all__ = ["ArtifactRef", "ArtifactStore", "EXTENSIONS"]
 
 EXTENSIONS = {
     "image/png": ".png",
@@ -32,23 +32,6 @@ EXTENSIONS = {
 }
 
 
-@dataclass(frozen=True)
-class ArtifactRef:
-    """A reference to stored bytes. Plain data, safe to checkpoint."""
-
-    id: str
-    modality: str
-    mime: str
-    size: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ArtifactRef:
-        return cls(**{k: data[k] for k in ("id", "modality", "mime", "size")})
-
-
 class ArtifactStore:
     """Files under ``root/<id[:2]>/<id><ext>`` with a small JSON sidecar of metadata."""
 
@@ -58,7 +41,7 @@ class ArtifactStore:
 
     def put(self, data: bytes, *, modality: str, mime: str) -> ArtifactRef:
         digest = hashlib.sha256(data).hexdigest()
-        ref = ArtifactRef(digest, modality, mime, len(data))
+        ref = ArtifactRef(id=digest, modality=modality, mime=mime, size=len(data))
         path = self._path(digest, mime)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,14 +49,14 @@ class ArtifactStore:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, path)
-            self._meta_path(digest).write_text(json.dumps(ref.to_dict()))
+            self._meta_path(digest).write_text(ref.model_dump_json())
         return ref
 
     def ref(self, artifact_id: str) -> ArtifactRef:
         meta = self._meta_path(self._check(artifact_id))
         if not meta.exists():
             raise KeyError(f"no artifact {artifact_id}")
-        return ArtifactRef.from_dict(json.loads(meta.read_text()))
+        return ArtifactRef.model_validate_json(meta.read_text())
 
     def path(self, artifact_id: str) -> Path:
         ref = self.ref(artifact_id)
@@ -83,11 +66,11 @@ class ArtifactStore:
         return self.path(artifact_id).read_bytes()
 
     def __contains__(self, artifact_id: str) -> bool:
-        return bool(_ID.match(artifact_id)) and self._meta_path(artifact_id).exists()
+        return bool(ARTIFACT_ID.match(artifact_id)) and self._meta_path(artifact_id).exists()
 
     @staticmethod
     def _check(artifact_id: str) -> str:
-        if not _ID.match(artifact_id or ""):
+        if not ARTIFACT_ID.match(artifact_id or ""):
             raise KeyError(f"malformed artifact id {artifact_id!r}")
         return artifact_id
 

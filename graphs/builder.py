@@ -47,6 +47,8 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Checkpointer
 
 from core.config import SystemConfig
 from core.errors import ConfigError
@@ -70,9 +72,9 @@ class GraphBuilder:
 
     def __init__(self, system: SystemConfig | Iterable[str] | Any) -> None:
         self.generators = generator_names(system)
-        self._nodes: dict[str, tuple[Callable, dict[str, Any]]] = {}
+        self._nodes: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {}
         self._edges: list[tuple[str, str]] = []
-        self._routes: dict[str, tuple[Callable, dict[Hashable, str]]] = {}  # source -> (path fn, path map)
+        self._routes: dict[str, tuple[Callable[..., Any], dict[Hashable, str]]] = {}  # source -> (path fn, path map)
 
         gen_nodes = [f"generate_{n}" for n in self.generators]
         self.add_node("ingest", nodes.ingest)
@@ -106,7 +108,7 @@ class GraphBuilder:
         raise GraphError(f"no node {name!r} {role}; nodes: {', '.join(self._nodes)}", node=name)
 
     # -- wiring -----------------------------------------------------------------------------------------------------
-    def add_node(self, name: str, fn: Callable, **kwargs: Any) -> GraphBuilder:
+    def add_node(self, name: str, fn: Callable[..., Any], **kwargs: Any) -> GraphBuilder:
         """A node running ``fn(state) -> partial update``; ``kwargs`` go to ``StateGraph.add_node`` (``metadata``,
         ``retry_policy``, ``cache_policy``, ``defer``, ``input_schema``)."""
         if name in (START, END) or name in self._nodes:
@@ -134,15 +136,15 @@ class GraphBuilder:
             return self
         raise GraphError(f"there is no edge {source!r} -> {target!r} to remove", node=source)
 
-    def route(self, source: str, path: Callable, targets: list[str] | dict[Hashable, str]) -> GraphBuilder:
+    def route(self, source: str, path: Callable[..., Any], targets: list[str] | dict[Hashable, str]) -> GraphBuilder:
         """``path(state)`` picks where ``source`` goes next (a name, a list of names or ``Send``s); ``targets`` lists
         the nodes it may pick (or maps what it returns to node names). Replaces whatever left ``source``."""
-        ends = dict(targets) if isinstance(targets, dict) else {t: t for t in targets}
+        ends: dict[Hashable, str] = dict(targets) if isinstance(targets, dict) else {t: t for t in targets}
         self._edges = [(s, t) for s, t in self._edges if s != source]
         self._routes[source] = (path, ends)
         return self
 
-    def insert_after(self, anchor: str, name: str, fn: Callable, **kwargs: Any) -> GraphBuilder:
+    def insert_after(self, anchor: str, name: str, fn: Callable[..., Any], **kwargs: Any) -> GraphBuilder:
         """``anchor -> name -> (whatever followed anchor)``; ``anchor``'s router moves to ``name``."""
         self._need(anchor, "to insert after", start=True)
         self.add_node(name, fn, **kwargs)
@@ -152,7 +154,7 @@ class GraphBuilder:
         self._edges.append((anchor, name))
         return self
 
-    def insert_before(self, anchor: str, name: str, fn: Callable, **kwargs: Any) -> GraphBuilder:
+    def insert_before(self, anchor: str, name: str, fn: Callable[..., Any], **kwargs: Any) -> GraphBuilder:
         """``(whatever led to anchor) -> name -> anchor``; routers that picked ``anchor`` pick ``name``."""
         self._need(anchor, "to insert before", end=True)
         fanout = (self._nodes[anchor][1].get("metadata") or {}).get(FANOUT) if anchor != END else None
@@ -171,7 +173,7 @@ class GraphBuilder:
         return self
 
     # -- output -----------------------------------------------------------------------------------------------------
-    def build(self) -> StateGraph:
+    def build(self) -> StateGraph[State, RunContext, InputState, OutputState]:
         """The uncompiled StateGraph (callers may still add to it before compiling)."""
         for source, target in self.edges:
             self._need(source, f"for the edge {source!r} -> {target!r}", start=True)
@@ -185,19 +187,23 @@ class GraphBuilder:
             graph.add_conditional_edges(source, path, dict(ends))
         return graph
 
-    def compile(self, checkpointer=None, **kwargs: Any):
+    def compile(
+        self, checkpointer: Checkpointer = None, **kwargs: Any
+    ) -> CompiledStateGraph[State, RunContext, InputState, OutputState]:
         """The compiled graph; ``kwargs`` (``interrupt_before=["generate_video"]``, ``store``, ...) go to LangGraph."""
         kwargs.setdefault("name", "mmgraph")
         return self.build().compile(checkpointer=checkpointer, **kwargs)
 
 
-def build_graph(system: SystemConfig | Iterable[str]) -> StateGraph:
+def build_graph(system: SystemConfig | Iterable[str]) -> StateGraph[State, RunContext, InputState, OutputState]:
     """The uncompiled default graph for a SystemConfig (or a list of generator names), so callers can add their
     own nodes and edges before compiling (:class:`GraphBuilder` rewires ours)."""
     return GraphBuilder(system).build()
 
 
-def compile_graph(system: SystemConfig | Iterable[str], checkpointer=None, **kwargs):
+def compile_graph(
+    system: SystemConfig | Iterable[str], checkpointer: Checkpointer = None, **kwargs: Any
+) -> CompiledStateGraph[State, RunContext, InputState, OutputState]:
     return GraphBuilder(system).compile(checkpointer=checkpointer, **kwargs)
 
 

@@ -25,6 +25,9 @@ import networkx as nx
 from langgraph.graph import END, START, StateGraph
 
 from core.errors import ConfigError
+from generators import GENERATORS, OUTPUT_PROJECTORS
+from modalities import ENCODERS, PROJECTORS
+from modalities.media import DECODERS
 
 FANOUT = "fanout"  # node metadata key: what one task is of a node that runs once per Send (set by graphs.builder)
 
@@ -74,7 +77,7 @@ class GraphReport:
     __str__ = format
 
 
-def _state_graph(graph: Any) -> tuple[StateGraph, Any]:
+def _state_graph(graph: Any) -> tuple[StateGraph[Any, Any, Any, Any], Any]:
     """(the StateGraph, the compiled graph or None) of a GraphBuilder, a StateGraph or a compiled graph."""
     if isinstance(graph, StateGraph):
         return graph, None
@@ -117,9 +120,6 @@ def _cycle_text(g: nx.DiGraph, component: set[str], first: str) -> str:
 def _unknown_kinds(config: Any) -> list[tuple[str, str]]:
     """Components a config names that no registry entry or installed plugin provides (a plugin not installed,
     a typo): ``(node, message)`` for the node that would fail at run time."""
-    from generators import GENERATORS, OUTPUT_PROJECTORS
-    from modalities import ENCODERS, PROJECTORS
-    from modalities.media import DECODERS
 
     def missing(registry: Any, kind: str, what: str) -> str | None:
         if kind in registry:
@@ -209,9 +209,9 @@ def check_graph(graph: Any, config: Any = None) -> GraphReport:
 
     # 4. The assistant's contract for this system's modalities and generators.
     if config is not None:
-        for node, why in REQUIRED.items():
+        for node, purpose in REQUIRED.items():
             if node not in g:
-                problem(node, f"the graph has no {node!r} node, which an assistant needs ({why})")
+                problem(node, f"the graph has no {node!r} node, which an assistant needs ({purpose})")
         if config.modalities:
             names = ", ".join(config.modalities)
             if "encode" not in g:
@@ -249,12 +249,13 @@ def check_graph(graph: Any, config: Any = None) -> GraphReport:
         stages.append(members)
     notes: dict[str, list[str]] = {}
     for name, spec in sg.nodes.items():
-        if (spec.metadata or {}).get(FANOUT):
-            notes.setdefault(name, []).append(f"Send: {spec.metadata[FANOUT]}")
+        fanout = (spec.metadata or {}).get(FANOUT)
+        if fanout:
+            notes.setdefault(name, []).append(f"Send: {fanout}")
     if compiled is not None:
         for when in ("before", "after"):
-            names = getattr(compiled, f"interrupt_{when}_nodes", None) or ()
-            for name in list(sg.nodes) if names == "*" else names:
+            interrupts = getattr(compiled, f"interrupt_{when}_nodes", None) or ()
+            for name in list(sg.nodes) if interrupts == "*" else interrupts:
                 notes.setdefault(name, []).append(f"interrupt {when}")
     for component in nx.strongly_connected_components(inner):
         if len(component) > 1:

@@ -1,11 +1,16 @@
 """The nodes of the any-to-any graph: ingest -> encode (Send per item) -> reason -> generate_<name> (Send per
-signal group) -> merge. Every node reads models from ``runtime.context`` (a :class:`RunContext`) and returns a
-partial state update made of plain data.
+signal group) -> merge.
+
+Nodes are wiring: each reads the models from ``runtime.context`` (a :class:`~graphs.context.RunContext`, whose
+``system`` is the :class:`~graphs.context.Model` the graph drives) and returns a partial state update made of the
+turn vocabulary (:mod:`core.turns`). The model's own steps -- encoding, the composite forward, generation -- live
+in the system; nodes only decide what runs on which item and where the results go.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -13,13 +18,14 @@ from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, Send
 
+from core import turns as T
 from core.errors import UnsupportedModalityError
+from core.turns import Generated, MediaPart, SignalPart, TextPart, ToolCall, Turn
 from graphs.context import RunContext
 from graphs.state import State
-from orchestrator.backbone import Media, Signal, Text, PromptTurn
 
 
-def _emit(event: dict) -> None:
+def _emit(event: dict[str, Any]) -> None:
     """Send a custom stream event (tokens, progress); a no-op when the graph is not being streamed."""
     try:
         writer = get_stream_writer()
@@ -28,18 +34,24 @@ def _emit(event: dict) -> None:
     writer(event)
 
 
-def _media_parts(turns: list[dict]) -> list[dict]:
-    return [p for t in turns for p in t["parts"] if p["type"] == "media" and "generator" not in p]
+def _conversation(state: State) -> list[Turn]:
+    """The thread's finished turns plus this turn's user message."""
+    return T.turns(state.get("history")) + [Turn(role="user", parts=tuple(T.parts(state["inputs"])))]
 
 
-def _feature_key(ctx: RunContext, ref: dict) -> str:
-    return f"{ref['artifact']['id']}:{ctx.system.encoder_key(ref['artifact']['modality'])}"
+def _input_media(conversation: list[Turn]) -> list[MediaPart]:
+    """Every input medium of the conversation, in order (generated media reach the LLM as signal tokens)."""
+    return [p for turn in conversation for p in turn.media if p.generator is None]
+
+
+def _feature_key(ctx: RunContext, part: MediaPart) -> str:
+    return f"{part.artifact.id}:{ctx.system.encoder_key(part.modality)}"
 
 
 # -- ingest ---------------------------------------------------------------------------------------------------------
 
 
-def ingest(state: State, runtime: Runtime[RunContext]) -> dict:
+def ingest(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Validate the turn before any model runs: known modalities and generators, media decodable within limits."""
     system = runtime.context.system
     for name in list(state.get("generate") or []) + list(state.get("allow") or []):
@@ -47,16 +59,16 @@ def ingest(state: State, runtime: Runtime[RunContext]) -> dict:
             raise UnsupportedModalityError(
                 f"unknown generator {name!r}; this system has: {', '.join(system.generator_names) or 'none'}"
             )
-    for part in state["inputs"]:
-        if part["type"] == "media":
-            ref = part["artifact"]
-            if ref["modality"] not in system.modality_names:
+    for part in T.parts(state["inputs"]):
+        if isinstance(part, SignalPart):
+            raise ValueError("a user turn holds text and media parts, not signal parts")
+        if isinstance(part, MediaPart):
+            if part.modality not in system.modality_names:
                 raise UnsupportedModalityError(
-                    f"this system takes no {ref['modality']} input; it takes: {', '.join(system.modality_names) or 'text'}"
+                    f"this system takes no {part.modality} input; it takes: "
+                    f"{', '.join(system.modality_names) or 'text'}"
                 )
-            runtime.context.system.decode_cached(ref["modality"], ref["id"], runtime.context.store)
-        elif part["type"] != "text":
-            raise ValueError(f"unknown input part type {part['type']!r}")
+            system.decode_cached(part.modality, part.artifact.id, runtime.context.store)
     return {"generated": Overwrite([]), "signals": [], "draft": [], "reply": [], "finish_reason": ""}
 
 
@@ -64,7 +76,7 @@ def route_inputs(state: State, runtime: Runtime[RunContext]) -> list[Send] | str
     """One ``encode`` task per media item (this turn's and earlier turns') whose features are not cached."""
     ctx = runtime.context
     sends, seen = [], set()
-    for part in _media_parts(state.get("history", []) + [{"parts": state["inputs"]}]):
+    for part in _input_media(_conversation(state)):
         key = _feature_key(ctx, part)
         if key not in ctx.features and key not in seen:
             seen.add(key)
@@ -75,116 +87,94 @@ def route_inputs(state: State, runtime: Runtime[RunContext]) -> list[Send] | str
 # -- encode ---------------------------------------------------------------------------------------------------------
 
 
-def encode(payload: dict, runtime: Runtime[RunContext]) -> dict:
+def encode(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Run one item through its frozen encoder; the features stay in the context cache, state gets the key."""
     ctx = runtime.context
-    ref = payload["item"]["artifact"]
-    media = ctx.system.decode_cached(ref["modality"], ref["id"], ctx.store)
-    feats = ctx.system.encode(ref["modality"], [media])  # (1, G, T, D_enc)
-    key = _feature_key(ctx, payload["item"])
+    part: MediaPart = payload["item"]
+    media = ctx.system.decode_cached(part.modality, part.artifact.id, ctx.store)
+    feats = ctx.system.encode(part.modality, [media])  # (1, G, T, D_enc)
+    key = _feature_key(ctx, part)
     ctx.features.put(key, feats)
-    _emit({"type": "encoded", "modality": ref["modality"], "artifact": ref["id"]})
-    return {"features": {ref["id"]: key}}
+    _emit({"type": "encoded", "modality": part.modality, "artifact": part.artifact.id})
+    return {"features": {part.artifact.id: key}}
 
 
 # -- reason ---------------------------------------------------------------------------------------------------------
 
 
-def _turns(system, conversation: list[dict]) -> list[PromptTurn]:
-    turns = []
-    for turn in conversation:
-        segments = []
-        for part in turn["parts"]:
-            if part["type"] == "text":
-                segments.append(Text(part["text"]))
-            elif "generator" in part:
-                segments.append(Signal(part["generator"]))
-            else:
-                segments.append(Media(part["artifact"]["modality"], system.slots(part["artifact"]["modality"])))
-        turns.append(PromptTurn(turn["role"], segments))
-    return turns
-
-
-def reason(state: State, runtime: Runtime[RunContext]) -> dict:
-    """Splice projected features into the prompt, run the LLM, and turn its signal groups into tool calls."""
+def reason(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Run the LLM over the conversation with its media, and turn its signal groups into tool calls."""
     ctx = runtime.context
     system = ctx.system
     params = state.get("params") or {}
-    conversation = state.get("history", []) + [{"role": "user", "parts": state["inputs"]}]
+    conversation = _conversation(state)
 
-    # 1. Project every media item's cached features, in order of appearance per modality.
+    # 1. Every input medium's cached encoder features, in order of appearance per modality.
     per_modality: dict[str, list[torch.Tensor]] = {}
-    for part in _media_parts(conversation):
-        modality = part["artifact"]["modality"]
+    for part in _input_media(conversation):
         feats = ctx.features.get(_feature_key(ctx, part))
         if feats is None:  # evicted between encode and reason: recompute
-            feats = system.encode(modality, [system.decode_cached(modality, part["artifact"]["id"], ctx.store)])
-        per_modality.setdefault(modality, []).append(feats)
-    features = {}
-    with torch.no_grad():
-        for modality, items in per_modality.items():
-            projected = system.project(modality, torch.cat(items))  # (N_items, S, D_llm)
-            features[modality] = projected.reshape(-1, projected.shape[-1])  # (N_items * S, D_llm)
+            feats = system.encode(part.modality, [system.decode_cached(part.modality, part.artifact.id, ctx.store)])
+        per_modality.setdefault(part.modality, []).append(feats)
+    features = {m: torch.cat(items) for m, items in per_modality.items()}  # (N_items, G, T, D_enc)
 
-    # 2. Build the prompt, splice, generate.
-    backbone = system.backbone
-    prompt = backbone.build_prompt(_turns(system, conversation))
-    input_ids = torch.tensor([prompt.input_ids], device=backbone.device)
-    with torch.no_grad():
-        embeds = backbone.embed(input_ids, features)
-    result = backbone.generate(
-        embeds,
-        max_new_tokens=params.get("max_new_tokens", system.config.llm.max_new_tokens),
-        temperature=params.get("temperature", system.config.llm.temperature),
+    # 2. The system's composite forward and decoding loop.
+    llm = system.config.llm
+    result = system.respond(
+        conversation,
+        features,
+        max_new_tokens=params.get("max_new_tokens", llm.max_new_tokens),
+        temperature=params.get("temperature", llm.temperature),
         top_p=params.get("top_p", 1.0),
         seed=params.get("seed"),
         require=state.get("generate") or [],
         allow=state.get("allow"),
         on_text=lambda text: _emit({"type": "token", "text": text}),
         cancel=ctx.cancel,
-        cache=system.config.llm.decoding,
     )
 
     # 3. Signal groups become tool calls; their hidden states wait in the run-scoped scratch cache.
-    draft, signals = [], []
+    draft: list[Any] = []
+    signals: list[ToolCall] = []
     for segment in result.segments:
         if hasattr(segment, "hidden"):
             key = f"signal:{uuid.uuid4().hex}"
             ctx.scratch.put(key, segment)
-            signals.append({"index": len(draft), "generator": segment.generator, "key": key})
-            draft.append({"type": "signal", "generator": segment.generator, "index": len(draft)})
+            signals.append(ToolCall(index=len(draft), generator=segment.generator, key=key))
+            draft.append(SignalPart(generator=segment.generator, index=len(draft)))
         elif segment.text:
-            draft.append({"type": "text", "text": segment.text})
+            draft.append(TextPart(text=segment.text))
     usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens}
     return {"draft": draft, "signals": signals, "finish_reason": result.finish_reason, "usage": usage}
 
 
 def route_signals(state: State) -> list[Send] | str:
     """One generator task per signal group (parallel), or straight to merge."""
-    if not state.get("signals"):
+    calls = T.tool_calls(state.get("signals"))
+    if not calls:
         return "merge"
     params = state.get("params") or {}
-    return [Send(f"generate_{s['generator']}", {"signal": s, "params": params}) for s in state["signals"]]
+    return [Send(f"generate_{call.generator}", {"signal": call, "params": params}) for call in calls]
 
 
 # -- generate -------------------------------------------------------------------------------------------------------
 
 
-def make_generate_node(name: str):
+def make_generate_node(name: str) -> Callable[[dict[str, Any], Runtime[RunContext]], dict[str, Any]]:
     """A node that calls generator ``name``: output projector -> diffusion pipeline -> artifact."""
 
-    def generate(payload: dict, runtime: Runtime[RunContext]) -> dict:
+    def generate(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = runtime.context
-        signal, params = payload["signal"], payload["params"]
-        group = ctx.scratch.get(signal["key"])
+        call, params = T.tool_calls([payload["signal"]])[0], payload["params"]
+        group = ctx.scratch.get(call.key)
         if group is None:
             raise RuntimeError(
-                f"signal states for {name} were lost (key {signal['key']}): they live in the memory "
+                f"signal states for {name} were lost (key {call.key}): they live in the memory "
                 "of the process that ran the LLM, so a paused turn resumes only there"
             )
 
         def progress(step: int, total: int) -> None:
-            _emit({"type": "progress", "generator": name, "index": signal["index"], "step": step, "total": total})
+            _emit({"type": "progress", "generator": name, "index": call.index, "step": step, "total": total})
 
         media = ctx.system.generate(
             name,
@@ -196,9 +186,9 @@ def make_generate_node(name: str):
             cancel=ctx.cancel,
         )
         ref = ctx.store.put(media.data, modality=media.modality, mime=media.mime)
-        part = {"type": "media", "artifact": ref.to_dict(), "generator": name}
-        _emit({"type": "part", "index": signal["index"], "part": part})
-        return {"generated": [{"index": signal["index"], "part": part}]}
+        part = MediaPart(artifact=ref, generator=name)
+        _emit({"type": "part", "index": call.index, "part": part})
+        return {"generated": [Generated(index=call.index, part=part)]}
 
     generate.__name__ = f"generate_{name}"
     return generate
@@ -207,17 +197,20 @@ def make_generate_node(name: str):
 # -- merge ----------------------------------------------------------------------------------------------------------
 
 
-def merge(state: State) -> dict:
+def merge(state: State) -> dict[str, Any]:
     """Interleave text and generated media in the order the LLM produced them; record the turn."""
-    produced = {g["index"]: g["part"] for g in state.get("generated", [])}
-    reply: list[dict[str, Any]] = []
-    for part in state.get("draft", []):
-        if part["type"] == "signal":
-            if part["index"] in produced:
-                reply.append(produced[part["index"]])
+    produced = {g.index: g.part for g in T.generated(state.get("generated"))}
+    reply: list[Any] = []
+    for part in T.parts(state.get("draft")):
+        if isinstance(part, SignalPart):
+            if part.index in produced:
+                reply.append(produced[part.index])
         else:
             reply.append(part)
     return {
         "reply": reply,
-        "history": [{"role": "user", "parts": state["inputs"]}, {"role": "assistant", "parts": reply}],
+        "history": [
+            Turn(role="user", parts=tuple(T.parts(state["inputs"]))),
+            Turn(role="assistant", parts=tuple(reply)),
+        ],
     }

@@ -1,44 +1,68 @@
 """State schemas of the any-to-any graph.
 
-State is checkpointed after every step, so it holds only plain data: text, :class:`ArtifactRef` dicts
-(sha256 ids of stored media) and small keys into the run-scoped caches of the runtime context. Tensors,
+State is checkpointed after every step, so it holds only plain data: the turn vocabulary of :mod:`core.turns`
+(text, :class:`~core.turns.MediaPart` with an artifact reference -- never bytes --, pending
+:class:`~core.turns.SignalPart` calls), and small keys into the run-scoped caches of the runtime context. Tensors,
 decoded media and models never enter it.
 
-Part dicts (the vocabulary of inputs, drafts and replies):
-- ``{"type": "text", "text": str}``
-- ``{"type": "media", "artifact": ArtifactRef-dict}`` -- an input item, or (with ``"generator"``) a generated one
-- ``{"type": "signal", "generator": str, "index": int}`` -- in a draft only: a pending tool call
+Every key that holds parts has a reducer that validates what a node writes, so a node (ours, a user's, or
+LangGraph Studio sending JSON) may return objects or their JSON (``{"type": "text", "text": "..."}``) and the
+state always holds objects, as LangGraph's ``add_messages`` does for chat messages.
 """
 
 from __future__ import annotations
 
-import operator
-from typing import Annotated, Any, NotRequired, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict, TypeVar
+
+from core import turns as T
+from core.turns import Generated, Part, ToolCall, Turn
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
-def merge_dicts(left: dict | None, right: dict | None) -> dict:
+def merge_dicts(left: dict[_K, _V] | None, right: dict[_K, _V] | None) -> dict[_K, _V]:
     """Reducer for keys written by parallel encode branches."""
     return {**(left or {}), **(right or {})}
+
+
+def replace_parts(left: list[Part] | None, right: list[Any] | None) -> list[Part]:
+    """The update replaces the value, validated into parts."""
+    return T.parts(right)
+
+
+def add_turns(left: list[Turn] | None, right: list[Any] | None) -> list[Turn]:
+    """Finished turns accumulate (both sides validated: a thread stored as JSON reads back as objects)."""
+    return T.turns(left) + T.turns(right)
+
+
+def replace_calls(left: list[ToolCall] | None, right: list[Any] | None) -> list[ToolCall]:
+    return T.tool_calls(right)
+
+
+def add_generated(left: list[Generated] | None, right: list[Any] | None) -> list[Generated]:
+    """Results of parallel generator branches accumulate; ``Overwrite([])`` clears them for a new turn."""
+    return T.generated(left) + T.generated(right)
 
 
 class InputState(TypedDict):
     """One user turn."""
 
-    inputs: list[dict]  # text and media parts, in the order the user gave them
+    inputs: Annotated[list[Part], replace_parts]  # text and media parts, in the order the user gave them
     generate: NotRequired[list[str]]  # generators the reply must use (``generate=["image"]``)
     allow: NotRequired[list[str] | None]  # generators the reply may use (None: all)
     params: NotRequired[dict[str, Any]]  # max_new_tokens, temperature, seed, steps, guidance ...
 
 
 class OutputState(TypedDict):
-    reply: list[dict]  # the interleaved reply: text and media parts
+    reply: Annotated[list[Part], replace_parts]  # the interleaved reply: text and media parts
     finish_reason: str
     usage: NotRequired[dict[str, int]]  # prompt_tokens, completion_tokens of the LLM call
 
 
 class State(InputState, OutputState):
-    history: Annotated[list[dict], operator.add]  # finished turns: {"role": "user"|"assistant", "parts": [...]}
+    history: Annotated[list[Turn], add_turns]  # finished turns
     features: Annotated[dict[str, str], merge_dicts]  # artifact id -> feature-cache key
-    draft: list[dict]  # the LLM's reply with signal parts still unresolved
-    signals: list[dict]  # {"index", "generator", "key"}: signal groups waiting for their generator
-    generated: Annotated[list[dict], operator.add]  # {"index", "part"}: finished generator calls
+    draft: Annotated[list[Part], replace_parts]  # the LLM's reply, signal parts still unresolved
+    signals: Annotated[list[ToolCall], replace_calls]  # signal groups waiting for their generator
+    generated: Annotated[list[Generated], add_generated]  # finished generator calls

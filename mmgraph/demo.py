@@ -16,6 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.assistant import Assistant
+from tinyworld.text import caption
+from tinyworld.world import Clip, Picture, Sound, encode
+
 _MIME = {"image": "image/png", "audio": "audio/wav", "video": "video/mp4"}
 _SUFFIX = {"image": ".png", "audio": ".wav", "video": ".mp4"}
 
@@ -28,8 +32,6 @@ class ScriptTurn:
 
 def script() -> list[ScriptTurn]:
     """The demo conversation: understand an image, a video and a sound; generate all three."""
-    from tinyworld.world import Clip, Picture, Sound
-
     return [
         ScriptTurn(
             "What colour is the shape? Then draw a blue circle.",
@@ -62,13 +64,15 @@ def write_report(turns: list[dict], out: Path, title: str, note: str) -> Path:
             f"{html.escape(turn['text'])}{inputs}</div>"
         )
         parts = []
-        for part in turn["reply"].parts:
+        reply = turn["reply"]
+        for part in reply.parts:
             if part.type == "text":
                 parts.append(html.escape(part.text))
             else:
-                name = f"{part.artifact.generator}-{part.artifact.id[:12]}{part.artifact.path.suffix}"
-                shutil.copyfile(part.artifact.path, out / name)
-                parts.append(f"<div>{media_tag(name, part.artifact.mime)}</div>")
+                artifact = reply.artifact(part)
+                name = f"{artifact.generator}-{artifact.id[:12]}{artifact.path.suffix}"
+                shutil.copyfile(artifact.path, out / name)
+                parts.append(f"<div>{media_tag(name, artifact.mime)}</div>")
         rows.append(
             f"<div style='margin:1em 0 1em 2em;padding:.5em;background:#efe'><b>assistant</b> "
             f"<small>({turn['seconds']:.2f} s):</small> {''.join(parts)}</div>"
@@ -84,10 +88,6 @@ def write_report(turns: list[dict], out: Path, title: str, note: str) -> Path:
 
 
 def run_demo(args) -> int:
-    from orchestrator.assistant import Assistant
-    from tinyworld.text import caption
-    from tinyworld.world import encode
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print("loading the default system ...", file=sys.stderr)

@@ -22,14 +22,23 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.types import Command
+
+from core import turns as T
 from core.artifacts import ArtifactRef, ArtifactStore
 from core.config import SystemConfig, load_config
 from core.hub import default_home
+from core.turns import CHECKPOINT_TYPES, MediaPart, Part, TextPart, Turn
+from graphs import RunContext, check_graph, compile_graph
+from modalities.media import sniff_mime
 from orchestrator.system import MMSystem
 
-MediaInput = Union[str, os.PathLike, bytes]
+MediaInput = str | os.PathLike[str] | bytes
 
 
 # -- reply types --------------------------------------------------------------------------------------------------
@@ -37,35 +46,32 @@ MediaInput = Union[str, os.PathLike, bytes]
 
 @dataclass(frozen=True)
 class Artifact:
-    """A stored medium: its content id, where it lies on disk, and what it is."""
+    """A medium of a reply where this Assistant's store keeps it: its reference, its file, who made it."""
 
-    id: str
-    modality: str
-    mime: str
-    size: int
+    ref: ArtifactRef
     path: Path
     generator: str | None = None
 
-
-@dataclass(frozen=True)
-class TextPart:
-    text: str
-    type: str = "text"
-
-
-@dataclass(frozen=True)
-class MediaPart:
-    artifact: Artifact
-    type: str = "media"
+    @property
+    def id(self) -> str:
+        return self.ref.id
 
     @property
     def modality(self) -> str:
-        return self.artifact.modality
+        return self.ref.modality
+
+    @property
+    def mime(self) -> str:
+        return self.ref.mime
+
+    @property
+    def size(self) -> int:
+        return self.ref.size
 
 
 @dataclass
 class Reply:
-    """An interleaved multimodal reply."""
+    """An interleaved multimodal reply: the assistant's parts (:mod:`core.turns`) in the order it produced them."""
 
     parts: list[TextPart | MediaPart]
     thread_id: str
@@ -75,14 +81,26 @@ class Reply:
     """When a custom graph paused the turn (``finish_reason == "interrupted"``): ``{"node", "value"}`` per waiting
     node, ``value`` being what the node passed to LangGraph's ``interrupt()`` (None at an ``interrupt_before``
     breakpoint). :meth:`Assistant.resume` carries on; ``parts`` then hold the LLM's text so far."""
+    store: ArtifactStore | None = field(default=None, repr=False, compare=False)
 
     @property
     def text(self) -> str:
         return "".join(p.text for p in self.parts if isinstance(p, TextPart))
 
     @property
+    def turn(self) -> Turn:
+        return Turn(role="assistant", parts=tuple(self.parts))
+
+    def artifact(self, part: MediaPart) -> Artifact:
+        """Where ``part``'s medium lies on disk."""
+        if self.store is None:
+            raise ValueError("this reply was made without an artifact store to find its files in")
+        return Artifact(part.artifact, self.store.path(part.artifact.id), part.generator)
+
+    @property
     def artifacts(self) -> list[Artifact]:
-        return [p.artifact for p in self.parts if isinstance(p, MediaPart)]
+        """The reply's media, located on disk."""
+        return [self.artifact(p) for p in self.parts if isinstance(p, MediaPart)]
 
 
 @dataclass
@@ -115,10 +133,6 @@ class Assistant:
         """``graph``: a custom graph -- a GraphBuilder or StateGraph (compiled here with this Assistant's
         checkpointer) or a compiled graph (given this Assistant's checkpointer if it has none); default: the
         any-to-any graph of the system's generators."""
-        from langgraph.checkpoint.sqlite import SqliteSaver
-
-        from graphs import RunContext, check_graph, compile_graph
-
         self.system = system or MMSystem.from_config(load_config(config), weights=weights, device=device)
         if graph is not None:  # a mis-wired graph fails here, naming the node, before a file is opened
             check_graph(graph, self.config)
@@ -127,7 +141,7 @@ class Assistant:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self.store = ArtifactStore(artifacts if artifacts is not None else home / "artifacts")
         self._conn = sqlite3.connect(str(db_path), check_same_thread=False)
-        self.checkpointer = SqliteSaver(self._conn)
+        self.checkpointer = SqliteSaver(self._conn, serde=checkpoint_serde())
         if graph is None:
             self.graph = compile_graph(self.system.generator_names, checkpointer=self.checkpointer)
         else:
@@ -165,8 +179,6 @@ class Assistant:
     # -- inputs -----------------------------------------------------------------------------------------------
     def add_media(self, item: MediaInput, modality: str) -> ArtifactRef:
         """Store a file path or raw bytes as an input artifact (validated when the turn runs)."""
-        from modalities.media import sniff_mime
-
         data = Path(item).read_bytes() if isinstance(item, (str, os.PathLike)) else bytes(item)
         return self.store.put(data, modality=modality, mime=sniff_mime(data) or "application/octet-stream")
 
@@ -178,32 +190,21 @@ class Assistant:
         allow: Sequence[str] | None,
         params: dict[str, Any],
     ) -> dict[str, Any]:
-        parts: list[dict] = []
+        parts: list[Part] = []
         for modality, items in media.items():
             for item in items or ():
-                parts.append({"type": "media", "artifact": self.add_media(item, modality).to_dict()})
+                parts.append(MediaPart(artifact=self.add_media(item, modality)))
         if text:
-            parts.append({"type": "text", "text": text})
+            parts.append(TextPart(text=text))
         turn: dict[str, Any] = {"inputs": parts, "generate": list(generate or []), "params": params}
         if allow is not None:
             turn["allow"] = list(allow)
         return turn
 
-    def _reply(self, values: dict, thread_id: str) -> Reply:
-        parts: list[TextPart | MediaPart] = []
-        for part in values.get("reply", []):
-            if part["type"] == "text":
-                parts.append(TextPart(part["text"]))
-            else:
-                ref = ArtifactRef.from_dict(part["artifact"])
-                parts.append(
-                    MediaPart(
-                        Artifact(
-                            ref.id, ref.modality, ref.mime, ref.size, self.store.path(ref.id), part.get("generator")
-                        )
-                    )
-                )
-        return Reply(parts, thread_id, values.get("finish_reason") or "stop", dict(values.get("usage") or {}))
+    def _reply(self, values: dict[str, Any], thread_id: str) -> Reply:
+        parts = [p for p in T.parts(values.get("reply")) if isinstance(p, (TextPart, MediaPart))]
+        finish = values.get("finish_reason") or "stop"
+        return Reply(parts, thread_id, finish, dict(values.get("usage") or {}), store=self.store)
 
     # -- running --------------------------------------------------------------------------------------------------
     def stream(
@@ -242,8 +243,6 @@ class Assistant:
         ``interrupt_before`` breakpoint the run just continues. The signal-token states a waiting generator needs
         live in this process's memory, so resume with the Assistant that ran the turn.
         """
-        from langgraph.types import Command
-
         state = self.graph.get_state({"configurable": {"thread_id": thread_id}})
         if not state.next:
             raise ValueError(f"thread {thread_id!r} has no paused turn to resume")
@@ -269,25 +268,21 @@ class Assistant:
         ]
 
     def _run(self, graph_input: Any, thread_id: str, cancel: threading.Event | None) -> Iterator[Event]:
-        config = {"configurable": {"thread_id": thread_id}}
+        config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         with self._lock:
             self._context.cancel = cancel or threading.Event()
             for chunk in self.graph.stream(
                 graph_input, config, context=self._context, stream_mode=["custom"], version="v2"
             ):
-                data = chunk["data"]
-                yield Event(data.get("type", "custom"), data)
+                if chunk["type"] == "custom":  # the only mode asked for; the tag narrows the part's type
+                    data = chunk["data"]
+                    yield Event(data.get("type", "custom"), data)
             state = self.graph.get_state(config)
         pending = self._pending(state)
         if pending:
-            draft = [p for p in state.values.get("draft") or [] if p["type"] == "text"]
-            reply = Reply(
-                [TextPart(p["text"]) for p in draft],
-                thread_id,
-                "interrupted",
-                dict(state.values.get("usage") or {}),
-                pending,
-            )
+            draft = [p for p in T.parts(state.values.get("draft")) if isinstance(p, TextPart)]
+            usage = dict(state.values.get("usage") or {})
+            reply = Reply(list(draft), thread_id, "interrupted", usage, pending, store=self.store)
             yield Event("interrupt", {"thread_id": thread_id, "pending": pending})
         else:
             reply = self._reply(state.values, thread_id)
@@ -306,17 +301,23 @@ class Assistant:
         """Run one turn and return the interleaved Reply (same arguments as :meth:`stream`)."""
         return self._last_reply(self.stream(text, **kwargs))
 
-    def seed_history(self, thread_id: str, turns: list[dict]) -> bool:
-        """Start a new thread from earlier turns (``{"role", "parts"}`` with artifact-ref media parts), e.g. the
-        messages an OpenAI client sent; returns False, changing nothing, if the thread already has turns."""
-        config = {"configurable": {"thread_id": thread_id}}
+    def seed_history(self, thread_id: str, turns: Sequence[Turn]) -> bool:
+        """Start a new thread from earlier turns (media parts name stored artifacts), e.g. the messages an OpenAI
+        client sent; returns False, changing nothing, if the thread already has turns."""
+        config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         with self._lock:
             if not turns or self.graph.get_state(config).values.get("history"):
                 return False
             self.graph.update_state(config, {"history": list(turns)}, as_node="merge")
         return True
 
-    def history(self, thread_id: str) -> list[dict]:
-        """The thread's finished turns as stored in the checkpoint (plain data: text and artifact refs)."""
+    def history(self, thread_id: str) -> list[Turn]:
+        """The thread's finished turns as the checkpoint holds them (text and artifact references, never bytes)."""
         state = self.graph.get_state({"configurable": {"thread_id": thread_id}})
-        return list(state.values.get("history", []))
+        return T.turns(state.values.get("history"))
+
+
+def checkpoint_serde() -> JsonPlusSerializer:
+    """The thread store's serializer: LangGraph's msgpack, reviving the turn vocabulary (:mod:`core.turns`) and
+    nothing else -- a tampered checkpoint cannot make it import and call other classes."""
+    return JsonPlusSerializer(allowed_msgpack_modules=list(CHECKPOINT_TYPES))

@@ -21,10 +21,11 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from core.config import CacheKind, LLMConfig, PromptFormat
 from core.errors import PromptError
@@ -58,7 +59,7 @@ class Signal:
     generator: str
 
 
-Segment = Union[Text, Media, Signal]
+Segment = Text | Media | Signal
 
 
 @dataclass
@@ -120,13 +121,20 @@ class GenerationResult:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _weight(layer: nn.Module) -> nn.Parameter:
+    """The weight matrix of an embedding layer or LM head (an ``nn.Module`` attribute types as ``Tensor | Module``)."""
+    return cast(nn.Parameter, layer.weight)
+
+
 class Backbone(nn.Module):
     """A causal LM extended with placeholder and signal tokens."""
 
+    signal_row_mask: torch.Tensor  # (V, 1) buffer: 1 on the signal rows, whose gradients pass
+
     def __init__(
         self,
-        model: nn.Module,
-        tokenizer,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
         *,
         placeholders: dict[str, str],
         signals: dict[str, list[str]],
@@ -142,9 +150,9 @@ class Backbone(nn.Module):
         self.model.requires_grad_(False)
         self.model.eval()
         self._install_signal_row_gradients()
-        self.lora_settings: dict | None = None
+        self.lora_settings: dict[str, Any] | None = None
         self._template_cache: dict[str, list[int]] = {}
-        self._static_steps: dict[tuple, decoding.StaticSteps] = {}
+        self._static_steps: dict[tuple[str, int, str, str], decoding.StaticSteps] = {}
         self._static_lock = threading.Lock()
 
     # -- construction --------------------------------------------------------------------------------------------
@@ -160,8 +168,6 @@ class Backbone(nn.Module):
         seed: int = 0,
     ) -> Backbone:
         """Load any causal LM + tokenizer by Hugging Face id or local path (``@tiny/`` names are built first)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         path = resolve_model(cfg.model, seed)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -171,14 +177,18 @@ class Backbone(nn.Module):
     def _add_tokens(self, placeholders: dict[str, str], signals: dict[str, list[str]]) -> None:
         tok = self.tokenizer
         new_tokens = list(placeholders.values()) + [t for group in signals.values() for t in group]
-        old_size = self.model.get_input_embeddings().weight.shape[0]
+        old_size = _weight(self.model.get_input_embeddings()).shape[0]
         tok.add_special_tokens({"additional_special_tokens": new_tokens}, replace_extra_special_tokens=False)
         new_size = max(len(tok), old_size)
         if new_size != old_size:
             self.model.resize_token_embeddings(new_size, mean_resizing=False)
             self._init_new_rows(old_size, new_size)
-        self.placeholder_ids = {m: tok.convert_tokens_to_ids(t) for m, t in placeholders.items()}
-        self.signal_ids = {g: [tok.convert_tokens_to_ids(t) for t in group] for g, group in signals.items()}
+
+        def token_id(token: str) -> int:
+            return cast(int, tok.convert_tokens_to_ids(token))  # one token, one id
+
+        self.placeholder_ids = {m: token_id(t) for m, t in placeholders.items()}
+        self.signal_ids = {g: [token_id(t) for t in group] for g, group in signals.items()}
         self.signal_start = {ids[0]: g for g, ids in self.signal_ids.items()}
         self.signal_token_set = {i for ids in self.signal_ids.values() for i in ids}
         self.special_new_ids = set(self.placeholder_ids.values()) | self.signal_token_set
@@ -197,7 +207,7 @@ class Backbone(nn.Module):
         inputs, outputs = self.model.get_input_embeddings(), self.model.get_output_embeddings()
         tied = outputs is not None and outputs.weight is inputs.weight
         for emb in {id(e.weight): e for e in (inputs, outputs) if e is not None}.values():
-            weight = emb.weight
+            weight = _weight(emb)
             old = weight[:old_size].float()
             mean = old.mean(dim=0, keepdim=True)  # (1, D)
             rows = mean.expand(new_size - old_size, -1)  # (new, D)
@@ -213,7 +223,7 @@ class Backbone(nn.Module):
         """Make the input/output embedding matrices trainable, with a gradient mask that keeps all rows but the
         signal rows fixed (GILL's ``param.grad *= mask``)."""
         self._signal_row_params: dict[str, nn.Parameter] = {}
-        vocab = self.model.get_input_embeddings().weight.shape[0]
+        vocab = _weight(self.model.get_input_embeddings()).shape[0]
         mask = torch.zeros(vocab, 1)
         for i in self.signal_token_set:
             mask[i] = 1.0
@@ -224,11 +234,14 @@ class Backbone(nn.Module):
             ("embed_tokens", self.model.get_input_embeddings()),
             ("lm_head", self.model.get_output_embeddings()),
         ):
-            if module is None or any(module.weight is p for p in self._signal_row_params.values()):
+            if module is None:
                 continue
-            module.weight.requires_grad_(True)
-            module.weight.register_hook(lambda grad: grad * self.signal_row_mask.to(grad.dtype))
-            self._signal_row_params[name] = module.weight
+            weight = _weight(module)
+            if any(weight is p for p in self._signal_row_params.values()):
+                continue
+            weight.requires_grad_(True)
+            weight.register_hook(lambda grad: grad * self.signal_row_mask.to(grad.dtype))
+            self._signal_row_params[name] = weight
 
     def signal_row_parameters(self) -> dict[str, nn.Parameter]:
         """The (masked) embedding matrices whose signal rows train: name -> parameter."""
@@ -261,13 +274,13 @@ class Backbone(nn.Module):
         dropout: float = 0.0,
         targets: str | list[str] = "all-linear",
         seed: int = 0,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Inject LoRA adapters (peft) into the LLM's linear layers; only the adapters (and the signal rows) train.
 
         Returns the settings, which :meth:`lora_settings` reports and weight files record so the adapters can be
         re-created before their tensors are loaded.
         """
-        from peft import LoraConfig, inject_adapter_in_model
+        from peft import LoraConfig, inject_adapter_in_model  # noqa: PLC0415 - peft (1.7 s to import) only for LoRA
 
         if self.lora_settings is not None:
             raise PromptError(f"this backbone already has LoRA adapters ({self.lora_settings})")
@@ -303,15 +316,15 @@ class Backbone(nn.Module):
     # -- properties ----------------------------------------------------------------------------------------------
     @property
     def hidden_size(self) -> int:
-        return self.model.get_input_embeddings().weight.shape[1]
+        return _weight(self.model.get_input_embeddings()).shape[1]
 
     @property
     def device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
+        return _weight(self.model.get_input_embeddings()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.get_input_embeddings().weight.dtype
+        return _weight(self.model.get_input_embeddings()).dtype
 
     # -- tokenisation ---------------------------------------------------------------------------------------------
     def tokenize_user_text(self, text: str) -> list[int]:
@@ -383,7 +396,7 @@ class Backbone(nn.Module):
                 raise PromptError(
                     f"{modality} features and placeholder tokens do not match: tokens: {n_slots}, features: {n_feats}"
                 )
-            if n_slots:
+            if n_slots and feats is not None:  # equal counts: features are there
                 mask = slots.unsqueeze(-1).expand_as(embeds)  # (B, L, D)
                 embeds = embeds.masked_scatter(mask, feats.to(embeds.device, embeds.dtype))
         unknown = set(features) - set(self.placeholder_ids)
@@ -391,14 +404,14 @@ class Backbone(nn.Module):
             raise PromptError(f"features given for modalities without a placeholder: {sorted(unknown)}")
         return embeds
 
-    def forward(self, input_ids: torch.Tensor, features: dict[str, torch.Tensor] | None = None, **kwargs):
+    def forward(self, input_ids: torch.Tensor, features: dict[str, torch.Tensor] | None = None, **kwargs: Any) -> Any:
         """Training/scoring forward: splice features and run the LM (kwargs go to the HF model)."""
         return self.model(inputs_embeds=self.embed(input_ids, features), **kwargs)
 
     # -- generation -----------------------------------------------------------------------------------------------
     def _static_steps_for(self, kind: str, length: int) -> decoding.StaticSteps:
-        """The static runner (``kind`` ``static``, ``graph`` or ``compiled``) for a prompt plus reply of up to ``length``
-        positions; kept per length bucket and reused, its cache and CUDA graph with it."""
+        """The static runner (``kind`` ``static``, ``graph`` or ``compiled``) for a prompt plus reply of up to
+        ``length`` positions; kept per length bucket and reused, its cache and CUDA graph with it."""
         size = decoding.bucket(length)
         key = (kind, size, str(self.device), str(self.dtype))
         if key not in self._static_steps:
@@ -437,29 +450,33 @@ class Backbone(nn.Module):
                 the step compiled by ``torch.compile`` first: fastest, after a one-off compilation); ``auto``:
                 ``graph`` on CUDA, ``dynamic`` elsewhere. All give the same tokens.
         """
-        options = dict(
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            require=require,
-            allow=allow,
-            on_text=on_text,
-            cancel=cancel,
-        )
+
+        def run(steps: decoding.DynamicSteps | decoding.StaticSteps) -> GenerationResult:
+            return self._generate(
+                inputs_embeds,
+                steps,
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=min_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed,
+                require=require,
+                allow=allow,
+                on_text=on_text,
+                cancel=cancel,
+            )
+
         kind = decoding.resolve(cache, self.device)
         if kind == "dynamic":
-            return self._generate(inputs_embeds, decoding.DynamicSteps(self.model), **options)
+            return run(decoding.DynamicSteps(self.model))
         longest = max((len(ids) for ids in self.signal_ids.values()), default=0)
         with self._static_lock:  # a static runner's cache serves one request at a time
-            steps = self._static_steps_for(kind, inputs_embeds.shape[1] + max_new_tokens + longest + 1)
-            return self._generate(inputs_embeds, steps, **options)
+            return run(self._static_steps_for(kind, inputs_embeds.shape[1] + max_new_tokens + longest + 1))
 
     def _generate(
         self,
         inputs_embeds: torch.Tensor,
-        steps,
+        steps: decoding.DynamicSteps | decoding.StaticSteps,
         *,
         max_new_tokens: int,
         min_new_tokens: int,
@@ -480,12 +497,12 @@ class Backbone(nn.Module):
         pending = list(dict.fromkeys(require))
         eos = self.tokenizer.eos_token_id
         embed_tokens = self.model.get_input_embeddings()
-        rng = None
+        rng: torch.Generator | None = None
         if temperature > 0:
             rng = torch.Generator(device="cpu").manual_seed(0 if seed is None else seed)
 
         # Rows that may never be sampled: placeholders, non-first signal tokens, disallowed generators.
-        banned = torch.zeros(embed_tokens.weight.shape[0], dtype=torch.bool)
+        banned = torch.zeros(_weight(embed_tokens).shape[0], dtype=torch.bool)
         banned[list(self.placeholder_ids.values())] = True
         for g, ids in self.signal_ids.items():
             banned[ids[1:]] = True
@@ -497,7 +514,7 @@ class Backbone(nn.Module):
         text_ids: list[int] = []
         text_so_far = ""
         forced: deque[int] = deque()
-        group: dict | None = None
+        group: dict[str, Any] | None = None  # the signal group being emitted: generator, ids, hidden, embeds
         produced = 0
         finish: Literal["stop", "length", "cancelled"] = "length"
 
@@ -509,13 +526,13 @@ class Backbone(nn.Module):
             streamed pieces always concatenate to the span's text."""
             if text.startswith(text_so_far):
                 return text[len(text_so_far) :]
-            return self.tokenizer.decode(text_ids[emitted_upto:], skip_special_tokens=True)
+            return self._decode(text_ids[emitted_upto:])
 
         def flush_text() -> None:
             nonlocal text_ids, text_so_far, emitted_upto
             if text_ids:
                 if emitted_upto < len(text_ids):  # tokens held back as incomplete, or not streamed at all
-                    delta = delta_text(self.tokenizer.decode(text_ids, skip_special_tokens=True))
+                    delta = delta_text(self._decode(text_ids))
                     if on_text is not None and delta:
                         on_text(delta)
                     text_so_far += delta
@@ -577,7 +594,7 @@ class Backbone(nn.Module):
             else:
                 text_ids.append(next_id)
                 if on_text is not None:
-                    text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
+                    text = self._decode(text_ids)
                     if not text.endswith("\ufffd") and len(text) > len(text_so_far):
                         delta = delta_text(text)
                         on_text(delta)
@@ -586,7 +603,22 @@ class Backbone(nn.Module):
         flush_text()  # a group cut off by cancellation is dropped: it never reaches ``segments``
         return GenerationResult(segments, finish, inputs_embeds.shape[1], produced)
 
-    def _choose(self, logits, banned, pending, budget, eos, temperature, top_p, rng, allow_eos: bool = True) -> int:
+    def _decode(self, ids: list[int]) -> str:
+        """Ids -> text without the special tokens (``decode`` of a list of ids is one string)."""
+        return cast(str, self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def _choose(
+        self,
+        logits: torch.Tensor,
+        banned: torch.Tensor,
+        pending: list[str],
+        budget: int,
+        eos: int | None,
+        temperature: float,
+        top_p: float,
+        rng: torch.Generator | None,
+        allow_eos: bool = True,
+    ) -> int:
         logits = logits.cpu().masked_fill(banned, float("-inf"))
         if pending:
             need = sum(len(self.signal_ids[g]) for g in pending)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from transformers import DynamicCache, StaticCache
 
 from core.config import CacheKind
 
@@ -58,8 +59,6 @@ class DynamicSteps(_Steps):
     """Prefill and steps over a ``DynamicCache``."""
 
     def __init__(self, model: Any) -> None:
-        from transformers import DynamicCache
-
         self.model = model
         self.cache = DynamicCache()
 
@@ -83,8 +82,6 @@ class StaticSteps(_Steps):
     """
 
     def __init__(self, model: Any, max_len: int, *, graph: bool = False, compile: bool = False) -> None:
-        from transformers import StaticCache
-
         param = next(model.parameters())
         if graph and param.device.type != "cuda":
             raise ValueError(f"CUDA-graph decoding needs the model on a CUDA device, not {param.device}")
@@ -96,7 +93,7 @@ class StaticSteps(_Steps):
         self._step_model = torch.compile(model, dynamic=False) if compile else model
         hidden = model.get_input_embeddings().weight.shape[1]
         self._embed = torch.zeros(1, 1, hidden, device=param.device, dtype=param.dtype)  # the graph's input slot
-        self._graph: Any = None
+        self._graph: torch.cuda.CUDAGraph | None = None
         self._out: tuple[torch.Tensor, torch.Tensor] | None = None
         self.used = 0  # positions written since the last reset
 
@@ -132,6 +129,7 @@ class StaticSteps(_Steps):
             return self._forward(embed, self._step_model)
         self._embed.copy_(embed)
         self._graph.replay()
+        assert self._out is not None  # captured with the graph (_capture)
         logits, hidden = self._out
         return logits.clone(), hidden.clone()  # the next replay overwrites the graph's outputs
 

@@ -1,26 +1,47 @@
 """MMSystem: the composite MM-LLM built from a SystemConfig, reading like the paper.
 
 ``decode -> encode (frozen) -> project (trainable) -> splice -> LLM -> signal tokens -> output projector
-(trainable) -> generator (frozen)``. The graph nodes call these steps one by one; training calls them in batches.
-Only the trainable tensors (input projectors, output projectors, signal-token rows) are saved and loaded, as
-safetensors, next to the resolved config.
+(trainable) -> generator (frozen)``.
+
+The composite forward is written once, here: :meth:`MMSystem.embed_inputs` (project + splice) feeds both
+:meth:`MMSystem.forward` (scoring and training: the trainer's objective and the benchmarks call it) and
+:meth:`MMSystem.respond` (decoding a reply: the graph's ``reason`` node, and so the Python API and the server,
+call it). Only the trainable tensors (input projectors, output projectors, signal-token rows, LoRA) are saved and
+loaded, as safetensors, next to the resolved config.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
+from core.artifacts import ArtifactStore
 from core.config import SystemConfig, load_config
 from core.errors import CancelledError, ConfigError, UnsupportedModalityError
 from core.hub import resolve_model
-from orchestrator.backbone import Backbone, SignalGroup
+from core.turns import MediaPart, SignalPart, TextPart, Turn
+from generators import GeneratedMedia, GeneratorTool, build_generator, build_output_projector
+from modalities import InputProjector, ModalityEncoder, build_encoder, build_projector, decode
+from orchestrator.backbone import (
+    Backbone,
+    GenerationResult,
+    Media,
+    Prompt,
+    PromptTurn,
+    Segment,
+    Signal,
+    SignalGroup,
+    Text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +72,10 @@ class MMSystem(nn.Module):
         self,
         config: SystemConfig,
         *,
-        encoders: dict[str, nn.Module],
+        encoders: dict[str, ModalityEncoder],
         input_projectors: nn.ModuleDict,
         backbone: Backbone,
-        generators: dict[str, Any],
+        generators: dict[str, GeneratorTool],
         output_projectors: nn.ModuleDict,
     ) -> None:
         super().__init__()
@@ -84,9 +105,6 @@ class MMSystem(nn.Module):
         no generators and no output projectors; ``conditioning_only=True`` loads each generator's text side only
         (:meth:`GeneratorTool.from_config <generators.base.GeneratorTool.from_config>`): enough to train the
         output projectors against their text features, not to generate."""
-        from generators import build_generator, build_output_projector
-        from modalities import build_encoder, build_projector
-
         config = load_config(config)
         dev = resolve_device(str(device) if device is not None else config.device)
         llm_dtype = resolve_dtype(config.llm.dtype, dev)
@@ -100,11 +118,11 @@ class MMSystem(nn.Module):
             dtype=llm_dtype,
             seed=config.seed,
         )
-        encoders: dict[str, nn.Module] = {}
+        encoders: dict[str, ModalityEncoder] = {}
         for name, mcfg in config.modalities.items():
             encoders[name] = build_encoder(mcfg, device=dev, dtype=frozen_dtype, seed=config.seed)
 
-        generators: dict[str, Any] = {}
+        generators: dict[str, GeneratorTool] = {}
         if load_generators:
             for name, gcfg in config.generators.items():
                 generators[name] = build_generator(
@@ -156,12 +174,12 @@ class MMSystem(nn.Module):
     def device(self) -> torch.device:
         return self.backbone.device
 
-    def encoder(self, modality: str) -> nn.Module:
+    def encoder(self, modality: str) -> ModalityEncoder:
         if modality not in self._encoders:
             raise UnsupportedModalityError(f"this system takes no {modality} input")
         return self._encoders[modality]
 
-    def generator(self, name: str) -> Any:
+    def generator(self, name: str) -> GeneratorTool:
         if name not in self._generators:
             raise UnsupportedModalityError(f"this system has no generator {name!r}")
         return self._generators[name]
@@ -172,8 +190,6 @@ class MMSystem(nn.Module):
     # -- 1. decode -------------------------------------------------------------------------------------------------
     def decode(self, modality: str, data: bytes) -> Any:
         """Bytes -> validated media object, with the system's limits (raises a MediaError subclass)."""
-        from modalities import decode
-
         encoder = self.encoder(modality)
         options = {"num_frames": self.config.modalities[modality].num_frames} if encoder.input_kind == "video" else {}
         return decode(encoder.input_kind, data, self.config.limits, **options)
@@ -185,7 +201,7 @@ class MMSystem(nn.Module):
             self._decoded.clear()
         self._decoded[f"{modality}:{artifact_id}"] = decoded
 
-    def decode_cached(self, modality: str, artifact_id: str, store) -> Any:
+    def decode_cached(self, modality: str, artifact_id: str, store: ArtifactStore) -> Any:
         decoded = self._decoded.get(f"{modality}:{artifact_id}")
         if decoded is None:
             decoded = self.decode(modality, store.get(artifact_id))
@@ -206,16 +222,84 @@ class MMSystem(nn.Module):
     def project(self, modality: str, features: torch.Tensor) -> torch.Tensor:
         """Encoder features (B, G, T, D_enc) -> LLM-space tokens (B, N, D_llm): N = G*M when each group (video
         frame) is projected on its own, M when the projector reads all frames jointly."""
-        projector = self.input_projectors[modality]
+        projector = cast(InputProjector, self.input_projectors[modality])  # a ModuleDict types its values as Module
         features = features.to(self.device, next(projector.parameters()).dtype)
         return projector.project_groups(features).to(self.backbone.dtype)  # (B, N, D_llm)
 
     def slots(self, modality: str) -> int:
         """How many placeholder positions one item of ``modality`` occupies in the prompt."""
         encoder = self.encoder(modality)
-        return self.input_projectors[modality].num_group_tokens(encoder.groups, encoder.tokens_per_group)
+        projector = cast(InputProjector, self.input_projectors[modality])
+        return projector.num_group_tokens(encoder.groups, encoder.tokens_per_group)
 
-    # -- 4. signals -> output projector -> generator --------------------------------------------------------------
+    # -- 4. splice -> LLM: the composite forward --------------------------------------------------------------------
+    def prompt(self, conversation: Sequence[Turn], *, add_generation_prompt: bool = True) -> Prompt:
+        """A conversation as the LLM reads it: token ids, each input medium expanded to its slot count, each medium
+        the assistant generated (or a pending signal) as its generator's signal tokens."""
+        return self.backbone.build_prompt(
+            [PromptTurn(turn.role, [self._segment(part) for part in turn.parts]) for turn in conversation],
+            add_generation_prompt=add_generation_prompt,
+        )
+
+    def _segment(self, part: TextPart | MediaPart | SignalPart) -> Segment:
+        if isinstance(part, TextPart):
+            return Text(part.text)
+        if isinstance(part, SignalPart):
+            return Signal(part.generator)
+        if part.generator is not None:  # a medium the assistant generated
+            return Signal(part.generator)
+        return Media(part.modality, self.slots(part.modality))
+
+    def embed_inputs(self, input_ids: torch.Tensor, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Project every medium's encoder features and splice them into the placeholder slots.
+
+        Args:
+            input_ids: (B, L) ids with each placeholder expanded to its slot count.
+            features: modality -> (N, G, T, D_enc) encoder features of that modality's N items in the batch, in
+                order of appearance.
+        Returns:
+            (B, L, D_llm) the LLM's input embeddings.
+        """
+        projected = {m: self.project(m, x).flatten(0, 1) for m, x in features.items()}  # (N * slots, D_llm)
+        return self.backbone.embed(input_ids, projected)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        features: dict[str, torch.Tensor] | None = None,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        llm: nn.Module | None = None,
+        **llm_kwargs: Any,
+    ) -> tuple[Any, torch.Tensor]:
+        """The composite forward: encoder features -> project -> splice -> LLM.
+
+        Args:
+            input_ids, features: as for :meth:`embed_inputs`.
+            attention_mask: (B, L) padding mask.
+            llm: the LLM to run (default the backbone's; the trainer passes its ``torch.compile`` wrapper).
+            llm_kwargs: passed to the LLM (``output_hidden_states``, ``logits_to_keep``, ``use_cache`` ...).
+        Returns:
+            ``(output, inputs_embeds)``: the LLM's output (``logits``, ``hidden_states``) and the (B, L, D_llm)
+            embeddings it read.
+        """
+        embeds = self.embed_inputs(input_ids, features or {})
+        model = llm if llm is not None else self.backbone.model
+        return model(inputs_embeds=embeds, attention_mask=attention_mask, **llm_kwargs), embeds
+
+    @torch.no_grad()
+    def respond(
+        self, conversation: Sequence[Turn], features: dict[str, torch.Tensor], **options: Any
+    ) -> GenerationResult:
+        """Decode the assistant's next turn: the same project -> splice as :meth:`forward`, then the backbone's
+        signal-aware decoding loop (``options``: max_new_tokens, temperature, top_p, seed, require, allow, on_text,
+        cancel; ``cache`` defaults to the config's ``llm.decoding``)."""
+        prompt = self.prompt(conversation)
+        input_ids = torch.tensor([prompt.input_ids], device=self.device)  # (1, L)
+        options.setdefault("cache", self.config.llm.decoding)
+        return self.backbone.generate(self.embed_inputs(input_ids, features), **options)
+
+    # -- 5. signals -> output projector -> generator --------------------------------------------------------------
     def condition(self, name: str, group: SignalGroup) -> dict[str, torch.Tensor]:
         """Signal hidden states (k, D_llm) -> the generator's conditioning tensors (1, L, D)."""
         projector = self.output_projectors[name]
@@ -234,8 +318,8 @@ class MMSystem(nn.Module):
         guidance_scale: float | None = None,
         seed: int | None = None,
         progress: Callable[[int, int], None] | None = None,
-        cancel=None,
-    ):
+        cancel: threading.Event | None = None,
+    ) -> GeneratedMedia:
         """Run generator ``name`` on one signal group; returns its GeneratedMedia (bytes + mime)."""
         tool = self.generator(name)
         conditioning = self.condition(name, group)
@@ -264,8 +348,6 @@ class MMSystem(nn.Module):
 
     def save_trainable(self, directory: str | Path) -> Path:
         """Write ``trainable.safetensors`` and the resolved ``system.yaml`` into ``directory``."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         # LoRA settings travel in the file's metadata, so loading can re-create the adapters first.
@@ -276,8 +358,6 @@ class MMSystem(nn.Module):
 
     def load_trainable(self, directory: str | Path) -> None:
         """Load trainable weights saved by :meth:`save_trainable` (safetensors only; never unpickles)."""
-        from safetensors import safe_open
-
         path = Path(directory)
         path = path / WEIGHTS_FILE if path.is_dir() else path
         if not path.exists():

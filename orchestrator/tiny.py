@@ -64,6 +64,8 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaTokenizer,
+    PreTrainedConfig,
+    PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
     Qwen2Config,
     RobertaTokenizer,
@@ -103,7 +105,7 @@ def _corpus() -> list[str]:
     return lines
 
 
-def sentencepiece_tokenizer(path: Path, vocab_size: int = 400, corpus: list[str] | None = None):
+def sentencepiece_tokenizer(path: Path, vocab_size: int = 400, corpus: list[str] | None = None) -> LlamaTokenizer:
     """Train a SentencePiece BPE model (byte fallback; pad 0, unk 1, bos 2, eos 3) on ``corpus`` (default: the
     built-in one), wrap it as a Llama tokenizer and save that to ``path``; returns the tokenizer."""
 
@@ -129,7 +131,7 @@ def sentencepiece_tokenizer(path: Path, vocab_size: int = 400, corpus: list[str]
     return tokenizer
 
 
-def _byte_level_tokenizer(path: Path, vocab_size: int = 512):
+def _byte_level_tokenizer(path: Path, vocab_size: int = 512) -> PreTrainedTokenizerFast:
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -152,13 +154,13 @@ def _byte_level_tokenizer(path: Path, vocab_size: int = 512):
     return tokenizer
 
 
-def _save_causal_lm(path: Path, seed: int, tokenizer, config) -> None:
+def _save_causal_lm(path: Path, seed: int, tokenizer: PreTrainedTokenizerBase, config: PreTrainedConfig) -> None:
 
     torch.manual_seed(seed)
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
 
 
-def special_ids(tokenizer) -> dict:
+def special_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     return dict(
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
@@ -168,7 +170,7 @@ def special_ids(tokenizer) -> dict:
 
 
 # hidden 64, 2 layers, 4 heads (2 KV heads), MLP 128, 2048 positions
-_LLAMA_LIKE = dict(
+_LLAMA_LIKE: dict[str, Any] = dict(
     hidden_size=64,
     num_hidden_layers=2,
     num_attention_heads=4,
@@ -211,7 +213,7 @@ TINY_WIDTH = 32
 TINY_LAYERS = 2
 TINY_HEADS = 2
 
-_TOWER = dict(
+_TOWER: dict[str, Any] = dict(
     image_size=TINY_IMAGE_SIZE,
     patch_size=TINY_PATCH_SIZE,
     hidden_size=TINY_WIDTH,
@@ -408,7 +410,7 @@ def _train_byte_bpe(
 
 def tiny_clip_tokenizer(
     model_max_length: int = CLIP_MAX_LENGTH, *, corpus: Iterable[str] = CORPUS, num_merges: int = 150
-):
+) -> CLIPTokenizer:
     """A ``CLIPTokenizer`` (``<|startoftext|>`` = 0, ``<|endoftext|>`` = 1) with a vocabulary trained here on
     ``corpus`` (default: :data:`CORPUS`) with ``num_merges`` BPE merges."""
 
@@ -419,10 +421,11 @@ def tiny_clip_tokenizer(
         end_of_word_suffix="</w>",
         corpus=corpus,
     )
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+    # merges: the annotation says list[str], but the tokenizers BPE it builds takes (a, b) pairs, as given here
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)  # type: ignore[arg-type]
 
 
-def tiny_roberta_tokenizer(model_max_length: int = CLAP_MAX_LENGTH):
+def tiny_roberta_tokenizer(model_max_length: int = CLAP_MAX_LENGTH) -> RobertaTokenizer:
     """A ``RobertaTokenizer`` (``<s>`` = 0, ``<pad>`` = 1, ``</s>`` = 2) for the CLAP text branch."""
 
     # GPT-2's split: a word keeps its leading space (which becomes the byte symbol "\u0120").
@@ -431,11 +434,12 @@ def tiny_roberta_tokenizer(model_max_length: int = CLAP_MAX_LENGTH):
         special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
         word_pattern=r" ?[a-z]+| ?[0-9]+| ?[^\sa-z0-9]+|\s+",
     )
-    return RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+    # merges as (a, b) pairs, which the tokenizers BPE takes (the annotation says list[str])
+    return RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)  # type: ignore[arg-type]
 
 
-def tiny_t5_tokenizer(model_max_length: int = T5_MAX_LENGTH):
-    """A ``T5Tokenizer`` from a unigram SentencePiece model trained here (``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2)."""
+def tiny_t5_tokenizer(model_max_length: int = T5_MAX_LENGTH) -> T5Tokenizer:
+    """A ``T5Tokenizer`` from a unigram SentencePiece model trained here (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2)."""
 
     proto = io.BytesIO()
     spm.SentencePieceTrainer.train(
@@ -458,7 +462,7 @@ def tiny_t5_tokenizer(model_max_length: int = T5_MAX_LENGTH):
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=model_max_length)
 
 
-def tiny_clip_text(seed: int = 0):
+def tiny_clip_text(seed: int = 0) -> tuple[CLIPTokenizer, CLIPTextModel]:
     """``(CLIPTokenizer, CLIPTextModel)`` at toy size: 32-d, 2 layers, ``CLIP_MAX_LENGTH`` positions.
 
     Shared by the image and video builders, and handy for tests that want real text-encoder features without
@@ -483,7 +487,7 @@ def tiny_clip_text(seed: int = 0):
     return tokenizer, CLIPTextModel(config).eval()
 
 
-def _tiny_vae(channels: int):
+def _tiny_vae(channels: int) -> Any:  # an AutoencoderKL (see the note on diffusers types above)
     """A two-level ``AutoencoderKL`` (scale factor 2, 4 latent channels) for ``channels``-channel inputs."""
 
     return AutoencoderKL(
@@ -501,6 +505,8 @@ def _tiny_vae(channels: int):
 # ---------------------------------------------------------------------------------------------------------------
 # builders (registered in core.hub.TINY_BUILDERS)
 # ---------------------------------------------------------------------------------------------------------------
+# Under a type checker the diffusers classes are its placeholder "dummy objects" (diffusers/__init__.py imports
+# ``utils.dummy_*`` in its TYPE_CHECKING block), which declare no methods: the pipelines are ``Any`` here.
 def build_stable_diffusion(path: Path, seed: int) -> None:
     """A tiny ``StableDiffusionPipeline`` (no safety checker) producing 32x32 images, saved to ``path``."""
 
@@ -509,7 +515,7 @@ def build_stable_diffusion(path: Path, seed: int) -> None:
     unet = UNet2DConditionModel(
         **_UNET, **_UNET_2D_BLOCKS, sample_size=16, cross_attention_dim=text_encoder.config.hidden_size
     )
-    pipeline = StableDiffusionPipeline(
+    pipeline: Any = StableDiffusionPipeline(
         vae=_tiny_vae(3),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -535,7 +541,7 @@ def build_text_to_video_sd(path: Path, seed: int) -> None:
         down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
         up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
     )
-    pipeline = TextToVideoSDPipeline(
+    pipeline: Any = TextToVideoSDPipeline(
         vae=_tiny_vae(3), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(**_DDIM)
     )
     pipeline.save_pretrained(path)
@@ -557,7 +563,7 @@ def build_animatediff(path: Path, seed: int) -> None:
         up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"),
         motion_max_seq_length=32,
     )
-    pipeline = AnimateDiffPipeline(
+    pipeline: Any = AnimateDiffPipeline(
         vae=_tiny_vae(3),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -586,11 +592,13 @@ def build_audioldm2(path: Path, seed: int) -> None:
         eos_token_id=2,
         projection_dim=16,
     )
+    # A transformers config types as a dataclass of its own fields, but its __init__ also takes (and keeps, in
+    # config.json) keys it has no field for: this one and the T5Config below carry a ``type: ignore[call-arg]``.
     clap_audio = ClapAudioConfig(
         spec_size=64,
         window_size=4,
         num_mel_bins=64,
-        intermediate_size=37,
+        intermediate_size=37,  # type: ignore[call-arg]
         depths=[2, 2],
         num_attention_heads=[2, 2],
         num_hidden_layers=2,
@@ -618,7 +626,7 @@ def build_audioldm2(path: Path, seed: int) -> None:
             num_layers=2,
             pad_token_id=0,
             eos_token_id=1,
-            decoder_start_token_id=0,
+            decoder_start_token_id=0,  # type: ignore[call-arg]
         )
     )
 
@@ -652,7 +660,7 @@ def build_audioldm2(path: Path, seed: int) -> None:
             normalize_before=False,
         )
     )
-    pipeline = AudioLDM2Pipeline(
+    pipeline: Any = AudioLDM2Pipeline(
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
         projection_model=projection_model,
@@ -679,7 +687,7 @@ def build_mel_diffusion(path: Path, seed: int) -> None:
     unet = UNet2DConditionModel(
         **_UNET, **_UNET_2D_BLOCKS, sample_size=mel.n_mels // 2, cross_attention_dim=text_encoder.config.hidden_size
     )
-    pipeline = StableDiffusionPipeline(
+    pipeline: Any = StableDiffusionPipeline(
         vae=_tiny_vae(1),
         text_encoder=text_encoder,
         tokenizer=tokenizer,

@@ -31,6 +31,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import CancelledError, MediaError, MMGraphError
+from core.turns import ArtifactRef, MediaPart, Part, TextPart
+from orchestrator.assistant import Assistant
 from serving.content import ParsedTurn, TurnParser
 from serving.protocol import APIError, ChatCompletionRequest, chunk, completion, completion_id, now
 from serving.scheduler import END, Job, Scheduler
@@ -132,7 +134,7 @@ class Server:
         self.scheduler = Scheduler(settings.queue_size)
         self.created = now()
 
-    # -- parsing ------------------------------------------------------------------------------------------------------
+    # -- parsing ---------------------------------------------------------------------------------------------------
     async def parse_request(self, request: Request) -> ChatCompletionRequest:
         raw = await request.body()
         try:
@@ -185,10 +187,10 @@ class Server:
         return generate, allow
 
     def parse_turn(self, req: ChatCompletionRequest) -> ParsedTurn:
-        def keep(modality: str, data: bytes, decoded: Any) -> dict:
+        def keep(modality: str, data: bytes, decoded: Any) -> ArtifactRef:
             ref = self.assistant.add_media(data, modality)
             self.system.remember_decoded(modality, ref.id, decoded)
-            return ref.to_dict()
+            return ref
 
         parser = TurnParser(
             self.settings,
@@ -199,29 +201,24 @@ class Server:
         )
         return parser.parse(req)
 
-    # -- parts ----------------------------------------------------------------------------------------------------------
-    def part_json(self, part: Any, base_url: str) -> dict:
-        """A reply part (:class:`~orchestrator.assistant.TextPart` / ``MediaPart``) on the wire."""
-        if part.type == "text":
+    # -- parts -----------------------------------------------------------------------------------------------------
+    def part_json(self, part: Part, base_url: str) -> dict:
+        """A turn's part on the wire: text, or a media part with an absolute artifact URL under the OpenAI-style
+        key of its modality (``image_url``, ``audio_url``, ``video_url``)."""
+        if isinstance(part, TextPart):
             return {"type": "text", "text": part.text}
-        art = part.artifact
-        ref = {"id": art.id, "modality": art.modality, "mime": art.mime, "size": art.size}
-        return self.state_part_json({"type": "media", "artifact": ref, "generator": art.generator}, base_url)
-
-    def state_part_json(self, part: dict, base_url: str) -> dict:
-        """A graph-state part dict on the wire: text, or a media part with an absolute artifact URL."""
-        if part["type"] == "text":
-            return {"type": "text", "text": part["text"]}
-        ref = part["artifact"]
-        kind = _PART_TYPE.get(ref["modality"], "file_url")
+        if not isinstance(part, MediaPart):
+            raise TypeError(f"a {part.type} part has no wire form")
+        ref = part.artifact
+        kind = _PART_TYPE.get(ref.modality, "file_url")
         return {
             "type": kind,
-            kind: {"url": f"{base_url}v1/artifacts/{ref['id']}"},
-            "artifact": dict(ref),
-            "generator": part.get("generator"),
+            kind: {"url": f"{base_url}v1/artifacts/{ref.id}"},
+            "artifact": ref.model_dump(mode="json"),
+            "generator": part.generator,
         }
 
-    # -- running --------------------------------------------------------------------------------------------------------
+    # -- running ---------------------------------------------------------------------------------------------------
     def start(self, req: ChatCompletionRequest, turn: ParsedTurn, thread_id: str) -> Job:
         generate, allow = self.outputs(req)
         job = self.scheduler.admit()
@@ -277,8 +274,6 @@ def create_app(
     """The FastAPI app over ``assistant`` (or a new :class:`~orchestrator.assistant.Assistant` built from ``config``
     and ``assistant_kwargs``: ``weights``, ``db``, ``artifacts``, ``device``)."""
     if assistant is None:
-        from orchestrator.assistant import Assistant
-
         assistant = Assistant.from_config(config, **assistant_kwargs)
     settings = settings or ServerSettings()
     server = Server(assistant, settings)
@@ -345,9 +340,7 @@ def create_app(
         return {
             "object": "thread",
             "id": thread_id,
-            "turns": [
-                {"role": t["role"], "parts": [server.state_part_json(p, base) for p in t["parts"]]} for t in turns
-            ],
+            "turns": [{"role": t.role, "parts": [server.part_json(p, base) for p in t.parts]} for t in turns],
         }
 
     @app.get("/", response_class=HTMLResponse)
@@ -452,7 +445,7 @@ async def _sse(
             elif event.type == "token":
                 yield _data(chunk(cid, model, created, {"content": event.data["text"]}, thread_id=thread_id))
             elif event.type == "part":
-                part = server.state_part_json(event.data["part"], base)
+                part = server.part_json(event.data["part"], base)
                 yield _data(chunk(cid, model, created, {"parts": [part]}, thread_id=thread_id))
             elif event.type == "progress":
                 progress = {k: event.data[k] for k in ("generator", "step", "total") if k in event.data}

@@ -22,6 +22,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 from pydantic import ValidationError
 
 from core.errors import MediaError
+from core.turns import ArtifactRef, MediaPart, TextPart, Turn
 from serving.protocol import PART_TYPES, APIError, ChatCompletionRequest, Message, URLRef
 from serving.settings import ServerSettings
 
@@ -45,7 +46,7 @@ class ParsedTurn:
 
     text: str
     media: dict[str, list[bytes]] = field(default_factory=dict)
-    history: list[dict] = field(default_factory=list)  # graph-state turns: {"role", "parts"} with artifact refs
+    history: list[Turn] = field(default_factory=list)  # earlier messages, media stored as artifacts
 
 
 def _bad(message: str, param: str | None, code: str = "invalid_request") -> APIError:
@@ -205,7 +206,7 @@ Decode = Callable[[str, bytes], Any]
 
 class TurnParser:
     """Parses and checks a request's messages. ``decode(modality, bytes)`` validates a medium with the system's
-    limits (raising a :class:`MediaError`); ``store(modality, bytes, decoded)`` keeps it and returns its ref dict."""
+    limits (raising a :class:`MediaError`); ``store(modality, bytes, decoded)`` keeps it and returns its reference."""
 
     def __init__(
         self,
@@ -214,7 +215,7 @@ class TurnParser:
         modalities: list[str],
         max_bytes: int,
         decode: Decode,
-        store: Callable[[str, bytes, Any], dict],
+        store: Callable[[str, bytes, Any], ArtifactRef],
     ) -> None:
         self.settings, self.modalities, self.max_bytes = settings, modalities, max_bytes
         self.decode, self.store = decode, store
@@ -238,7 +239,7 @@ class TurnParser:
         last = len(request.messages) - 1
         if request.messages[last].role != "user":
             raise _bad("the last message must have role 'user'", f"messages[{last}].role", "invalid_role")
-        history: list[dict] = []
+        history: list[Turn] = []
         turn: list[dict] = []
         for i, message in enumerate(request.messages):
             parts = self._message_parts(message, f"messages[{i}]")
@@ -247,7 +248,7 @@ class TurnParser:
             if i == last:
                 turn = parts
             elif parts:
-                history.append(history_parts({"role": message.role, "parts": parts}))
+                history.append(history_turn(message.role, parts))
         text = "\n".join(p["text"] for p in turn if p["type"] == "text")
         media: dict[str, list[bytes]] = {}
         for part in turn:
@@ -342,7 +343,7 @@ class TurnParser:
         return {"type": "bytes", "modality": modality, "data": data, "ref": self.store(modality, data, decoded)}
 
 
-def history_parts(turn: dict) -> dict:
-    """A parsed earlier message as a graph-state turn: media become artifact-ref parts."""
-    parts = [{"type": "media", "artifact": p["ref"]} if p["type"] == "bytes" else p for p in turn["parts"]]
-    return {"role": turn["role"], "parts": parts}
+def history_turn(role: str, parsed: list[dict]) -> Turn:
+    """A parsed earlier message as a turn of the thread: text, and media as the artifacts they were stored as."""
+    parts = [MediaPart(artifact=p["ref"]) if p["type"] == "bytes" else TextPart(text=p["text"]) for p in parsed]
+    return Turn(role=role, parts=tuple(parts))

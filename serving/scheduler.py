@@ -95,10 +95,10 @@ class Scheduler:
 
         try:
             self._executor.submit(work)
-        except RuntimeError:  # shutting down
+        except RuntimeError as exc:  # shutting down
             with self._lock:
                 self._admitted -= 1
-            raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down")
+            raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down") from exc
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -10,7 +10,7 @@ import torch
 
 from core.config import LLMConfig
 from core.errors import PromptError
-from orchestrator.backbone import Backbone, Media, Signal, Text, PromptTurn
+from orchestrator.backbone import Backbone, Media, PromptTurn, Signal, Text
 
 PLACEHOLDERS = {"image": "<image>", "audio": "<audio>"}
 SIGNALS = {"image": ["[IMG0]", "[IMG1]", "[IMG2]"], "audio": ["[AUD0]", "[AUD1]"]}
@@ -251,6 +251,7 @@ def test_static_cache_decodes_the_same_tokens_and_states_as_the_dynamic_one(back
     assert len(backbone._static_steps) == 1  # both prompts fit one bucket: the cache was reused
 
 
+@pytest.mark.integration
 def test_compiled_steps_decode_the_same_tokens_and_states_as_the_dynamic_path():
     """``cache="compiled"``: the one-token step through torch.compile (on a CPU without a CUDA graph). Same tokens
     and signal states as the eager dynamic path, with a forced signal group."""

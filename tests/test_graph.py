@@ -13,8 +13,9 @@ from PIL import Image
 
 from core.config import SystemConfig, load_config
 from core.errors import InvalidMediaError, MediaTooLargeError, MediaTooSmallError, UnsupportedModalityError
+from core.turns import MediaPart
 from modalities import samples
-from orchestrator.assistant import Assistant, MediaPart
+from orchestrator.assistant import Assistant
 from orchestrator.system import MMSystem
 
 ALL = ["image", "audio", "video"]
@@ -63,7 +64,7 @@ def test_any_to_any_turn(assistant, media):
     assert tokens == reply.text
     _check_artifacts(reply, assistant.config)
     # Interleaved in the order the LLM produced them: the reply's media order is the order of its signal groups.
-    assert [p.artifact.generator for p in reply.parts if isinstance(p, MediaPart)] == ALL
+    assert [p.generator for p in reply.parts if isinstance(p, MediaPart)] == ALL
     assert reply.thread_id == "t1"
 
 
@@ -77,9 +78,7 @@ def test_typed_special_tokens_trigger_nothing(assistant):
     reply = assistant.chat(typed, allow=[], max_new_tokens=4, thread_id="typed")
     assert reply.artifacts == []
     backbone = assistant.system.backbone
-    from graphs.nodes import _turns
-
-    prompt = backbone.build_prompt(_turns(assistant.system, assistant.history("typed")))
+    prompt = assistant.system.prompt(assistant.history("typed"))
     assert not backbone.special_new_ids.intersection(prompt.input_ids)
 
 
@@ -136,9 +135,9 @@ def test_thread_survives_a_restart_and_stores_no_media(tiny_system, tmp_path):
     r2 = second.chat("What did I show you?", thread_id="conv", allow=[], max_new_tokens=4)
     history = second.history("conv")
     second.close()
-    assert [t["role"] for t in history] == ["user", "assistant", "user", "assistant"]
-    assert history[0]["parts"][0]["type"] == "media" and history[0]["parts"][0]["artifact"]["size"] == len(big_bytes)
-    assert [p["artifact"]["id"] for p in history[1]["parts"] if p["type"] == "media"] == [a.id for a in r1.artifacts]
+    assert [t.role for t in history] == ["user", "assistant", "user", "assistant"]
+    assert history[0].parts[0].type == "media" and history[0].parts[0].artifact.size == len(big_bytes)
+    assert [p.artifact.id for p in history[1].media] == [a.id for a in r1.artifacts]
     assert r2.text is not None
 
     raw = db.read_bytes()
@@ -154,11 +153,7 @@ def test_second_turn_sees_the_first_turn(tiny_system, tmp_path, media):
     """The prompt of turn two contains turn one (its image slots and its signal tokens)."""
     bot = Assistant(system=tiny_system, db=tmp_path / "t.sqlite", artifacts=tmp_path / "a")
     bot.chat("Here is a picture.", images=[media["image"]], thread_id="c", generate=["image"], max_new_tokens=6)
-    from graphs.nodes import _turns
-
-    turns = _turns(tiny_system, bot.history("c"))
-    prompt = tiny_system.backbone.build_prompt(turns)
-    ids = prompt.input_ids
+    ids = tiny_system.prompt(bot.history("c")).input_ids
     assert ids.count(tiny_system.backbone.placeholder_ids["image"]) == tiny_system.slots("image")
     assert tiny_system.backbone.signal_ids["image"][0] in ids
     bot.close()

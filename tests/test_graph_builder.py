@@ -18,6 +18,7 @@ from langgraph.types import interrupt
 from live_server import LiveServer
 
 from core.artifacts import ArtifactStore
+from core.turns import TextPart
 from graphs import GraphBuilder, GraphError, RunContext, build_graph
 from orchestrator.assistant import Assistant
 from serving import create_app
@@ -31,16 +32,15 @@ def no_red_images(state: dict) -> dict:
     """A user's safety filter: a plain node, state in, partial update out. After ``reason`` the state holds the
     LLM's ``draft`` (text and signal parts) and its ``signals`` (the generator calls waiting to run); dropping an
     image signal means the image generator is never called, and its place in the draft gets the refusal."""
-    said = " ".join(p["text"] for p in [*state["inputs"], *state["draft"]] if p["type"] == "text")
-    refused = {s["index"] for s in state["signals"] if s["generator"] == "image"}
+    said = " ".join(p.text for p in [*state["inputs"], *state["draft"]] if p.type == "text")
+    refused = {s.index for s in state["signals"] if s.generator == "image"}
     if not refused or not re.search(rf"\b{FORBIDDEN}\b", said, re.IGNORECASE):
         return {}
     get_stream_writer()({"type": "token", "text": REFUSAL})  # streamed like the LLM's own text
     draft = [
-        {"type": "text", "text": REFUSAL} if p["type"] == "signal" and p["index"] in refused else p
-        for p in state["draft"]
+        {"type": "text", "text": REFUSAL} if p.type == "signal" and p.index in refused else p for p in state["draft"]
     ]
-    return {"draft": draft, "signals": [s for s in state["signals"] if s["index"] not in refused]}
+    return {"draft": draft, "signals": [s for s in state["signals"] if s.index not in refused]}
 
 
 def safe_builder(system) -> GraphBuilder:
@@ -131,7 +131,7 @@ def test_safety_filter_through_the_assistant(safe_bot):
     assert reply.artifacts == [] and REFUSAL in reply.text
     assert "".join(e.data["text"] for e in events if e.type == "token") == reply.text  # the refusal streamed too
     assert not [e for e in events if e.type in ("progress", "part")]  # the generator never ran
-    assert safe_bot.history("red")[-1]["parts"] == [{"type": "text", "text": p.text} for p in reply.parts]
+    assert list(safe_bot.history("red")[-1].parts) == reply.parts and all(p.type == "text" for p in reply.parts)
 
     forced = safe_bot.chat("Draw a red circle.", generate=["image"])  # even when the caller insists
     assert forced.artifacts == [] and REFUSAL in forced.text
@@ -141,6 +141,7 @@ def test_safety_filter_through_the_assistant(safe_bot):
     assert blue.artifacts[0].path.read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.integration
 def test_safety_filter_through_the_server(safe_bot):
     with LiveServer(create_app(safe_bot)) as server:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
@@ -197,18 +198,18 @@ def test_human_approval_interrupt_before_a_generator(world_assistant, tmp_path):
     config = {"configurable": {"thread_id": "approve"}}
     graph.invoke(turn("Draw a blue circle."), config, context=context)
     paused = graph.get_state(config)
-    assert paused.next == ("generate_image",) and paused.values["signals"][0]["generator"] == "image"
+    assert paused.next == ("generate_image",) and paused.values["signals"][0].generator == "image"
     done = graph.invoke(None, config, context=context)  # approved: run on
-    assert [p.get("generator") for p in done["reply"] if p["type"] == "media"] == ["image"]
+    assert [p.generator for p in done["reply"] if p.type == "media"] == ["image"]
 
 
 def ask_approval(state: dict) -> dict:
     """A human-approval node: pause the turn (LangGraph ``interrupt``) when the LLM wants to generate; a False
     answer drops the generator calls and says so in their place."""
-    wanted = [s["generator"] for s in state["signals"]]
+    wanted = [s.generator for s in state["signals"]]
     if not wanted or interrupt({"generators": wanted}):
         return {}
-    draft = [{"type": "text", "text": "(not generated)"} if p["type"] == "signal" else p for p in state["draft"]]
+    draft = [TextPart(text="(not generated)") if p.type == "signal" else p for p in state["draft"]]
     return {"draft": draft, "signals": []}
 
 
@@ -238,7 +239,7 @@ def test_approval_interrupt_through_the_assistant(world_assistant, tmp_path):
         assert bot.chat("Draw a blue circle.", thread_id="new").finish_reason == "interrupted"
         fresh = bot.chat("Hello!", thread_id="new", allow=[])  # a new message abandons the paused turn
         assert fresh.finish_reason == "stop" and bot.pending("new") == []
-        assert [t["role"] for t in bot.history("new")] == ["user", "assistant"]
+        assert [t.role for t in bot.history("new")] == ["user", "assistant"]
 
 
 def test_interrupt_before_a_generator_through_the_assistant(world_assistant, tmp_path):
