@@ -124,12 +124,15 @@ def options_from_args(args: argparse.Namespace, model: type[BaseModel]) -> dict[
     return {name: given[name] for name in model.model_fields if name in given}
 
 
-def build(model: type[BaseModel], options: dict[str, Any], *, what: str | None = None) -> Any:
-    """``model(**options)``, an invalid value reported as a :class:`ConfigError` naming its option."""
+def build(
+    model: type[BaseModel], options: dict[str, Any], *, what: str | None = None, renames: dict[str, str] | None = None
+) -> Any:
+    """``model(**options)``, an invalid value reported as a :class:`ConfigError` naming its option as the user
+    typed it (``renames``: the same field -> flag map :func:`add_options` took)."""
     try:
         return model(**options)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else ""
-        where = flag(field) if field else (what or model.__name__)
+        where = (renames or {}).get(field, flag(field)) if field else (what or model.__name__)
         raise ConfigError(f"{where}: {first['msg']}") from None

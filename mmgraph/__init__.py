@@ -49,7 +49,7 @@ _EXPORTS = {
     # training
     "train": "training.trainer",
     "Trainer": "training.trainer",
-    "TrainConfig": "training.trainer",
+    "TrainConfig": "training.config",
     # serving
     "create_app": "serving.app",
     "ServerSettings": "serving.settings",

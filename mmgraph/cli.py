@@ -15,11 +15,30 @@ import argparse
 import shlex
 import shutil
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import uvicorn
+from pydantic import BaseModel
+
+import training  # its names load on first use: torch only when a run starts
+from benchmarks.run import add_arguments as bench_arguments
+from benchmarks.run import run_from_args as run_bench
 from core.config import DEFAULT_PRESET, list_presets, load_config
 from core.errors import ConfigError, MMGraphError
+from core.options import add_options, build, options_from_args
+from serving.settings import ServerSettings
+from tinyworld.recipe import add_arguments as world_arguments
+from tinyworld.recipe import run_from_args as run_world
+from training.config import TrainConfig
+from training.report import quiet_libraries
+
+#: TrainConfig fields whose flag is not the field's name
+TRAIN_RENAMES = {"max_steps": "--steps", "cache_dir": "--cache"}
+#: ServerSettings fields whose flag is not the field's name
+SERVE_RENAMES = {"allowed_media_domains": "--allow-media-domain"}
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +67,7 @@ def _assistant_kwargs(args: argparse.Namespace) -> dict:
     """What every command that runs turns passes to the Assistant (``--graph`` loads the user's factory)."""
     graph = None
     if args.graph:
-        from graphs import load_graph
+        from graphs import load_graph  # noqa: PLC0415 - heavy (LangGraph, torch); only with --graph
 
         graph = load_graph(args.graph, load_config(args.config))
     return {"weights": args.weights, "device": args.device, "db": args.db, "artifacts": args.artifacts, "graph": graph}
@@ -85,7 +104,7 @@ def _split(values: Sequence[str]) -> list[str]:
 
 
 def _assistant(args: argparse.Namespace):
-    from orchestrator.assistant import Assistant
+    from orchestrator.assistant import Assistant  # noqa: PLC0415 - heavy (torch); only commands that run turns
 
     return Assistant.from_config(args.config, **_assistant_kwargs(args))
 
@@ -141,8 +160,6 @@ CHAT_HELP = """commands: /image PATH  /audio PATH  /video PATH  (attach to the n
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    import uuid
-
     bot = _assistant(args)
     thread = args.thread or uuid.uuid4().hex
     attached: dict[str, list[str]] = {"image": [], "audio": [], "video": []}
@@ -194,7 +211,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_graph(args: argparse.Namespace) -> int:
     """Print the graph as mermaid, or with ``--check`` validate it (exit 1, naming the nodes, if it is mis-wired)
     and print its parallel stages. ``--graph MODULE:FUNCTION`` builds a custom graph from the config."""
-    from graphs import GraphBuilder, GraphError, check_graph, load_graph
+    from graphs import GraphBuilder, GraphError, check_graph, load_graph  # noqa: PLC0415 - heavy (LangGraph, torch)
 
     if args.check and args.config and args.check != args.config:
         raise ConfigError(f"--check {args.check} and --config {args.config} name different configs; give one")
@@ -217,22 +234,20 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from mmgraph.demo import run_demo
+    from mmgraph.demo import run_demo  # noqa: PLC0415 - the demo loads the models (torch): only for this command
 
     return run_demo(args)
 
 
+def _settings(model: type[BaseModel], args: argparse.Namespace, renames: dict[str, str]) -> Any:
+    """The ``model`` the command line asks for: an invalid value is a ConfigError naming the flag as typed."""
+    return build(model, options_from_args(args, model), renames=renames)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from serving.app import create_app  # noqa: PLC0415 - the app loads the models (torch): only for this command
 
-    from serving import ServerSettings, create_app
-
-    settings = ServerSettings(
-        queue_size=args.queue_size,
-        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-        allowed_media_domains=args.allow_media_domain,
-        allowed_local_media_path=args.allowed_local_media_path,
-    )
+    settings = _settings(ServerSettings, args, SERVE_RENAMES)
     app = create_app(config=args.config, settings=settings, **_assistant_kwargs(args))
     print(
         f"mmgraph: serving {app.app.state.server.model} on http://{args.host}:{args.port}/ "
@@ -244,38 +259,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training import train
-
-    options = {
-        "epochs": args.epochs,
-        "max_steps": args.steps,
-        "stop_after": args.stop_after,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "lora_lr": args.lora_lr,
-        "align_weight": args.align_weight,
-        "diffusion_weight": args.diffusion_weight,
-        "save_every": args.save_every,
-        "cache_dir": args.cache,
-        "seed": args.seed,
-        "lora_r": args.lora_r,
-        "compile": args.compile,
-        "group_by_length": args.group_by_length,
-        "micro_batches": args.micro_batches,
-    }
-    options = {k: v for k, v in options.items() if v is not None}
-    result = train(
-        args.config,
-        args.data,
-        args.out,
-        stage=args.stage,
-        init=args.init,
-        lora=args.lora,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        device=args.device or "auto",
-        progress=not args.no_progress,
-        **options,
+    settings = _settings(TrainConfig, args, TRAIN_RENAMES)  # the stage is the subcommand (args.stage)
+    result = training.train(
+        args.config, args.data, args.out, train=settings, init=args.init, resume=args.resume, overwrite=args.overwrite
     )
     if not result.main_process:
         return 0
@@ -295,59 +281,19 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", required=True, help="JSON / JSONL data file(s)")
     p.add_argument("--out", required=True, help="output folder (weights, log.jsonl, loss.png, checkpoint/)")
     p.add_argument("--init", default=None, help="start from this run's trainable weights (e.g. the PT run)")
-    p.add_argument("--lora", action="store_true", help="also train LoRA adapters on the LLM")
-    p.add_argument("--lora-r", type=int, default=None, help="LoRA rank (default 8)")
-    p.add_argument("--lora-lr", type=float, default=None, help="learning rate of the LoRA adapters (default 2e-4)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None, help="length of the run in steps (overrides --epochs)")
-    p.add_argument("--stop-after", type=int, default=None, help="stop after N steps, resumable with --resume")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size (default 8)")
-    p.add_argument("--lr", type=float, default=None, help="projector learning rate (default: pt 1e-3, it 2e-4)")
-    p.add_argument("--align-weight", type=float, default=None, help="weight of the alignment loss (default 1)")
-    p.add_argument(
-        "--diffusion-weight",
-        type=float,
-        default=None,
-        help="add the latent-diffusion loss through the frozen generator with this weight (needs output "
-        "target files in the data; image and video generators)",
-    )
-    p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start again even if OUT holds a run")
-    p.add_argument("--cache", default=None, help="feature cache folder (default $MMGRAPH_HOME/cache/features)")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda")
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        default=None,
-        help="run the frozen LLM through torch.compile (a one-off compilation, then faster GPU steps)",
-    )
-    p.add_argument(
-        "--group-by-length",
-        action="store_true",
-        default=None,
-        help="batch samples of similar token length together (less padding, same samples per epoch)",
-    )
-    p.add_argument(
-        "--micro-batches",
-        type=int,
-        default=None,
-        help="cut each batch into N micro-batches of similar token length and accumulate: the same "
-        "steps, less padding (faster on a CPU)",
-    )
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars or audit table")
+    group = p.add_argument_group("training settings", "the fields of training.TrainConfig")
+    add_options(group, TrainConfig, exclude={"stage"}, renames=TRAIN_RENAMES)
 
 
 def cmd_train_world(args: argparse.Namespace) -> int:
-    from tinyworld.recipe import run_from_args
-
-    run_from_args(args)
+    run_world(args)
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tinyworld.evaluate import evaluate
+    from tinyworld.evaluate import evaluate  # noqa: PLC0415 - heavy (torch, the judges); only for mmgraph eval
 
     result = evaluate(
         args.config,
@@ -390,22 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p), _state_args(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--queue-size", type=int, default=8, help="requests that may wait for the model (then 429)")
-    p.add_argument("--max-body-mb", type=float, default=48.0, help="largest request body in MiB (then 413)")
-    p.add_argument(
-        "--allow-media-domain",
-        action="append",
-        default=[],
-        metavar="HOST",
-        help="allow http(s) media URLs on this host (repeatable; default: only data: URLs)",
-    )
-    p.add_argument(
-        "--allowed-local-media-path",
-        default=None,
-        metavar="DIR",
-        help="allow file:// media URLs under this folder (default: refused)",
-    )
     p.add_argument("--log-level", default="info")
+    group = p.add_argument_group("server settings", "the fields of serving.ServerSettings: what a request may hold")
+    add_options(group, ServerSettings, renames=SERVE_RENAMES)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("graph", help="print the graph (mermaid), or check it (--check): wiring and parallel stages")
@@ -450,9 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
         "MM PT and MM IT, the image / video / audio diffusion generators and the eval "
         "judges into OUT/weights (see docs/tinyworld.md).",
     )
-    from tinyworld.recipe import add_arguments
-
-    add_arguments(p)
+    world_arguments(p)
     p.set_defaults(func=cmd_train_world)
 
     p = sub.add_parser(
@@ -472,8 +403,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run our path and the Hugging Face baseline in one process on the same random "
         "weights and print throughput, latency and memory with their ratios.",
     )
-    from benchmarks.run import add_arguments as bench_arguments
-
     bench_arguments(p)
     p.set_defaults(func=cmd_bench)
 
@@ -485,26 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from benchmarks.run import run_from_args
-
-    run_from_args(args)
+    run_bench(args)
     return 0
-
-
-def _quiet_libraries() -> None:
-    """Model-loading bars and library deprecation chatter drown the conversation; ``-v`` keeps them."""
-    import diffusers
-    import transformers
-
-    for lib in (transformers, diffusers):
-        lib.utils.logging.set_verbosity_error()
-        lib.utils.logging.disable_progress_bar()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.verbose:
-        _quiet_libraries()
+    if not args.verbose:  # model-loading bars and library chatter drown the conversation; -v keeps them
+        quiet_libraries()
     try:
         return args.func(args)
     except MMGraphError as exc:

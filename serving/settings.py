@@ -17,8 +17,8 @@ class ServerSettings(BaseModel):
         48 * 1024 * 1024,
         ge=1024,
         description=(
-            "Largest request body, checked against Content-Length and while the body streams in (base64 media are "
-            "4/3 of their size)."
+            "Largest request body in bytes (a larger one is answered 413), checked against Content-Length and while "
+            "the body streams in (base64 media are 4/3 of their size)."
         ),
     )
     max_messages: int = Field(64, ge=1, description="Most messages in one request.")
@@ -28,7 +28,7 @@ class ServerSettings(BaseModel):
     queue_size: int = Field(
         8,
         ge=0,
-        description=("Requests that may wait while the model is busy; one more is answered 429 with Retry-After."),
+        description="Requests that may wait while the model is busy; one more is answered 429 with Retry-After.",
     )
     allowed_media_domains: list[str] = Field(
         default_factory=list,
@@ -38,8 +38,8 @@ class ServerSettings(BaseModel):
         ),
     )
     allowed_local_media_path: Path | None = Field(
-        None, description=("A folder whose files may be named by file:// URLs. None: file URLs are refused.")
+        None, description="A folder whose files may be named by file:// URLs; none: file URLs are refused."
     )
     fetch_timeout_s: float = Field(10.0, gt=0, description="Connect + read timeout of one allowed media fetch.")
     max_redirects: int = Field(3, ge=0, description="Redirects followed (each hop re-checked) on an allowed fetch.")
-    served_model_name: str | None = Field(None, description="Model id clients must send; default: the config's name.")
+    served_model_name: str | None = Field(None, description="Model id clients must send; none: the config's name.")

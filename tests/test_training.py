@@ -56,6 +56,7 @@ def caption_accuracy(bot, n: int = 40, seed: int = 123) -> tuple[float, list[str
     return hits / n, answers
 
 
+@pytest.mark.integration
 def test_pt_lowers_caption_and_alignment_losses_and_captions_name_the_colour(toy, tmp_path):
     from orchestrator.assistant import Assistant
 
@@ -309,7 +310,7 @@ def test_freeze_audit_refuses_a_trainable_llm_weight(toy, tmp_path):
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(toy, tmp_path):
     from training.batches import collate
-    from training.trainer import ProjectorObjective
+    from training.objective import ProjectorObjective
 
     run = trainer(make_system(toy), toy["it"], None, tmp_path / "cache", batch_size=4)
     run.prepare()
@@ -338,7 +339,7 @@ def test_lm_loss_on_labelled_columns_only_equals_the_full_logits_loss(toy, tmp_p
     import torch.nn.functional as F
 
     from training.batches import collate
-    from training.trainer import ProjectorObjective
+    from training.objective import ProjectorObjective
 
     run = trainer(make_system(toy), toy["it"], None, tmp_path / "cache", batch_size=4)
     run.prepare()
@@ -371,6 +372,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.integration
 def test_two_process_ddp_on_cpu_tracks_the_single_process_run(toy, tmp_path):
     import os
     import subprocess
@@ -440,6 +442,7 @@ def test_two_process_ddp_on_cpu_tracks_the_single_process_run(toy, tmp_path):
     assert [r["loss"] for r in two_micro] == pytest.approx([r["loss"] for r in two], rel=1e-4)
 
 
+@pytest.mark.integration
 def test_cli_train_writes_a_run_refuses_to_clobber_it_and_reports_bad_rows(toy, tmp_path, capsys):
     from mmgraph.cli import main
 
@@ -528,6 +531,7 @@ def test_a_trainer_loads_the_generators_denoisers_only_for_the_diffusion_loss(to
     assert run.evaluate()["align/image"] > 0
 
 
+@pytest.mark.integration
 def test_latent_diffusion_loss_trains_the_output_projector_through_the_frozen_unet(toy, tmp_path):
     from core.errors import ConfigError
 
@@ -562,12 +566,13 @@ def test_latent_diffusion_loss_trains_the_output_projector_through_the_frozen_un
         trainer(system, see, None, tmp_path / "cache", **settings).evaluate()
 
 
+@pytest.mark.integration
 def test_compiled_objective_gives_the_plain_losses_and_gradients(toy, tmp_path):
     """``TrainConfig(compile=True)``: the frozen LLM runs through torch.compile inside the objective. LM and
     alignment losses and every projector gradient match the eager objective's; the compiled wrapper is not a
     submodule (the objective's state dict is unchanged)."""
     from training.batches import collate
-    from training.trainer import ProjectorObjective
+    from training.objective import ProjectorObjective
 
     run = trainer(make_system(toy), toy["it"], None, tmp_path / "cache", batch_size=4)
     run.prepare()
@@ -607,8 +612,9 @@ def test_train_cli_passes_compile_and_grouping_to_the_train_config(monkeypatch, 
     monkeypatch.setattr(training, "train", lambda *a, **kw: seen.append(kw) or SimpleNamespace(main_process=False))
     base = ["train", "pt", "--data", "d.json", "--out", str(tmp_path / "o")]
     assert main([*base, "--compile", "--group-by-length", "--micro-batches", "3"]) == 0 and main(base) == 0
-    assert seen[0]["compile"] is True and seen[0]["group_by_length"] is True and seen[0]["micro_batches"] == 3
-    assert not {"compile", "group_by_length", "micro_batches"} & set(seen[1])  # unset: TrainConfig's defaults
+    given, unset = seen[0]["train"], seen[1]["train"]
+    assert given.compile is True and given.group_by_length is True and given.micro_batches == 3
+    assert unset.model_fields_set == {"stage"}  # nothing else typed: TrainConfig's defaults
 
 
 @pytest.mark.gpu
@@ -788,7 +794,7 @@ def test_micro_batches_take_the_whole_batch_step_with_less_padding(toy, tmp_path
 
 def test_micro_batch_shares_add_up_to_the_whole_batch_loss_and_gradients(toy, tmp_path):
     from training.batches import Share, collate, length_chunks
-    from training.trainer import ProjectorObjective
+    from training.objective import ProjectorObjective
 
     run = trainer(make_system(toy), toy["it"], None, tmp_path / "cache", batch_size=8)
     run.prepare()

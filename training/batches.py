@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from orchestrator.backbone import Backbone, Media, Signal, Text, PromptTurn
+from orchestrator.backbone import Backbone, Media, PromptTurn, Signal, Text
 from training.data import MediaSeg, OutputSeg, Sample, TextSeg
 
 IGNORE = -100

@@ -63,7 +63,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from core.errors import MMGraphError
 
@@ -116,7 +116,7 @@ class OutputSeg:
     target: Path | None = None
 
 
-Segment = Union[TextSeg, MediaSeg, OutputSeg]
+Segment = TextSeg | MediaSeg | OutputSeg
 
 
 @dataclass

@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM
 
 from core.config import LLMConfig
 from core.hub import resolve_model
-from orchestrator.backbone import Backbone, Text, PromptTurn
+from orchestrator.backbone import Backbone, PromptTurn, Text
 from training.batches import length_chunks, length_grouped_order
 from training.meter import metered
 from training.optim import adamw
@@ -29,7 +30,9 @@ def dialogue_ids(backbone: Backbone, dialogues: Sequence[Dialogue]) -> list[list
     """Each dialogue's token ids, laid out by the backbone's prompt builder (whole conversations, no generation
     prompt): the rows :func:`train_text_lm` trains on."""
     return [
-        backbone.build_prompt([PromptTurn(role, [Text(text)]) for role, text in d], add_generation_prompt=False).input_ids
+        backbone.build_prompt(
+            [PromptTurn(role, [Text(text)]) for role, text in d], add_generation_prompt=False
+        ).input_ids
         for d in dialogues
     ]
 
@@ -66,13 +69,11 @@ def train_text_lm(
 
     Each step draws ``batch_size`` dialogues at random; with ``group_by_length`` the batches are cut from shuffled
     epochs instead, each batch of dialogues of similar length (:func:`~training.batches.
-    length_grouped_order`), which pads far less: the world's dialogues fill half of a randomly drawn batch.
+    length_grouped_order`), which pads far less (docs/training.md has the figures).
     ``micro_batches``: cut each drawn batch into this many runs of similar length and accumulate their gradients,
     which keeps the batches (and, up to float rounding, the steps) and drops most of the padding. ``device``: where
     the model trains (batches are drawn on the CPU, so a seed gives the same batches anywhere)."""
     cfg = llm if isinstance(llm, LLMConfig) else LLMConfig(model=llm)
-    from transformers import AutoModelForCausalLM
-
     # The backbone lays the dialogues out; a separately loaded copy of the LM trains (the backbone's own copy is
     # frozen, with a gradient mask on its embeddings).
     backbone = Backbone.from_config(cfg, placeholders={}, signals={}, device="cpu", dtype=torch.float32, seed=seed)

@@ -1,9 +1,9 @@
 """The optimiser every training loop of the project uses: AdamW, with torch's fused kernel where it can run.
 
 Torch's default AdamW on the CPU updates one tensor at a time, a handful of small kernels per tensor. Models as
-small as tinyworld's have hundreds of parameter tensors of a few thousand numbers each, so that loop costs as much
-as a tenth of a training step (docs/benchmarks.md, "Fused AdamW"). ``fused=True`` runs one kernel over all of them,
-on the CPU as on CUDA, with the same update rule.
+small as tinyworld's have hundreds of parameter tensors of a few thousand numbers each, so that loop is a noticeable
+share of a training step (figures: docs/benchmarks.md, "Fused AdamW"). ``fused=True`` runs one kernel over all of
+them, on the CPU as on CUDA, with the same update rule.
 """
 
 from __future__ import annotations

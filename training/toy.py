@@ -1,6 +1,6 @@
 """A toy world for trying the training stages in a minute on a CPU: coloured squares captioned by their colour.
 
-    python -m training.toy data/toy          # LM + images + data + data/toy/system.yaml (~20 s)
+    python -m training.toy data/toy          # LM + images + data + data/toy/system.yaml
     mmgraph train pt --config data/toy/system.yaml --data data/toy/pt.jsonl --out runs/toy-pt
 
 What it writes into the folder:
@@ -25,6 +25,8 @@ from pathlib import Path
 
 from core.config import SystemConfig, load_config
 from modalities.samples import square_image
+from training.lm import train_text_lm
+from training.report import quiet_libraries
 
 COLOURS = ("red", "green", "blue", "yellow")
 QUESTIONS = {
@@ -120,8 +122,6 @@ def build_toy(
     folder: str | Path, n: int = 48, *, seed: int = 0, lm_steps: int = 600, progress: bool = True
 ) -> dict[str, Path]:
     """Everything :mod:`this module <training.toy>` describes; returns the written paths."""
-    from training.lm import train_text_lm
-
     folder = Path(folder)
     lm = train_text_lm(
         toy_system_config("@tiny/llama").llm,
@@ -145,9 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=48, help="number of images")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from mmgraph.cli import _quiet_libraries
-
-    _quiet_libraries()
+    quiet_libraries()
     for kind, path in build_toy(args.out, args.n, seed=args.seed).items():
         print(f"{kind}: {path}")
 
