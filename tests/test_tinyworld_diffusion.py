@@ -1,6 +1,6 @@
-"""tinyworld.diffusion and the mel-diffusion audio tool: the mel round trip, the measurements that judge generated
-media, the tool on ``@tiny/mel-diffusion``, and shrunken training runs of every ``train_*`` function whose saved
-folders load into the matching generator tool."""
+"""The tinyworld diffusion generators (tinyworld.diffusion_*, tinyworld.readers) and the mel-diffusion audio tool:
+the mel round trip, the measurements that judge generated media, the tool on ``@tiny/mel-diffusion``, and shrunken
+training runs of every ``train_*`` function whose saved folders load into the matching generator tool."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import torch
 
 from core.config import GeneratorConfig
 from generators.audio import MEL_FILE, MelParams
-from tinyworld import diffusion as D
+from tinyworld import diffusion_data, diffusion_eval, diffusion_models, diffusion_training, readers
+from tinyworld import text as world_text
 from tinyworld.world import Clip, Picture, Sound
 
 # Shrunken models for the training runs: the real layouts, narrower.
@@ -42,7 +43,7 @@ def test_mel_round_trip_keeps_pitch_and_beep_count():
         assert 0.0 <= spectrogram.min() and spectrogram.max() <= 1.0
         back = mel.waveform(spectrogram, seed=i)
         assert back.shape == (mel.samples,) == (16000,)
-        found = D.read_sound(back)
+        found = readers.read_sound(back)
         assert (found["pitch"], found["beeps"]) == (pitch, beeps), (sound, found)
 
 
@@ -69,18 +70,21 @@ def test_measurements_read_rendered_media():
     rng = random.Random(5)
     for i in range(12):
         picture = Picture.sample(rng)
-        assert D.read_picture(np.asarray(picture.render(seed=i))) == {"colour": picture.colour, "shape": picture.shape}
+        assert readers.read_picture(np.asarray(picture.render(seed=i))) == {
+            "colour": picture.colour,
+            "shape": picture.shape,
+        }
         clip = Clip.sample(rng)
-        assert D.read_clip(clip.render(seed=i)) == {
+        assert readers.read_clip(clip.render(seed=i)) == {
             "colour": clip.colour,
             "shape": clip.shape,
             "direction": clip.direction,
         }
     blank = np.full((32, 32, 3), 255, dtype=np.uint8)
-    assert D.read_picture(blank) == {"colour": None, "shape": None}
+    assert readers.read_picture(blank) == {"colour": None, "shape": None}
     static = [Picture("red", "square", "centre", "large").render(seed=0)] * 8
-    assert D.read_clip(static)["direction"] is None
-    assert D.read_sound(np.zeros(16000))["beeps"] == 0
+    assert readers.read_clip(static)["direction"] is None
+    assert readers.read_sound(np.zeros(16000))["beeps"] == 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -137,12 +141,12 @@ def test_mel_diffusion_tool_reads_mel_json(tmp_path):
 @torch.no_grad()
 def test_centre_latents_keeps_reconstructions():
     torch.manual_seed(0)
-    vae = D.make_vae(3).eval()
+    vae = diffusion_models.make_vae(3).eval()
     pixels = torch.rand(2, 3, 32, 32) * 2 - 1
     before_latents = vae.encode(pixels).latent_dist.mean
     before = vae.decode(before_latents).sample
     shift = torch.tensor([0.5, -1.0, 2.0, 0.0])
-    D.centre_latents(vae, shift)
+    diffusion_models.centre_latents(vae, shift)
     after_latents = vae.encode(pixels).latent_dist.mean
     torch.testing.assert_close(after_latents, before_latents - shift[None, :, None, None], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(vae.decode(after_latents).sample, before, atol=1e-4, rtol=1e-4)
@@ -151,12 +155,12 @@ def test_centre_latents_keeps_reconstructions():
 @torch.no_grad()
 def test_inflated_unet_denoises_each_frame_like_its_2d_twin():
     torch.manual_seed(0)
-    config = {**D.UNET_3D_CONFIG, **SMALL_UNET_3D}
-    twin = D.make_unet_2d(8, 64, **D.unet_2d_twin(config)).eval()
+    config = {**diffusion_models.UNET_3D_CONFIG, **SMALL_UNET_3D}
+    twin = diffusion_models.make_unet_2d(8, 64, **diffusion_models.unet_2d_twin(config)).eval()
     for p in twin.parameters():  # move every weight away from its initial value
         p.add_(0.02 * torch.randn_like(p))
-    unet = D.make_unet_3d(8, 64, **config).eval()
-    D.inflate_unet(unet, twin)
+    unet = diffusion_models.make_unet_3d(8, 64, **config).eval()
+    diffusion_models.inflate_unet(unet, twin)
     frames = torch.randn(3, 4, 8, 8)  # (F, C, h, w)
     text = torch.randn(1, 16, 64)
     video = unet(frames.permute(1, 0, 2, 3)[None], 10, encoder_hidden_states=text).sample  # (1, C, F, h, w)
@@ -167,12 +171,12 @@ def test_inflated_unet_denoises_each_frame_like_its_2d_twin():
 @torch.no_grad()
 def test_motion_unet_starts_as_its_2d_twin_and_its_frame_positions_tell_frames_apart():
     torch.manual_seed(0)
-    config = {**D.UNET_3D_CONFIG, **SMALL_UNET_3D}
-    twin = D.make_unet_2d(8, 64, **D.unet_2d_twin(config)).eval()
+    config = {**diffusion_models.UNET_3D_CONFIG, **SMALL_UNET_3D}
+    twin = diffusion_models.make_unet_2d(8, 64, **diffusion_models.unet_2d_twin(config)).eval()
     for p in twin.parameters():
         p.add_(0.02 * torch.randn_like(p))
-    unet = D.motion_unet(twin).eval()
-    assert unet.config.motion_max_seq_length >= D.FRAMES
+    unet = diffusion_models.motion_unet(twin).eval()
+    assert unet.config.motion_max_seq_length >= diffusion_data.FRAMES
     frames = torch.randn(3, 4, 8, 8)  # (F, C, h, w)
     text = torch.randn(1, 16, 64).expand(3, -1, -1)  # one condition per frame
     video = unet(frames.permute(1, 0, 2, 3)[None], 10, encoder_hidden_states=text).sample  # (1, C, F, h, w)
@@ -195,10 +199,10 @@ def test_motion_unet_starts_as_its_2d_twin_and_its_frame_positions_tell_frames_a
 def trained(tmp_path_factory):
     """A stand-in text encoder and both VAEs, trained for a few steps."""
     root = tmp_path_factory.mktemp("diffusion")
-    text_dir = D.build_standin_text_encoder(root / "text")
+    text_dir = diffusion_models.build_standin_text_encoder(root / "text")
     vaes = {}
     for name, channels in (("vae-rgb", 3), ("vae-mel", 1)):
-        vaes[name] = D.train_vae(
+        vaes[name] = diffusion_training.train_vae(
             root / name, channels=channels, steps=30, batch_size=8, seed=0, progress=False, samples=48
         )
     return root, text_dir, vaes
@@ -216,8 +220,8 @@ def test_train_vae_lowers_loss_and_scales_latents(trained, name):
     assert vae.config.scaling_factor == pytest.approx(1.0 / metrics["latent_std"])
     assert 2 ** (len(vae.config.block_out_channels) - 1) == 4 and vae.config.latent_channels == 4
     # centred and scaled: the data set's latents have zero mean per channel and unit spread
-    data = D.vae_training_data(vae.config.in_channels, 48, 0)
-    latents = D.encode_latents(vae, data)
+    data = diffusion_data.vae_training_data(vae.config.in_channels, 48, 0)
+    latents = diffusion_models.encode_latents(vae, data)
     assert latents.mean(dim=(0, 2, 3)).abs().max() < 1e-3
     assert float(latents.std()) == pytest.approx(1.0, abs=1e-3)
 
@@ -234,7 +238,7 @@ def test_train_image_generator_saves_a_stable_diffusion_pipeline(trained, tmp_pa
     from generators.image import StableDiffusionTool
 
     root, text_dir, _ = trained
-    metrics = D.train_image_generator(
+    metrics = diffusion_training.train_image_generator(
         text_dir,
         root / "vae-rgb",
         tmp_path / "image",
@@ -266,7 +270,7 @@ def test_train_video_generator_saves_a_text_to_video_pipeline(trained, tmp_path,
     from generators import GENERATORS
 
     root, text_dir, _ = trained
-    metrics = D.train_video_generator(
+    metrics = diffusion_training.train_video_generator(
         text_dir,
         root / "vae-rgb",
         tmp_path / "video",
@@ -282,8 +286,8 @@ def test_train_video_generator_saves_a_text_to_video_pipeline(trained, tmp_path,
     )
     _assert_learned(metrics)
     _assert_learned({**metrics["pretrain"], "parameters": 1})
-    kind = D.video_kind(tmp_path / "video")
-    assert kind == D.VIDEO_ARCHITECTURES[architecture] and metrics["architecture"] == architecture
+    kind = diffusion_eval.video_kind(tmp_path / "video")
+    assert kind == diffusion_models.VIDEO_ARCHITECTURES[architecture] and metrics["architecture"] == architecture
     cfg = GeneratorConfig(
         kind=kind,
         model=str(tmp_path / "video"),
@@ -300,7 +304,7 @@ def test_train_video_generator_saves_a_text_to_video_pipeline(trained, tmp_path,
 def test_unknown_video_architecture_is_refused(trained, tmp_path):
     root, text_dir, _ = trained
     with pytest.raises(ValueError, match="unknown video architecture 'unet4d'"):
-        D.train_video_generator(
+        diffusion_training.train_video_generator(
             text_dir, root / "vae-rgb", tmp_path / "v", steps=1, batch_size=1, seed=0, samples=4, architecture="unet4d"
         )
 
@@ -309,7 +313,7 @@ def test_train_audio_generator_saves_a_mel_diffusion_pipeline(trained, tmp_path)
     from generators.audio import MelDiffusionTool
 
     root, text_dir, _ = trained
-    metrics = D.train_audio_generator(
+    metrics = diffusion_training.train_audio_generator(
         text_dir,
         root / "vae-mel",
         tmp_path / "audio",
@@ -330,12 +334,12 @@ def test_train_audio_generator_saves_a_mel_diffusion_pipeline(trained, tmp_path)
 
 
 def test_caption_forms_and_balanced_data():
-    _, things = D.render_pictures(48, seed=1)
+    _, things = diffusion_data.render_pictures(48, seed=1)
     assert len({(t.colour, t.shape, t.position, t.size) for t in things}) == 48  # one cycle: all distinct
-    captions, ids = D._caption_table(things[:3], (D.world_text.request_caption, D.world_text.caption))
-    assert captions[0] == D.EMPTY and ids.shape == (3, 2)
-    assert captions[ids[0, 0]] == D.world_text.request_caption(things[0])
-    assert captions[ids[0, 1]] == D.world_text.caption(things[0])
+    captions, ids = diffusion_data.caption_table(things[:3], (world_text.request_caption, world_text.caption))
+    assert captions[0] == diffusion_data.EMPTY and ids.shape == (3, 2)
+    assert captions[ids[0, 0]] == world_text.request_caption(things[0])
+    assert captions[ids[0, 1]] == world_text.caption(things[0])
 
 
 class _FixedJudges:
@@ -353,8 +357,10 @@ def test_evaluate_video_can_be_read_by_the_judges():
     from core.hub import resolve_model
 
     judges = _FixedJudges({"colour": "red", "shape": "circle", "direction": "up"})
-    result = D.evaluate_video(resolve_model("@tinyworld/video-generator"), samples=6, steps=2, judges=judges, seed=4)
-    wanted = D._request_things(Clip, 6, ("colour", "shape", "direction"), 4)
+    result = diffusion_eval.evaluate_video(
+        resolve_model("@tinyworld/video-generator"), samples=6, steps=2, judges=judges, seed=4
+    )
+    wanted = diffusion_eval._request_things(Clip, 6, ("colour", "shape", "direction"), 4)
     assert [kind for kind, _ in judges.seen] == ["video"] * 6
     assert all(head[4:8] == b"ftyp" for _, head in judges.seen)  # the tool's own MP4, not the analytic GIF
     for attribute, value in judges.verdict.items():

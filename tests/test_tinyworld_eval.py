@@ -12,6 +12,8 @@ import pytest
 
 from tinyworld.evaluate import BARS, evaluate
 
+pytestmark = pytest.mark.integration  # the evaluation of the shipped system, end to end
+
 N = 30
 MARGIN = 0.15
 ROUTING_MARGIN = 0.04

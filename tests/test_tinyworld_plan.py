@@ -7,8 +7,9 @@ import time
 import pytest
 import torch
 
+from tinyworld.config import STEP_TABLE, RecipeConfig
 from tinyworld.plan import configured_steps, critical_chain, predict_step, probe_config, simulate
-from tinyworld.recipe import STEPS, RecipeConfig, chain_lengths, schedule
+from tinyworld.runner import chain_lengths, schedule
 from training import meter
 
 
@@ -76,35 +77,35 @@ def test_a_step_is_predicted_from_its_fixed_work_and_its_loops_seconds_per_step(
 
 
 def test_the_scheduler_starts_the_longest_chains_and_hands_idle_cores_to_running_steps():
-    starts, raised = schedule(list(STEPS), {}, jobs=2, cores=2)
+    starts, raised = schedule(list(STEP_TABLE), {}, jobs=2, cores=2)
     assert starts == [("language", 1), ("encoders", 1)] and raised == {}
     # the VAEs done, the encoders still running: the generators wait, so a ready step takes the slot
-    waiting = [n for n in STEPS if n not in ("encoders", "vae")]
+    waiting = [n for n in STEP_TABLE if n not in ("encoders", "vae")]
     starts, raised = schedule(waiting, {"encoders": 1}, jobs=2, cores=2)
-    assert len(starts) == 1 and not set(STEPS[starts[0][0]].after) & {"encoders"}
+    assert len(starts) == 1 and not set(STEP_TABLE[starts[0][0]].after) & {"encoders"}
     # only IT left to wait on PT: PT gets both cores
     starts, raised = schedule(["it"], {"pt": 1}, jobs=2, cores=2)
     assert starts == [] and raised == {"pt": 2}
 
 
 def test_one_job_runs_the_steps_one_after_another():
-    timeline = simulate(lambda name, threads: 10.0, list(STEPS), jobs=1, cores=2)
-    assert max(end for _, end in timeline.values()) == pytest.approx(10.0 * len(STEPS))
+    timeline = simulate(lambda name, threads: 10.0, list(STEP_TABLE), jobs=1, cores=2)
+    assert max(end for _, end in timeline.values()) == pytest.approx(10.0 * len(STEP_TABLE))
 
 
 def test_with_a_job_per_step_the_wall_clock_is_the_longest_chain():
-    timeline = simulate(lambda name, threads: 10.0, list(STEPS), jobs=len(STEPS), cores=len(STEPS))
+    timeline = simulate(lambda name, threads: 10.0, list(STEP_TABLE), jobs=len(STEP_TABLE), cores=len(STEP_TABLE))
     assert max(end for _, end in timeline.values()) == pytest.approx(10.0 * max(chain_lengths().values()))
     chain = critical_chain(timeline)
     assert chain[-1] == "it" and len(chain) == max(chain_lengths().values())
 
 
 def test_two_jobs_respect_what_reads_what_and_use_both_slots():
-    base = {name: 100.0 + 37 * i for i, name in enumerate(STEPS)}
+    base = {name: 100.0 + 37 * i for i, name in enumerate(STEP_TABLE)}
     seconds = lambda name, threads: base[name] / (1.0 if threads == 1 else 1.6)  # noqa: E731
-    timeline = simulate(seconds, list(STEPS), jobs=2, cores=2)
-    assert set(timeline) == set(STEPS)
-    for name, spec in STEPS.items():
+    timeline = simulate(seconds, list(STEP_TABLE), jobs=2, cores=2)
+    assert set(timeline) == set(STEP_TABLE)
+    for name, spec in STEP_TABLE.items():
         for before in spec.after:
             assert timeline[before][1] <= timeline[name][0] + 1e-9, (before, name)
     for name, (start, end) in timeline.items():  # each step runs between its one-thread and two-thread times

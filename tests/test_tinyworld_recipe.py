@@ -12,7 +12,9 @@ import json
 import pytest
 import torch
 
-from tinyworld.recipe import STEPS, RecipeConfig, run
+from tinyworld.config import RecipeConfig
+from tinyworld.runner import run
+from tinyworld.steps import STEPS
 
 # Several minutes on two cores (every step of the recipe runs): in the slow tier until it is shrunk further.
 pytestmark = pytest.mark.slow

@@ -1,4 +1,5 @@
-"""How a recipe run is configured: ``mmgraph train world --set KEY=VALUE`` and the device every step trains on."""
+"""How a recipe run is configured: ``mmgraph train world --field-name VALUE`` for every RecipeConfig field, and the
+device every step trains on."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import pytest
 import torch
 
 from core.errors import ConfigError
+from core.options import flag
 from mmgraph.cli import main
-from tinyworld.recipe import STEPS, Context, RecipeConfig, add_arguments, config_from_args, run
+from tinyworld.config import STEP_TABLE, RecipeConfig
+from tinyworld.recipe import add_arguments, config_from_args
+from tinyworld.runner import run
+from tinyworld.steps import STEPS, Context
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -18,51 +23,99 @@ def _args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["--out", "unused", *argv])
 
 
-def test_set_overrides_fields_with_json_typed_values():
+def test_every_field_is_a_flag_with_its_description_as_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "world", "--help"])
+    assert exit_.value.code == 0
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps the help: compare without any whitespace
+    for name, info in RecipeConfig.model_fields.items():
+        assert flag(name) in text, name
+        assert info.description, f"RecipeConfig.{name} has no description"
+        assert "".join(info.description.rstrip(".").split()) in text, name
+    assert "--set" not in text
+    assert all(name in text for name in STEP_TABLE)  # --only's choices
+
+
+def test_a_flag_reaches_the_recipe_config():
+    config = config_from_args(_args("--video-steps", "7"))
+    assert config.video_steps == 7
+    assert config.model_dump() == RecipeConfig(video_steps=7).model_dump()  # everything else: the defaults
+
+
+def test_flags_set_fields_of_every_type():
     config = config_from_args(
         _args(
-            "--set",
-            "video_steps=1200",
-            "--set",
-            "it_follow_ups=0.35",
-            "--set",
-            "group_by_length=true",
-            "--set",
-            'pt_mix={"image/describe": 2}',
-            "--set",
-            "preset=tiny-world",
+            "--video-steps",
+            "1200",
+            "--it-follow-ups",
+            "0.35",
+            "--group-by-length",
+            "true",
+            "--pt-mix",
+            '{"image/describe": 2}',
+            "--micro-batches",
+            '{"pt": 2}',
+            "--preset",
+            "tiny-world",
+            "--no-lora",
             "--seed",
             "3",
+            "--threads",
+            "2",
+            "--device",
+            "auto",
         )
     )
     assert config.video_steps == 1200 and config.it_follow_ups == 0.35 and config.group_by_length is True
-    assert config.pt_mix == {"image/describe": 2} and config.preset == "tiny-world" and config.seed == 3
+    assert config.pt_mix == {"image/describe": 2} and config.micro_batches == {"pt": 2}
+    assert config.preset == "tiny-world" and config.lora is False and config.seed == 3
+    assert config.threads == 2 and config.device == "auto"
     untouched = RecipeConfig()
     assert config.encoder_steps == untouched.encoder_steps and config.lm_steps == untouched.lm_steps
 
 
-def test_set_applies_on_top_of_the_small_recipe():
-    config = config_from_args(_args("--small", "--set", "video_steps=7"))
+def test_flags_apply_on_top_of_the_small_recipe():
+    config = config_from_args(_args("--small", "--video-steps", "7"))
     assert config.video_steps == 7
     assert config.lm_steps == RecipeConfig.small().lm_steps != RecipeConfig().lm_steps
+    assert config_from_args(_args("--small")).model_dump() == RecipeConfig.small().model_dump()
 
 
 @pytest.mark.parametrize(
-    "setting, message", [("vidoe_steps=3", "unknown recipe setting 'vidoe_steps'"), ("video_steps=many", "video_steps")]
+    "argv, option",
+    [
+        (("--video-steps", "-1"), "--video-steps"),
+        (("--video-batch", "0"), "--video-batch"),
+        (("--it-follow-ups", "1.5"), "--it-follow-ups"),
+        (("--group-by-length", "sometimes"), "--group-by-length"),
+    ],
 )
-def test_bad_settings_are_refused_before_anything_runs(tmp_path, capsys, setting, message):
-    with pytest.raises(ConfigError, match=message):
-        config_from_args(_args("--set", setting))
+def test_an_invalid_value_is_a_config_error_naming_its_flag_before_anything_runs(tmp_path, capsys, argv, option):
+    with pytest.raises(ConfigError, match=f"^{option}: "):
+        config_from_args(_args(*argv))
+    with pytest.raises(ConfigError, match=f"^{option}: "):
+        config_from_args(_args("--small", *argv))
     out = tmp_path / "run"
-    assert main(["train", "world", "--out", str(out), "--set", setting]) == 2
-    assert message in capsys.readouterr().err
+    assert main(["train", "world", "--out", str(out), *argv]) == 2
+    assert f"mmgraph: error: {option}: " in capsys.readouterr().err
     assert not out.exists()
 
 
-def test_a_setting_without_equals_sign_is_an_argument_error(capsys):
-    with pytest.raises(SystemExit):
-        _args("--set", "video_steps")
-    assert "expected KEY=VALUE" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (("--vidoe-steps", "3"), "unrecognized arguments: --vidoe-steps"),
+        (("--video-steps", "many"), "argument --video-steps: invalid int value: 'many'"),
+        (("--set", "video_steps=3"), "unrecognized arguments: --set"),
+    ],
+)
+def test_an_unknown_flag_or_an_unreadable_number_is_an_argument_error(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "world", "--out", str(out), *argv])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_the_run_device_resolves_auto_to_cuda_only_when_there_is_one(tmp_path, monkeypatch):
@@ -93,7 +146,7 @@ def test_the_small_recipe_trains_every_step_on_cuda(tmp_path, monkeypatch):
 def test_the_scheduler_starts_the_longest_chains_first():
     """The LLM, the encoders and the data head the chain to PT and IT; the VAEs only feed the generators, which
     nothing waits for (the slow tier's recipe run checks that they start in that order)."""
-    from tinyworld.recipe import chain_lengths
+    from tinyworld.runner import chain_lengths
 
     chain = chain_lengths()
     assert chain["it"] == 1 and chain["pt"] == 2 and chain["judges"] == 1
@@ -108,15 +161,11 @@ def _seen_by_batched_steps(tmp_path, monkeypatch, config, field: str) -> dict:
     """``field`` as the LLM step and the PT / IT stages receive it from ``config`` (nothing trains)."""
     import types
 
-    import tinyworld.language
-    import training
-    from tinyworld import recipe
+    from tinyworld import steps
 
     seen = {}
-    monkeypatch.setattr(
-        tinyworld.language, "train_language_model", lambda out, **kw: seen.update(language=kw[field]) or {}
-    )
-    monkeypatch.setattr(recipe, "_move", lambda src, dst: None)
+    monkeypatch.setattr(steps, "train_language_model", lambda out, **kw: seen.update(language=kw[field]) or {})
+    monkeypatch.setattr(steps, "_move", lambda src, dst: None)
 
     class Trainer:
         def __init__(self, system, data, out, *, train, **kw):
@@ -125,13 +174,13 @@ def _seen_by_batched_steps(tmp_path, monkeypatch, config, field: str) -> dict:
         def run(self):
             return types.SimpleNamespace(history=[{"lm_loss": 1.0}], steps=1)
 
-    monkeypatch.setattr(training, "Trainer", Trainer)
+    monkeypatch.setattr(steps, "Trainer", Trainer)
     ctx = Context(tmp_path, config, progress=False)
-    monkeypatch.setattr(recipe, "_text_side_system", lambda ctx: None)
+    monkeypatch.setattr(steps, "_text_side_system", lambda ctx: None)
     monkeypatch.setattr(Context, "system_config", lambda self: types.SimpleNamespace(save=lambda path: None))
     STEPS["language"].fn(ctx)
-    recipe._stage(ctx, "pt")
-    recipe._stage(ctx, "it")
+    steps._stage(ctx, "pt")
+    steps._stage(ctx, "it")
     return seen
 
 
@@ -145,12 +194,12 @@ def _seen_by_batched_steps(tmp_path, monkeypatch, config, field: str) -> dict:
     ],
 )
 def test_group_by_length_reaches_the_steps_it_names(tmp_path, monkeypatch, value, language, pt, it):
-    config = config_from_args(_args("--set", f"group_by_length={value}"))
+    config = config_from_args(_args("--group-by-length", value))
     seen = _seen_by_batched_steps(tmp_path, monkeypatch, config, "group_by_length")
     assert seen == {"language": language, "pt": pt, "it": it}
 
 
-@pytest.mark.parametrize("args, language, pt, it", [((), 4, 1, 2), (("--set", 'micro_batches={"it": 3}'), 1, 1, 3)])
+@pytest.mark.parametrize("args, language, pt, it", [((), 4, 1, 2), (("--micro-batches", '{"it": 3}'), 1, 1, 3)])
 def test_micro_batches_reach_the_steps_they_name(tmp_path, monkeypatch, args, language, pt, it):
     seen = _seen_by_batched_steps(tmp_path, monkeypatch, config_from_args(_args(*args)), "micro_batches")
     assert seen == {"language": language, "pt": pt, "it": it}
@@ -158,27 +207,27 @@ def test_micro_batches_reach_the_steps_they_name(tmp_path, monkeypatch, args, la
 
 @pytest.mark.parametrize("value", ['{"vae": 2}', '{"it": 0}'])
 def test_micro_batches_name_only_batched_steps_and_positive_counts(value):
-    with pytest.raises(ConfigError, match="micro_batches"):
-        config_from_args(_args("--set", f"micro_batches={value}"))
+    with pytest.raises(ConfigError, match="^--micro-batches: "):
+        config_from_args(_args("--micro-batches", value))
 
 
 def test_group_by_length_names_only_batched_steps():
-    with pytest.raises(ConfigError, match="group_by_length"):
-        config_from_args(_args("--set", 'group_by_length=["vae"]'))
+    with pytest.raises(ConfigError, match="^--group-by-length: "):
+        config_from_args(_args("--group-by-length", '["vae"]'))
 
 
 def test_each_run_records_its_own_settings(tmp_path, monkeypatch):
     """``--only`` reruns some steps with other settings: the record keeps what every run used."""
-    from tinyworld import recipe
+    from tinyworld import runner, steps
 
     def write(name):
         def fn(ctx):
             (ctx.out / f"{name}.txt").write_text(str(ctx.config.video_steps))
             return {"video_steps": ctx.config.video_steps}
 
-        return recipe.Step(f"{name}.txt", fn)
+        return steps.Step(f"{name}.txt", fn)
 
-    monkeypatch.setattr(recipe, "STEPS", {"first": write("first"), "second": write("second")})
+    monkeypatch.setattr(runner, "STEPS", {"first": write("first"), "second": write("second")})
     run(tmp_path, RecipeConfig(video_steps=5), progress=False, log=lambda _: None)
     (tmp_path / "second.txt").unlink()
     record = run(tmp_path, RecipeConfig(video_steps=9), only=["second"], progress=False, log=lambda _: None)

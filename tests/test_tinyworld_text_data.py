@@ -11,8 +11,8 @@ from core.config import MediaLimits
 from modalities.media import decode
 from tinyworld import text as world_text
 from tinyworld.data import PT_MIX, held_out_seed, write_datasets
-from tinyworld.evaluate import values_named
 from tinyworld.language import as_text, text_dialogues
+from tinyworld.text import values_named
 from tinyworld.world import Clip, Picture, Sound
 from training.data import MediaSeg, OutputSeg, TextSeg, load_samples
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tinyworld.recipe import THREADS_FILE, refresh_threads
+from tinyworld.threads import THREADS_FILE, refresh_threads
 
 
 def test_a_worker_takes_up_the_threads_granted_to_it(tmp_path, monkeypatch):

@@ -78,9 +78,9 @@ def task_schedule(mix: dict[str, int]) -> list[tuple[str, str]]:
 
 EVEN_MIX = {f"{kind}/{task}": 1 for task in ("describe", "generate") for kind in THINGS}
 
-#: The recipe's PT mix. Clip direction is the slowest attribute to learn through the frozen LLM (an even mix left
-#: video direction at 35 % after MM IT; this one, 100 % on 60 clips), sounds are the quickest; generation rows
-#: need fewer steps once the signal rows start distinct (see ``Backbone._init_new_rows``).
+#: The recipe's PT mix: clips are described most, since clip direction is the slowest attribute to learn through the
+#: frozen LLM, sounds least (they are the quickest); generation rows need fewer steps once the signal rows start
+#: distinct (see ``Backbone._init_new_rows``). How it compares with an even mix: docs/tinyworld.md.
 PT_MIX = {
     "image/describe": 4,
     "video/describe": 6,

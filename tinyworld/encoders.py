@@ -44,8 +44,23 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessorPil,
+    CLIPModel,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperModel,
+)
 
+from orchestrator.tiny import tiny_clip_tokenizer
 from tinyworld import text as world_text
 from tinyworld.world import (
     BEEPS,
@@ -74,7 +89,7 @@ MEL_BINS = 80
 MAX_SOURCE_POSITIONS = 100  # 200 mel frames of 10 ms = 2 s of audio per clip
 LOGIT_SCALE_INIT = 30.0  # initial inverse temperature of the contrastive logits (learned, capped at 100)
 
-# -- training defaults (about 4 CPU-minutes on one thread) --------------------------------------------------------
+# -- training defaults (the recipe's own settings are in tinyworld.config) -------------------------------------------
 STEPS = 1000
 BATCH_SIZE = 128  # images (pictures and clip frames) per step
 AUDIO_BATCH_SIZE = 24  # sounds per step (scaled with batch_size): a sound costs ~2x an image to encode, and
@@ -167,15 +182,11 @@ def clip_pixels(processor, ends: list) -> torch.Tensor:
 # -- builders -----------------------------------------------------------------------------------------------------
 def build_tokenizer():
     """The world's ``CLIPTokenizer`` (BPE trained on :func:`tinyworld.text.corpus`, 16 positions)."""
-    from orchestrator.tiny import tiny_clip_tokenizer
-
     return tiny_clip_tokenizer(TEXT_MAX_LENGTH, corpus=world_text.corpus(), num_merges=TOKENIZER_MERGES)
 
 
 def build_image_processor():
     """The PIL CLIP image processor for 32x32 inputs (resize shortest edge 32, centre crop 32x32, CLIP norm)."""
-    from transformers import CLIPImageProcessorPil
-
     return CLIPImageProcessorPil(
         size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
     )
@@ -200,8 +211,6 @@ def sincos_positions(grid: int, width: int, scale: float = 0.4) -> torch.Tensor:
 
 def build_clip(tokenizer):
     """A freshly initialised ``CLIPModel`` at the tinyworld's size (uses the global torch RNG)."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
-
     vision = CLIPVisionConfig(
         image_size=IMAGE_SIZE,
         patch_size=PATCH_SIZE,
@@ -233,8 +242,6 @@ def build_clip(tokenizer):
 def build_whisper():
     """A freshly initialised ``WhisperModel``: the trained encoder plus a 1-layer decoder that only lets the folder
     load as a released checkpoint does (uses the global torch RNG)."""
-    from transformers import WhisperConfig, WhisperModel
-
     config = WhisperConfig(
         vocab_size=64,
         d_model=WIDTH,
@@ -260,7 +267,7 @@ def build_whisper():
 def log_mels(clips: list[np.ndarray]) -> torch.Tensor:
     """16 kHz clips -> whisper log-mels ``(N, 80, 200)``, computed exactly as
     :meth:`modalities.audio.WhisperAudioEncoder.preprocess` does for a model with ``max_source_positions=100``."""
-    import whisper  # openai-whisper; imported lazily (it pulls in numba)
+    import whisper  # noqa: PLC0415 - openai-whisper pulls in numba (seconds to import); only the sounds need it
 
     frames = 2 * MAX_SOURCE_POSITIONS
     samples = frames * (16000 // 100)
@@ -564,11 +571,10 @@ def train_encoders(
     config), ``out/"projections.safetensors"`` (the joint-space heads and logit scale, for zero-shot use) and
     ``out/"metrics.json"``. Returns the held-out zero-shot accuracies of :func:`zero_shot` (``"image/colour"``,
     ..., ``"audio/beeps"``, ``"frame/colour"``, ``"frame/shape"``), the losses (``"loss/initial"``: the first
-    step's summed loss; ``"loss/image"``, ``"loss/audio"``, ``"loss/clip"``: means over the last steps), the time spent rendering
-    and training (``"seconds"`` wall clock, ``"cpu_seconds"``) and parameter counts (``"params/..."``).
+    step's summed loss; ``"loss/image"``, ``"loss/audio"``, ``"loss/clip"``: means over the last steps), the time
+    spent rendering and training (``"seconds"`` wall clock, ``"cpu_seconds"``) and parameter counts
+    (``"params/..."``).
     """
-    from tqdm.auto import tqdm
-
     out = Path(out)
     audio_batch_size = audio_batch_size or max(2, batch_size * AUDIO_BATCH_SIZE // BATCH_SIZE)
     clip_batch_size = clip_batch_size or max(2, batch_size * CLIP_BATCH_SIZE // BATCH_SIZE)
@@ -672,8 +678,6 @@ def train_encoders(
 
 def save_encoders(binder: Binder, tokenizer, processor, out: Path) -> None:
     """Write the towers as the stand-alone transformers models the project's encoders load."""
-    from transformers import WhisperFeatureExtractor
-
     clip = binder.clip
     # transformers 5's CLIPModel holds its towers as a CLIPVisionModel and a CLIPTextModel: save them as they are
     clip.vision_model.save_pretrained(out / "image")
@@ -685,8 +689,6 @@ def save_encoders(binder: Binder, tokenizer, processor, out: Path) -> None:
     WhisperFeatureExtractor(
         feature_size=MEL_BINS, sampling_rate=16000, hop_length=160, chunk_length=2 * MAX_SOURCE_POSITIONS // 100
     ).save_pretrained(out / "audio")
-
-    from safetensors.torch import save_file
 
     heads = {
         "visual_projection.weight": clip.visual_projection.weight,
@@ -700,8 +702,6 @@ def save_encoders(binder: Binder, tokenizer, processor, out: Path) -> None:
 
 def load_projections(out: str | Path) -> dict[str, torch.Tensor]:
     """The joint-space heads and logit scale :func:`save_encoders` wrote (safetensors; never unpickled)."""
-    from safetensors.torch import load_file
-
     return load_file(Path(out) / "projections.safetensors")
 
 
@@ -709,8 +709,6 @@ def load_text_encoder(path: str | Path):
     """``(CLIPTokenizer, CLIPTextModel)`` from a ``train_encoders`` text folder (``out/"text"``), frozen: eval mode,
     no gradients. The model's ``pooler_output`` is the state at each caption's EOS token (before the joint-space
     projection, which is kept in ``out/"projections.safetensors"``)."""
-    from transformers import CLIPTextModel, CLIPTokenizer
-
     model = CLIPTextModel.from_pretrained(str(path)).eval().requires_grad_(False)
     return CLIPTokenizer.from_pretrained(str(path)), model
 

@@ -4,7 +4,8 @@ Every row talks to the system through the public :class:`~orchestrator.assistant
 run, the encoders, the LLM, the generators), one new thread per question:
 
 - **understanding** -- attach a rendered picture / clip / sound, ask about one attribute, and count the reply
-  right when the attribute's true value is the only value of that attribute it names;
+  right when the attribute's true value is the only value of that attribute it names
+  (:func:`tinyworld.text.values_named`);
 - **generation** -- ask for a picture / video / sound of given attributes; the reply must carry exactly one medium
   of that kind, and the independent judges (:mod:`tinyworld.judges`, trained separately from every model of the
   system) must find every requested attribute in it;
@@ -21,7 +22,7 @@ from __future__ import annotations
 import html
 import json
 import random
-import re
+import shutil
 import statistics
 import tempfile
 import time
@@ -31,8 +32,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from core.hub import resolve_model
+from orchestrator.assistant import Assistant
 from tinyworld import text as world_text
 from tinyworld.data import held_out_seed
+from tinyworld.judges import Judges
 from tinyworld.world import THINGS, Thing, encode
 
 #: understanding rows: kind -> attributes asked (the issue's bars)
@@ -62,20 +66,6 @@ BARS: dict[str, float] = {
 }
 LATENCY_BAR = 3.0
 _MEDIA_ARG = {"image": "images", "video": "video", "audio": "audio"}
-
-
-def values_named(reply: str, kind: str, attribute: str) -> set[str]:
-    """The values of ``attribute`` a reply names (whole words; longer values first, so "top left" is not also
-    "left"); beep counts as number words."""
-    options = THINGS[kind].choices(attribute)
-    words = {world_text.NUMBERS[v] if attribute == "beeps" else str(v): str(v) for v in options}
-    found, rest = set(), reply.lower()
-    for word in sorted(words, key=len, reverse=True):
-        pattern = rf"\b{re.escape(word)}\b"
-        if re.search(pattern, rest):
-            found.add(words[word])
-            rest = re.sub(pattern, " ", rest)
-    return found
 
 
 @dataclass
@@ -157,7 +147,7 @@ class Evaluator:
             thing = THINGS[kind].sample(self.rng)
             question = self.rng.choice(world_text.QUESTIONS[kind][attribute])
             reply = self.bot.chat(question, **{_MEDIA_ARG[kind]: [self._render(thing)]}, seed=0)
-            row.add(values_named(reply.text, kind, attribute) == {str(getattr(thing, attribute))})
+            row.add(world_text.values_named(reply.text, kind, attribute) == {str(getattr(thing, attribute))})
             self._routing(reply, None)
 
     def chat(self, n: int) -> None:
@@ -219,12 +209,7 @@ def evaluate(
 ) -> EvalResult:
     """Score ``config`` (default: the default preset) with ``n`` held-out samples per row; write the report into
     ``out`` if given. ``judges``: a :class:`tinyworld.judges.Judges` or a folder (default: the packaged one)."""
-    from orchestrator.assistant import Assistant
-    from tinyworld.judges import Judges
-
     if judges is None or isinstance(judges, (str, Path)):
-        from core.hub import resolve_model
-
         judges = Judges.load(judges or resolve_model("@tinyworld/judges"))
     with tempfile.TemporaryDirectory() as tmp:
         bot = assistant or Assistant.from_config(
@@ -245,8 +230,6 @@ def evaluate(
 
 def write_report(result: EvalResult, out: Path, *, title: str) -> Path:
     """``out/results.json`` and ``out/report.html``: the table and a grid of generated samples (media copied)."""
-    import shutil
-
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result.to_dict(), indent=2))
     (out / "media").mkdir(exist_ok=True)

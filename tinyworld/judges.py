@@ -45,6 +45,7 @@ import random
 import sys
 import time
 from abc import ABC, abstractmethod
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -52,8 +53,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from tqdm import tqdm
 
+from core.config import MediaLimits
+from modalities.media import decode_audio, decode_image, decode_video
 from tinyworld.world import SAMPLE_RATE, Clip, Picture, Sound, Thing
 from training.meter import metered
 from training.optim import adamw
@@ -64,7 +69,7 @@ SIDE = 32  #: side (pixels) every picture and video frame is resized to
 FRAMES = 8  #: frames every video is resampled to
 SECONDS = 1.0  #: every sound is padded or trimmed to this length
 KINDS = {"image": "picture", "video": "clip", "audio": "sound"}  #: medium kind -> judge name
-STEPS = 500  #: default optimiser steps per judge (the three together train in about 2.5 CPU minutes)
+STEPS = 500  #: default optimiser steps per judge
 BATCH_SIZE = 64  #: default training batch
 EVAL_SAMPLES = 1200  #: default held-out renders per judge and condition (clean, noisy)
 
@@ -337,9 +342,7 @@ def sound_array(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarr
     if int(sample_rate) != sample_rate or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     if sample_rate != SAMPLE_RATE:
-        from fractions import Fraction
-
-        from scipy.signal import resample_poly
+        from scipy.signal import resample_poly  # noqa: PLC0415 - heavy (scipy), only for sounds at other rates
 
         ratio = Fraction(SAMPLE_RATE, int(sample_rate))
         samples = resample_poly(samples, ratio.numerator, ratio.denominator).astype(np.float32)
@@ -585,8 +588,6 @@ def train_judge(
     """Train one judge from scratch on freshly rendered, augmented samples (AdamW, one-cycle schedule, the sum
     of the heads' cross-entropies with a little label smoothing). Deterministic for a given seed and thread
     count. ``device``: where it trains (the samples are rendered on the CPU); the judge comes back on the CPU."""
-    from tqdm import tqdm
-
     if steps < 1 or batch_size < 2:
         raise ValueError(f"steps must be >= 1 and batch_size >= 2, got {steps} and {batch_size}")
     stream = _stream(seed, _STREAMS[name])
@@ -636,8 +637,6 @@ def evaluate(
 
 def save_judge(model: _Judge, out: str | Path, **extra: Any) -> Path:
     """Write ``<name>.safetensors`` and ``<name>.json`` (architecture, classes and ``extra``) into ``out``."""
-    from safetensors.torch import save_file
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -658,8 +657,6 @@ def save_judge(model: _Judge, out: str | Path, **extra: Any) -> Path:
 
 def load_judge(path: str | Path, name: str) -> _Judge:
     """Rebuild judge ``name`` from ``path/<name>.json`` and load ``path/<name>.safetensors`` (strictly)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     config_file, weights_file = path / f"{name}.json", path / f"{name}.safetensors"
     for file in (config_file, weights_file):
@@ -754,9 +751,6 @@ class Judges:
         """Decode one encoded medium (``image``: PNG, JPEG, ...; ``video``: MP4, GIF, ...; ``audio``: WAV, ...)
         with :mod:`modalities.media` under the default :class:`~core.config.MediaLimits` and classify it.
         Undecodable media raise the typed media errors (all ``ValueError``)."""
-        from core.config import MediaLimits
-        from modalities.media import decode_audio, decode_image, decode_video
-
         if kind not in KINDS:
             raise ValueError(f"unknown media kind {kind!r}; the judges take {sorted(KINDS)}")
         limits = MediaLimits()

@@ -19,10 +19,14 @@ import re
 from pathlib import Path
 
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from core.config import LLMConfig, PromptFormat
+from orchestrator.backbone import Backbone, PromptTurn, Text
+from orchestrator.tiny import sentencepiece_tokenizer, special_ids
 from tinyworld import text as world_text
 from tinyworld.world import THINGS
+from training.lm import train_text_lm
 
 #: the tinyworld's prompt layout: no system prompt (short sequences), Vicuna-style turns
 PROMPT = PromptFormat(system="", user_prefix="USER: ", assistant_prefix="ASSISTANT: ", turn_separator="\n")
@@ -71,8 +75,6 @@ def text_dialogues(n: int, *, seed: int = 0) -> list[list[tuple[str, str]]]:
 
 def train_tokenizer(out: str | Path, vocab_size: int = VOCAB_SIZE):
     """A SentencePiece BPE tokenizer (byte fallback) trained on :func:`tinyworld.text.corpus`, saved to ``out``."""
-    from orchestrator.tiny import sentencepiece_tokenizer
-
     return sentencepiece_tokenizer(Path(out), vocab_size, corpus=world_text.corpus())
 
 
@@ -84,11 +86,8 @@ def llm_config(model: str | Path) -> LLMConfig:
 @torch.no_grad()
 def answer_accuracy(model_dir: str | Path, n: int = 60, *, seed: int = 10_000) -> float:
     """Greedy accuracy of the LLM on ``n`` held-out single-turn text exchanges: an answer counts when it names
-    the asked attribute's true value and no other (:func:`tinyworld.evaluate.values_named`), a reply to a
+    the asked attribute's true value and no other (:func:`tinyworld.text.values_named`), a reply to a
     generation request when it restates what was asked for and names the right medium."""
-    from orchestrator.backbone import Backbone, Text, PromptTurn
-    from tinyworld.evaluate import values_named
-
     backbone = Backbone.from_config(
         llm_config(model_dir), placeholders={}, signals={}, device="cpu", dtype=torch.float32
     )
@@ -117,7 +116,7 @@ def answer_accuracy(model_dir: str | Path, n: int = 60, *, seed: int = 10_000) -
             right += reply.lower().rstrip(".") == world_text.caption(thing)  # "Describe it." -> the caption
         else:
             attribute = next(a for a in thing.attributes if world_text.answer(thing, a) == expected)
-            right += values_named(reply, thing.kind, attribute) == {str(getattr(thing, attribute))}
+            right += world_text.values_named(reply, thing.kind, attribute) == {str(getattr(thing, attribute))}
     return right / n
 
 
@@ -139,11 +138,6 @@ def train_language_model(
     dialogues of similar length; ``micro_batches``: each batch in runs of similar length (both
     :func:`training.lm.train_text_lm`); ``device``: where it trains.
     Returns held-out metrics."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from orchestrator.tiny import special_ids
-    from training.lm import train_text_lm
-
     out = Path(out)
     tokenizer = train_tokenizer(out)
     with torch.random.fork_rng(devices=[]):

@@ -1,13 +1,13 @@
 """How long the tinyworld recipe will take on this machine, before it runs: ``mmgraph train world --plan``.
 
-    mmgraph train world --plan --out runs/plan --jobs 2 --threads 2 --set video_steps=900
+    mmgraph train world --plan --out runs/plan --jobs 2 --threads 2 --video-steps 900
 
 A plan runs every step of the recipe once with each training loop cut to ``probe_steps`` steps, at the full data
 sizes and batches. So each step's fixed work (rendering, caching features, encoding latents, evaluating, saving)
 is measured as it is, and each loop's seconds per step are measured on one thread and on all cores
 (:func:`training.meter.probing`). A step's predicted time is its fixed work plus, for each loop, the
 configured steps times its seconds per step (:func:`predict_step`). The recipe's own scheduler
-(:func:`tinyworld.recipe.schedule`) then lays the steps out over the run's jobs and cores (:func:`simulate`): the
+(:func:`tinyworld.runner.schedule`) then lays the steps out over the run's jobs and cores (:func:`simulate`): the
 end of the last step is the planned wall clock.
 
 What a plan does not see: the fixed work runs on one thread (a run may give it more); two steps side by side are
@@ -24,7 +24,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tinyworld.recipe import STEPS, RecipeConfig, run, schedule
+from tinyworld.config import STEP_TABLE, RecipeConfig
+from tinyworld.judges import STEPS as JUDGE_STEPS
+from tinyworld.runner import run, schedule
+from training import meter
 
 #: each metered training loop of the recipe -> the RecipeConfig field that sets its number of steps
 LOOP_STEPS: dict[str, str] = {
@@ -52,8 +55,6 @@ def configured_steps(config: RecipeConfig, loop: str) -> int | None:
         return None
     value = getattr(config, field)
     if value is None and field == "judge_steps":
-        from tinyworld.judges import STEPS as JUDGE_STEPS
-
         value = JUDGE_STEPS
     return int(value)
 
@@ -81,7 +82,7 @@ def per_step(loop: dict, threads: int) -> float:
 
 def predict_step(step: dict, config: RecipeConfig, threads: int) -> float:
     """Seconds one recipe step would take with ``config`` on ``threads`` threads, from a record of it (``{"seconds",
-    "loops"}`` as :func:`tinyworld.recipe.run` writes it): the work outside its loops as measured, plus each known
+    "loops"}`` as :func:`tinyworld.runner.run` writes it): the work outside its loops as measured, plus each known
     loop's configured steps times its seconds per step (an unknown loop counts as measured)."""
     loops = step.get("loops") or []
     total = max(step["seconds"] - sum(loop["seconds"] for loop in loops), 0.0)
@@ -137,7 +138,7 @@ def critical_chain(timeline: dict[str, tuple[float, float]], tolerance: float = 
         ended = [n for n, (_, end) in timeline.items() if abs(end - start) <= tolerance * max(1.0, start)]
         if not ended:
             break
-        reads = [n for n in ended if n in STEPS[chain[0]].after]
+        reads = [n for n in ended if n in STEP_TABLE[chain[0]].after]
         chain.insert(0, (reads or ended)[0])
     return chain
 
@@ -162,14 +163,12 @@ def plan(
     out = Path(out)
     cores = config.threads or os.cpu_count() or 1
     folder = out / "probe"
-    from training import meter
-
     log(f"probing every recipe step with {probe_steps}-step loops on 1 and {cores} threads (in {folder}) ...")
     began = time.perf_counter()
     with meter.probing(sorted({1, cores})):
         record = run(folder, probe_config(config, probe_steps), overwrite=True, progress=progress, log=log, jobs=1)
     probe_seconds = time.perf_counter() - began
-    todo = list(STEPS)
+    todo = list(STEP_TABLE)
 
     def seconds(name: str, threads: int) -> float:
         return predict_step(record["steps"][name], config, threads)
@@ -211,10 +210,10 @@ def plan(
 def plot_plan(result: dict, png: str | Path) -> Path:
     """Draw the planned timeline: one bar per step from its planned start to end, the steps the end waits on
     (:func:`critical_chain`) in red, and the hour marked."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - heavy plotting library, used only to draw the plan
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after matplotlib.use("Agg"), so no display is needed
 
     steps = sorted(result["steps"].items(), key=lambda kv: kv[1]["start"], reverse=True)
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(steps) + 1.2), dpi=100)

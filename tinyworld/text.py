@@ -1,16 +1,18 @@
 """The tinyworld's language: captions, questions and answers, generation requests, and dialogues mixing both.
 
 Every sentence is built from a thing's attributes, so an answer can be checked by looking for the attribute's
-words (:func:`answer_words`). Requests to generate name the attributes the generator is judged on, and their
-reply carries the output placeholder plus the caption the output projector is aligned to.
+words (:func:`answer_words`, :func:`values_named`). Requests to generate name the attributes the generator is
+judged on, and their reply carries the output placeholder plus the caption the output projector is aligned to.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
-from tinyworld.world import Clip, Picture, Sound, Thing
+from tinyworld.world import THINGS, Clip, Picture, Sound, Thing
 
 NUMBERS = {1: "one", 2: "two", 3: "three"}
 
@@ -76,6 +78,20 @@ def answer_words(thing: Thing, attribute: str) -> str:
     return NUMBERS[value] if attribute == "beeps" else str(value)
 
 
+def values_named(reply: str, kind: str, attribute: str) -> set[str]:
+    """The values of ``attribute`` a reply names (whole words; longer values first, so "top left" is not also
+    "left"); beep counts as number words. An answer is right when this is exactly the true value."""
+    options = THINGS[kind].choices(attribute)
+    words = {NUMBERS[v] if attribute == "beeps" else str(v): str(v) for v in options}
+    found, rest = set(), reply.lower()
+    for word in sorted(words, key=len, reverse=True):
+        pattern = rf"\b{re.escape(word)}\b"
+        if re.search(pattern, rest):
+            found.add(words[word])
+            rest = re.sub(pattern, " ", rest)
+    return found
+
+
 # -- generation requests ------------------------------------------------------------------------------------------
 
 DRAW = ("Draw {x}.", "Show me {x}.", "Paint {x}.", "Make a picture of {x}.")
@@ -139,10 +155,6 @@ def generation(thing: Thing, rng: random.Random) -> Exchange:
 
 def all_things() -> list[Thing]:
     """Every distinct thing of the world (each combination of attribute values), in a fixed order."""
-    import itertools
-
-    from tinyworld.world import THINGS
-
     out: list[Thing] = []
     for cls in THINGS.values():
         names = list(cls.options)
@@ -185,8 +197,6 @@ def exchange(rng: random.Random, *, kind: str | None = None, task: str | None = 
     """A random exchange of ``task`` (default: drawn by :data:`TASKS`): "understand" (a question about an
     attached thing of ``kind`` -- "image" / "video" / "audio", default any), "generate" (a request to make one),
     "both" (a question and a request in one turn) or "chat" (plain text, nothing attached or generated)."""
-    from tinyworld.world import THINGS
-
     task = task or rng.choices(list(TASKS), weights=list(TASKS.values()))[0]
     if task == "chat":
         user, reply = rng.choice(CHAT)
@@ -222,8 +232,6 @@ def follow_up(earlier: Thing, rng: random.Random) -> Exchange:
     """An exchange about a thing like ``earlier`` with one requested attribute changed: a request to make it
     (``Play two low beeps.`` after three low ones) or a question about an attached one. Reading the new turn, not
     echoing the earlier one, is what it teaches."""
-    from dataclasses import replace
-
     cls = type(earlier)
     attribute = rng.choice(REQUESTED[earlier.kind])
     value = rng.choice([v for v in cls.choices(attribute) if v != getattr(earlier, attribute)])

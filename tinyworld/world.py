@@ -20,6 +20,8 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image, ImageDraw
 
+from modalities.media import encode_mp4, encode_png, encode_wav
+
 SAMPLE_RATE = 16000
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -218,8 +220,6 @@ THINGS: dict[str, type[Thing]] = {"image": Picture, "video": Clip, "audio": Soun
 
 def encode(thing: Thing, seed: int = 0, **render) -> bytes:
     """Render ``thing`` and encode it as PNG / MP4 / WAV bytes (what a user would send)."""
-    from modalities.media import encode_mp4, encode_png, encode_wav
-
     medium = thing.render(seed, **render)
     if isinstance(thing, Picture):
         return encode_png(medium)
