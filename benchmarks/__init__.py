@@ -5,4 +5,12 @@ copied), checks that they compute the same thing, then times them on the same in
 
 * :mod:`benchmarks.twins` -- ``LlavaForConditionalGeneration`` and an :class:`~orchestrator.system.MMSystem`
   sharing its vision tower, projector and LLM, at a named size (:data:`benchmarks.twins.SIZES`).
+
+:mod:`benchmarks.run` declares the ``mmgraph bench`` options and imports nothing heavy (the CLI builds its parser
+on every call); :mod:`benchmarks.suite` runs the benchmarks those options name.
 """
+
+#: every benchmark ``mmgraph bench`` knows
+BENCHES = ("train", "decode", "graph", "generate", "grouping", "micro", "optimizer")
+#: what ``mmgraph bench`` runs when none is named (grouping, micro and optimizer train tinyworld's models)
+DEFAULT_BENCHES = ("train", "decode", "graph", "generate")

@@ -10,19 +10,27 @@ classifier-free guidance:
   negatives, the same pipeline call, and the PNG encoding the node returns. ``compile=True`` builds the tool with
   ``GeneratorConfig(compile=True)`` (:func:`generators.base.compile_denoiser`).
 
-Sizes: ``tiny`` (a CPU in well under a second) and ``sd15``: Stable Diffusion 1.5's UNet (block widths 320, 640,
-1280, 1280; cross-attention 768; 64 x 64 latents) and VAE (512 x 512 images). The text encoder is a 2-layer,
+Sizes: ``tiny`` (16 x 16 latents, for CPUs and the tests) and ``sd15``: Stable Diffusion 1.5's UNet (block widths
+320, 640, 1280, 1280; cross-attention 768; 64 x 64 latents) and VAE (512 x 512 images). The text encoder is a 2-layer,
 768-wide CLIP: only the empty negative prompt goes through it, once.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from PIL import Image
+from transformers import CLIPTextConfig, CLIPTextModel
 
 from benchmarks.common import Row, median, peak_memory, timed
+from core.config import GeneratorConfig
+from generators.image import StableDiffusionTool
+from orchestrator.tiny import tiny_clip_tokenizer
 
 #: sizes as plain data: UNet and VAE widths, latent side, text width
 SD_SIZES: dict[str, dict[str, Any]] = {
@@ -76,13 +84,6 @@ def build_sd_twins(
     compile: bool = False,
     seed: int = 0,
 ) -> DiffusionTwins:
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from core.config import GeneratorConfig
-    from generators.image import StableDiffusionTool
-    from orchestrator.tiny import tiny_clip_tokenizer
-
     if size not in SD_SIZES:
         raise ValueError(f"unknown diffusion size {size!r}; sizes: {', '.join(SD_SIZES)}")
     s = SD_SIZES[size]
@@ -185,11 +186,6 @@ def our_image(twins: DiffusionTwins, seed: int = 0):
 
 def max_pixel_diff(twins: DiffusionTwins, seed: int = 0) -> int:
     """Largest difference (0-255) between the two sides' images from the same seed: 0 when both run eagerly."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
     theirs = np.asarray(baseline_image(twins, seed).convert("RGB"), dtype=np.int16)
     ours = np.asarray(Image.open(io.BytesIO(our_image(twins, seed).data)).convert("RGB"), dtype=np.int16)
     return int(np.abs(theirs - ours).max())

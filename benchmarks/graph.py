@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Row, median
+from orchestrator.assistant import Assistant
+from tinyworld.world import Picture, encode
 
 
 @contextmanager
@@ -44,9 +46,6 @@ def _timing(obj: Any, names: list[str], spent: list[float]) -> Iterator[None]:
 
 
 def bench_graph(config: str = "tiny-world", *, repeats: int = 5, assistant=None) -> list[Row]:
-    from mmgraph import Assistant
-    from tinyworld.world import Picture, encode
-
     image = encode(Picture(colour="red", shape="circle", position="centre", size="large"), seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         bot = assistant or Assistant(config, db=Path(tmp) / "t.sqlite", artifacts=Path(tmp) / "a")

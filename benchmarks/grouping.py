@@ -8,12 +8,12 @@ Both sides train the same models on the same data with the same batch size:
   batches than the baseline's);
 * ours, ``micro`` -- ``micro_batches`` (:func:`~training.batches.length_chunks`): the baseline's
   random batches, each run as micro-batches of similar length whose gradients add up to the batch's (4 for the
-  text LM, 2 for PT and IT; the recipe keeps PT in one pass, which this bench shows gains nothing).
+  text LM, 2 for PT and IT).
 
 Workloads are the recipe's own, at its batch sizes, on the packaged ``tiny-world`` weights:
 
 * ``text LM`` -- :func:`training.lm.train_text_lm` on :func:`tinyworld.language.text_dialogues`
-  (batch 32), every weight of the 1.1 M-parameter Llama training;
+  (batch 32), every weight of the packaged Llama training;
 * ``MM PT`` / ``MM IT`` -- the :class:`~training.Trainer` on freshly rendered PT rows (batch 32) and
   IT conversations (batch 16), as the recipe's ``pt`` and ``it`` steps run them (IT with LoRA).
 
@@ -29,7 +29,16 @@ import time
 from pathlib import Path
 from statistics import mean
 
+import torch
+
 from benchmarks.common import Row
+from core.hub import resolve_model
+from orchestrator.backbone import Backbone
+from tinyworld.data import write_datasets
+from tinyworld.language import llm_config, text_dialogues
+from training import TrainConfig, Trainer
+from training.batches import epoch_order, length_chunks
+from training.lm import dialogue_ids, train_text_lm
 
 
 class _StepClock(list):
@@ -60,8 +69,6 @@ OURS = {
 
 def _fill(lengths: list[int], order: list[int], batch: int, micro_batches: int = 1) -> float:
     """Real tokens over padded tokens in the full batches of ``order`` (each run as ``micro_batches`` passes)."""
-    from training.batches import length_chunks
-
     batches = [order[i : i + batch] for i in range(0, len(order) - batch + 1, batch)]
     real = sum(lengths[i] for b in batches for i in b)
     passes = [c for b in batches for c in length_chunks(b, micro_batches, length=lengths.__getitem__)]
@@ -75,14 +82,6 @@ def _label(base: str, ours: dict) -> str:
 def bench_text_lm(
     *, steps: int = 20, batch_size: int = 32, dialogues: int = 2000, warmup: int = 3, ours: dict | None = None
 ) -> Row:
-    import torch
-
-    from core.hub import resolve_model
-    from orchestrator.backbone import Backbone
-    from tinyworld.language import llm_config, text_dialogues
-    from training.batches import epoch_order
-    from training.lm import dialogue_ids, train_text_lm
-
     config = llm_config(resolve_model("@tinyworld/llm"))
     data = text_dialogues(dialogues, seed=0)
     backbone = Backbone.from_config(config, placeholders={}, signals={}, device="cpu", dtype=torch.float32)
@@ -115,10 +114,6 @@ def bench_text_lm(
 
 
 def bench_projector_stages(*, steps: int = 20, rows: int = 400, warmup: int = 3, ours: dict | None = None) -> list[Row]:
-    from tinyworld.data import write_datasets
-    from training import TrainConfig, Trainer
-    from training.batches import epoch_order
-
     out: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

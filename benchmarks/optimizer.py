@@ -29,18 +29,24 @@ import time
 from pathlib import Path
 from statistics import mean
 
-from benchmarks.common import Row
+import torch
+from transformers import AutoModelForCausalLM
+
+from benchmarks.common import Row, median
+from benchmarks.grouping import _StepClock
+from core.hub import resolve_model
+from tinyworld.data import write_datasets
+from tinyworld.diffusion_models import UNET_3D_CONFIG, make_unet_2d, make_unet_3d, make_vae
+from tinyworld.language import llm_config, text_dialogues
+from training import TrainConfig, Trainer
+from training.lm import train_text_lm
+from training.optim import adamw, fusing
 
 
 def _interleaved_step_seconds(build, batch: tuple, loss_fn, *, steps: int, warmup: int) -> dict[bool, float]:
     """Median seconds of a training step (forward, backward, clipping to norm 1, AdamW) of two copies of one model,
     one with each optimiser, stepped in turn (the order swapping every round) so that drift in the machine's speed
     hits both sides alike."""
-    import torch
-
-    from benchmarks.common import median
-    from training.optim import adamw, fusing
-
     models, optimisers = {}, {}
     for fused in (False, True):
         torch.manual_seed(0)
@@ -65,10 +71,6 @@ def _interleaved_step_seconds(build, batch: tuple, loss_fn, *, steps: int, warmu
 def bench_generator_steps(*, steps: int, warmup: int = 2) -> list[Row]:
     """The diffusion models' training steps at the recipe's sizes and batch sizes, on random inputs (a step costs
     the same whatever the numbers are)."""
-    import torch
-
-    from tinyworld.diffusion import UNET_3D_CONFIG, make_unet_2d, make_unet_3d, make_vae
-
     gen = torch.Generator().manual_seed(0)
 
     def denoise(unet, x, t, states):
@@ -119,12 +121,6 @@ def bench_generator_steps(*, steps: int, warmup: int = 2) -> list[Row]:
 
 
 def bench_text_lm(*, steps: int, batch_size: int = 32, warmup: int = 3) -> Row:
-    from benchmarks.grouping import _StepClock
-    from core.hub import resolve_model
-    from tinyworld.language import llm_config, text_dialogues
-    from training.lm import train_text_lm
-    from training.optim import fusing
-
     config = llm_config(resolve_model("@tinyworld/llm"))
     data = text_dialogues(2000, seed=0)
     per_step = {}
@@ -148,10 +144,6 @@ def bench_text_lm(*, steps: int, batch_size: int = 32, warmup: int = 3) -> Row:
 
 
 def bench_projector_stages(*, steps: int, rows: int = 400, warmup: int = 3) -> list[Row]:
-    from tinyworld.data import write_datasets
-    from training import TrainConfig, Trainer
-    from training.optim import fusing
-
     out: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -187,14 +179,6 @@ def bench_projector_stages(*, steps: int, rows: int = 400, warmup: int = 3) -> l
 
 def bench_update_alone(*, repeats: int = 20) -> list[Row]:
     """``optimizer.step()`` alone on the recipe's models' parameters: where the difference comes from."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from benchmarks.common import median
-    from core.hub import resolve_model
-    from tinyworld.diffusion import UNET_3D_CONFIG, make_unet_2d, make_unet_3d, make_vae
-    from training.optim import adamw, fusing
-
     torch.manual_seed(0)
     models = {
         "image UNet": make_unet_2d(8, 64),

@@ -12,20 +12,12 @@ mmgraph bench optimizer --steps 20              # fused vs default AdamW, the ti
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-BENCHES = ("train", "decode", "graph", "generate", "grouping", "micro", "optimizer")
-DEFAULT_BENCHES = ("train", "decode", "graph", "generate")  # grouping, micro, optimizer train tinyworld's models
+from benchmarks import BENCHES, DEFAULT_BENCHES
 
-
-def describe_device(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from benchmarks.common import Row
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,87 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
 
 
-def run_from_args(args: argparse.Namespace) -> list:
-    import torch
+def run_from_args(args: argparse.Namespace) -> list[Row]:
+    """Run the benchmarks ``args`` name, print their table, and return the rows (:mod:`benchmarks.suite`)."""
+    from benchmarks import suite  # noqa: PLC0415 - torch, transformers, diffusers: the CLI's parser stays light
 
-    from benchmarks.common import table
-    from benchmarks.diffusion import SD_SIZES
-    from benchmarks.twins import SIZES, build_twins
-    from orchestrator.decoding import resolve
-
-    for cache in args.cache.split(","):
-        try:
-            resolve(cache, torch.device("cpu"))  # an unknown kind fails here, before any model is built
-        except ValueError as error:
-            raise SystemExit(f"mmgraph bench: {error}") from None
-    unknown = [b for b in args.benches if b not in BENCHES]
-    if unknown:
-        raise SystemExit(f"mmgraph bench: unknown benchmarks {unknown}; choose from {', '.join(BENCHES)}")
-    args.benches = args.benches or list(DEFAULT_BENCHES)
-    dtype = getattr(torch, args.dtype)
-    rows = []
-    twins = None
-    for bench in args.benches:
-        sizes = SD_SIZES if bench == "generate" else SIZES
-        if bench not in ("graph", "grouping", "micro", "optimizer") and args.size not in sizes:
-            raise SystemExit(f"mmgraph bench {bench}: unknown size {args.size!r}; sizes: {', '.join(sizes)}")
-    if {"train", "decode"} & set(args.benches):
-        twins = build_twins(args.size, device=args.device, dtype=dtype)
-    if "train" in args.benches:
-        from benchmarks.train import bench_train
-
-        rows += bench_train(
-            args.size,
-            batch_size=args.batch,
-            steps=args.steps,
-            encoder=args.encoder,
-            twins=twins,
-            dtype=dtype,
-            compile=args.compile,
-            compile_baseline=args.compile_baseline,
-        )
-    if "decode" in args.benches:
-        from benchmarks.decode import bench_decode
-
-        for cache in args.cache.split(","):
-            rows += bench_decode(
-                args.size, tokens=args.tokens, twins=twins, dtype=dtype, cache=cache, repeats=args.repeats
-            )
-    if "generate" in args.benches:
-        from benchmarks.diffusion import bench_generate, build_sd_twins
-
-        sd = build_sd_twins(
-            args.size, device=args.device, dtype=dtype, steps=args.diffusion_steps, compile=args.compile
-        )
-        rows += bench_generate(args.size, repeats=args.repeats, twins=sd, dtype=dtype)
-    for mode in ("grouping", "micro"):
-        if mode in args.benches:
-            from benchmarks.grouping import bench_grouping
-
-            rows += bench_grouping(steps=args.steps, mode=mode)
-    if "optimizer" in args.benches:
-        from benchmarks.optimizer import bench_optimizer
-
-        rows += bench_optimizer(steps=args.steps)
-    if "graph" in args.benches:
-        from benchmarks.graph import bench_graph
-
-        rows += bench_graph()
-    print(table(rows, f"mmgraph bench on {describe_device(args.device)} (random weights for the twins)"))
-    for row in rows:
-        extra = {
-            k: v
-            for k, v in row.notes.items()
-            if k in ("overhead_ms", "overhead_pct", "prompt", "max_pixel_diff", "fill_ours", "fill_baseline")
-        }
-        if extra:
-            print(
-                f"  {row.measure}: "
-                + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items())
-            )
-    if args.json:
-        Path(args.json).write_text(json.dumps([r.to_dict() for r in rows], indent=2))
-    return rows
+    return suite.run_from_args(args)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,7 @@ Both sides train the same projector (shared modules) with AdamW on the same :fun
 
 * baseline -- ``LlavaForConditionalGeneration(input_ids, pixel_values, labels=...)``, ``loss.backward()``, the
   vision tower and LLM frozen, as a user of transformers would run LLaVA's pre-training stage;
-* ours -- :class:`~training.trainer.ProjectorObjective` (the loss mmgraph's Trainer computes) on a
+* ours -- :class:`~training.objective.ProjectorObjective` (the loss mmgraph's Trainer computes) on a
   :class:`~training.batches.Batch`. ``encoder="live"`` runs the frozen CLIP every step as the
   baseline does; ``encoder="cached"`` reads precomputed features, as the Trainer does from its feature cache.
   ``compile=True`` runs the frozen LLM through ``torch.compile`` (``TrainConfig(compile=True)``).
@@ -22,11 +22,11 @@ import torch
 
 from benchmarks.common import Row, median, peak_memory, sync, timed
 from benchmarks.twins import TwinBatch, Twins, build_twins, make_batch
+from training import ProjectorObjective
+from training.batches import Batch
 
 
 def our_batch(twins: Twins, batch: TwinBatch, features: torch.Tensor | None = None):
-    from training.batches import Batch
-
     if features is None:
         with torch.no_grad():
             features = twins.ours.encoder("image")(pixel_values=batch.pixel_values)  # (B, 1, N, D_enc)
@@ -35,8 +35,6 @@ def our_batch(twins: Twins, batch: TwinBatch, features: torch.Tensor | None = No
 
 def losses(twins: Twins, batch: TwinBatch) -> dict[str, Any]:
     """The two sides' LM loss and logits on one batch (no training): they must agree."""
-    from training.trainer import ProjectorObjective
-
     with torch.no_grad():
         hf = twins.hf(
             input_ids=batch.hf_ids,
@@ -46,9 +44,9 @@ def losses(twins: Twins, batch: TwinBatch) -> dict[str, Any]:
         )
         ours, _ = ProjectorObjective(twins.ours)(our_batch(twins, batch))
         system = twins.ours
-        features = system.project("image", system.encoder("image")(pixel_values=batch.pixel_values))
-        embeds = system.backbone.embed(batch.our_ids, {"image": features.flatten(0, 1)})
-        logits = system.backbone.model(inputs_embeds=embeds, attention_mask=batch.attention_mask).logits
+        features = system.encoder("image")(pixel_values=batch.pixel_values)  # (B, 1, T, D_enc)
+        out, _ = system(batch.our_ids, {"image": features}, attention_mask=batch.attention_mask)
+        logits = out.logits
     vocab = hf.logits.shape[-1]
     return {
         "hf_loss": hf.loss.item(),
@@ -71,8 +69,6 @@ def bench_train(
     compile_baseline: bool = False,
 ) -> list[Row]:
     """Samples per second (and peak memory) of one projector-only PT step, baseline vs ours."""
-    from training.trainer import ProjectorObjective
-
     twins = twins or build_twins(size, device=device, dtype=dtype)
     dev = twins.device
     batch = make_batch(twins, batch_size)

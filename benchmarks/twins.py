@@ -17,8 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import (
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+)
 
-#: Sizes as plain data. ``tiny`` runs on a CPU in seconds; ``llava-layout`` has LLaVA-1.5's sequence and vocabulary
+from core.config import ModalityConfig, ProjectorConfig, SystemConfig
+from modalities.image import ClipVisionEncoder
+from modalities.input_projectors import MLPProjector
+from orchestrator.backbone import Backbone
+from orchestrator.system import MMSystem
+from orchestrator.tiny import sentencepiece_tokenizer
+
+#: Sizes as plain data. ``tiny`` is for CPUs and the tests; ``llava-layout`` has LLaVA-1.5's sequence and vocabulary
 #: at small widths; ``llava-7b`` is LLaVA-1.5-7B's shape.
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(
@@ -93,8 +108,6 @@ class Twins:
 
 
 def llava_config(size: str):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-
     s = SIZES[size]
     vision = CLIPVisionConfig(
         hidden_size=s["vision_width"],
@@ -139,15 +152,6 @@ def build_twins(
 ) -> Twins:
     """Random-weight LLaVA (seeded) and the mmgraph system sharing its modules; both in eval mode, frozen but for
     the projector."""
-    from transformers import CLIPImageProcessorPil, LlamaForCausalLM, LlavaForConditionalGeneration
-
-    from core.config import ModalityConfig, ProjectorConfig, SystemConfig
-    from modalities.image import ClipVisionEncoder
-    from modalities.input_projectors import MLPProjector
-    from orchestrator.backbone import Backbone
-    from orchestrator.system import MMSystem
-    from orchestrator.tiny import sentencepiece_tokenizer
-
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; sizes: {', '.join(SIZES)}")
     config = llava_config(size)

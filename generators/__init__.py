@@ -2,7 +2,7 @@
 
 ``signal hidden states (B, k, D_llm) --OutputProjector--> conditioning {name: (B, L, D)} --GeneratorTool--> bytes``
 
-Two registries name the components, so configs and plugins refer to them by kind:
+Two registries (``generators.registry``) name the components, so configs and plugins refer to them by kind:
 
 * :data:`GENERATORS` -- ``stable_diffusion`` | ``text_to_video_sd`` | ``animatediff`` | ``audioldm2`` |
   ``mel_diffusion`` -> a
@@ -11,35 +11,20 @@ Two registries name the components, so configs and plugins refer to them by kind
   subclass; entry-point group ``mmgraph.output_projectors``.
 
 Importing this package is cheap: the registries hold ``"module:attr"`` strings, and the torch / diffusers
-modules are imported on first use (the other public names are served lazily, PEP 562).
+modules are imported on first use (the other public names are served lazily, PEP 562). The submodules import
+what they need from ``generators.registry`` and from each other, never from this package.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from core.registry import Registry, lazy_exports
+from core.registry import lazy_exports
+from generators.registry import GENERATORS, OUTPUT_PROJECTORS
 
-GENERATORS: Registry[Any] = Registry(
-    "generator",
-    "mmgraph.generators",
-    {
-        "stable_diffusion": "generators.image:StableDiffusionTool",
-        "text_to_video_sd": "generators.video:TextToVideoTool",
-        "animatediff": "generators.video:AnimateDiffTool",
-        "audioldm2": "generators.audio:AudioLDM2Tool",
-        "mel_diffusion": "generators.audio:MelDiffusionTool",
-    },
-)
-
-OUTPUT_PROJECTORS: Registry[Any] = Registry(
-    "output projector",
-    "mmgraph.output_projectors",
-    {
-        "mlp": "generators.output_projectors:MLPOutputProjector",
-        "transformer": "generators.output_projectors:TransformerOutputProjector",
-    },
-)
+if TYPE_CHECKING:  # pragma: no cover - what the lazy names are, for type checkers
+    from generators.base import ConditioningSpec, GeneratedMedia, GeneratorTool, build_generator
+    from generators.output_projectors import OutputProjector, alignment_loss, build_output_projector
 
 # Names served lazily from their (heavier) modules on first attribute access.
 _LAZY = {
@@ -56,4 +41,14 @@ _LAZY = {
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
-__all__ = ["GENERATORS", "OUTPUT_PROJECTORS", *_LAZY]
+__all__ = [
+    "GENERATORS",
+    "OUTPUT_PROJECTORS",
+    "GeneratorTool",
+    "ConditioningSpec",
+    "GeneratedMedia",
+    "build_generator",
+    "OutputProjector",
+    "build_output_projector",
+    "alignment_loss",
+]

@@ -14,15 +14,15 @@ is attended to, as with Stable Diffusion's padded 77-token CLIP states.
 :class:`MelDiffusionTool` is the small alternative the tinyworld trains on a CPU: a plain
 ``StableDiffusionPipeline`` whose 1-channel "image" is a normalised log-mel spectrogram (``n_mels`` rows, one
 column per STFT hop), turned back into a waveform by a pseudo-inverse of the mel filterbank and Griffin-Lim. The
-spectrogram parameters live once, in :class:`MelParams`; the training code (``tinyworld.diffusion``) computes its
-targets with the very same :meth:`MelParams.mel`.
+spectrogram parameters live once, in :class:`MelParams`; the tinyworld recipe computes its training targets with
+the very same :meth:`MelParams.mel`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,9 @@ import numpy as np
 import torch
 from diffusers import AudioLDM2Pipeline, StableDiffusionPipeline
 
+from core.hub import resolve_model
 from generators.base import ClipTextConditioning, ConditioningSpec, GeneratorTool
+from modalities.media import encode_wav
 
 
 class AudioLDM2Tool(GeneratorTool):
@@ -90,8 +92,6 @@ class AudioLDM2Tool(GeneratorTool):
         return {"prompt_embeds": t5, "generated_prompt_embeds": generated}
 
     def _encode_output(self, sample: np.ndarray, options: dict[str, Any]) -> tuple[bytes, str, dict[str, Any]]:
-        from modalities.media import encode_wav
-
         rate = int(self.pipeline.vocoder.config.sampling_rate)
         return (
             encode_wav(sample, rate),
@@ -246,8 +246,6 @@ class MelParams:
 
 
 def _with_frames(params: MelParams, frames: int) -> MelParams:
-    from dataclasses import replace
-
     return replace(params, frames=frames)
 
 
@@ -284,8 +282,6 @@ class MelDiffusionTool(ClipTextConditioning, GeneratorTool):
     @classmethod
     def from_config(cls, cfg: Any, **kwargs: Any) -> MelDiffusionTool:
         tool = super().from_config(cfg, **kwargs)
-        from core.hub import resolve_model
-
         folder = Path(resolve_model(cfg.model, tool.seed))
         if folder.is_dir():  # a hub id has no local folder: the defaults apply
             tool.mel = MelParams.load(folder)
@@ -293,8 +289,6 @@ class MelDiffusionTool(ClipTextConditioning, GeneratorTool):
         return tool
 
     def _encode_output(self, sample: np.ndarray, options: dict[str, Any]) -> tuple[bytes, str, dict[str, Any]]:
-        from modalities.media import encode_wav
-
         sample = np.asarray(sample)
         if sample.ndim == 3:
             sample = sample[..., 0]  # (H, W, 1) -> (H, W) = (n_mels, frames)

@@ -25,14 +25,16 @@ import hashlib
 import inspect
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
+import numpy as np
 import torch
 
 from core.config import GeneratorConfig
 from core.hub import model_identity, resolve_model
+from generators.registry import GENERATORS
 
 Progress = Callable[[int, int], None]
 
@@ -137,11 +139,13 @@ class GeneratorTool(ABC):
 
     modality: ClassVar[str]
     default_signal_prefix: ClassVar[str]
-    pipeline_class: ClassVar[type]
+    #: the diffusers pipeline class (``type[Any]``: under a type checker ``diffusers`` exports its dummy objects)
+    pipeline_class: ClassVar[type[Any]]
 
     #: ``cfg.options`` / ``generate(**options)`` keys passed on to the pipeline call, with their defaults
-    #: (``None``: leave the pipeline's own default).
-    call_options: ClassVar[Mapping[str, Any]] = {}
+    #: (``None``: leave the pipeline's own default). A class attribute that an instance may override
+    #: (:class:`~generators.audio.MelDiffusionTool` sizes its spectrogram from the model folder).
+    call_options: Mapping[str, Any] = {}
     #: option keys consumed by :meth:`_encode_output` (``fps``, ``format`` ...), with their defaults.
     output_options: ClassVar[Mapping[str, Any]] = {}
     #: conditioning name -> the pipeline's attention-mask keyword for it; the tool passes all-ones masks (every
@@ -178,7 +182,7 @@ class GeneratorTool(ABC):
         dtype: torch.dtype = torch.float32,
         seed: int = 0,
         conditioning_only: bool = False,
-    ) -> GeneratorTool:
+    ) -> Self:
         """Load ``cfg.model`` (a Hugging Face id, a local folder or ``@tiny/<name>``) frozen on ``device``.
 
         ``conditioning_only``: load only what :meth:`encode_text` needs (the tokenizer and text encoder), not the
@@ -242,7 +246,7 @@ class GeneratorTool(ABC):
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
         return f"{self.cfg.kind}-{digest[:16]}"
 
-    def parameters(self):
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
         """All parameters of the (frozen) pipeline modules."""
         for component in self.pipeline.components.values():
             if isinstance(component, torch.nn.Module):
@@ -398,9 +402,10 @@ class ClipTextConditioning:
         return {"prompt_embeds": prompt_embeds}  # (B, 77, D) for the real checkpoints
 
 
-class LatentDiffusionLoss:
-    """Mixin for pipelines with a ``vae`` and a ``unet(sample, t, encoder_hidden_states=prompt_embeds)`` (Stable
-    Diffusion, ModelScope text-to-video): the optional latent-diffusion training loss of NExT-GPT's decoder side.
+class LatentDiffusionLoss(GeneratorTool):
+    """Base of the tools whose pipelines have a ``vae`` and a ``unet(sample, t, encoder_hidden_states=prompt_embeds)``
+    (Stable Diffusion, ModelScope text-to-video): the optional latent-diffusion training loss of NExT-GPT's decoder
+    side.
 
     ``target_latents`` encodes wanted outputs to clean VAE latents (``(C, h, w)`` per image, ``(C, F, h, w)`` per
     video, at the configured output size); ``diffusion_loss`` noises them at random timesteps and scores the frozen
@@ -408,9 +413,6 @@ class LatentDiffusionLoss:
     projector through the frozen denoiser. Subclasses say how a target file becomes frames (``_target_frames``).
     """
 
-    pipeline: Any
-    cfg: GeneratorConfig
-    modality: str
     supports_diffusion_loss: ClassVar[bool] = True
 
     @abstractmethod
@@ -430,8 +432,6 @@ class LatentDiffusionLoss:
     @torch.no_grad()
     def target_latents(self, data: list[bytes], limits: Any) -> torch.Tensor:
         """Target files -> clean latents ``(N, C, h, w)`` (images) or ``(N, C, F, h, w)`` (videos)."""
-        import numpy as np
-
         self._require_denoiser("encode target latents")
         height, width = self._output_size()
         vae = self.pipeline.vae
@@ -472,6 +472,4 @@ class LatentDiffusionLoss:
 def build_generator(cfg: GeneratorConfig, **kwargs: Any) -> GeneratorTool:
     """Build the generator tool ``cfg.kind`` names (``device=``, ``dtype=``, ``seed=``, ``conditioning_only=`` go to
     ``from_config``)."""
-    from generators import GENERATORS
-
     return GENERATORS.get(cfg.kind).from_config(cfg, **kwargs)

@@ -13,6 +13,7 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from generators.base import ClipTextConditioning, GeneratorTool, LatentDiffusionLoss
+from modalities.media import decode_image, encode_png
 
 
 class StableDiffusionTool(LatentDiffusionLoss, ClipTextConditioning, GeneratorTool):
@@ -27,13 +28,9 @@ class StableDiffusionTool(LatentDiffusionLoss, ClipTextConditioning, GeneratorTo
     load_kwargs = {"safety_checker": None, "requires_safety_checker": False}
 
     def _target_frames(self, data: bytes, limits: Any) -> list[Image.Image]:
-        from modalities.media import decode_image
-
         return [decode_image(data, limits)]
 
     def _encode_output(self, sample: Image.Image, options: dict[str, Any]) -> tuple[bytes, str, dict[str, Any]]:
-        from modalities.media import encode_png
-
         return (
             encode_png(sample),
             "image/png",

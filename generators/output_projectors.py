@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from core.config import OutputProjectorConfig
-from generators import OUTPUT_PROJECTORS
 from generators.base import ConditioningSpec
+from generators.registry import OUTPUT_PROJECTORS
 
 
 class OutputProjector(nn.Module, ABC):
@@ -117,7 +118,7 @@ class TransformerOutputProjector(OutputProjector):
             raise ValueError(f"output projector width {cfg.width} is not divisible by heads {cfg.heads}")
         width = cfg.width
         self.in_proj = nn.Linear(llm_dim, width)
-        layer = dict(
+        layer: dict[str, Any] = dict(
             d_model=width, nhead=cfg.heads, dim_feedforward=4 * width, dropout=0.0, batch_first=True, norm_first=True
         )
         # Pre-norm layers cannot use the nested-tensor fast path; build the encoder without it (no warning).
@@ -168,11 +169,15 @@ def alignment_loss(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor
     missing = set(pred) ^ set(target)
     if missing:
         raise ValueError(f"alignment_loss: predictions {sorted(pred)} and targets {sorted(target)} differ")
-    total = None
+    if not pred:
+        raise ValueError("alignment_loss: no conditioning tensors to compare")
+    terms = []
     for name, u in pred.items():
         v = target[name].to(device=u.device, dtype=u.dtype)
         if u.shape != v.shape:
             raise ValueError(f"alignment_loss: {name!r} prediction {tuple(u.shape)} vs target {tuple(v.shape)}")
-        term = torch.linalg.vector_norm(u - v, dim=-1).mean()
-        total = term if total is None else total + term
+        terms.append(torch.linalg.vector_norm(u - v, dim=-1).mean())
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
     return total

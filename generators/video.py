@@ -17,24 +17,21 @@ encoded as H.264 MP4 by default, or as an animated GIF with ``format="gif"``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from diffusers import AnimateDiffPipeline, TextToVideoSDPipeline
 
 from generators.base import ClipTextConditioning, GeneratorTool, LatentDiffusionLoss
+from modalities.media import decode_video, encode_gif, encode_mp4
 
 
 def _mp4(frames: np.ndarray, fps: int) -> bytes:
-    from modalities.media import encode_mp4
-
     return encode_mp4(frames, fps=fps)
 
 
 def _gif(frames: np.ndarray, fps: int) -> bytes:
-    from modalities.media import encode_gif
-
     return encode_gif(frames, fps=fps)
 
 
@@ -51,13 +48,11 @@ class TextToVideoTool(LatentDiffusionLoss, ClipTextConditioning, GeneratorTool):
 
     modality = "video"
     default_signal_prefix = "VID"
-    pipeline_class = TextToVideoSDPipeline
+    pipeline_class: ClassVar[type[Any]] = TextToVideoSDPipeline  # AnimateDiffTool puts its own
     call_options = {"num_frames": None, "height": None, "width": None}
     output_options = {"fps": 8, "format": "mp4"}
 
     def _target_frames(self, data: bytes, limits: Any) -> list[Any]:
-        from modalities.media import decode_video
-
         num_frames = int(self.cfg.options.get("num_frames") or self.pipeline.unet.config.get("num_frames", 16))
         return decode_video(data, limits, num_frames=num_frames)
 

@@ -6,65 +6,37 @@ Three registries name the components, so configs and plugins refer to them by ki
 
 * :data:`DECODERS` (``modalities.media``) -- ``image`` | ``audio`` | ``video`` -> decoder function;
   entry-point group ``mmgraph.decoders``.
-* :data:`ENCODERS` -- ``clip_vision`` | ``siglip_vision`` | ``whisper`` | ``video_frames`` -> a
-  :class:`ModalityEncoder` subclass; entry-point group ``mmgraph.modalities``.
-* :data:`PROJECTORS` -- ``linear`` | ``mlp`` | ``resampler`` | ``qformer`` -> an :class:`InputProjector`
-  subclass; entry-point group ``mmgraph.projectors``.
+* :data:`ENCODERS` (``modalities.registry``) -- ``clip_vision`` | ``siglip_vision`` | ``whisper`` |
+  ``video_frames`` -> a :class:`ModalityEncoder` subclass; entry-point group ``mmgraph.modalities``.
+* :data:`PROJECTORS` (``modalities.registry``) -- ``linear`` | ``mlp`` | ``resampler`` | ``qformer`` -> an
+  :class:`InputProjector` subclass; entry-point group ``mmgraph.projectors``.
 
-Importing this package is cheap: the registries hold ``"module:attr"`` strings and the torch-heavy modules
-(``base``, ``image``, ``audio``, ``video``, ``projectors``) and the media module are imported on first use.
+Importing this package is cheap: the registries hold ``"module:attr"`` strings, and the torch-heavy modules
+(``base``, ``image``, ``audio``, ``video``, ``input_projectors``) and the media module are imported on first use
+of a name they own (PEP 562). The submodules import what they need from ``modalities.registry`` and from each
+other, never from this package.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from core.registry import Registry, lazy_exports
+from core.registry import lazy_exports
+from modalities.registry import ENCODERS, PROJECTORS
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from core.config import ModalityConfig, ProjectorConfig
-    from modalities.base import ModalityEncoder
-    from modalities.input_projectors import InputProjector
-
-ENCODERS: Registry[Any] = Registry(
-    "modality encoder",
-    "mmgraph.modalities",
-    {
-        "clip_vision": "modalities.image:ClipVisionEncoder",
-        "siglip_vision": "modalities.image:SiglipVisionEncoder",
-        "whisper": "modalities.audio:WhisperAudioEncoder",
-        "video_frames": "modalities.video:VideoFrameEncoder",
-    },
-)
-
-PROJECTORS: Registry[Any] = Registry(
-    "input projector",
-    "mmgraph.projectors",
-    {
-        "linear": "modalities.input_projectors:LinearProjector",
-        "mlp": "modalities.input_projectors:MLPProjector",
-        "resampler": "modalities.input_projectors:ResamplerProjector",
-        "qformer": "modalities.input_projectors:QFormerProjector",
-    },
-)
-
-
-def build_encoder(cfg: ModalityConfig, **kwargs: Any) -> ModalityEncoder:
-    """Build the frozen encoder ``cfg.encoder`` names (``device=``, ``dtype=``, ``seed=`` are passed through)."""
-    return ENCODERS.get(cfg.encoder).from_config(cfg, **kwargs)
-
-
-def build_projector(in_dim: int, out_dim: int, cfg: ProjectorConfig) -> InputProjector:
-    """Build the trainable input projector ``cfg.kind`` names, mapping ``in_dim`` features to ``out_dim``."""
-    return PROJECTORS.get(cfg.kind)(in_dim, out_dim, cfg)
-
+if TYPE_CHECKING:  # pragma: no cover - what the lazy names are, for type checkers
+    from modalities.base import ModalityEncoder, build_encoder
+    from modalities.input_projectors import InputProjector, build_projector
+    from modalities.media import DECODERS, decode
 
 # Names served lazily from their (heavier) modules on first attribute access (PEP 562).
 _LAZY = {
     "DECODERS": "modalities.media",
     "decode": "modalities.media",
     "ModalityEncoder": "modalities.base",
+    "build_encoder": "modalities.base",
     "InputProjector": "modalities.input_projectors",
+    "build_projector": "modalities.input_projectors",
 }
 
 

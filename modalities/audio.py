@@ -72,7 +72,7 @@ class WhisperAudioEncoder(ModalityEncoder):
     # -- running ---------------------------------------------------------------------------------------------
     def preprocess(self, items: list[np.ndarray]) -> dict[str, torch.Tensor]:
         """16 kHz float mono clips -> ``{"input_features": (B, n_mels, 2 * max_source_positions)}``."""
-        import whisper  # openai-whisper; imported lazily (it pulls in numba)
+        import whisper  # noqa: PLC0415 - openai-whisper pulls in numba (slow to import); only preprocess needs it
 
         mels = []
         for samples in items:

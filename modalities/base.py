@@ -23,7 +23,7 @@ from torch import nn
 
 from core.config import ModalityConfig
 from core.hub import model_identity, resolve_model
-from modalities import ENCODERS, build_encoder  # noqa: F401  (re-exported: ``from modalities.base import ENCODERS``)
+from modalities.registry import ENCODERS
 
 E = TypeVar("E", bound="ModalityEncoder")
 
@@ -109,15 +109,16 @@ class ModalityEncoder(nn.Module, ABC):
 
     # -- running ---------------------------------------------------------------------------------------------
     @abstractmethod
-    def preprocess(self, items: list) -> dict[str, torch.Tensor]:
+    def preprocess(self, items: list[Any]) -> dict[str, torch.Tensor]:
         """Decoded media objects -> batched model inputs (CPU tensors) for :meth:`forward`."""
         ...
 
     @abstractmethod
-    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:  # noqa: D401 - documented in subclasses
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The tensors :meth:`preprocess` returns, passed as keywords -> features ``(B, G, T, D_enc)``."""
         ...
 
-    def encode(self, items: list) -> torch.Tensor:
+    def encode(self, items: list[Any]) -> torch.Tensor:
         """Convenience: ``forward(**preprocess(items))`` -> ``(B, G, T, D_enc)``."""
         return self(**self.preprocess(items))
 
@@ -137,3 +138,8 @@ class ModalityEncoder(nn.Module, ABC):
         fields = self.cache_fields()
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
         return f"{fields['kind']}-{digest[:16]}"
+
+
+def build_encoder(cfg: ModalityConfig, **kwargs: Any) -> ModalityEncoder:
+    """Build the frozen encoder ``cfg.encoder`` names (``device=``, ``dtype=``, ``seed=`` are passed through)."""
+    return ENCODERS.get(cfg.encoder).from_config(cfg, **kwargs)

@@ -19,13 +19,14 @@ Resampler), so ``M`` tokens come out per video and they can encode motion.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import cast
 
 import torch
 from torch import nn
 
 from core.config import ProjectorConfig
 from core.errors import ConfigError
-from modalities import PROJECTORS, build_projector  # noqa: F401  (re-exported)
+from modalities.registry import PROJECTORS
 
 
 class InputProjector(nn.Module):
@@ -136,8 +137,8 @@ class QueryProjector(InputProjector, ABC):
     def _attend(self, features: torch.Tensor) -> torch.Tensor:
         """Inner-width features ``(B, T, W)`` -> ``(B, M, D_out)``."""
         queries = self.queries.unsqueeze(0).expand(features.shape[0], -1, -1)  # (M, W) -> (B, M, W)
-        for block in self.blocks:
-            queries = self.run_block(block, queries, features)  # (B, M, W)
+        for block in self.blocks:  # each one a make_block ModuleDict
+            queries = self.run_block(cast(nn.ModuleDict, block), queries, features)  # (B, M, W)
         return self.output_proj(self.norm_out(queries))  # (B, M, W) -> (B, M, D_out)
 
     def num_group_tokens(self, groups: int, tokens_per_group: int) -> int:
@@ -212,3 +213,8 @@ class QFormerProjector(QueryProjector):
         context = block["norm_features"](features)  # (B, T, W)
         queries = queries + block["cross_attn"](normed, context, context, need_weights=False)[0]
         return queries + block["ff"](queries)
+
+
+def build_projector(in_dim: int, out_dim: int, cfg: ProjectorConfig) -> InputProjector:
+    """Build the trainable input projector ``cfg.kind`` names, mapping ``in_dim`` features to ``out_dim``."""
+    return PROJECTORS.get(cfg.kind)(in_dim, out_dim, cfg)

@@ -19,7 +19,7 @@ Decoded forms:
 
 The encoders (:func:`encode_png`, :func:`encode_wav`, :func:`encode_mp4`, :func:`encode_gif`) write generated
 outputs and test fixtures. :data:`DECODERS` maps a kind to its decoder; :func:`decode` dispatches through it so
-plugins can add media kinds. PyAV and soundfile are imported lazily, so importing this module stays cheap.
+plugins can add media kinds. SciPy's resampler, slow to import, is loaded only when a clip needs resampling.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import Any
 
+import av
 import numpy as np
+import soundfile as sf
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from core.config import MediaLimits
@@ -135,7 +137,7 @@ def _resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.n
     """Polyphase resampling (anti-aliased) from ``rate`` to ``target`` Hz."""
     if rate == target:
         return samples
-    from scipy.signal import resample_poly
+    from scipy.signal import resample_poly  # noqa: PLC0415 - scipy.signal is slow to import; only resampling uses it
 
     ratio = Fraction(target, rate)  # reduced up/down factors, e.g. 44100 -> 16000 is 160/441
     return resample_poly(samples, ratio.numerator, ratio.denominator).astype(np.float32)
@@ -152,8 +154,6 @@ _UNKNOWN_FRAMES = 2**62
 
 def _read_with_soundfile(data: bytes, limits: MediaLimits) -> tuple[np.ndarray, int] | None:
     """Decode with libsndfile (WAV, FLAC, OGG, MP3, AIFF, ...); ``None`` if it does not know the format."""
-    import soundfile as sf
-
     try:
         handle = sf.SoundFile(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
@@ -175,8 +175,6 @@ def _read_with_soundfile(data: bytes, limits: MediaLimits) -> tuple[np.ndarray, 
 
 def _read_with_pyav(data: bytes, limits: MediaLimits) -> np.ndarray:
     """Decode with FFmpeg (MP3, AAC, Opus, audio tracks of videos, ...) straight to 16 kHz mono float32."""
-    import av
-
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except (av.FFmpegError, ValueError, OSError) as exc:
@@ -243,8 +241,6 @@ def _stream_seconds(stream: Any, container: Any) -> float | None:
     if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
         return float(stream.duration * stream.time_base)
     if container.duration is not None and container.duration > 0:
-        import av
-
         return container.duration / av.time_base
     return None
 
@@ -264,8 +260,6 @@ def uniform_indices(total: int, count: int) -> list[int]:
 
 def _open_video(data: bytes, limits: MediaLimits) -> tuple[Any, Any]:
     """Open a container and its first video stream, checking the declared geometry, duration and frames."""
-    import av
-
     modality = "video"
     try:
         container = av.open(io.BytesIO(data), mode="r")
@@ -315,8 +309,6 @@ def _decode_selected(data: bytes, limits: MediaLimits, wanted: set[int]) -> tupl
 
     Returns the kept frames by index and how many frames were decoded.
     """
-    import av
-
     container, stream = _open_video(data, limits)
     stream.thread_type = "AUTO"
     last = max(wanted) if wanted else limits.max_video_frames - 1
@@ -385,8 +377,6 @@ def encode_png(image: Image.Image) -> bytes:
 
 def encode_wav(samples: np.ndarray, sample_rate: int) -> bytes:
     """Encode float samples in [-1, 1] (mono, shape ``(N,)`` or ``(N, 1)``) as a 16-bit PCM WAV file."""
-    import soundfile as sf
-
     mono = np.asarray(samples, dtype=np.float32)
     if mono.ndim == 2 and mono.shape[1] == 1:
         mono = mono[:, 0]  # (N, 1) -> (N,)
@@ -416,8 +406,6 @@ def _frames_to_uint8(frames: Sequence[Image.Image] | np.ndarray) -> list[np.ndar
 
 def encode_mp4(frames: Sequence[Image.Image] | np.ndarray, fps: int = 8) -> bytes:
     """Encode frames as an H.264 (libx264, yuv420p) MP4; odd sides are padded to even by edge replication."""
-    import av
-
     arrays = _frames_to_uint8(frames)
     if not arrays:
         raise ValueError("cannot encode a video with no frames")
@@ -428,7 +416,11 @@ def encode_mp4(frames: Sequence[Image.Image] | np.ndarray, fps: int = 8) -> byte
         stream = container.add_stream("libx264", rate=int(fps))
         stream.width, stream.height = width + pad_w, height + pad_h
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
+        # The same frames must give the same bytes (datasets, caches and tests compare them): one encoder thread
+        # (x264 would pick a count from the machine's cores, and embeds it in the stream), and no macroblock-tree
+        # rate control, whose lookahead made about one encode in a hundred differ in a process that had loaded torch.
+        stream.options = {"crf": "18", "preset": "veryfast", "x264-params": "mbtree=0"}
+        stream.codec_context.thread_count = 1
         for array in arrays:
             if array.shape[:2] != (height, width):
                 raise ValueError(f"all frames must share one size; got {array.shape[:2]} after {(height, width)}")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from PIL import Image, ImageDraw
+
+from modalities.media import SAMPLE_RATE, encode_mp4, encode_png, encode_wav
 
 
 def square_image(
@@ -31,19 +35,13 @@ def moving_square(colour: str = "blue", frames: int = 8, size: int = 64) -> list
     return out
 
 
-def png_bytes(**kwargs) -> bytes:
-    from modalities.media import encode_png
-
+def png_bytes(**kwargs: Any) -> bytes:
     return encode_png(square_image(**kwargs))
 
 
-def wav_bytes(**kwargs) -> bytes:
-    from modalities.media import SAMPLE_RATE, encode_wav
-
+def wav_bytes(**kwargs: Any) -> bytes:
     return encode_wav(tone(sample_rate=SAMPLE_RATE, **kwargs), SAMPLE_RATE)
 
 
-def mp4_bytes(**kwargs) -> bytes:
-    from modalities.media import encode_mp4
-
+def mp4_bytes(**kwargs: Any) -> bytes:
     return encode_mp4(moving_square(**kwargs), fps=8)

@@ -15,9 +15,9 @@ from PIL import Image
 
 from core.config import ModalityConfig
 from core.errors import ConfigError
-from modalities import ENCODERS
 from modalities.base import ModalityEncoder
 from modalities.media import uniform_indices
+from modalities.registry import ENCODERS
 
 
 def fit_frames(frames: list[Image.Image], count: int) -> list[Image.Image]:

@@ -82,10 +82,10 @@ def test_compile_flags_reach_both_sides_and_the_baseline_is_restored(twins, monk
 
 
 def test_bench_cli_refuses_an_unknown_cache_before_building_anything(monkeypatch):
-    import benchmarks.twins
+    import benchmarks.suite
     from mmgraph.cli import main
 
-    monkeypatch.setattr(benchmarks.twins, "build_twins", lambda *a, **k: pytest.fail("built twins"))
+    monkeypatch.setattr(benchmarks.suite, "build_twins", lambda *a, **k: pytest.fail("built twins"))
     with pytest.raises(SystemExit, match="unknown decoding cache 'paged'"):
         main(["bench", "decode", "--cache", "graph,paged"])
 
@@ -115,8 +115,8 @@ def test_image_generator_node_gives_the_raw_pipelines_pixels(sd_twins):
 
 def test_generate_benchmark_rows_and_the_compile_switch(sd_twins, monkeypatch):
     """The row of the timed comparison; ``GeneratorConfig(compile=True)`` compiles our pipeline's UNet only (the
-    baseline shares the module but keeps calling it uncompiled). Nothing is run compiled here: compiling a UNet
-    on a CPU takes about a minute (the GPU run checks the compiled pixels, docs/benchmarks.md)."""
+    baseline shares the module but keeps calling it uncompiled). Nothing is run compiled here, compiling being too
+    slow for the default tier (the GPU run checks the compiled pixels, docs/benchmarks.md)."""
     from benchmarks.diffusion import bench_generate, build_sd_twins
 
     (row,) = bench_generate("tiny", repeats=1, twins=sd_twins)
@@ -168,12 +168,14 @@ def test_grouping_bench_measures_the_same_training_with_less_padding():
 def test_micro_bench_runs_the_baseline_batches_in_fuller_micro_batches(monkeypatch):
     """The micro bench's text-LM row: ours is the same training with 4 micro-batches a step, which fill their rows
     far better than the baseline's one pass."""
+    from benchmarks import grouping
     from benchmarks.grouping import OURS, bench_text_lm
-    from training import lm
 
     seen = []
-    real = lm.train_text_lm
-    monkeypatch.setattr(lm, "train_text_lm", lambda *a, **kw: seen.append(kw.get("micro_batches", 1)) or real(*a, **kw))
+    real = grouping.train_text_lm
+    monkeypatch.setattr(
+        grouping, "train_text_lm", lambda *a, **kw: seen.append(kw.get("micro_batches", 1)) or real(*a, **kw)
+    )
     row = bench_text_lm(steps=2, dialogues=200, warmup=1, ours=OURS["micro"]["language"])
     assert seen == [1, 4] and "4 micro-batches" in row.measure
     assert row.notes["fill_baseline"] < 0.65 and row.notes["fill_ours"] > 0.8

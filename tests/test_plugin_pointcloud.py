@@ -199,6 +199,7 @@ def installed(tmp_path_factory) -> Path:
     return target
 
 
+@pytest.mark.integration  # pip-installs the example plugin and trains it
 def test_installed_plugin_trains_and_answers_about_held_out_clouds(installed, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(installed)}
     done = subprocess.run(

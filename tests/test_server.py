@@ -19,6 +19,8 @@ from PIL import Image
 from serving import ServerSettings, create_app
 from tinyworld.world import Clip, Picture, Sound, encode
 
+pytestmark = pytest.mark.integration  # the HTTP server end to end (uvicorn + the official openai client)
+
 MODEL = "tiny-world"
 
 

@@ -25,6 +25,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+pytestmark = pytest.mark.integration  # the web page in headless Chromium
+
 QUESTION = "What colour is the shape? Then draw a blue circle."
 
 # Records every value the streaming text node held, so the test can tell tokens arrived one by one.

@@ -12,6 +12,8 @@ from live_server import LiveServer
 
 from serving import ServerSettings, create_app
 
+pytestmark = pytest.mark.integration  # the HTTP server's queue under concurrent clients
+
 MODEL = "tiny-world"
 SLOW = {
     "model": MODEL,
