@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test test-all demo graph clean
+.PHONY: venv test test-fast test-all lint demo graph clean
 
 venv: $(STAMP)
 
@@ -17,7 +17,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
+
+# the unit tests: no end-to-end runs of servers, evaluations, training or compilation (tests marked integration)
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow and not gpu and not integration" --durations=10
+
+# ruff (lint + format check), mypy on the model's rooms, import-linter (the layering contract, docs/architecture.md)
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test-all: venv
 	$(PY) -m pytest -q -m "slow or not slow"

@@ -187,7 +187,8 @@ class SystemConfig(_Data):
 
     # -- (de)serialisation ---------------------------------------------------------------------------------------
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        text: str = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return text
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_yaml())
@@ -211,7 +212,7 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def load_config(spec: str | Path | SystemConfig | dict | None = None) -> SystemConfig:
+def load_config(spec: str | Path | SystemConfig | dict[str, Any] | None = None) -> SystemConfig:
     """A SystemConfig from a preset name, a YAML path, plain data (a dict), or an existing config (``None`` -> the
     default preset)."""
     if isinstance(spec, SystemConfig):

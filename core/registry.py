@@ -79,15 +79,17 @@ class Registry(Generic[T]):
                 f"unknown {self.what} kind {kind!r}; known kinds: {', '.join(sorted(self._targets)) or '(none)'}"
             )
         target = self._targets[kind]
+        resolved: T
         if isinstance(target, str):
             module_name, _, attr = target.partition(":")
             obj: Any = importlib.import_module(module_name)
             for part in attr.split(".") if attr else []:
                 obj = getattr(obj, part)
+            resolved = obj
         else:
-            obj = target
-        self._resolved[kind] = obj
-        return obj
+            resolved = target
+        self._resolved[kind] = resolved
+        return resolved
 
 
 def lazy_exports(package: str, table: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:

@@ -20,6 +20,9 @@ and :mod:`.recipe` (pre-train the encoder, write PT / IT data, train the project
 
 from __future__ import annotations
 
+from modalities import ENCODERS, PROJECTORS
+from modalities.media import DECODERS
+
 DECODER = "point_cloud"
 ENCODER = "point_patches"
 PROJECTOR = "set_pool"
@@ -27,9 +30,6 @@ PROJECTOR = "set_pool"
 
 def register() -> None:
     """Register the three components in-process (what the entry points do for an installed package)."""
-    from modalities import ENCODERS, PROJECTORS
-    from modalities.media import DECODERS
-
     DECODERS.register(DECODER, "mmgraph_pointcloud.decoder:decode_point_cloud")
     ENCODERS.register(ENCODER, "mmgraph_pointcloud.encoder:PointPatchEncoder")
     PROJECTORS.register(PROJECTOR, "mmgraph_pointcloud.projector:SetPoolProjector")

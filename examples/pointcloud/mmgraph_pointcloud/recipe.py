@@ -30,9 +30,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from core.config import load_config
+from mmgraph import Assistant
 from mmgraph_pointcloud.decoder import encode_npy, encode_ply
 from mmgraph_pointcloud.encoder import PointEncoderConfig, PointEncoderModel
 from mmgraph_pointcloud.shapes import ALL_SHAPES, SHAPES, sample_cloud
+from training import TrainConfig, Trainer
 
 QUESTIONS = ("What shape is it?", "What shape is this point cloud?", "Which solid is this?", "What is this?")
 ANSWER = "It is a {shape}."
@@ -128,8 +131,6 @@ def write_data(folder: str | Path, *, pt: int = 300, it: int = 300, seed: int = 
 
 def system_config(encoder: str | Path, *, llm: str = "@tinyworld/llm") -> dict[str, Any]:
     """The example's SystemConfig (plain data): the tiny-world LLM and a ``point_cloud`` input modality."""
-    from core.config import load_config
-
     world = load_config("tiny-world")
     return {
         "name": "pointcloud-example",
@@ -175,9 +176,6 @@ def run(
     progress: bool = True,
 ) -> dict:
     """Every step of the example into ``out``; returns (and writes to ``out/result.json``) the metrics."""
-    from mmgraph import Assistant
-    from training import TrainConfig, Trainer
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
