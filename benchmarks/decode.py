@@ -36,8 +36,8 @@ def our_generate(twins: Twins, batch, tokens: int, cache: str = "auto") -> list[
     system = twins.ours
     with torch.no_grad():
         features = system.encoder("image")(pixel_values=batch.pixel_values)  # (B, 1, T, D_enc)
-        embeds = system.embed_inputs(batch.our_ids, {"image": features})  # the composite forward's project + splice
-    result = system.backbone.generate(embeds, max_new_tokens=tokens, min_new_tokens=tokens, cache=cache)
+        with system.inputs(batch.our_ids, {"image": features}) as embeds:  # the composite forward's project + fuse
+            result = system.backbone.generate(embeds, max_new_tokens=tokens, min_new_tokens=tokens, cache=cache)
     return [i for segment in result.segments for i in segment.token_ids]
 
 

@@ -110,12 +110,20 @@ class GeneratorConfig(_Data):
 
 
 class PromptFormat(_Data):
-    """How turns are laid out for the LLM (Vicuna / LLaVA-1.5 style by default)."""
+    """How turns are laid out for the LLM: Vicuna / LLaVA-1.5 style prefixes by default, or a Jinja chat template
+    (an imported checkpoint's own, so its prompts are token for token what its processor makes)."""
 
     system: str = "A chat between a user and a multimodal assistant that can see, hear, draw, animate and play sounds."
     user_prefix: str = "USER: "
     assistant_prefix: str = "ASSISTANT: "
     turn_separator: str = "\n"
+    chat_template: str | None = Field(
+        None,
+        description=(
+            "A Jinja chat template over OpenAI-style messages (content parts {type: text} and {type: <modality>}); "
+            "when set it lays out the turns instead of the prefixes above. 'tokenizer' uses the tokenizer's own."
+        ),
+    )
 
 
 class LLMConfig(_Data):
@@ -132,11 +140,55 @@ class LLMConfig(_Data):
     prompt: PromptFormat = Field(default_factory=PromptFormat)
 
 
+class FusionConfig(_Data):
+    """How projected media features reach the LLM (DESIGN §1: the two MM-LLM families).
+
+    ``splice`` (LLaVA, BLIP-2, NExT-GPT): each medium's projected tokens replace its placeholder slots in the input
+    sequence. ``cross_attention`` (Flamingo, Llama 3.2 Vision): each medium is one placeholder token in the text,
+    and gated cross-attention blocks inserted into the frozen LLM let every later text token attend to the media
+    item that most recently precedes it.
+    """
+
+    kind: str = Field("splice", description="Registry kind: splice | cross_attention (or a plugin).")
+    block: str = Field(
+        "flamingo",
+        description="cross_attention: the block kind, flamingo (LayerNorm, GELU feed-forward) or mllama (RMSNorm, "
+        "q/k norms, SwiGLU feed-forward; Llama 3.2 Vision's layout).",
+    )
+    every: int = Field(
+        4, ge=1, description="cross_attention: a block before every k-th LLM layer (layers k-1, 2k-1, ...; Flamingo)."
+    )
+    layers: list[int] | None = Field(
+        None, description="cross_attention: the LLM layers a block runs before (overrides every; Llama 3.2 Vision)."
+    )
+    heads: int | None = Field(None, ge=1, description="cross_attention: attention heads; default the LLM's.")
+    kv_heads: int | None = Field(None, ge=1, description="cross_attention: key/value heads; default heads.")
+    ffn_size: int | None = Field(None, ge=1, description="cross_attention: feed-forward width; default 4x the LLM's.")
+    norm_eps: float = Field(1e-5, gt=0, description="cross_attention: epsilon of the blocks' norms.")
+
+
+class PeerConfig(_Data):
+    """A published checkpoint in a peer's Hugging Face layout (LLaVA, BLIP-2, Llama 3.2 Vision ...) that the system's
+    LLM, encoders, input projectors and cross-attention blocks are taken from (``orchestrator.peers``)."""
+
+    path: str = Field(description="The checkpoint: a local folder (or a Hugging Face id already in the cache).")
+    architecture: str = Field(description="Its transformers class, e.g. LlavaForConditionalGeneration.")
+    freeze: bool = Field(
+        True,
+        description="Keep the imported projectors and blocks frozen (and out of trainable.safetensors): the peer's "
+        "own answers stay exactly as they were.",
+    )
+
+
 class SystemConfig(_Data):
     """The whole system. ``generators`` keys are the names used in ``generate=[...]``."""
 
     name: str = "custom"
     llm: LLMConfig
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    peer: PeerConfig | None = Field(
+        None, description="Take the LLM, encoders and input side from a peer's published checkpoint (import)."
+    )
     modalities: dict[str, ModalityConfig] = Field(default_factory=dict)
     generators: dict[str, GeneratorConfig] = Field(default_factory=dict)
     limits: MediaLimits = Field(default_factory=MediaLimits)

@@ -45,6 +45,8 @@ TINY_BUILDERS: Registry[Callable[[Path, int], None]] = Registry(
         "animatediff": "orchestrator.tiny:build_animatediff",
         "audioldm2": "orchestrator.tiny:build_audioldm2",
         "mel-diffusion": "orchestrator.tiny:build_mel_diffusion",
+        "llava": "orchestrator.tiny:build_llava",
+        "mllama": "orchestrator.tiny:build_mllama",
     },
 )
 

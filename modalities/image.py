@@ -1,4 +1,4 @@
-"""Frozen vision towers for images: CLIP (LLaVA's choice) and SigLIP.
+"""Frozen vision towers for images: CLIP (LLaVA's choice) and SigLIP, and Llama 3.2 Vision's tiled encoder.
 
 Both run a Hugging Face vision transformer with ``output_hidden_states=True`` and take the patch features of
 one hidden layer (``cfg.feature_layer``; LLaVA-1.5 uses the penultimate one, ``-2``), dropping the CLS token
@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor, CLIPVisionModel, PreTrainedModel, SiglipVisionModel
+from transformers import AutoImageProcessor, CLIPVisionModel, MllamaVisionModel, PreTrainedModel, SiglipVisionModel
 
 from core.config import ModalityConfig
 from core.errors import ConfigError
@@ -98,3 +98,58 @@ class SiglipVisionEncoder(VisionTowerEncoder):
     kind: ClassVar[str] = "siglip_vision"
     model_class = SiglipVisionModel
     has_cls = False
+
+
+class MllamaVisionEncoder(ModalityEncoder):
+    """Llama 3.2 Vision's tiled vision encoder (``MllamaVisionModel``): an image is resized to fit a grid of up to
+    ``max_num_tiles`` square tiles, each tile encoded, then a global transformer over all of them; the features of
+    the final layer and of chosen intermediate layers are concatenated per patch.
+
+    Features are ``(B, 1, max_tiles * patches, D + 1)``: every tile's patches in order, and a last channel that is
+    1.0 on the tiles the image really fills and 0.0 on the padding tiles an image of fewer tiles leaves. The
+    ``masked_linear`` projector reads that channel as the cross-attention key mask (``InputProjector.token_mask``),
+    so a text token never attends to a padding tile, as in the Hugging Face model.
+    """
+
+    input_kind: ClassVar[str] = "image"
+    kind: ClassVar[str] = "mllama_vision"
+
+    def __init__(self, cfg: ModalityConfig, model: PreTrainedModel, processor: Any) -> None:
+        super().__init__(cfg)
+        self.model = model
+        self.processor = processor
+
+    @classmethod
+    def load(cls, cfg: ModalityConfig, path: str) -> MllamaVisionEncoder:
+        model = MllamaVisionModel.from_pretrained(path)
+        return cls(cfg, model, AutoImageProcessor.from_pretrained(path, backend="pil"))
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.vision_output_dim) + 1  # + the real-tile flag
+
+    @property
+    def tokens_per_group(self) -> int:
+        cfg = self.model.config
+        patches = (cfg.image_size // cfg.patch_size) ** 2 + 1  # + a class token per tile
+        return int(cfg.max_num_tiles) * patches
+
+    def preprocess(self, items: list[Image.Image]) -> dict[str, torch.Tensor]:
+        """RGB images -> tiles ``(B, 1, max_tiles, 3, H, W)``, their aspect-ratio ids ``(B, 1)`` and tile mask
+        ``(B, 1, max_tiles)``, one image per item."""
+        batch = self.processor(images=[[image.convert("RGB")] for image in items], return_tensors="pt")
+        return {k: batch[k] for k in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask")}
+
+    @torch.no_grad()
+    def forward(
+        self, pixel_values: torch.Tensor, aspect_ratio_ids: torch.Tensor, aspect_ratio_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """-> features ``(B, 1, max_tiles * patches, D + 1)`` (the last channel flags real tiles)."""
+        out = self.model(
+            pixel_values=self._to_model(pixel_values),
+            aspect_ratio_ids=aspect_ratio_ids.to(self.device),
+            aspect_ratio_mask=aspect_ratio_mask.to(self.device),
+        ).last_hidden_state  # (B, 1, tiles, patches, D)
+        b, _, tiles, patches, _ = out.shape
+        real = aspect_ratio_mask.to(out.device, out.dtype).view(b, 1, tiles, 1, 1).expand(b, 1, tiles, patches, 1)
+        return torch.cat([out, real], dim=-1).reshape(b, 1, tiles * patches, -1)  # (B, 1, tiles*patches, D + 1)

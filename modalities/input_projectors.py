@@ -3,6 +3,8 @@
 Four kinds, registered in :data:`PROJECTORS` (``modalities.PROJECTORS``):
 
 * ``linear`` -- one linear map per token (LLaVA-1.0); ``M = T``.
+* ``masked_linear`` -- ``linear`` over features that flag their padding tokens in a last channel (Llama 3.2
+  Vision's tiles), which :meth:`InputProjector.token_mask` reports to the cross-attention fusion.
 * ``mlp`` -- LLaVA-1.5's ``Linear-GELU-Linear`` with ``cfg.depth`` linear layers; ``M = T``.
 * ``resampler`` -- Flamingo's Perceiver Resampler (also Qwen-VL's): ``cfg.num_queries`` learned latents
   cross-attend to ``[features; latents]``, ``cfg.depth`` blocks of attention + feed-forward with
@@ -48,6 +50,12 @@ class InputProjector(nn.Module):
         """Output tokens for one item of ``groups`` groups (video frames) of ``tokens_per_group`` tokens each."""
         return groups * self.num_output_tokens(tokens_per_group)
 
+    def token_mask(self, features: torch.Tensor) -> torch.Tensor | None:
+        """Which of the ``(B, N)`` projected tokens of ``features`` (B, G, T, D_in) are real: ``None`` -- all of them
+        (the default). A projector whose encoder marks padding (e.g. unused image tiles) says so here, and the
+        cross-attention fusion never attends to those tokens."""
+        return None
+
     def project_groups(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, G, T, D_in)`` -> ``(B, N, D_out)`` with ``N = num_group_tokens(G, T)``; each group on its own."""
         b, g, t, d = features.shape
@@ -71,6 +79,23 @@ class LinearProjector(InputProjector):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         return self.proj(x)  # (B, T, D_in) -> (B, T, D_out)
+
+
+class MaskedLinearProjector(InputProjector):
+    """One linear layer over features whose last channel flags real tokens (1.0) and padding (0.0) -- Llama 3.2
+    Vision's projector over its tiled encoder (:class:`~modalities.image.MllamaVisionEncoder`). ``in_dim`` counts the
+    flag; the map reads the other channels, and :meth:`token_mask` hands the flag to the cross-attention fusion."""
+
+    def __init__(self, in_dim: int, out_dim: int, cfg: ProjectorConfig) -> None:
+        super().__init__(in_dim, out_dim, cfg)
+        self.proj = nn.Linear(in_dim - 1, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        return self.proj(x[..., :-1])  # (B, T, D_in) -> (B, T, D_out); the flag channel is not content
+
+    def token_mask(self, features: torch.Tensor) -> torch.Tensor:
+        return features[..., -1].flatten(1) > 0.5  # (B, G, T) -> (B, G*T)
 
 
 class MLPProjector(InputProjector):

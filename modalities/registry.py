@@ -22,6 +22,7 @@ ENCODERS: Registry[Any] = Registry(
     {
         "clip_vision": "modalities.image:ClipVisionEncoder",
         "siglip_vision": "modalities.image:SiglipVisionEncoder",
+        "mllama_vision": "modalities.image:MllamaVisionEncoder",
         "whisper": "modalities.audio:WhisperAudioEncoder",
         "video_frames": "modalities.video:VideoFrameEncoder",
     },
@@ -32,6 +33,7 @@ PROJECTORS: Registry[Any] = Registry(
     "mmgraph.projectors",
     {
         "linear": "modalities.input_projectors:LinearProjector",
+        "masked_linear": "modalities.input_projectors:MaskedLinearProjector",
         "mlp": "modalities.input_projectors:MLPProjector",
         "resampler": "modalities.input_projectors:ResamplerProjector",
         "qformer": "modalities.input_projectors:QFormerProjector",

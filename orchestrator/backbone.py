@@ -17,6 +17,7 @@ Any ``AutoModelForCausalLM`` works. On top of it this module adds, as DESIGN §4
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -77,6 +78,14 @@ class Prompt:
 
     input_ids: list[int]
     assistant_mask: list[bool]
+
+
+#: stands in for a text while a chat template is rendered, so the text itself is never read by the template
+_SENTINEL = re.compile("\ue000(\\d+)\ue001")
+
+
+def _sentinel(index: int) -> str:
+    return f"\ue000{index}\ue001"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -341,7 +350,10 @@ class Backbone(nn.Module):
         return self._template_cache[text]
 
     def build_prompt(self, turns: Sequence[PromptTurn], *, add_generation_prompt: bool = True) -> Prompt:
-        """Lay out a conversation: ``[bos] system sep (USER: ... sep ASSISTANT: ... eos sep)* ASSISTANT:``."""
+        """Lay out a conversation: by the config's chat template when it has one (:meth:`_build_from_template`),
+        else ``[bos] system sep (USER: ... sep ASSISTANT: ... eos sep)* ASSISTANT:``."""
+        if self.prompt_format.chat_template:
+            return self._build_from_template(turns, add_generation_prompt)
         fmt = self.prompt_format
         ids: list[int] = []
         mask: list[bool] = []
@@ -374,7 +386,159 @@ class Backbone(nn.Module):
             put(self._template(fmt.assistant_prefix))
         return Prompt(ids, mask)
 
+    def chat_template(self) -> str:
+        """The Jinja template of ``prompt.chat_template`` (``tokenizer``: the tokenizer's own)."""
+        template = self.prompt_format.chat_template or ""
+        if template == "tokenizer":
+            template = self.tokenizer.chat_template or ""
+            if not template:
+                raise PromptError("prompt.chat_template is 'tokenizer', but this tokenizer has no chat template")
+        return template
+
+    def _build_from_template(self, turns: Sequence[PromptTurn], add_generation_prompt: bool) -> Prompt:
+        """Lay out a conversation with a Jinja chat template, token for token as its model's own processor does.
+
+        The template renders OpenAI-style messages (``{type: text}`` parts and one ``{type: <modality>}`` part per
+        medium, which it writes as its placeholder token) with each text replaced by a sentinel; the texts are put
+        back and the whole string is tokenised at once, as a Hugging Face processor tokenises its prompt. The
+        offsets then prove that no text a user or client supplied produced an added token (placeholder, signal,
+        special): if one did, that text is tokenised again with special tokens split -- it can never smuggle one
+        in. Each placeholder is expanded to its medium's slots; assistant text and the special tokens that close
+        an assistant turn are marked as the assistant's.
+        """
+        template = self.chat_template()
+        texts: list[tuple[str, str, bool]] = []  # (text, role, trusted): signal groups are ours, texts are not
+        media: list[Media] = []
+        messages: list[dict[str, Any]] = []
+        if self.prompt_format.system:
+            texts.append((self.prompt_format.system, "system", True))
+            messages.append({"role": "system", "content": [{"type": "text", "text": _sentinel(0)}]})
+        for turn in turns:
+            content: list[dict[str, Any]] = []
+            for seg in turn.segments:
+                if isinstance(seg, Media):
+                    content.append({"type": seg.modality})
+                    media.append(seg)
+                    continue
+                if isinstance(seg, Signal):  # our own tokens: trusted
+                    text, trusted = "".join(self.tokenizer.convert_ids_to_tokens(self.signal_ids[seg.generator])), True
+                else:
+                    text, trusted = seg.text, False
+                content.append({"type": "text", "text": _sentinel(len(texts))})
+                texts.append((text, turn.role, trusted))
+            messages.append({"role": turn.role, "content": content})
+        rendered = cast(
+            str,
+            self.tokenizer.apply_chat_template(
+                messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+            ),
+        )
+        # put the texts back, remembering where each one is
+        spans: list[tuple[int, int, int]] = []  # (start, end, index into texts)
+        pieces, at = [], 0
+        for i, piece in enumerate(_SENTINEL.split(rendered)):
+            if i % 2 == 0:
+                pieces.append(piece)
+                at += len(piece)
+            else:
+                text = texts[int(piece)][0]
+                spans.append((at, at + len(text), int(piece)))
+                pieces.append(text)
+                at += len(text)
+        full = "".join(pieces)
+        add_specials = "bos_token" not in template  # a template that writes the BOS itself is tokenised as is
+        encoded = self.tokenizer(full, add_special_tokens=add_specials, return_offsets_mapping=True)
+        ids, offsets = list(encoded.input_ids), [tuple(o) for o in encoded.offset_mapping]
+        untrusted = [(s0, s1) for s0, s1, i in spans if not texts[i][2]]
+        if self._smuggled(ids, offsets, untrusted):
+            ids, offsets = self._tokenize_pieces(full, spans, texts, add_specials)
+            if self._smuggled(ids, offsets, untrusted):
+                raise PromptError(
+                    "user text produced a reserved token id; this tokenizer does not split special tokens"
+                )
+        return self._expand_media(ids, offsets, spans, texts, media)
+
+    def _smuggled(self, ids: list[int], offsets: list[tuple[int, int]], untrusted: list[tuple[int, int]]) -> bool:
+        """Whether a token made from untrusted text is an added or special token."""
+        reserved = set(self.tokenizer.all_special_ids) | self.special_new_ids
+        return any(
+            token in reserved and any(a < s1 and b > s0 for s0, s1 in untrusted)
+            for token, (a, b) in zip(ids, offsets, strict=True)
+        )
+
+    def _tokenize_pieces(
+        self, full: str, spans: list[tuple[int, int, int]], texts: list[tuple[str, str, bool]], add_specials: bool
+    ) -> tuple[list[int], list[tuple[int, int]]]:
+        """A prompt whose untrusted text holds an added token's string: template pieces and trusted texts are
+        tokenised normally, untrusted texts with special tokens split (offsets are those of the pieces)."""
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        if add_specials:  # what the tokenizer puts before a text of its own accord (a BOS, usually)
+            prefix = self.tokenizer("", add_special_tokens=True).input_ids
+            ids += prefix
+            offsets += [(0, 0)] * len(prefix)
+        cuts = [0]
+        for start, end, _ in spans:
+            cuts += [start, end]
+        cuts.append(len(full))
+        untrusted = {(s0, s1) for s0, s1, i in spans if not texts[i][2]}
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            if a == b:
+                continue
+            part = self.tokenizer(
+                full[a:b],
+                add_special_tokens=False,
+                split_special_tokens=(a, b) in untrusted,
+                return_offsets_mapping=True,
+            )
+            ids += part.input_ids
+            offsets += [(a + x, a + y) for x, y in part.offset_mapping]
+        return ids, offsets
+
+    def _expand_media(
+        self,
+        ids: list[int],
+        offsets: list[tuple[int, int]],
+        spans: list[tuple[int, int, int]],
+        texts: list[tuple[str, str, bool]],
+        media: list[Media],
+    ) -> Prompt:
+        """Expand the template's placeholder tokens to their slots and mark the assistant's tokens."""
+        by_id = {token_id: m for m, token_id in self.placeholder_ids.items()}
+        rendered = [by_id[i] for i in ids if i in by_id]
+        wanted = [seg.modality for seg in media]
+        if rendered != wanted:
+            raise PromptError(
+                f"the chat template wrote placeholders for {rendered or 'no media'}; the conversation has "
+                f"{wanted or 'none'}"
+            )
+        assistant_spans = [(s0, s1) for s0, s1, i in spans if texts[i][1] == "assistant"]
+        specials = set(self.tokenizer.all_special_ids)
+        out: list[int] = []
+        mask: list[bool] = []
+        queue = iter(media)
+        closing = False  # inside the special tokens that directly follow an assistant text
+        for token, (a, b) in zip(ids, offsets, strict=True):
+            if token in by_id:
+                slots = next(queue).slots
+                out += [token] * slots
+                mask += [False] * slots
+                closing = False
+                continue
+            inside = any(s0 <= a < s1 or (a == b == s0) for s0, s1 in assistant_spans) and b > a
+            if inside:
+                closing = True
+            elif closing and token not in specials:
+                closing = False
+            out.append(token)
+            mask.append(inside or (closing and token in specials))
+        return Prompt(out, mask)
+
     # -- embedding splice -----------------------------------------------------------------------------------------
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids -> (B, L, D) token embeddings, placeholders included as their own rows."""
+        return cast(torch.Tensor, self.model.get_input_embeddings()(input_ids))
+
     def embed(self, input_ids: torch.Tensor, features: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Token embeddings with projected features written into the placeholder slots.
 
@@ -385,7 +549,7 @@ class Backbone(nn.Module):
         Returns:
             (B, L, D) input embeddings.
         """
-        embeds = self.model.get_input_embeddings()(input_ids)  # (B, L, D)
+        embeds = self.embed_tokens(input_ids)  # (B, L, D)
         features = features or {}
         for modality, token_id in self.placeholder_ids.items():
             slots = input_ids == token_id  # (B, L)
@@ -501,13 +665,17 @@ class Backbone(nn.Module):
         if temperature > 0:
             rng = torch.Generator(device="cpu").manual_seed(0 if seed is None else seed)
 
-        # Rows that may never be sampled: placeholders, non-first signal tokens, disallowed generators.
-        banned = torch.zeros(_weight(embed_tokens).shape[0], dtype=torch.bool)
-        banned[list(self.placeholder_ids.values())] = True
+        # Rows that may never be sampled: placeholders, non-first signal tokens, disallowed generators. The LM head
+        # may have fewer rows than the embedding (Llama 3.2 Vision embeds its image token, it never predicts it).
+        head = self.model.get_output_embeddings()
+        vocab = _weight(head).shape[0] if head is not None else _weight(embed_tokens).shape[0]
+        banned = torch.zeros(vocab, dtype=torch.bool)
+        never = set(self.placeholder_ids.values())
         for g, ids in self.signal_ids.items():
-            banned[ids[1:]] = True
+            never.update(ids[1:])
             if g not in allowed:
-                banned[ids[0]] = True
+                never.add(ids[0])
+        banned[[i for i in never if i < vocab]] = True
 
         logits, _ = steps.prefill(inputs_embeds)
         segments: list[TextSpan | SignalGroup] = []

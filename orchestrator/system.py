@@ -1,13 +1,15 @@
 """MMSystem: the composite MM-LLM built from a SystemConfig, reading like the paper.
 
-``decode -> encode (frozen) -> project (trainable) -> splice -> LLM -> signal tokens -> output projector
-(trainable) -> generator (frozen)``.
+``decode -> encode (frozen) -> project (trainable) -> fuse (splice, or gated cross-attention) -> LLM -> signal
+tokens -> output projector (trainable) -> generator (frozen)``.
 
-The composite forward is written once, here: :meth:`MMSystem.embed_inputs` (project + splice) feeds both
-:meth:`MMSystem.forward` (scoring and training: the trainer's objective and the benchmarks call it) and
-:meth:`MMSystem.respond` (decoding a reply: the graph's ``reason`` node, and so the Python API and the server,
-call it). Only the trainable tensors (input projectors, output projectors, signal-token rows, LoRA) are saved and
-loaded, as safetensors, next to the resolved config.
+The composite forward is written once, here: :meth:`MMSystem.inputs` (project, then the config's fusion --
+:mod:`orchestrator.fusion`) feeds both :meth:`MMSystem.forward` (scoring and training: the trainer's objective and
+the benchmarks call it) and :meth:`MMSystem.respond` (decoding a reply: the graph's ``reason`` node, and so the
+Python API and the server, call it). Only the trainable tensors (input projectors, cross-attention blocks, output
+projectors, signal-token rows, LoRA) are saved and loaded, as safetensors, next to the resolved config. A system
+imported from a peer's published checkpoint (``config.peer``, :mod:`orchestrator.peers`) takes its LLM, encoders,
+input projectors and blocks from that checkpoint, frozen.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -42,6 +45,8 @@ from orchestrator.backbone import (
     SignalGroup,
     Text,
 )
+from orchestrator.fusion import Fusion, Projected, build_fusion
+from orchestrator.peers import import_config, open_peer
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,21 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
     return _DTYPES[spec]
 
 
+def pretrained_config(path: str | Path) -> SystemConfig:
+    """The system a folder holds: an mmgraph system folder (``system.yaml``, its ``trainable.safetensors`` becoming
+    the config's ``weights``) or a published MM-LLM checkpoint in its Hugging Face layout, imported
+    (:func:`orchestrator.peers.import_config`)."""
+    folder = Path(resolve_model(str(path)))
+    if (folder / CONFIG_FILE).is_file():
+        config = load_config(folder / CONFIG_FILE)
+        if (folder / WEIGHTS_FILE).is_file():
+            config = config.model_copy(update={"weights": str(folder)})
+        return config
+    if not folder.is_dir():
+        raise ConfigError(f"{path}: no such folder")
+    return import_config(str(path))
+
+
 class MMSystem(nn.Module):
     """Encoders, input projectors, backbone, output projectors and generators of one SystemConfig."""
 
@@ -77,6 +97,7 @@ class MMSystem(nn.Module):
         backbone: Backbone,
         generators: dict[str, GeneratorTool],
         output_projectors: nn.ModuleDict,
+        fusion: Fusion | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -86,8 +107,11 @@ class MMSystem(nn.Module):
         self._generators = generators
         self.input_projectors = input_projectors
         self.backbone = backbone
+        self.fusion = fusion if fusion is not None else build_fusion(config.fusion, backbone)
         self.output_projectors = output_projectors
         self._decoded: dict[str, Any] = {}
+        #: trainable groups taken frozen from an imported checkpoint (``config.peer``): not trained, not saved
+        self.imported: set[str] = set()
 
     # -- construction --------------------------------------------------------------------------------------------
     @classmethod
@@ -110,17 +134,30 @@ class MMSystem(nn.Module):
         llm_dtype = resolve_dtype(config.llm.dtype, dev)
         frozen_dtype = llm_dtype
 
-        backbone = Backbone.from_config(
-            config.llm,
-            placeholders={m: config.placeholder(m) for m in config.modalities},
-            signals={g: config.signal_tokens(g) for g in config.generators},
-            device=dev,
-            dtype=llm_dtype,
-            seed=config.seed,
-        )
+        placeholders = {m: config.placeholder(m) for m in config.modalities}
+        signals = {g: config.signal_tokens(g) for g in config.generators}
         encoders: dict[str, ModalityEncoder] = {}
+        peer, peer_model = None, None
+        if config.peer is not None:  # the LLM and the peer's encoders come from its checkpoint, as it loads them
+            peer = open_peer(config.peer.path, config.seed, freeze=config.peer.freeze)
+            peer_model = peer.load(device=dev, dtype=llm_dtype)
+            backbone = Backbone(
+                peer.language_model(peer_model),
+                peer.tokenizer(),
+                placeholders=placeholders,
+                signals=signals,
+                prompt_format=config.llm.prompt,
+            ).to(dev)
+            for name, mcfg in config.modalities.items():
+                if mcfg.model == config.peer.path:
+                    encoders[name] = peer.encoder(peer_model, name, mcfg).to(device=dev, dtype=frozen_dtype).freeze()
+        else:
+            backbone = Backbone.from_config(
+                config.llm, placeholders=placeholders, signals=signals, device=dev, dtype=llm_dtype, seed=config.seed
+            )
         for name, mcfg in config.modalities.items():
-            encoders[name] = build_encoder(mcfg, device=dev, dtype=frozen_dtype, seed=config.seed)
+            if name not in encoders:
+                encoders[name] = build_encoder(mcfg, device=dev, dtype=frozen_dtype, seed=config.seed)
 
         generators: dict[str, GeneratorTool] = {}
         if load_generators:
@@ -146,6 +183,8 @@ class MMSystem(nn.Module):
                 if name in generators
             }
         )
+        torch.manual_seed(config.seed + 1)
+        fusion = build_fusion(config.fusion, backbone)  # cross-attention blocks: seeded, float32 like projectors
         system = cls(
             config,
             encoders=encoders,
@@ -153,13 +192,22 @@ class MMSystem(nn.Module):
             backbone=backbone,
             generators=generators,
             output_projectors=output_projectors.to(dev),
+            fusion=fusion.to(dev),
         )
+        if peer is not None:
+            system.load_imported(peer.imported_state(peer_model), freeze=peer.freeze)
         if weights is None and config.weights:
             weights = resolve_model(config.weights)
         if weights is not None:
             system.load_trainable(weights)
         system.eval()
         return system
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kwargs: Any) -> MMSystem:
+        """An mmgraph system folder or a peer's published checkpoint (:func:`pretrained_config`); ``kwargs`` as for
+        :meth:`from_config`."""
+        return cls.from_config(pretrained_config(path), **kwargs)
 
     # -- names ---------------------------------------------------------------------------------------------------
     @property
@@ -227,10 +275,11 @@ class MMSystem(nn.Module):
         return projector.project_groups(features).to(self.backbone.dtype)  # (B, N, D_llm)
 
     def slots(self, modality: str) -> int:
-        """How many placeholder positions one item of ``modality`` occupies in the prompt."""
+        """How many placeholder positions one item of ``modality`` occupies in the prompt: its projected tokens for a
+        splice, one for cross-attention."""
         encoder = self.encoder(modality)
         projector = cast(InputProjector, self.input_projectors[modality])
-        return projector.num_group_tokens(encoder.groups, encoder.tokens_per_group)
+        return self.fusion.slots(projector.num_group_tokens(encoder.groups, encoder.tokens_per_group))
 
     # -- 4. splice -> LLM: the composite forward --------------------------------------------------------------------
     def prompt(self, conversation: Sequence[Turn], *, add_generation_prompt: bool = True) -> Prompt:
@@ -250,18 +299,29 @@ class MMSystem(nn.Module):
             return Signal(part.generator)
         return Media(part.modality, self.slots(part.modality))
 
-    def embed_inputs(self, input_ids: torch.Tensor, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Project every medium's encoder features and splice them into the placeholder slots.
+    def media(self, features: dict[str, torch.Tensor]) -> dict[str, Projected]:
+        """Every modality's encoder features (N, G, T, D_enc) -> its projected tokens (N, M, D_llm) and, where the
+        projector marks padding (unused image tiles), which of them are real."""
+        out = {}
+        for modality, x in features.items():
+            projector = cast(InputProjector, self.input_projectors[modality])
+            out[modality] = Projected(self.project(modality, x), projector.token_mask(x))
+        return out
+
+    @contextmanager
+    def inputs(self, input_ids: torch.Tensor, features: dict[str, torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Project every medium's encoder features and let them reach the LLM the config's way: spliced into the
+        placeholder slots, or attached to the cross-attention blocks for as long as the context is open.
 
         Args:
-            input_ids: (B, L) ids with each placeholder expanded to its slot count.
+            input_ids: (B, L) ids with each placeholder expanded to its slot count (:meth:`slots`).
             features: modality -> (N, G, T, D_enc) encoder features of that modality's N items in the batch, in
                 order of appearance.
-        Returns:
+        Yields:
             (B, L, D_llm) the LLM's input embeddings.
         """
-        projected = {m: self.project(m, x).flatten(0, 1) for m, x in features.items()}  # (N * slots, D_llm)
-        return self.backbone.embed(input_ids, projected)
+        with self.fusion.inputs(self.backbone, input_ids, self.media(features)) as embeds:
+            yield embeds
 
     def forward(
         self,
@@ -272,10 +332,10 @@ class MMSystem(nn.Module):
         llm: nn.Module | None = None,
         **llm_kwargs: Any,
     ) -> tuple[Any, torch.Tensor]:
-        """The composite forward: encoder features -> project -> splice -> LLM.
+        """The composite forward: encoder features -> project -> fuse -> LLM.
 
         Args:
-            input_ids, features: as for :meth:`embed_inputs`.
+            input_ids, features: as for :meth:`inputs`.
             attention_mask: (B, L) padding mask.
             llm: the LLM to run (default the backbone's; the trainer passes its ``torch.compile`` wrapper).
             llm_kwargs: passed to the LLM (``output_hidden_states``, ``logits_to_keep``, ``use_cache`` ...).
@@ -283,21 +343,33 @@ class MMSystem(nn.Module):
             ``(output, inputs_embeds)``: the LLM's output (``logits``, ``hidden_states``) and the (B, L, D_llm)
             embeddings it read.
         """
-        embeds = self.embed_inputs(input_ids, features or {})
         model = llm if llm is not None else self.backbone.model
-        return model(inputs_embeds=embeds, attention_mask=attention_mask, **llm_kwargs), embeds
+        with self.inputs(input_ids, features or {}) as embeds:
+            return model(inputs_embeds=embeds, attention_mask=attention_mask, **llm_kwargs), embeds
 
     @torch.no_grad()
     def respond(
         self, conversation: Sequence[Turn], features: dict[str, torch.Tensor], **options: Any
     ) -> GenerationResult:
-        """Decode the assistant's next turn: the same project -> splice as :meth:`forward`, then the backbone's
+        """Decode the assistant's next turn: the same project -> fuse as :meth:`forward`, then the backbone's
         signal-aware decoding loop (``options``: max_new_tokens, temperature, top_p, seed, require, allow, on_text,
         cancel; ``cache`` defaults to the config's ``llm.decoding``)."""
         prompt = self.prompt(conversation)
         input_ids = torch.tensor([prompt.input_ids], device=self.device)  # (1, L)
-        options.setdefault("cache", self.config.llm.decoding)
-        return self.backbone.generate(self.embed_inputs(input_ids, features), **options)
+        options["cache"] = self.decoding_cache(options.get("cache", self.config.llm.decoding))
+        with self.inputs(input_ids, features) as embeds:
+            return self.backbone.generate(embeds, **options)
+
+    def decoding_cache(self, kind: str) -> str:
+        """The decoding cache to use: ``auto`` means dynamic for a fusion whose hooks need eager steps."""
+        if not self.fusion.eager_only:
+            return kind
+        if kind in ("graph", "compiled"):
+            raise ConfigError(
+                f"llm.decoding={kind!r} replays captured steps, but {self.config.fusion.kind} reads the turn's media "
+                "at every step; use dynamic or static"
+            )
+        return "dynamic" if kind == "auto" else kind
 
     # -- 5. signals -> output projector -> generator --------------------------------------------------------------
     def condition(self, name: str, group: SignalGroup) -> dict[str, torch.Tensor]:
@@ -339,9 +411,41 @@ class MMSystem(nn.Module):
         )
 
     # -- trainable weights ----------------------------------------------------------------------------------------
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        """The trained parts with their own modules, by group name (``input_projectors.image``, ``fusion``,
+        ``output_projectors.image``), less the ones imported frozen from a peer's checkpoint."""
+        groups: dict[str, nn.Module] = {f"input_projectors.{m}": p for m, p in self.input_projectors.items()}
+        if any(True for _ in self.fusion.parameters()):
+            groups["fusion"] = self.fusion
+        groups.update({f"output_projectors.{g}": p for g, p in self.output_projectors.items()})
+        return {name: module for name, module in groups.items() if name not in self.imported}
+
+    def load_imported(self, state: dict[str, torch.Tensor], *, freeze: bool = True) -> None:
+        """Load a peer checkpoint's projector and block tensors (keys as :meth:`trainable_state_dict`'s) into their
+        modules; with ``freeze`` those modules stop training and are left out of saved weights (they load from the
+        peer's checkpoint again)."""
+        modules = self.trainable_modules()
+        for group, module in modules.items():
+            part = {k[len(group) + 1 :]: v for k, v in state.items() if k.startswith(group + ".")}
+            if not part:
+                continue
+            try:
+                module.load_state_dict(part)
+            except RuntimeError as exc:
+                raise ConfigError(f"the imported {group} does not fit its mmgraph module: {exc}") from exc
+            if freeze:
+                module.requires_grad_(False)
+                self.imported.add(group)
+        taken = {k for k in state for g in modules if k.startswith(g + ".")}
+        if taken != set(state):
+            raise ConfigError(f"imported tensors with no module to take them: {sorted(set(state) - taken)[:3]}")
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        state = {f"input_projectors.{k}": v for k, v in self.input_projectors.state_dict().items()}
-        state.update({f"output_projectors.{k}": v for k, v in self.output_projectors.state_dict().items()})
+        state = {
+            f"{group}.{k}": v
+            for group, module in self.trainable_modules().items()
+            for k, v in module.state_dict().items()
+        }
         state.update({f"signal_rows.{k}": v for k, v in self.backbone.signal_rows_state().items()})
         state.update({f"lora.{k}": v for k, v in self.backbone.lora_state().items()})
         return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}  # a snapshot
@@ -366,12 +470,17 @@ class MMSystem(nn.Module):
             metadata = handle.metadata() or {}
             state = {key: handle.get_tensor(key) for key in handle.keys()}
         groups: dict[str, dict[str, torch.Tensor]] = {}
+        modules = self.trainable_modules()
         for key, value in state.items():
-            group, _, rest = key.partition(".")
-            groups.setdefault(group, {})[rest] = value
+            group = next((g for g in modules if key.startswith(g + ".")), key.partition(".")[0])
+            groups.setdefault(group, {})[key[len(group) + 1 :]] = value
+        not_loaded = {f"output_projectors.{g}" for g in self.config.generators if g not in self._generators}
+        unknown = set(groups) - set(modules) - not_loaded - {"signal_rows", "lora"}
+        if unknown:
+            raise ConfigError(f"{path} holds weights for parts this system does not train: {sorted(unknown)}")
         try:
-            self.input_projectors.load_state_dict(groups.get("input_projectors", {}))
-            self.output_projectors.load_state_dict(groups.get("output_projectors", {}))
+            for group, module in modules.items():
+                module.load_state_dict(groups.get(group, {}))
         except RuntimeError as exc:
             raise ConfigError(f"{path} does not fit this system's projectors: {exc}") from exc
         if "signal_rows" in groups:

@@ -29,7 +29,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sentencepiece as spm
 import torch
@@ -64,6 +64,15 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaTokenizer,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    MllamaConfig,
+    MllamaForConditionalGeneration,
+    MllamaImageProcessorPil,
+    MllamaProcessor,
+    MllamaTextConfig,
+    MllamaVisionConfig,
     PreTrainedConfig,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
@@ -131,24 +140,28 @@ def sentencepiece_tokenizer(path: Path, vocab_size: int = 400, corpus: list[str]
     return tokenizer
 
 
-def _byte_level_tokenizer(path: Path, vocab_size: int = 512) -> PreTrainedTokenizerFast:
-
+def _byte_level_tokenizer(
+    path: Path,
+    vocab_size: int = 512,
+    *,
+    bos: str = "<|endoftext|>",
+    eos: str = "<|endoftext|>",
+    pad: str = "<|pad|>",
+    unk: str | None = "<|endoftext|>",
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on the built-in corpus, its special tokens first, saved to ``path``."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>", "<|pad|>"],
+        special_tokens=list(dict.fromkeys([bos, eos, pad])),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(_corpus(), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-        pad_token="<|pad|>",
-        unk_token="<|endoftext|>",
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, unk_token=unk
     )
     tokenizer.save_pretrained(path)
     return tokenizer
@@ -700,3 +713,146 @@ def build_mel_diffusion(path: Path, seed: int) -> None:
     )
     pipeline.save_pretrained(path)
     mel.save(path)
+
+
+# ===============================================================================================================
+# published MM-LLM checkpoints (peers): the Hugging Face classes at toy size, each saved with its processor and chat
+# template exactly as a released checkpoint folder is, for orchestrator.peers to import
+# ===============================================================================================================
+#: LLaVA-1.5's prompt layout (``USER: <image>\n... ASSISTANT:``): images first, then the text, per turn
+LLAVA_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ message['role'].upper() + ': ' }}"
+    "{% for part in message['content'] if part['type'] == 'image' %}<image>\n{% endfor %}"
+    "{% for part in message['content'] if part['type'] == 'text' %}{{ part['text'] }}{% endfor %}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% else %} {% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def _peer_llama_tokenizer(path: Path, extra: list[str]) -> Any:
+    """The tiny Llama SentencePiece tokenizer with ``extra`` special tokens (an image token ...), saved to ``path``."""
+    tokenizer = sentencepiece_tokenizer(path)
+    tokenizer.add_special_tokens({"additional_special_tokens": extra})
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def _random_init(model: Any, std: float = 0.2) -> Any:
+    """Wider random weights than Hugging Face's 0.02 init, so a tiny model's logits (and greedy tokens) differ from
+    position to position and image to image; norms and gates at non-trivial values too. Returns ``model``."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, std)
+            elif "gate" in name:  # tanh gates: open, so the cross-attention changes the logits
+                param.uniform_(0.5, 1.0)
+            else:
+                param.add_(0.05 * torch.randn_like(param))
+    return model
+
+
+def build_llava(path: Path, seed: int) -> None:
+    """A tiny ``LlavaForConditionalGeneration``: the tiny CLIP tower (16 patches), a Llama LM, ``<image>`` token,
+    ``vision_feature_layer=-2`` and the ``default`` strategy (CLS dropped), with its ``LlavaProcessor``."""
+    tokenizer = _peer_llama_tokenizer(path, ["<image>"])
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(**_TOWER).to_dict(),
+        text_config=LlamaConfig(**_LLAMA_LIKE, **special_ids(tokenizer), tie_word_embeddings=False).to_dict(),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    model = _seeded_build(seed, lambda: _random_init(LlavaForConditionalGeneration(config)))
+    model.save_pretrained(path)
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": TINY_IMAGE_SIZE}, crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE}
+    )
+    LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=TINY_PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=LLAVA_TEMPLATE,
+    ).save_pretrained(path)
+
+
+#: Llama 3's prompt layout with Llama 3.2 Vision's image token: headers, the text, ``<|eot_id|>`` after each turn
+MLLAMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|image|>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}<|eot_id|>"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+_MLLAMA_SPECIALS = [
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|python_tag|>",
+    "<|image|>",  # the last id: one past the LM head's vocabulary, as in the released checkpoints
+]
+
+
+def _llama3_tokenizer(path: Path) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with Llama 3's special tokens, ``<|image|>`` the last id, saved to ``path``."""
+    tokenizer = _byte_level_tokenizer(
+        path, 384, bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>", unk=None
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": _MLLAMA_SPECIALS})
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def build_mllama(path: Path, seed: int) -> None:
+    """A tiny ``MllamaForConditionalGeneration``: 32-pixel tiles (up to 4 per image) of 8-pixel patches, a 5-layer
+    text stack with cross-attention layers at 1 and 3, Llama 3 rope scaling, with its ``MllamaProcessor``."""
+    tokenizer = _llama3_tokenizer(path)
+    image_id = int(cast(int, tokenizer.convert_tokens_to_ids("<|image|>")))
+    vision = MllamaVisionConfig(
+        hidden_size=TINY_WIDTH,
+        num_hidden_layers=2,
+        num_global_layers=1,
+        attention_heads=TINY_HEADS,
+        intermediate_size=2 * TINY_WIDTH,
+        vision_output_dim=2 * TINY_WIDTH,  # the last layer + one intermediate layer
+        intermediate_layers_indices=[0],
+        image_size=TINY_IMAGE_SIZE,
+        patch_size=TINY_PATCH_SIZE,
+        max_num_tiles=4,
+    )
+    text = MllamaTextConfig(
+        vocab_size=image_id,  # the head predicts every id below the image token
+        hidden_size=64,
+        num_hidden_layers=5,
+        cross_attention_layers=[1, 3],
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=2048,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 1024,
+        },
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = MllamaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=image_id)
+    model = _seeded_build(seed, lambda: _random_init(MllamaForConditionalGeneration(config)))
+    model.save_pretrained(path)
+    image_processor = MllamaImageProcessorPil(
+        size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE}, max_image_tiles=4
+    )
+    MllamaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=MLLAMA_TEMPLATE
+    ).save_pretrained(path)

@@ -1,4 +1,4 @@
-"""The composite forward is written once (MMSystem.embed_inputs -> LLM): the graph's reply and the trainer's loss
+"""The composite forward is written once (MMSystem.inputs -> LLM): the graph's reply and the trainer's loss
 read the same logits for the same conversation."""
 
 from __future__ import annotations

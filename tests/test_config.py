@@ -9,6 +9,7 @@ from core.errors import ConfigError
 from core.registry import Registry, UnknownKindError
 from generators import GENERATORS, OUTPUT_PROJECTORS
 from modalities import ENCODERS, PROJECTORS
+from orchestrator.fusion import BLOCKS, FUSIONS
 
 
 @pytest.mark.parametrize("name", list_presets())
@@ -19,6 +20,7 @@ def test_every_preset_validates_and_names_registered_kinds(name):
         assert m.encoder in ENCODERS and m.projector.kind in PROJECTORS
     for g in config.generators.values():
         assert g.kind in GENERATORS and g.projector.kind in OUTPUT_PROJECTORS
+    assert config.fusion.kind in FUSIONS and config.fusion.block in BLOCKS
     assert SystemConfig.model_validate(config.model_dump()) == config
 
 

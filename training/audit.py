@@ -1,9 +1,10 @@
 """The freeze audit: which parameters of a system train, per component, and a refusal when anything else would.
 
-What may train is fixed by the method (DESIGN §1): the input projectors, the output projectors, the signal-token
-rows of the LLM's embedding matrices (whole matrices require grad, a gradient mask keeps every other row fixed),
-and -- in MM IT with ``--lora`` -- the LoRA adapters. Encoders, the LLM's own weights and the generators stay
-frozen; the audit checks every one of their parameters before a run starts.
+What may train is fixed by the method (DESIGN §1): the input projectors, the cross-attention blocks (in a
+cross-attention system), the output projectors, the signal-token rows of the LLM's embedding matrices (whole
+matrices require grad, a gradient mask keeps every other row fixed), and -- in MM IT with ``--lora`` -- the LoRA
+adapters. Encoders, the LLM's own weights and the generators stay frozen, and so do projectors and blocks imported
+from a peer's checkpoint; the audit checks every one of their parameters before a run starts.
 """
 
 from __future__ import annotations
@@ -81,22 +82,23 @@ def freeze_audit(system, *, train_lora: bool = False) -> list[AuditRow]:
         else:
             frozen("llm lora", lora.items())
 
-    for name, module in system.input_projectors.items():
-        rows.append(
-            AuditRow(
-                f"input projector {name}",
-                sum(p.numel() for p in module.parameters() if p.requires_grad),
-                sum(p.numel() for p in module.parameters()),
+    trained = system.trainable_modules()
+    parts = {f"input_projectors.{m}": p for m, p in system.input_projectors.items()}
+    parts["fusion"] = system.fusion
+    parts.update({f"output_projectors.{g}": p for g, p in system.output_projectors.items()})
+    for group, module in parts.items():
+        kind, _, name = group.partition(".")
+        label = f"{_LABELS[kind]} {name}".strip()
+        if group not in trained:  # imported frozen from a peer's checkpoint
+            frozen(f"{label} (imported)", module.named_parameters())
+        elif any(True for _ in module.parameters()):
+            rows.append(
+                AuditRow(
+                    label,
+                    sum(p.numel() for p in module.parameters() if p.requires_grad),
+                    sum(p.numel() for p in module.parameters()),
+                )
             )
-        )
-    for name, module in system.output_projectors.items():
-        rows.append(
-            AuditRow(
-                f"output projector {name}",
-                sum(p.numel() for p in module.parameters() if p.requires_grad),
-                sum(p.numel() for p in module.parameters()),
-            )
-        )
     for name in system.generator_names:
         frozen(f"generator {name}", ((f"{i}", p) for i, p in enumerate(system.generator(name).parameters())))
 
@@ -108,6 +110,13 @@ def freeze_audit(system, *, train_lora: bool = False) -> list[AuditRow]:
             f"gradients:\n  {shown}{more}"
         )
     return rows
+
+
+_LABELS = {
+    "input_projectors": "input projector",
+    "fusion": "cross-attention blocks",
+    "output_projectors": "output projector",
+}
 
 
 def format_audit(rows: list[AuditRow]) -> str:

@@ -133,8 +133,8 @@ class Trainer:
         lr = cfg.resolved_lr()
         groups = [
             {
-                "params": [p for p in system.input_projectors.parameters()]
-                + [p for p in system.output_projectors.parameters()],
+                # input projectors, cross-attention blocks, output projectors (less any imported frozen)
+                "params": [p for m in system.trainable_modules().values() for p in m.parameters()],
                 "lr": lr,
                 "weight_decay": cfg.weight_decay,
                 "name": "projectors",
@@ -264,9 +264,18 @@ class Trainer:
 
         # 3. optimisation state
         torch.manual_seed(cfg.seed)
-        system.input_projectors.train()
-        system.output_projectors.train()
+        for module in system.trainable_modules().values():
+            module.train()
         gc = cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else acc.device.type == "cuda"
+        if gc and system.fusion.eager_only:
+            if cfg.gradient_checkpointing:
+                raise ConfigError(
+                    "gradient checkpointing recomputes the LLM's layers in backward, after the turn's media have "
+                    f"left the {system.config.fusion.kind} blocks: train this system without it"
+                )
+            gc = False
+        if cfg.compile and system.fusion.eager_only:
+            raise ConfigError(f"compile: the {system.config.fusion.kind} blocks run eagerly; train without --compile")
         if gc:
             self._enable_gradient_checkpointing()
         optimizer = self._optimizer()

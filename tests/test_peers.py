@@ -1,0 +1,178 @@
+"""Published MM-LLMs in their Hugging Face layout load as mmgraph systems and give the Hugging Face model's own
+outputs: for each peer class, a tiny random instance built from its config and saved with ``save_pretrained``
+(``@tiny/<peer>``), the same image and prompt, the logits of both forwards (fp32, max abs diff <= 1e-4) and the
+greedy tokens of mmgraph's decoding against Hugging Face's ``generate``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from transformers import AutoProcessor
+
+from core.artifacts import ArtifactRef
+from core.errors import ConfigError
+from core.hub import resolve_model
+from core.turns import MediaPart, TextPart, Turn
+from orchestrator.peers import PEERS, architecture, import_config
+from orchestrator.system import MMSystem
+
+QUESTION = "What is in the picture?"
+#: how each model card calls its processor on a chat-templated prompt (Llama 3.2 Vision's template writes the BOS)
+CARD_KWARGS = {"MllamaForConditionalGeneration": {"add_special_tokens": False}}
+
+
+def picture(width: int = 52, height: int = 40) -> Image.Image:
+    """A non-square RGB picture: a red disc and a blue bar on grey, so resizing and cropping matter."""
+    image = Image.new("RGB", (width, height), (128, 128, 128))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((4, 4, width // 2, height - 6), fill=(220, 30, 30))
+    draw.rectangle((width // 2 + 4, 6, width - 4, 14), fill=(30, 40, 210))
+    return image
+
+
+def _image_part() -> MediaPart:
+    ref = ArtifactRef(id="0" * 64, modality="image", mime="image/png", size=1)
+    return MediaPart(artifact=ref)
+
+
+class Pair:
+    """One peer checkpoint, loaded by Hugging Face and by mmgraph."""
+
+    def __init__(self, name: str) -> None:
+        self.folder = resolve_model(f"@tiny/{name}")
+        self.arch = architecture(self.folder)
+        self.hf = PEERS.get(self.arch).model_class.from_pretrained(self.folder).eval()
+        self.processor = AutoProcessor.from_pretrained(self.folder)
+        self.system = MMSystem.from_pretrained(f"@tiny/{name}", device="cpu")
+
+    def hf_inputs(self, image: Image.Image, text: str) -> dict:  # as each model card shows
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+        prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        return dict(self.processor(images=image, text=prompt, return_tensors="pt", **CARD_KWARGS.get(self.arch, {})))
+
+    def ours(self, image: Image.Image, text: str) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[Turn]]:
+        conversation = [Turn(role="user", parts=(_image_part(), TextPart(text=text)))]
+        ids = torch.tensor([self.system.prompt(conversation).input_ids])
+        return ids, {"image": self.system.encode("image", [image])}, conversation
+
+
+@pytest.fixture(scope="module", params=["llava", "mllama"])
+def pair(request):
+    return Pair(request.param)
+
+
+def test_the_prompt_is_token_for_token_the_processors(pair):
+    image = picture()
+    ids, _, _ = pair.ours(image, QUESTION)
+    assert ids[0].tolist() == pair.hf_inputs(image, QUESTION)["input_ids"][0].tolist()
+
+
+def test_logits_match_the_hugging_face_forward(pair):
+    image = picture()
+    ids, features, _ = pair.ours(image, QUESTION)
+    with torch.no_grad():
+        theirs = pair.hf(**pair.hf_inputs(image, QUESTION)).logits
+        ours, _ = pair.system(ids, features)
+    assert ours.logits.shape == theirs.shape
+    assert (ours.logits - theirs).abs().max() <= 1e-4
+    assert theirs.std() > 0.1  # random but not flat: a wrong image or prompt would show
+
+
+def test_greedy_tokens_match_hugging_face_generate(pair):
+    image = picture()
+    inputs = pair.hf_inputs(image, QUESTION)
+    with torch.no_grad():
+        theirs = pair.hf.generate(**inputs, max_new_tokens=16, do_sample=False)[0, inputs["input_ids"].shape[1] :]
+    _, features, conversation = pair.ours(image, QUESTION)
+    result = pair.system.respond(conversation, features, max_new_tokens=16)
+    ours = [i for segment in result.segments for i in segment.token_ids]
+    eos = pair.system.backbone.tokenizer.eos_token_id
+    theirs = theirs.tolist()
+    if eos in theirs:  # Hugging Face keeps the EOS it stopped at; mmgraph reports it as the finish reason
+        theirs = theirs[: theirs.index(eos)]
+        assert result.finish_reason == "stop"
+    assert not set(theirs) & set(pair.system.backbone.placeholder_ids.values())  # mmgraph never samples those
+    assert ours == theirs and len(ours) >= 4
+
+
+def test_an_unsupported_checkpoint_names_its_class_and_the_supported_ones(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_embd=8, n_layer=1, n_head=2, vocab_size=16)).save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="GPT2LMHeadModel checkpoint.*supported: .*LlavaForConditionalGeneration"):
+        import_config(str(tmp_path))
+
+
+#: other key layouts of the same checkpoint: how llava-hf's Hub checkpoints store the CLIP tower (under its own
+#: ``vision_model.`` prefix), and the ``model.*`` layout transformers 5 loads into
+LAYOUTS = {
+    "LlavaForConditionalGeneration": [
+        [("vision_tower.", "vision_tower.vision_model.")],
+        [
+            ("language_model.model.", "model.language_model."),
+            ("language_model.lm_head.", "lm_head."),
+            ("vision_tower.", "model.vision_tower."),
+            ("multi_modal_projector.", "model.multi_modal_projector."),
+        ],
+    ],
+    "MllamaForConditionalGeneration": [
+        [
+            ("language_model.model.", "model.language_model."),
+            ("language_model.lm_head.", "lm_head."),
+            ("vision_model.", "model.vision_model."),
+            ("multi_modal_projector.", "model.multi_modal_projector."),
+        ],
+    ],
+}
+
+
+def test_other_key_layouts_of_the_checkpoint_load_to_the_same_logits(pair, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    image = picture()
+    inputs = pair.hf_inputs(image, QUESTION)
+    with torch.no_grad():
+        reference = pair.hf(**inputs).logits
+    for n, renames in enumerate(LAYOUTS[pair.arch]):
+        folder = tmp_path / f"layout{n}"
+        shutil.copytree(pair.folder, folder)
+        state = load_file(Path(pair.folder) / "model.safetensors")
+        renamed = {}
+        for key, value in state.items():
+            for old, new in renames:
+                if key.startswith(old):
+                    key = new + key[len(old) :]
+                    break
+            renamed[key] = value
+        assert renamed.keys() != state.keys()
+        save_file(renamed, folder / "model.safetensors", metadata={"format": "pt"})
+        system = MMSystem.from_pretrained(str(folder), device="cpu")
+        ids = torch.tensor(
+            [system.prompt([Turn(role="user", parts=(_image_part(), TextPart(text=QUESTION)))]).input_ids]
+        )
+        with torch.no_grad():
+            ours, _ = system(ids, {"image": system.encode("image", [image])})
+        assert (ours.logits - reference).abs().max() <= 1e-4, renames
+
+
+@pytest.mark.parametrize("between", ["and", None])
+def test_two_images_read_as_the_hugging_face_model_reads_them(pair, between):
+    """Several media in one turn: LLaVA splices each in place; in Llama 3.2 Vision a text token reads the image
+    before it, or all the images shown together (adjacent placeholders) before it."""
+    images = [picture(), picture(36, 60)]
+    middle = [{"type": "text", "text": between}] if between else []
+    parts = [{"type": "image"}, *middle, {"type": "image"}, {"type": "text", "text": QUESTION}]
+    prompt = pair.processor.apply_chat_template([{"role": "user", "content": parts}], add_generation_prompt=True)
+    inputs = dict(pair.processor(images=[images], text=prompt, return_tensors="pt", **CARD_KWARGS.get(pair.arch, {})))
+    ours_middle = (TextPart(text=between),) if between else ()
+    conversation = [Turn(role="user", parts=(_image_part(), *ours_middle, _image_part(), TextPart(text=QUESTION)))]
+    ids = torch.tensor([pair.system.prompt(conversation).input_ids])
+    assert ids[0].tolist() == inputs["input_ids"][0].tolist()
+    with torch.no_grad():
+        theirs = pair.hf(**inputs).logits
+        ours, _ = pair.system(ids, {"image": torch.cat([pair.system.encode("image", [i]) for i in images])})
+    assert (ours.logits - theirs).abs().max() <= 1e-4
