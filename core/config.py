@@ -41,7 +41,11 @@ class MediaLimits(_Data):
 class ProjectorConfig(_Data):
     """Input projector: encoder features (T x D_enc) -> LLM embeddings (M x D_llm)."""
 
-    kind: str = Field("mlp", description="Registry kind: linear | mlp | resampler | qformer (or a plugin).")
+    kind: str = Field(
+        "mlp",
+        description="Registry kind: linear | masked_linear | mlp | resampler | qformer | blip2_qformer | "
+        "instructblip_qformer (or a plugin).",
+    )
     num_queries: int = Field(16, ge=1, description="Learned queries (resampler, qformer).")
     depth: int = Field(2, ge=1, description="Layers (mlp: linear layers; resampler/qformer: blocks).")
     heads: int = Field(4, ge=1, description="Attention heads (resampler, qformer).")
@@ -54,6 +58,10 @@ class ProjectorConfig(_Data):
             "embedding per frame (up to this many frames) is added and the queries attend to all frames' tokens at "
             "once, so motion is visible to the projector. 0: frames are projected one by one."
         ),
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Kind-specific knobs, e.g. blip2_qformer's Hugging Face Q-Former config ({qformer: {...}}).",
     )
 
 
@@ -123,6 +131,11 @@ class PromptFormat(_Data):
             "A Jinja chat template over OpenAI-style messages (content parts {type: text} and {type: <modality>}); "
             "when set it lays out the turns instead of the prefixes above. 'tokenizer' uses the tokenizer's own."
         ),
+    )
+    media_first: bool = Field(
+        False,
+        description="With a chat template: every medium's placeholder slots go before the whole tokenised prompt "
+        "(as BLIP-2's and InstructBLIP's processors put them), not where the template writes them.",
     )
 
 

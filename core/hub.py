@@ -47,6 +47,8 @@ TINY_BUILDERS: Registry[Callable[[Path, int], None]] = Registry(
         "mel-diffusion": "orchestrator.tiny:build_mel_diffusion",
         "llava": "orchestrator.tiny:build_llava",
         "mllama": "orchestrator.tiny:build_mllama",
+        "blip2": "orchestrator.tiny:build_blip2",
+        "instructblip": "orchestrator.tiny:build_instructblip",
     },
 )
 

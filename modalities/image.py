@@ -15,7 +15,14 @@ from typing import Any, ClassVar
 
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor, CLIPVisionModel, MllamaVisionModel, PreTrainedModel, SiglipVisionModel
+from transformers import (
+    AutoImageProcessor,
+    Blip2VisionModel,
+    CLIPVisionModel,
+    MllamaVisionModel,
+    PreTrainedModel,
+    SiglipVisionModel,
+)
 
 from core.config import ModalityConfig
 from core.errors import ConfigError
@@ -98,6 +105,27 @@ class SiglipVisionEncoder(VisionTowerEncoder):
     kind: ClassVar[str] = "siglip_vision"
     model_class = SiglipVisionModel
     has_cls = False
+
+
+class BlipVisionEncoder(VisionTowerEncoder):
+    """BLIP-2's (and InstructBLIP's) ViT (``Blip2VisionModel``): every token of the final, post-layer-normed states,
+    CLS included -- what the Q-Former cross-attends to."""
+
+    kind: ClassVar[str] = "blip_vision"
+    model_class = Blip2VisionModel
+    has_cls = True
+
+    @property
+    def tokens_per_group(self) -> int:
+        return self.num_patches + 1
+
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``pixel_values`` (B, 3, H, W) -> features (B, 1, 1 + N, D)."""
+        return self.model(pixel_values=self._to_model(pixel_values)).last_hidden_state.unsqueeze(1)
+
+    def cache_fields(self) -> dict[str, Any]:
+        return {**super().cache_fields(), "feature_layer": "last", "cls": True}
 
 
 class MllamaVisionEncoder(ModalityEncoder):

@@ -11,6 +11,8 @@ Four kinds, registered in :data:`PROJECTORS` (``modalities.PROJECTORS``):
   pre-layer-norms; ``M = num_queries``, whatever ``T`` is.
 * ``qformer`` -- a BLIP-2 style query transformer: learned queries, each block self-attention among the
   queries, cross-attention to the features, feed-forward; ``M = num_queries``.
+* ``blip2_qformer`` / ``instructblip_qformer`` -- BLIP-2's and InstructBLIP's Q-Formers exactly as Hugging Face
+  builds them, so imported checkpoints load into them; the InstructBLIP one also reads the turn's instruction.
 
 A video's ``(B, G, T, D)`` features go through :meth:`InputProjector.project_groups`: by default group by group
 (flattened to ``(B * G, T, D)``, ``G * M`` tokens out). With ``cfg.time_embeddings > 0`` the query projectors
@@ -21,18 +23,31 @@ Resampler), so ``M`` tokens come out per video and they can encode motion.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import cast
+from pathlib import Path
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
+from transformers import (
+    AutoTokenizer,
+    Blip2QFormerConfig,
+    Blip2QFormerModel,
+    InstructBlipQFormerConfig,
+    InstructBlipQFormerModel,
+)
 
 from core.config import ProjectorConfig
 from core.errors import ConfigError
+from core.hub import resolve_model
 from modalities.registry import PROJECTORS
 
 
 class InputProjector(nn.Module):
     """Base class: ``forward(x (B, T, in_dim)) -> (B, M, out_dim)``; ``M = num_output_tokens(T)``."""
+
+    #: whether the projector reads the text of the turn that shows its medium (InstructBLIP's Q-Former): then
+    #: :meth:`project_groups` takes ``instructions``, one string per item
+    reads_instructions: ClassVar[bool] = False
 
     def __init__(self, in_dim: int, out_dim: int, cfg: ProjectorConfig) -> None:
         super().__init__()
@@ -56,8 +71,9 @@ class InputProjector(nn.Module):
         cross-attention fusion never attends to those tokens."""
         return None
 
-    def project_groups(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B, G, T, D_in)`` -> ``(B, N, D_out)`` with ``N = num_group_tokens(G, T)``; each group on its own."""
+    def project_groups(self, features: torch.Tensor, instructions: list[str] | None = None) -> torch.Tensor:
+        """``(B, G, T, D_in)`` -> ``(B, N, D_out)`` with ``N = num_group_tokens(G, T)``; each group on its own
+        (``instructions``: read only by projectors that :attr:`reads_instructions`)."""
         b, g, t, d = features.shape
         out = self(features.reshape(b * g, t, d))  # (B*G, T, D_in) -> (B*G, M, D_out)
         return out.reshape(b, g * out.shape[1], out.shape[2])  # (B*G, M, D_out) -> (B, G*M, D_out)
@@ -171,7 +187,7 @@ class QueryProjector(InputProjector, ABC):
             return super().num_group_tokens(groups, tokens_per_group)
         return self.cfg.num_queries
 
-    def project_groups(self, features: torch.Tensor) -> torch.Tensor:
+    def project_groups(self, features: torch.Tensor, instructions: list[str] | None = None) -> torch.Tensor:
         if self.time is None:
             return super().project_groups(features)
         b, g, t, d = features.shape
@@ -238,6 +254,90 @@ class QFormerProjector(QueryProjector):
         context = block["norm_features"](features)  # (B, T, W)
         queries = queries + block["cross_attn"](normed, context, context, need_weights=False)[0]
         return queries + block["ff"](queries)
+
+
+class Blip2QFormerProjector(InputProjector):
+    """BLIP-2's Querying Transformer as Hugging Face builds it (``Blip2QFormerModel``): ``cfg.num_queries`` learned
+    query tokens self-attend and cross-attend to the frozen image features, then a linear map to the LLM width
+    (``language_projection``); ``M = num_queries``. ``cfg.options["qformer"]`` holds the Q-Former's config (a
+    ``Blip2QFormerConfig`` as a dict; width, depth and heads default to ``cfg``'s), so an imported BLIP-2 checkpoint's
+    Q-Former loads into it tensor for tensor (``orchestrator.peers.blip2``)."""
+
+    config_class: ClassVar[Any] = Blip2QFormerConfig
+    model_class: ClassVar[Any] = Blip2QFormerModel
+
+    def __init__(self, in_dim: int, out_dim: int, cfg: ProjectorConfig) -> None:
+        super().__init__(in_dim, out_dim, cfg)
+        width = cfg.width or out_dim
+        settings = {
+            "hidden_size": width,
+            "num_hidden_layers": cfg.depth,
+            "num_attention_heads": cfg.heads,
+            "intermediate_size": 4 * width,
+            **cfg.options.get("qformer", {}),
+            "encoder_hidden_size": in_dim,
+        }
+        qformer_config = self.config_class(**settings)
+        width = qformer_config.hidden_size
+        self.qformer = self.model_class(qformer_config)
+        self.query_tokens = nn.Parameter(torch.randn(1, cfg.num_queries, width) * 0.02)  # (1, M, W)
+        self.language_projection = nn.Linear(width, out_dim)
+
+    def num_output_tokens(self, num_input_tokens: int) -> int:
+        return self.cfg.num_queries
+
+    def _queries(self, x: torch.Tensor, **text: torch.Tensor) -> torch.Tensor:
+        """The Q-Former's query outputs (B, M, W) over features ``x`` (B, T, D_in) (``text``: an instruction)."""
+        queries = self.query_tokens.expand(x.shape[0], -1, -1)  # (B, M, W)
+        seen = torch.ones(x.shape[:-1], dtype=torch.long, device=x.device)  # (B, T): every feature is real
+        out = self.qformer(query_embeds=queries, encoder_hidden_states=x, encoder_attention_mask=seen, **text)
+        return cast(torch.Tensor, out.last_hidden_state[:, : queries.shape[1]])  # (B, M, W): the queries' states
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        return self.language_projection(self._queries(x))  # (B, T, D_in) -> (B, M, W) -> (B, M, D_out)
+
+
+class InstructBlipQFormerProjector(Blip2QFormerProjector):
+    """InstructBLIP's instruction-aware Q-Former (``InstructBlipQFormerModel``): the queries also attend to the
+    instruction -- the text of the turn that shows the image, tokenised by the checkpoint's own Q-Former tokenizer
+    (``cfg.options["instruction_tokenizer"]``: ``{model: <id or path>, subfolder: qformer_tokenizer}``) -- so what
+    the image is reduced to depends on what was asked."""
+
+    reads_instructions: ClassVar[bool] = True
+    config_class: ClassVar[Any] = InstructBlipQFormerConfig
+    model_class: ClassVar[Any] = InstructBlipQFormerModel
+
+    def __init__(self, in_dim: int, out_dim: int, cfg: ProjectorConfig) -> None:
+        super().__init__(in_dim, out_dim, cfg)
+        where = cfg.options.get("instruction_tokenizer")
+        if not where:
+            raise ConfigError("instructblip_qformer needs options.instruction_tokenizer: {model, subfolder}")
+        folder = Path(resolve_model(where["model"])) / where.get("subfolder", "")
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ConfigError("instructblip_qformer reads each image's instruction: project with project_groups")
+
+    def project_groups(self, features: torch.Tensor, instructions: list[str] | None = None) -> torch.Tensor:
+        b, g, t, d = features.shape
+        if instructions is None or len(instructions) != b:
+            raise ConfigError(
+                f"instructblip_qformer needs the instruction of each of its {b} images, got "
+                f"{'none' if instructions is None else len(instructions)}"
+            )
+        self._check_input(features[:, 0])
+        text = self.tokenizer(instructions, padding=True, return_tensors="pt").to(features.device)
+        text_ids = text.input_ids.repeat_interleave(g, dim=0)  # (B*G, S): each frame reads its item's instruction
+        text_mask = text.attention_mask.repeat_interleave(g, dim=0)  # (B*G, S)
+        queries_mask = torch.ones(b * g, self.cfg.num_queries, dtype=torch.long, device=features.device)
+        states = self._queries(
+            features.reshape(b * g, t, d),  # (B*G, T, D_in)
+            input_ids=text_ids,
+            attention_mask=torch.cat([queries_mask, text_mask], dim=1),  # (B*G, M + S)
+        )
+        out = self.language_projection(states)  # (B*G, M, D_out)
+        return out.reshape(b, g * out.shape[1], out.shape[2])  # (B, G*M, D_out)
 
 
 def build_projector(in_dim: int, out_dim: int, cfg: ProjectorConfig) -> InputProjector:

@@ -23,6 +23,7 @@ ENCODERS: Registry[Any] = Registry(
         "clip_vision": "modalities.image:ClipVisionEncoder",
         "siglip_vision": "modalities.image:SiglipVisionEncoder",
         "mllama_vision": "modalities.image:MllamaVisionEncoder",
+        "blip_vision": "modalities.image:BlipVisionEncoder",
         "whisper": "modalities.audio:WhisperAudioEncoder",
         "video_frames": "modalities.video:VideoFrameEncoder",
     },
@@ -37,5 +38,7 @@ PROJECTORS: Registry[Any] = Registry(
         "mlp": "modalities.input_projectors:MLPProjector",
         "resampler": "modalities.input_projectors:ResamplerProjector",
         "qformer": "modalities.input_projectors:QFormerProjector",
+        "blip2_qformer": "modalities.input_projectors:Blip2QFormerProjector",
+        "instructblip_qformer": "modalities.input_projectors:InstructBlipQFormerProjector",
     },
 )

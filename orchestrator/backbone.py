@@ -407,6 +407,7 @@ class Backbone(nn.Module):
         an assistant turn are marked as the assistant's.
         """
         template = self.chat_template()
+        media_first = self.prompt_format.media_first
         texts: list[tuple[str, str, bool]] = []  # (text, role, trusted): signal groups are ours, texts are not
         media: list[Media] = []
         messages: list[dict[str, Any]] = []
@@ -417,7 +418,8 @@ class Backbone(nn.Module):
             content: list[dict[str, Any]] = []
             for seg in turn.segments:
                 if isinstance(seg, Media):
-                    content.append({"type": seg.modality})
+                    if not media_first:  # else its slots are put before the prompt, below
+                        content.append({"type": seg.modality})
                     media.append(seg)
                     continue
                 if isinstance(seg, Signal):  # our own tokens: trusted
@@ -456,6 +458,9 @@ class Backbone(nn.Module):
                 raise PromptError(
                     "user text produced a reserved token id; this tokenizer does not split special tokens"
                 )
+        if media_first:  # each medium's placeholder before the prompt, as the processor prepends them
+            ids = [self.placeholder_ids[seg.modality] for seg in media] + ids
+            offsets = [(0, 0)] * len(media) + offsets
         return self._expand_media(ids, offsets, spans, texts, media)
 
     def _smuggled(self, ids: list[int], offsets: list[tuple[int, int]], untrusted: list[tuple[int, int]]) -> bool:

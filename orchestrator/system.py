@@ -267,12 +267,13 @@ class MMSystem(nn.Module):
         return encoder(**inputs)
 
     # -- 3. project (trainable) -----------------------------------------------------------------------------------
-    def project(self, modality: str, features: torch.Tensor) -> torch.Tensor:
+    def project(self, modality: str, features: torch.Tensor, instructions: list[str] | None = None) -> torch.Tensor:
         """Encoder features (B, G, T, D_enc) -> LLM-space tokens (B, N, D_llm): N = G*M when each group (video
-        frame) is projected on its own, M when the projector reads all frames jointly."""
+        frame) is projected on its own, M when the projector reads all frames jointly. ``instructions``: the text
+        of the turn showing each item, for projectors that read it (InstructBLIP's Q-Former)."""
         projector = cast(InputProjector, self.input_projectors[modality])  # a ModuleDict types its values as Module
         features = features.to(self.device, next(projector.parameters()).dtype)
-        return projector.project_groups(features).to(self.backbone.dtype)  # (B, N, D_llm)
+        return projector.project_groups(features, instructions).to(self.backbone.dtype)  # (B, N, D_llm)
 
     def slots(self, modality: str) -> int:
         """How many placeholder positions one item of ``modality`` occupies in the prompt: its projected tokens for a
@@ -299,17 +300,37 @@ class MMSystem(nn.Module):
             return Signal(part.generator)
         return Media(part.modality, self.slots(part.modality))
 
-    def media(self, features: dict[str, torch.Tensor]) -> dict[str, Projected]:
+    def media(
+        self, features: dict[str, torch.Tensor], instructions: dict[str, list[str]] | None = None
+    ) -> dict[str, Projected]:
         """Every modality's encoder features (N, G, T, D_enc) -> its projected tokens (N, M, D_llm) and, where the
         projector marks padding (unused image tiles), which of them are real."""
         out = {}
         for modality, x in features.items():
             projector = cast(InputProjector, self.input_projectors[modality])
-            out[modality] = Projected(self.project(modality, x), projector.token_mask(x))
+            texts = (instructions or {}).get(modality)
+            out[modality] = Projected(self.project(modality, x, texts), projector.token_mask(x))
+        return out
+
+    @staticmethod
+    def instructions(conversation: Sequence[Turn]) -> dict[str, list[str]]:
+        """For every input medium of the conversation, per modality in order, the text of the turn that shows it
+        (what an instruction-aware projector reads)."""
+        out: dict[str, list[str]] = {}
+        for turn in conversation:
+            text = "".join(p.text for p in turn.parts if isinstance(p, TextPart))
+            for part in turn.parts:
+                if isinstance(part, MediaPart) and part.generator is None:
+                    out.setdefault(part.modality, []).append(text)
         return out
 
     @contextmanager
-    def inputs(self, input_ids: torch.Tensor, features: dict[str, torch.Tensor]) -> Iterator[torch.Tensor]:
+    def inputs(
+        self,
+        input_ids: torch.Tensor,
+        features: dict[str, torch.Tensor],
+        instructions: dict[str, list[str]] | None = None,
+    ) -> Iterator[torch.Tensor]:
         """Project every medium's encoder features and let them reach the LLM the config's way: spliced into the
         placeholder slots, or attached to the cross-attention blocks for as long as the context is open.
 
@@ -317,10 +338,12 @@ class MMSystem(nn.Module):
             input_ids: (B, L) ids with each placeholder expanded to its slot count (:meth:`slots`).
             features: modality -> (N, G, T, D_enc) encoder features of that modality's N items in the batch, in
                 order of appearance.
+            instructions: modality -> the text of the turn showing each item (:meth:`instructions`), for
+                instruction-aware projectors.
         Yields:
             (B, L, D_llm) the LLM's input embeddings.
         """
-        with self.fusion.inputs(self.backbone, input_ids, self.media(features)) as embeds:
+        with self.fusion.inputs(self.backbone, input_ids, self.media(features, instructions)) as embeds:
             yield embeds
 
     def forward(
@@ -329,13 +352,14 @@ class MMSystem(nn.Module):
         features: dict[str, torch.Tensor] | None = None,
         *,
         attention_mask: torch.Tensor | None = None,
+        instructions: dict[str, list[str]] | None = None,
         llm: nn.Module | None = None,
         **llm_kwargs: Any,
     ) -> tuple[Any, torch.Tensor]:
         """The composite forward: encoder features -> project -> fuse -> LLM.
 
         Args:
-            input_ids, features: as for :meth:`inputs`.
+            input_ids, features, instructions: as for :meth:`inputs`.
             attention_mask: (B, L) padding mask.
             llm: the LLM to run (default the backbone's; the trainer passes its ``torch.compile`` wrapper).
             llm_kwargs: passed to the LLM (``output_hidden_states``, ``logits_to_keep``, ``use_cache`` ...).
@@ -344,7 +368,7 @@ class MMSystem(nn.Module):
             embeddings it read.
         """
         model = llm if llm is not None else self.backbone.model
-        with self.inputs(input_ids, features or {}) as embeds:
+        with self.inputs(input_ids, features or {}, instructions) as embeds:
             return model(inputs_embeds=embeds, attention_mask=attention_mask, **llm_kwargs), embeds
 
     @torch.no_grad()
@@ -357,7 +381,7 @@ class MMSystem(nn.Module):
         prompt = self.prompt(conversation)
         input_ids = torch.tensor([prompt.input_ids], device=self.device)  # (1, L)
         options["cache"] = self.decoding_cache(options.get("cache", self.config.llm.decoding))
-        with self.inputs(input_ids, features) as embeds:
+        with self.inputs(input_ids, features, self.instructions(conversation)) as embeds:
             return self.backbone.generate(embeds, **options)
 
     def decoding_cache(self, kind: str) -> str:

@@ -46,9 +46,15 @@ from diffusers import (
     UNet3DConditionModel,
     UNetMotionModel,
 )
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForCausalLM,
+    BertTokenizer,
+    Blip2Config,
+    Blip2ForConditionalGeneration,
+    Blip2Processor,
+    Blip2VisionConfig,
+    BlipImageProcessorPil,
     ClapAudioConfig,
     ClapConfig,
     ClapFeatureExtractor,
@@ -62,6 +68,10 @@ from transformers import (
     CLIPVisionModel,
     GPT2Config,
     GPT2LMHeadModel,
+    InstructBlipConfig,
+    InstructBlipForConditionalGeneration,
+    InstructBlipProcessor,
+    InstructBlipVisionConfig,
     LlamaConfig,
     LlamaTokenizer,
     LlavaConfig,
@@ -73,6 +83,7 @@ from transformers import (
     MllamaProcessor,
     MllamaTextConfig,
     MllamaVisionConfig,
+    OPTConfig,
     PreTrainedConfig,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
@@ -855,4 +866,93 @@ def build_mllama(path: Path, seed: int) -> None:
     )
     MllamaProcessor(
         image_processor=image_processor, tokenizer=tokenizer, chat_template=MLLAMA_TEMPLATE
+    ).save_pretrained(path)
+
+
+def _opt_tokenizer(path: Path) -> PreTrainedTokenizerFast:
+    """OPT's kind of tokenizer: byte-level BPE that writes ``</s>`` (its BOS) before every text, plus ``<image>``."""
+    tokenizer = _byte_level_tokenizer(path, 384, bos="</s>", eos="</s>", pad="<pad>", unk="</s>")
+    bos = tokenizer.convert_tokens_to_ids("</s>")
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="</s> $A", pair="</s> $A $B", special_tokens=[("</s>", bos)]
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def _bert_tokenizer(path: Path) -> BertTokenizer:
+    """A WordPiece tokenizer with BERT's specials (``[CLS] text [SEP]``), as InstructBLIP's Q-Former reads."""
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(
+        _corpus(), trainer=trainers.WordPieceTrainer(vocab_size=256, special_tokens=specials, show_progress=False)
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tokenizer = BertTokenizer(tokenizer_object=tok)
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def _qformer_config(**extra: Any) -> dict[str, Any]:
+    return dict(
+        hidden_size=TINY_WIDTH,
+        num_hidden_layers=2,
+        num_attention_heads=TINY_HEADS,
+        intermediate_size=2 * TINY_WIDTH,
+        encoder_hidden_size=TINY_WIDTH,
+        cross_attention_frequency=1,
+        **extra,
+    )
+
+
+def build_blip2(path: Path, seed: int) -> None:
+    """A tiny ``Blip2ForConditionalGeneration``: the tiny ViT, a 2-layer Q-Former with 4 queries, an OPT LM, with
+    its ``Blip2Processor`` (image tokens before the BOS)."""
+    tokenizer = _opt_tokenizer(path)
+    text = OPTConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        ffn_dim=128,
+        num_attention_heads=4,
+        word_embed_proj_dim=64,
+        max_position_embeddings=2048,
+        **special_ids(tokenizer),
+    )
+    config = Blip2Config(
+        vision_config=Blip2VisionConfig(**_TOWER).to_dict(),
+        qformer_config=_qformer_config(),
+        text_config=text.to_dict(),
+        num_query_tokens=4,
+        image_token_index=int(cast(int, tokenizer.convert_tokens_to_ids("<image>"))),
+    )
+    model = _seeded_build(seed, lambda: _random_init(Blip2ForConditionalGeneration(config)))
+    model.save_pretrained(path)
+    image_processor = BlipImageProcessorPil(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
+    Blip2Processor(image_processor=image_processor, tokenizer=tokenizer, num_query_tokens=4).save_pretrained(path)
+
+
+def build_instructblip(path: Path, seed: int) -> None:
+    """A tiny ``InstructBlipForConditionalGeneration``: the tiny ViT, an instruction-aware 2-layer Q-Former with 4
+    queries and its own BERT-style tokenizer, a Llama (Vicuna-like) LM, with its ``InstructBlipProcessor``."""
+    tokenizer = _peer_llama_tokenizer(path, ["<image>"])
+    with tempfile.TemporaryDirectory() as tmp:
+        qformer_tokenizer = _bert_tokenizer(Path(tmp))
+    config = InstructBlipConfig(
+        vision_config=InstructBlipVisionConfig(**_TOWER).to_dict(),
+        qformer_config=_qformer_config(vocab_size=len(qformer_tokenizer), pad_token_id=0),
+        text_config=LlamaConfig(**_LLAMA_LIKE, **special_ids(tokenizer), tie_word_embeddings=False).to_dict(),
+        num_query_tokens=4,
+        image_token_index=int(cast(int, tokenizer.convert_tokens_to_ids("<image>"))),
+    )
+    model = _seeded_build(seed, lambda: _random_init(InstructBlipForConditionalGeneration(config)))
+    model.save_pretrained(path)
+    image_processor = BlipImageProcessorPil(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
+    InstructBlipProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, qformer_tokenizer=qformer_tokenizer, num_query_tokens=4
     ).save_pretrained(path)
