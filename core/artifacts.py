@@ -4,6 +4,9 @@ Graph state and checkpoints only ever hold :class:`~core.turns.ArtifactRef` obje
 never bytes.
 The same bytes stored twice are one file. Ids are validated before any path is built from them, so an id from
 a request can never address a file outside the store.
+
+Several processes may share one store (replicas on a shared folder): every file is written to a temporary name and
+renamed into place, the data before its sidecar, so a reader sees an artifact whole or not at all.
 """
 
 from __future__ import annotations
@@ -42,14 +45,11 @@ class ArtifactStore:
     def put(self, data: bytes, *, modality: str, mime: str) -> ArtifactRef:
         digest = hashlib.sha256(data).hexdigest()
         ref = ArtifactRef(id=digest, modality=modality, mime=mime, size=len(data))
-        path = self._path(digest, mime)
-        if not path.exists():
+        path, meta = self._path(digest, mime), self._meta_path(digest)
+        if not (path.exists() and meta.exists()):  # no sidecar: a writer may have died between the two renames
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-            self._meta_path(digest).write_text(ref.model_dump_json())
+            _write_atomic(path, data)
+            _write_atomic(meta, ref.model_dump_json().encode())  # last: it marks the artifact complete
         return ref
 
     def ref(self, artifact_id: str) -> ArtifactRef:
@@ -79,3 +79,19 @@ class ArtifactStore:
 
     def _meta_path(self, digest: str) -> Path:
         return self.root / digest[:2] / f"{digest}.json"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, flush it to disk and rename it into place, so another
+    process (a replica sharing the folder) sees the whole file or none. A killed writer leaves a ``.tmp-*`` file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes it 0600; replicas may run as other users
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -3,6 +3,7 @@
 mmgraph run "What is this? Then draw it." --image a.png --generate image --out out/
 mmgraph chat                       # REPL: /image PATH, /audio PATH, /video PATH, /generate image, /new, /quit
 mmgraph serve --port 8000          # OpenAI-compatible HTTP backend + web chat page at http://127.0.0.1:8000/
+mmgraph serve --ray --replicas 2 --db postgresql://HOST/DB --artifacts /shared   # replicas under Ray Serve
 mmgraph graph [--config CONFIG]    # the graph as mermaid
 mmgraph graph --check tiny-world   # validate the wiring (networkx) and print the parallel stages
 mmgraph demo --out out/demo        # a scripted any-to-any turn, printed as it streams, with an HTML report
@@ -29,7 +30,7 @@ from benchmarks.run import run_from_args as run_bench
 from core.config import DEFAULT_PRESET, list_presets, load_config
 from core.errors import ConfigError, MMGraphError
 from core.options import add_options, build, options_from_args
-from serving.settings import ServerSettings
+from serving.settings import ReplicaSettings, ServerSettings
 from tinyworld.recipe import add_arguments as world_arguments
 from tinyworld.recipe import run_from_args as run_world
 from training.config import TrainConfig
@@ -52,8 +53,15 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _state_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", default=None, help="thread database (SQLite); default $MMGRAPH_HOME/threads.sqlite")
-    parser.add_argument("--artifacts", default=None, help="artifact store folder; default $MMGRAPH_HOME/artifacts")
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="thread database: a SQLite file, or a postgresql://USER@HOST/DATABASE URL that several processes share; "
+        "default $MMGRAPH_HOME/threads.sqlite",
+    )
+    parser.add_argument(
+        "--artifacts", default=None, help="artifact store folder (replicas share one); default $MMGRAPH_HOME/artifacts"
+    )
     parser.add_argument(
         "--graph",
         default=None,
@@ -245,17 +253,40 @@ def _settings(model: type[BaseModel], args: argparse.Namespace, renames: dict[st
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from serving.app import create_app  # noqa: PLC0415 - the app loads the models (torch): only for this command
-
     settings = _settings(ServerSettings, args, SERVE_RENAMES)
+    layout = options_from_args(args, ReplicaSettings)
+    if args.ray:
+        return _serve_on_ray(args, settings, _settings(ReplicaSettings, args, {}))
+    if layout or args.ray_address:
+        raise ConfigError("--replicas, --replica-cpus, --replica-gpus and --ray-address are options of --ray")
+    from serving.app import create_app  # noqa: PLC0415 - the app loads the models (torch): only for this command
+    from serving.replicas import ReplicaHeader  # noqa: PLC0415 - loads LangGraph and psycopg: only for this command
+
     app = create_app(config=args.config, settings=settings, **_assistant_kwargs(args))
     print(
         f"mmgraph: serving {app.app.state.server.model} on http://{args.host}:{args.port}/ "
         f"(OpenAI base URL http://{args.host}:{args.port}/v1)",
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(ReplicaHeader(app), host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def _serve_on_ray(args: argparse.Namespace, settings: ServerSettings, layout: ReplicaSettings) -> int:
+    """``mmgraph serve --ray``: the replicas under Ray Serve (serving.ray_app), until Ctrl-C or SIGTERM."""
+    from serving.ray_app import RayServeArgs, serve_replicas  # noqa: PLC0415 - the optional ray extra, only here
+
+    ray_args = RayServeArgs(
+        **layout.model_dump(),
+        config=args.config,
+        weights=args.weights,
+        device=args.device,
+        db=args.db,
+        artifacts=args.artifacts,
+        graph=args.graph,
+        settings=settings,
+    )
+    return serve_replicas(ray_args, host=args.host, port=args.port, address=args.ray_address, log_level=args.log_level)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -339,6 +370,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info")
     group = p.add_argument_group("server settings", "the fields of serving.ServerSettings: what a request may hold")
     add_options(group, ServerSettings, renames=SERVE_RENAMES)
+    group = p.add_argument_group(
+        "replicas",
+        "several model replicas under Ray Serve, sharing --db (PostgreSQL) and --artifacts (docs/serving.md)",
+    )
+    group.add_argument(
+        "--ray",
+        action="store_true",
+        help="serve --replicas replicas behind Ray Serve's HTTP proxy (pip install 'mmgraph[ray]')",
+    )
+    group.add_argument(
+        "--ray-address", default=None, help="deploy on this Ray cluster (e.g. auto); default: start a local one"
+    )
+    add_options(group, ReplicaSettings)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("graph", help="print the graph (mermaid), or check it (--check): wiring and parallel stages")

@@ -7,8 +7,9 @@
 >>> for event in bot.stream("Make a sound of rain", audio=["clip.wav"], generate=["audio"]): ...
 >>> bot.resume("t1", True)   # a turn a custom graph paused (``interrupt()`` in a node, ``interrupt_before``)
 
-Each call is one run of the compiled LangGraph (:attr:`Assistant.graph`) on a thread kept by the SQLite
-checkpointer, so a conversation continues across calls and across Assistant instances sharing a database.
+Each call is one run of the compiled LangGraph (:attr:`Assistant.graph`) on a thread kept by the checkpointer (a
+SQLite file, or a ``postgresql://`` database that replicas share), so a conversation continues across calls and
+across Assistant instances sharing a database.
 ``graph=`` runs a custom graph instead (a :class:`graphs.builder.GraphBuilder` with your nodes around ours), checked
 by :func:`graphs.check.check_graph` before any turn runs.
 """
@@ -16,7 +17,6 @@ by :func:`graphs.check.check_graph` before any turn runs.
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -26,17 +26,17 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
 from core import turns as T
 from core.artifacts import ArtifactRef, ArtifactStore
-from core.config import SystemConfig, load_config
+from core.config import SystemConfig
 from core.hub import default_home
 from core.turns import CHECKPOINT_TYPES, MediaPart, Part, TextPart, Turn
 from graphs import RunContext, check_graph, compile_graph
 from modalities.media import sniff_mime
-from orchestrator.system import MMSystem
+from orchestrator.system import MMSystem, pretrained_config
+from orchestrator.thread_store import open_checkpointer
 
 MediaInput = str | os.PathLike[str] | bytes
 
@@ -132,16 +132,17 @@ class Assistant:
     ) -> None:
         """``graph``: a custom graph -- a GraphBuilder or StateGraph (compiled here with this Assistant's
         checkpointer) or a compiled graph (given this Assistant's checkpointer if it has none); default: the
-        any-to-any graph of the system's generators."""
-        self.system = system or MMSystem.from_config(load_config(config), weights=weights, device=device)
+        any-to-any graph of the system's generators. ``db``: the thread database, a SQLite file (default
+        ``$MMGRAPH_HOME/threads.sqlite``) or a ``postgresql://`` URL that several processes share."""
+        self.system = system or MMSystem.from_config(config, weights=weights, device=device)
         if graph is not None:  # a mis-wired graph fails here, naming the node, before a file is opened
             check_graph(graph, self.config)
         home = default_home()
-        db_path = Path(db) if db is not None else home / "threads.sqlite"
-        db_path.parent.mkdir(parents=True, exist_ok=True)
         self.store = ArtifactStore(artifacts if artifacts is not None else home / "artifacts")
-        self._conn = sqlite3.connect(str(db_path), check_same_thread=False)
-        self.checkpointer = SqliteSaver(self._conn, serde=checkpoint_serde())
+        # a SQLite file, or a postgresql:// URL that replicas share (orchestrator.thread_store)
+        self.checkpointer, self._close_db = open_checkpointer(
+            db if db is not None else home / "threads.sqlite", checkpoint_serde()
+        )
         if graph is None:
             self.graph = compile_graph(self.system.generator_names, checkpointer=self.checkpointer)
         else:
@@ -163,12 +164,19 @@ class Assistant:
         """Build from a preset name, a YAML path or a SystemConfig (``weights=DIR`` loads trained projectors)."""
         return cls(config, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kwargs: Any) -> Assistant:
+        """Build from a folder: an mmgraph system (``system.yaml`` + ``trainable.safetensors``, as training, ``mmgraph
+        attach`` and :meth:`MMSystem.save_trainable` write it) or a published MM-LLM checkpoint in its Hugging Face
+        layout (LLaVA, LLaVA-NeXT, BLIP-2, InstructBLIP, Llama 3.2 Vision: :mod:`orchestrator.peers`)."""
+        return cls(pretrained_config(path), **kwargs)
+
     @property
     def config(self) -> SystemConfig:
         return self.system.config
 
     def close(self) -> None:
-        self._conn.close()
+        self._close_db()
 
     def __enter__(self) -> Assistant:
         return self

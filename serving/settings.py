@@ -43,3 +43,14 @@ class ServerSettings(BaseModel):
     fetch_timeout_s: float = Field(10.0, gt=0, description="Connect + read timeout of one allowed media fetch.")
     max_redirects: int = Field(3, ge=0, description="Redirects followed (each hop re-checked) on an allowed fetch.")
     served_model_name: str | None = Field(None, description="Model id clients must send; none: the config's name.")
+
+
+class ReplicaSettings(BaseModel):
+    """How ``mmgraph serve --ray`` lays out the model replicas under Ray Serve (docs/serving.md, "Several
+    replicas"); every replica serves the same app with the same :class:`ServerSettings`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int = Field(2, ge=1, description="Model replicas behind Ray Serve's HTTP proxy (with --ray).")
+    replica_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each replica (with --ray).")
+    replica_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves for each replica (with --ray).")
