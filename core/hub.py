@@ -46,6 +46,7 @@ TINY_BUILDERS: Registry[Callable[[Path, int], None]] = Registry(
         "audioldm2": "orchestrator.tiny:build_audioldm2",
         "mel-diffusion": "orchestrator.tiny:build_mel_diffusion",
         "llava": "orchestrator.tiny:build_llava",
+        "llava-next": "orchestrator.tiny:build_llava_next",
         "mllama": "orchestrator.tiny:build_mllama",
         "blip2": "orchestrator.tiny:build_blip2",
         "instructblip": "orchestrator.tiny:build_instructblip",

@@ -23,6 +23,7 @@ from transformers import (
     PreTrainedModel,
     SiglipVisionModel,
 )
+from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
 from core.config import ModalityConfig
 from core.errors import ConfigError
@@ -126,6 +127,59 @@ class BlipVisionEncoder(VisionTowerEncoder):
 
     def cache_fields(self) -> dict[str, Any]:
         return {**super().cache_fields(), "feature_layer": "last", "cls": True}
+
+
+class LlavaNextVisionEncoder(VisionTowerEncoder):
+    """LLaVA-NeXT's any-resolution reading of an image with a CLIP tower: the image resized whole to one tile, plus
+    the tiles of the grid resolution (``image_grid_pinpoints``) that fits it best, each through the tower.
+
+    Features are ``(B, G, T, D + 3)`` with ``G`` the most tiles any image can take: each real tile's patch features
+    (from ``feature_layer``, CLS dropped unless ``keep_cls``), then three channels -- 1.0 on a real tile (0.0 on the
+    padding rows of an image with fewer tiles), and the image's original height and width -- which the
+    ``llava_next`` projector reads to lay the tiles out as the image was (:class:`LlavaNextProjector`).
+    """
+
+    kind: ClassVar[str] = "llava_next_vision"
+    model_class = CLIPVisionModel
+    has_cls = True
+
+    def __init__(self, cfg: ModalityConfig, model: PreTrainedModel, processor: Any) -> None:
+        super().__init__(cfg, model, processor)
+        self.pinpoints = [list(p) for p in processor.image_grid_pinpoints]
+        self.tile = int(model.config.image_size)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size) + 3  # + real-tile flag, original height, original width
+
+    @property
+    def groups(self) -> int:
+        """The most tiles an image can take: the whole image plus the largest grid."""
+        return 1 + max((h // self.tile) * (w // self.tile) for h, w in self.pinpoints)
+
+    def preprocess(self, items: list[Image.Image]) -> dict[str, torch.Tensor]:
+        """RGB images -> ``pixel_values`` (B, tiles, 3, H, W) and ``image_sizes`` (B, 2) (height, width)."""
+        batch = self.processor(images=[image.convert("RGB") for image in items], return_tensors="pt")
+        return {"pixel_values": batch["pixel_values"], "image_sizes": torch.as_tensor(batch["image_sizes"])}
+
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """-> features ``(B, G, T, D + 3)`` (see the class docstring)."""
+        counts = [image_size_to_num_patches(size.tolist(), self.pinpoints, self.tile) for size in image_sizes]
+        tiles = torch.cat([pixel_values[b, :n] for b, n in enumerate(counts)])  # (sum n, 3, H, W)
+        states = self.model(pixel_values=self._to_model(tiles), output_hidden_states=True).hidden_states
+        features = states[self.feature_layer]  # (sum n, [CLS] + N, D)
+        if not self.keep_cls:
+            features = features[:, 1:]
+        out = features.new_zeros(len(counts), self.groups, features.shape[1], features.shape[2] + 3)
+        for b, part in enumerate(features.split(counts)):  # (n, T, D) each
+            out[b, : counts[b], :, :-3] = part
+            out[b, : counts[b], :, -3] = 1.0
+            out[b, :, :, -2:] = image_sizes[b].to(out.dtype)  # (height, width) on every row
+        return out
+
+    def cache_fields(self) -> dict[str, Any]:
+        return {**super().cache_fields(), "pinpoints": self.pinpoints}
 
 
 class MllamaVisionEncoder(ModalityEncoder):

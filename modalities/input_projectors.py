@@ -11,6 +11,8 @@ Four kinds, registered in :data:`PROJECTORS` (``modalities.PROJECTORS``):
   pre-layer-norms; ``M = num_queries``, whatever ``T`` is.
 * ``qformer`` -- a BLIP-2 style query transformer: learned queries, each block self-attention among the
   queries, cross-attention to the features, feed-forward; ``M = num_queries``.
+* ``llava_next`` -- LLaVA-NeXT's MLP and any-resolution layout (tiles laid out as the image, a newline token per
+  row); the token count depends on the image, :meth:`InputProjector.token_mask` says how many.
 * ``blip2_qformer`` / ``instructblip_qformer`` -- BLIP-2's and InstructBLIP's Q-Formers exactly as Hugging Face
   builds them, so imported checkpoints load into them; the InstructBLIP one also reads the turn's instruction.
 
@@ -22,6 +24,7 @@ Resampler), so ``M`` tokens come out per video and they can encode motion.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -35,6 +38,7 @@ from transformers import (
     InstructBlipQFormerConfig,
     InstructBlipQFormerModel,
 )
+from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
 
 from core.config import ProjectorConfig
 from core.errors import ConfigError
@@ -48,6 +52,8 @@ class InputProjector(nn.Module):
     #: whether the projector reads the text of the turn that shows its medium (InstructBLIP's Q-Former): then
     #: :meth:`project_groups` takes ``instructions``, one string per item
     reads_instructions: ClassVar[bool] = False
+    #: whether every item gives the same number of tokens (False: :meth:`token_mask` says how many each gives)
+    fixed_length: ClassVar[bool] = True
 
     def __init__(self, in_dim: int, out_dim: int, cfg: ProjectorConfig) -> None:
         super().__init__()
@@ -112,6 +118,62 @@ class MaskedLinearProjector(InputProjector):
 
     def token_mask(self, features: torch.Tensor) -> torch.Tensor:
         return features[..., -1].flatten(1) > 0.5  # (B, G, T) -> (B, G*T)
+
+
+class LlavaNextProjector(InputProjector):
+    """LLaVA-NeXT's projector and layout (``spatial_unpad``): the 2-layer GELU MLP on every tile's patches, then the
+    whole-image tile's tokens followed by the grid tiles' tokens laid out as the image -- the padding the resize added
+    cut away -- with a learned ``image_newline`` token closing every row. The count depends on the image's size, so
+    items are padded to the longest and :meth:`token_mask` marks the real tokens (a splice writes only those).
+
+    Reads :class:`~modalities.image.LlavaNextVisionEncoder`'s features (``in_dim`` counts their three extra
+    channels); ``cfg.options``: ``image_grid_pinpoints`` and ``tile_size`` (the tower's image size).
+    """
+
+    fixed_length: ClassVar[bool] = False
+
+    def __init__(self, in_dim: int, out_dim: int, cfg: ProjectorConfig) -> None:
+        super().__init__(in_dim, out_dim, cfg)
+        self.mlp = nn.Sequential(nn.Linear(in_dim - 3, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+        self.image_newline = nn.Parameter(torch.randn(out_dim) * out_dim**-0.5)
+        self.pinpoints = [list(p) for p in cfg.options.get("image_grid_pinpoints", [])]
+        self.tile = int(cfg.options.get("tile_size", 0))
+        if not self.pinpoints or self.tile < 1:
+            raise ConfigError("llava_next needs options.image_grid_pinpoints and options.tile_size")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ConfigError("llava_next lays each image's tiles out by its size: project with project_groups")
+
+    def _layout(self, tiles: torch.Tensor, size: tuple[int, int], newline: torch.Tensor) -> torch.Tensor:
+        """One image's projected tiles (n, T, C) -> its token sequence (L, C), ``newline`` (C,) closing each row."""
+        if tiles.shape[0] == 1:
+            return torch.cat([tiles[0], newline[None]])  # (T + 1, C)
+        side = math.isqrt(tiles.shape[1])  # patches per tile side
+        rows, cols = get_anyres_image_grid_shape(list(size), self.pinpoints, self.tile)
+        grid = tiles[1:].view(rows, cols, side, side, -1)  # (rows, cols, side, side, C)
+        grid = grid.permute(4, 0, 2, 1, 3).flatten(1, 2).flatten(2, 3)  # (C, rows*side, cols*side): the image
+        grid = unpad_image(grid, list(size))  # (C, h, w): the resize's padding cut away
+        grid = torch.cat([grid, newline[:, None, None].expand(*grid.shape[:-1], 1)], dim=-1)  # (C, h, w + 1)
+        return torch.cat([tiles[0], grid.flatten(1, 2).transpose(0, 1)])  # (T + h*(w+1), C)
+
+    def _items(self, features: torch.Tensor, project: bool) -> list[torch.Tensor]:
+        out = []
+        for item in features:  # (G, T, D + 3)
+            n = int(item[:, 0, -3].sum())
+            size = (int(item[0, 0, -2]), int(item[0, 0, -1]))
+            if project:
+                out.append(self._layout(self.mlp(item[:n, :, :-3]), size, self.image_newline.to(item.dtype)))
+            else:  # the layout alone, on one channel: how many tokens come out
+                out.append(self._layout(item[:n, :, :1], size, item.new_zeros(1)))
+        return out
+
+    def project_groups(self, features: torch.Tensor, instructions: list[str] | None = None) -> torch.Tensor:
+        items = self._items(features, project=True)
+        return nn.utils.rnn.pad_sequence(items, batch_first=True)  # (B, L_max, C), zero after each item's end
+
+    def token_mask(self, features: torch.Tensor) -> torch.Tensor:
+        lengths = torch.tensor([len(item) for item in self._items(features, project=False)])
+        return torch.arange(int(lengths.max())) < lengths[:, None]  # (B, L_max)
 
 
 class MLPProjector(InputProjector):

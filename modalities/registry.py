@@ -24,6 +24,7 @@ ENCODERS: Registry[Any] = Registry(
         "siglip_vision": "modalities.image:SiglipVisionEncoder",
         "mllama_vision": "modalities.image:MllamaVisionEncoder",
         "blip_vision": "modalities.image:BlipVisionEncoder",
+        "llava_next_vision": "modalities.image:LlavaNextVisionEncoder",
         "whisper": "modalities.audio:WhisperAudioEncoder",
         "video_frames": "modalities.video:VideoFrameEncoder",
     },
@@ -39,6 +40,7 @@ PROJECTORS: Registry[Any] = Registry(
         "resampler": "modalities.input_projectors:ResamplerProjector",
         "qformer": "modalities.input_projectors:QFormerProjector",
         "blip2_qformer": "modalities.input_projectors:Blip2QFormerProjector",
+        "llava_next": "modalities.input_projectors:LlavaNextProjector",
         "instructblip_qformer": "modalities.input_projectors:InstructBlipQFormerProjector",
     },
 )

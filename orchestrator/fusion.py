@@ -103,13 +103,9 @@ class Splice(Fusion):
     def inputs(
         self, backbone: Backbone, input_ids: torch.Tensor, media: dict[str, Projected]
     ) -> Iterator[torch.Tensor]:
-        for modality, projected in media.items():
-            if projected.mask is not None and not bool(projected.mask.all()):
-                raise ConfigError(
-                    f"{modality}: its projector marks some tokens as padding, which a splice would read as content; "
-                    "use fusion kind cross_attention for this projector"
-                )
-        yield backbone.embed(input_ids, {m: p.tokens.flatten(0, 1) for m, p in media.items()})  # (N*M, D) each
+        # every item's real tokens, item after item: (N*M, D), or fewer where items differ in length
+        real = {m: p.tokens.flatten(0, 1) if p.mask is None else p.tokens[p.mask] for m, p in media.items()}
+        yield backbone.embed(input_ids, real)
 
 
 # ---------------------------------------------------------------------------------------------------------------

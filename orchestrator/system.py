@@ -30,7 +30,7 @@ from torch import nn
 from core.artifacts import ArtifactStore
 from core.config import SystemConfig, load_config
 from core.errors import CancelledError, ConfigError, UnsupportedModalityError
-from core.hub import resolve_model
+from core.hub import TINY_PREFIX, resolve_model
 from core.turns import MediaPart, SignalPart, TextPart, Turn
 from generators import GeneratedMedia, GeneratorTool, build_generator, build_output_projector
 from modalities import InputProjector, ModalityEncoder, build_encoder, build_projector, decode
@@ -124,11 +124,14 @@ class MMSystem(nn.Module):
         load_generators: bool = True,
         conditioning_only: bool = False,
     ) -> MMSystem:
-        """Build the system of ``config`` (a SystemConfig, a preset name or a YAML path) on ``device``, with its
+        """Build the system of ``config`` (a SystemConfig, a preset name, a YAML path, or a folder:
+        :func:`pretrained_config`) on ``device``, with its
         trained projectors from ``weights`` (default: the config's ``weights``). ``load_generators=False`` builds
         no generators and no output projectors; ``conditioning_only=True`` loads each generator's text side only
         (:meth:`GeneratorTool.from_config <generators.base.GeneratorTool.from_config>`): enough to train the
         output projectors against their text features, not to generate."""
+        if isinstance(config, (str, Path)) and (str(config).startswith(TINY_PREFIX) or Path(config).is_dir()):
+            config = pretrained_config(config)  # a system folder, or a peer's checkpoint to import
         config = load_config(config)
         dev = resolve_device(str(device) if device is not None else config.device)
         llm_dtype = resolve_dtype(config.llm.dtype, dev)
@@ -280,25 +283,49 @@ class MMSystem(nn.Module):
         splice, one for cross-attention."""
         encoder = self.encoder(modality)
         projector = cast(InputProjector, self.input_projectors[modality])
+        if not projector.fixed_length:
+            raise ConfigError(
+                f"a {modality} item's slot count depends on the item ({projector.cfg.kind}): lay its prompt out with "
+                "its projected media (prompt(conversation, media))"
+            )
         return self.fusion.slots(projector.num_group_tokens(encoder.groups, encoder.tokens_per_group))
 
+    def item_slots(self, media: dict[str, Projected]) -> dict[str, list[int]]:
+        """Slot counts of every projected item, per modality in order (items of one modality may differ)."""
+        out = {}
+        for modality, projected in media.items():
+            n, m = projected.tokens.shape[:2]
+            counts = [m] * n if projected.mask is None else projected.mask.sum(1).tolist()
+            out[modality] = [self.fusion.slots(int(c)) for c in counts]
+        return out
+
     # -- 4. splice -> LLM: the composite forward --------------------------------------------------------------------
-    def prompt(self, conversation: Sequence[Turn], *, add_generation_prompt: bool = True) -> Prompt:
-        """A conversation as the LLM reads it: token ids, each input medium expanded to its slot count, each medium
+    def prompt(
+        self,
+        conversation: Sequence[Turn],
+        media: dict[str, Projected] | None = None,
+        *,
+        add_generation_prompt: bool = True,
+    ) -> Prompt:
+        """A conversation as the LLM reads it: token ids, each input medium expanded to its slot count (from
+        ``media``, its projected items, where given: needed when items of a modality differ in length), each medium
         the assistant generated (or a pending signal) as its generator's signal tokens."""
+        counts = {m: iter(c) for m, c in self.item_slots(media).items()} if media is not None else {}
+
+        def segment(part: TextPart | MediaPart | SignalPart) -> Segment:
+            if isinstance(part, TextPart):
+                return Text(part.text)
+            if isinstance(part, SignalPart):
+                return Signal(part.generator)
+            if part.generator is not None:  # a medium the assistant generated
+                return Signal(part.generator)
+            slots = next(counts[part.modality], None) if part.modality in counts else None
+            return Media(part.modality, self.slots(part.modality) if slots is None else slots)
+
         return self.backbone.build_prompt(
-            [PromptTurn(turn.role, [self._segment(part) for part in turn.parts]) for turn in conversation],
+            [PromptTurn(turn.role, [segment(part) for part in turn.parts]) for turn in conversation],
             add_generation_prompt=add_generation_prompt,
         )
-
-    def _segment(self, part: TextPart | MediaPart | SignalPart) -> Segment:
-        if isinstance(part, TextPart):
-            return Text(part.text)
-        if isinstance(part, SignalPart):
-            return Signal(part.generator)
-        if part.generator is not None:  # a medium the assistant generated
-            return Signal(part.generator)
-        return Media(part.modality, self.slots(part.modality))
 
     def media(
         self, features: dict[str, torch.Tensor], instructions: dict[str, list[str]] | None = None
@@ -378,10 +405,11 @@ class MMSystem(nn.Module):
         """Decode the assistant's next turn: the same project -> fuse as :meth:`forward`, then the backbone's
         signal-aware decoding loop (``options``: max_new_tokens, temperature, top_p, seed, require, allow, on_text,
         cancel; ``cache`` defaults to the config's ``llm.decoding``)."""
-        prompt = self.prompt(conversation)
+        media = self.media(features, self.instructions(conversation))
+        prompt = self.prompt(conversation, media)
         input_ids = torch.tensor([prompt.input_ids], device=self.device)  # (1, L)
         options["cache"] = self.decoding_cache(options.get("cache", self.config.llm.decoding))
-        with self.inputs(input_ids, features, self.instructions(conversation)) as embeds:
+        with self.fusion.inputs(self.backbone, input_ids, media) as embeds:  # as inputs(), the media projected above
             return self.backbone.generate(embeds, **options)
 
     def decoding_cache(self, kind: str) -> str:

@@ -76,6 +76,10 @@ from transformers import (
     LlamaTokenizer,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextImageProcessorPil,
+    LlavaNextProcessor,
     LlavaProcessor,
     MllamaConfig,
     MllamaForConditionalGeneration,
@@ -955,4 +959,34 @@ def build_instructblip(path: Path, seed: int) -> None:
     image_processor = BlipImageProcessorPil(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
     InstructBlipProcessor(
         image_processor=image_processor, tokenizer=tokenizer, qformer_tokenizer=qformer_tokenizer, num_query_tokens=4
+    ).save_pretrained(path)
+
+
+def build_llava_next(path: Path, seed: int) -> None:
+    """A tiny ``LlavaNextForConditionalGeneration``: the tiny CLIP tower over 32-pixel tiles, grid resolutions up to
+    64x64 (so up to 1 + 4 tiles), a Llama LM, with its ``LlavaNextProcessor``."""
+    tokenizer = _peer_llama_tokenizer(path, ["<image>"])
+    pinpoints = [[32, 64], [64, 32], [64, 64], [32, 96]]
+    config = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(**_TOWER).to_dict(),
+        text_config=LlamaConfig(**_LLAMA_LIKE, **special_ids(tokenizer), tie_word_embeddings=False).to_dict(),
+        image_token_index=int(cast(int, tokenizer.convert_tokens_to_ids("<image>"))),
+        image_grid_pinpoints=pinpoints,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    model = _seeded_build(seed, lambda: _random_init(LlavaNextForConditionalGeneration(config)))
+    model.save_pretrained(path)
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": TINY_IMAGE_SIZE},
+        crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
+        image_grid_pinpoints=pinpoints,
+    )
+    LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=TINY_PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=LLAVA_TEMPLATE,
     ).save_pretrained(path)

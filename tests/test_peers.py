@@ -36,6 +36,12 @@ def _image_part() -> MediaPart:
     return MediaPart(artifact=ref)
 
 
+def prompt_ids(system: MMSystem, conversation: list[Turn], features: dict[str, torch.Tensor]) -> torch.Tensor:
+    """mmgraph's prompt; each image's slot count from its projected tokens (LLaVA-NeXT's depends on the image)."""
+    media = system.media(features, system.instructions(conversation))
+    return torch.tensor([system.prompt(conversation, media).input_ids])
+
+
 class Pair:
     """One peer checkpoint, loaded by Hugging Face and by mmgraph."""
 
@@ -55,8 +61,8 @@ class Pair:
 
     def ours(self, image: Image.Image, text: str) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[Turn]]:
         conversation = [Turn(role="user", parts=(_image_part(), TextPart(text=text)))]
-        ids = torch.tensor([self.system.prompt(conversation).input_ids])
-        return ids, {"image": self.system.encode("image", [image])}, conversation
+        features = {"image": self.system.encode("image", [image])}
+        return prompt_ids(self.system, conversation, features), features, conversation
 
     def forward(self, conversation: list[Turn], ids: torch.Tensor, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """mmgraph's composite forward (InstructBLIP's Q-Former reads the turn's text)."""
@@ -65,7 +71,7 @@ class Pair:
         return out.logits
 
 
-@pytest.fixture(scope="module", params=["llava", "mllama", "blip2", "instructblip"])
+@pytest.fixture(scope="module", params=["llava", "llava-next", "mllama", "blip2", "instructblip"])
 def pair(request):
     return Pair(request.param)
 
@@ -112,6 +118,9 @@ def test_an_unsupported_checkpoint_names_its_class_and_the_supported_ones(tmp_pa
         import_config(str(tmp_path))
 
 
+#: the peers whose processors take several images in one prompt
+MULTI_IMAGE = ("LlavaForConditionalGeneration", "LlavaNextForConditionalGeneration", "MllamaForConditionalGeneration")
+
 #: other key layouts of the same checkpoint: how llava-hf's Hub checkpoints store the CLIP tower (under its own
 #: ``vision_model.`` prefix), and the ``model.*`` layout transformers 5 loads into
 LAYOUTS = {
@@ -123,6 +132,9 @@ LAYOUTS = {
             ("vision_tower.", "model.vision_tower."),
             ("multi_modal_projector.", "model.multi_modal_projector."),
         ],
+    ],
+    "LlavaNextForConditionalGeneration": [
+        [("vision_tower.", "vision_tower.vision_model."), ("image_newline", "model.image_newline")],
     ],
     "MllamaForConditionalGeneration": [
         [
@@ -161,11 +173,10 @@ def test_other_key_layouts_of_the_checkpoint_load_to_the_same_logits(pair, tmp_p
         assert renamed.keys() != state.keys()
         save_file(renamed, folder / "model.safetensors", metadata={"format": "pt"})
         system = MMSystem.from_pretrained(str(folder), device="cpu")
-        ids = torch.tensor(
-            [system.prompt([Turn(role="user", parts=(_image_part(), TextPart(text=QUESTION)))]).input_ids]
-        )
+        conversation = [Turn(role="user", parts=(_image_part(), TextPart(text=QUESTION)))]
+        features = {"image": system.encode("image", [image])}
         with torch.no_grad():
-            ours, _ = system(ids, {"image": system.encode("image", [image])})
+            ours, _ = system(prompt_ids(system, conversation, features), features)
         assert (ours.logits - reference).abs().max() <= 1e-4, renames
 
 
@@ -173,7 +184,7 @@ def test_other_key_layouts_of_the_checkpoint_load_to_the_same_logits(pair, tmp_p
 def test_two_images_read_as_the_hugging_face_model_reads_them(pair, between):
     """Several media in one turn: LLaVA splices each in place; in Llama 3.2 Vision a text token reads the image
     before it, or all the images shown together (adjacent placeholders) before it."""
-    if pair.arch not in ("LlavaForConditionalGeneration", "MllamaForConditionalGeneration"):
+    if pair.arch not in MULTI_IMAGE:
         pytest.skip(f"{pair.arch}'s processor puts one image's queries before the text: one image per prompt")
     images = [picture(), picture(36, 60)]
     middle = [{"type": "text", "text": between}] if between else []
@@ -182,11 +193,12 @@ def test_two_images_read_as_the_hugging_face_model_reads_them(pair, between):
     inputs = dict(pair.processor(images=[images], text=prompt, return_tensors="pt", **CARD_KWARGS.get(pair.arch, {})))
     ours_middle = (TextPart(text=between),) if between else ()
     conversation = [Turn(role="user", parts=(_image_part(), *ours_middle, _image_part(), TextPart(text=QUESTION)))]
-    ids = torch.tensor([pair.system.prompt(conversation).input_ids])
+    features = {"image": torch.cat([pair.system.encode("image", [i]) for i in images])}
+    ids = prompt_ids(pair.system, conversation, features)
     assert ids[0].tolist() == inputs["input_ids"][0].tolist()
     with torch.no_grad():
         theirs = pair.hf(**inputs).logits
-        ours, _ = pair.system(ids, {"image": torch.cat([pair.system.encode("image", [i]) for i in images])})
+        ours, _ = pair.system(ids, features)
     assert (ours.logits - theirs).abs().max() <= 1e-4
 
 
@@ -210,3 +222,47 @@ def test_instructblip_queries_read_the_instruction():
     assert (outputs[0] - outputs[1]).abs().max() > 1e-3
     with pytest.raises(ConfigError, match="needs the instruction of each of its 1 images"):
         pair.system.project("image", features)
+
+
+@pytest.mark.parametrize("size", [(52, 40), (100, 30), (30, 100), (33, 33), (200, 64)])
+def test_llava_next_tiles_images_of_every_shape_as_hugging_face_does(size):
+    """Any-resolution tiling: each image shape picks its own grid, its tokens are unpadded and closed by newline
+    tokens row by row; the slot counts and logits follow Hugging Face for every shape."""
+    pair = _PAIRS.setdefault("llava-next", Pair("llava-next"))
+    image = picture(*size)
+    inputs = pair.hf_inputs(image, QUESTION)
+    ids, features, conversation = pair.ours(image, QUESTION)
+    assert ids[0].tolist() == inputs["input_ids"][0].tolist()
+    with torch.no_grad():
+        theirs = pair.hf(**inputs).logits
+    assert (pair.forward(conversation, ids, features) - theirs).abs().max() <= 1e-4
+    assert int(features["image"][0, :, 0, -3].sum()) >= 3  # the whole image and a grid of 2 to 4 tiles
+
+
+_PAIRS: dict[str, Pair] = {}
+
+
+@pytest.mark.parametrize("name", ["llava", "llava-next", "mllama", "blip2", "instructblip"])
+def test_the_assistant_replies_with_the_hugging_face_models_greedy_tokens(name, tmp_path):
+    """End to end through the graph (ingest -> encode -> reason -> merge): Assistant.from_pretrained on the
+    checkpoint folder decodes the tokens Hugging Face's generate gives, and replies with their text."""
+    import io
+
+    from orchestrator.assistant import Assistant
+
+    pair = _PAIRS.setdefault(name, Pair(name))
+    buffer = io.BytesIO()
+    picture().save(buffer, format="PNG")
+    image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    inputs = pair.hf_inputs(image, QUESTION)
+    with torch.no_grad():
+        out = pair.hf.generate(**inputs, max_new_tokens=12, do_sample=False)[0, inputs["input_ids"].shape[1] :]
+    expected = [i for i in out.tolist() if i != pair.system.backbone.tokenizer.eos_token_id]
+    with Assistant.from_pretrained(f"@tiny/{name}", db=tmp_path / "t.sqlite", artifacts=tmp_path / "a") as bot:
+        results = []
+        generate = bot.system.backbone.generate
+        bot.system.backbone.generate = lambda *a, **k: results.append(generate(*a, **k)) or results[-1]  # a spy
+        reply = bot.chat(QUESTION, images=[buffer.getvalue()], max_new_tokens=12)
+    (result,) = results
+    assert [i for segment in result.segments for i in segment.token_ids] == expected and len(expected) >= 4
+    assert reply.text == result.text

@@ -1,8 +1,13 @@
-"""LLaVA-1.5 (``LlavaForConditionalGeneration``): a CLIP (or SigLIP) tower read at ``vision_feature_layer``, CLS
-dropped under the ``default`` feature strategy, a 2-layer GELU MLP projector, spliced into a Llama / Vicuna LM.
+"""LLaVA-1.5 (``LlavaForConditionalGeneration``) and LLaVA-NeXT (``LlavaNextForConditionalGeneration``).
 
-In mmgraph terms: encoder ``clip_vision`` (``feature_layer``, ``keep_cls``), projector ``mlp`` of depth 2, fusion
-``splice``, the checkpoint's chat template and ``<image>`` token.
+LLaVA-1.5: a CLIP (or SigLIP) tower read at ``vision_feature_layer``, CLS dropped under the ``default`` feature
+strategy, a 2-layer GELU MLP projector, spliced into a Llama / Vicuna LM. In mmgraph terms: encoder ``clip_vision``
+(``feature_layer``, ``keep_cls``), projector ``mlp`` of depth 2, fusion ``splice``, the checkpoint's chat template
+and ``<image>`` token.
+
+LLaVA-NeXT adds any-resolution tiling: the image whole plus the tiles of its best grid resolution, laid out as the
+image with a learned newline token per row, so an image's token count depends on its size. In mmgraph terms:
+encoder ``llava_next_vision``, projector ``llava_next`` (the MLP and the layout), fusion ``splice``.
 """
 
 from __future__ import annotations
@@ -10,13 +15,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from transformers import LlavaForConditionalGeneration, PreTrainedModel
+from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration, PreTrainedModel
 
 from core.config import LLMConfig, ModalityConfig, PeerConfig, ProjectorConfig, PromptFormat, SystemConfig
 from core.errors import ConfigError
 from core.hub import model_identity
 from modalities.base import ModalityEncoder
-from modalities.image import ClipVisionEncoder, SiglipVisionEncoder, VisionTowerEncoder
+from modalities.image import ClipVisionEncoder, LlavaNextVisionEncoder, SiglipVisionEncoder, VisionTowerEncoder
 from orchestrator.peers.base import Peer, causal_lm
 
 #: the vision towers LLaVA checkpoints carry, by their config's model_type -> mmgraph's encoder class
@@ -83,3 +88,35 @@ class Llava(Peer):
             for name, layer in state.items()
             for key, value in layer.state_dict().items()
         }
+
+
+class LlavaNext(Llava):
+    """``LlavaNextForConditionalGeneration`` (llava-hf/llava-v1.6-vicuna-7b-hf, -mistral-7b-hf and their kin)."""
+
+    architecture: ClassVar[str] = "LlavaNextForConditionalGeneration"
+    model_class: ClassVar[type[PreTrainedModel]] = LlavaNextForConditionalGeneration
+
+    def _tower(self) -> type[VisionTowerEncoder]:
+        kind = self.hf_config.vision_config.model_type
+        if kind != "clip_vision_model":
+            raise ConfigError(f"{self.path}: a {kind} vision tower; mmgraph imports LLaVA-NeXT with CLIP")
+        return LlavaNextVisionEncoder
+
+    def system_config(self) -> SystemConfig:
+        config = super().system_config()
+        image = config.modalities["image"]
+        projector = ProjectorConfig(
+            kind="llava_next",
+            options={
+                "image_grid_pinpoints": [list(p) for p in self.hf_config.image_grid_pinpoints],
+                "tile_size": self.hf_config.vision_config.image_size,
+            },
+        )
+        return config.model_copy(update={"modalities": {"image": image.model_copy(update={"projector": projector})}})
+
+    def imported_state(self, model: PreTrainedModel) -> dict[str, torch.Tensor]:
+        projector = model.model.multi_modal_projector
+        state = {"input_projectors.image.image_newline": model.model.image_newline.detach()}
+        for name, layer in (("mlp.0", projector.linear_1), ("mlp.2", projector.linear_2)):
+            state.update({f"input_projectors.image.{name}.{k}": v for k, v in layer.state_dict().items()})
+        return state
