@@ -12,7 +12,11 @@ state always holds objects, as LangGraph's ``add_messages`` does for chat messag
 
 from __future__ import annotations
 
-from typing import Annotated, Any, NotRequired, TypedDict, TypeVar
+from typing import Annotated, Any, NotRequired, TypeVar
+
+# typing_extensions' TypedDict: pydantic builds JSON schemas of the state (LangGraph Studio's input form,
+# ``graph.get_input_jsonschema()``) only from it on Python < 3.12
+from typing_extensions import TypedDict
 
 from core import turns as T
 from core.turns import Generated, Part, ToolCall, Turn

@@ -1,6 +1,7 @@
 """The OpenAI-compatible HTTP backend and the web chat page.
 
     POST /v1/chat/completions   chat (stream: true answers with SSE chunks ending in ``data: [DONE]``)
+    POST /v1/images/generations OpenAI's Images API: one Assistant turn per image, the image generator forced
     GET  /v1/models             the served model
     GET  /v1/artifacts/{id}     an input or generated medium, with its content type
     GET  /v1/threads/{id}       a thread's turns (the web page restores a conversation with it)
@@ -14,6 +15,8 @@ refusal is a 4xx with an OpenAI-style error body. See docs/serving.md.
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 import logging
 import re
@@ -22,11 +25,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from html import escape
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
-from pydantic import ValidationError
+from PIL import Image
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -34,7 +38,15 @@ from core.errors import CancelledError, MediaError, MMGraphError
 from core.turns import ArtifactRef, MediaPart, Part, TextPart
 from orchestrator.assistant import Assistant
 from serving.content import ParsedTurn, TurnParser
-from serving.protocol import APIError, ChatCompletionRequest, chunk, completion, completion_id, now
+from serving.protocol import (
+    APIError,
+    ChatCompletionRequest,
+    ImageGenerationRequest,
+    chunk,
+    completion,
+    completion_id,
+    now,
+)
 from serving.scheduler import END, Job, Scheduler
 from serving.settings import ServerSettings
 
@@ -42,6 +54,16 @@ log = logging.getLogger("mmgraph.server")
 
 _THREAD_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _PART_TYPE = {"image": "image_url", "audio": "audio_url", "video": "video_url"}
+_SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+
+#: audio formats ``message.audio`` can carry (OpenAI's ``audio.format``): the audio generators write WAV
+AUDIO_OUTPUT_FORMATS = ("wav",)
+#: ``message.audio.expires_at`` is this many seconds after the reply; the artifact store itself keeps media until
+#: it is cleaned, so the audio stays usable (``GET /v1/artifacts/{id}``, ``{"role": "assistant", "audio": {"id"}}``)
+AUDIO_KEPT_S = 24 * 3600
+AUDIO_ID_PREFIX = "audio_"
+
+Body = TypeVar("Body", bound=BaseModel)
 
 
 # -- request body limit -----------------------------------------------------------------------------------------------
@@ -136,6 +158,12 @@ class Server:
 
     # -- parsing ---------------------------------------------------------------------------------------------------
     async def parse_request(self, request: Request) -> ChatCompletionRequest:
+        req = await self.parse_body(request, ChatCompletionRequest)
+        self.check_model(req.model)
+        return req
+
+    async def parse_body(self, request: Request, schema: type[Body]) -> Body:
+        """The JSON body validated against ``schema``; a 400 naming the first bad field otherwise."""
         raw = await request.body()
         try:
             payload = json.loads(raw)
@@ -147,19 +175,20 @@ class Server:
         if not isinstance(payload, dict):
             raise APIError(400, "the body must be a JSON object", code="invalid_json")
         try:
-            req = ChatCompletionRequest.model_validate(payload)
+            return schema.model_validate(payload)
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(x) for x in first["loc"]) or None
             raise APIError(400, f"invalid request: {loc}: {first['msg']}", param=loc, code="invalid_request") from None
-        if req.model != self.model:
+
+    def check_model(self, model: str) -> None:
+        if model != self.model:
             raise APIError(
                 404,
-                f"the model {req.model!r} does not exist; this server serves {self.model!r}",
+                f"the model {model!r} does not exist; this server serves {self.model!r}",
                 param="model",
                 code="model_not_found",
             )
-        return req
 
     def outputs(self, req: ChatCompletionRequest) -> tuple[list[str], list[str] | None]:
         """(generate, allow): ``modalities`` names exactly the outputs wanted; ``generate`` forces generators."""
@@ -186,6 +215,38 @@ class Server:
                 )
         return generate, allow
 
+    def wants_audio(self, req: ChatCompletionRequest) -> bool:
+        """Whether the reply carries OpenAI's ``message.audio``: ``modalities`` asks for audio. An ``audio.format``
+        the generators do not write is refused (``voice`` is accepted and ignored)."""
+        fmt = req.audio.format if req.audio is not None else None
+        if fmt is not None and fmt.lower() not in AUDIO_OUTPUT_FORMATS:
+            raise APIError(
+                400,
+                f"audio.format {fmt!r} cannot be produced: this server returns audio as "
+                f"{' or '.join(AUDIO_OUTPUT_FORMATS)}",
+                param="audio.format",
+                code="unsupported_audio_format",
+            )
+        return "audio" in (req.modalities or [])
+
+    def generator_for(self, modality: str) -> str | None:
+        """The first generator that makes ``modality`` (the tiny world's are named after their modality)."""
+        for name in self.system.generator_names:
+            if self.system.generator(name).modality == modality:
+                return name
+        return None
+
+    def generated_audio(self, audio_id: str) -> MediaPart | None:
+        """The clip a ``message.audio.id`` of an earlier reply names (``audio_<artifact id>``), for an assistant
+        message that refers back to it."""
+        artifact_id = audio_id.removeprefix(AUDIO_ID_PREFIX)
+        store = self.assistant.store
+        generator = self.generator_for("audio")
+        if not audio_id.startswith(AUDIO_ID_PREFIX) or generator is None or artifact_id not in store:
+            return None
+        ref = store.ref(artifact_id)
+        return MediaPart(artifact=ref, generator=generator) if ref.modality == "audio" else None
+
     def parse_turn(self, req: ChatCompletionRequest) -> ParsedTurn:
         def keep(modality: str, data: bytes, decoded: Any) -> ArtifactRef:
             ref = self.assistant.add_media(data, modality)
@@ -198,25 +259,39 @@ class Server:
             max_bytes=self.system.config.limits.max_bytes,
             decode=self.system.decode,
             store=keep,
+            generated_audio=self.generated_audio,
         )
         return parser.parse(req)
 
     # -- parts -----------------------------------------------------------------------------------------------------
-    def part_json(self, part: Part, base_url: str) -> dict:
-        """A turn's part on the wire: text, or a media part with an absolute artifact URL under the OpenAI-style
-        key of its modality (``image_url``, ``audio_url``, ``video_url``)."""
+    def part_json(self, part: Part, base_url: str, *, inline: bool = False) -> dict:
+        """A turn's part on the wire: text, or a media part with an absolute artifact URL (``inline``: a ``data:``
+        URL holding the bytes) under the OpenAI-style key of its modality (``image_url``, ``audio_url``,
+        ``video_url``), so a client renders it as it renders a user's content part."""
         if isinstance(part, TextPart):
             return {"type": "text", "text": part.text}
         if not isinstance(part, MediaPart):
             raise TypeError(f"a {part.type} part has no wire form")
         ref = part.artifact
         kind = _PART_TYPE.get(ref.modality, "file_url")
-        return {
-            "type": kind,
-            kind: {"url": f"{base_url}v1/artifacts/{ref.id}"},
-            "artifact": ref.model_dump(mode="json"),
-            "generator": part.generator,
-        }
+        url = _data_url(ref.mime, self.assistant.store.get(ref.id)) if inline else f"{base_url}v1/artifacts/{ref.id}"
+        return {"type": kind, kind: {"url": url}, "artifact": ref.model_dump(mode="json"), "generator": part.generator}
+
+    def audio_json(self, part: Part) -> dict | None:
+        """OpenAI's audio object for a generated WAV clip, without the transcript: ``{"id", "data"}``; ``None`` for
+        any other part."""
+        if not (isinstance(part, MediaPart) and part.generator is not None and part.artifact.mime == "audio/wav"):
+            return None
+        data = base64.b64encode(self.assistant.store.get(part.artifact.id)).decode()
+        return {"id": AUDIO_ID_PREFIX + part.artifact.id, "data": data}
+
+    def reply_audio(self, reply: Any, created: int) -> dict | None:
+        """``message.audio``: the reply's first generated clip, with its expiry and the reply's text as transcript."""
+        for part in reply.parts:
+            audio = self.audio_json(part)
+            if audio is not None:
+                return {**audio, "expires_at": created + AUDIO_KEPT_S, "transcript": reply.text}
+        return None
 
     # -- running ---------------------------------------------------------------------------------------------------
     def start(self, req: ChatCompletionRequest, turn: ParsedTurn, thread_id: str) -> Job:
@@ -238,6 +313,98 @@ class Server:
 
         self.scheduler.start(job, run)
         return job
+
+    def image_request(self, req: ImageGenerationRequest) -> tuple[str, tuple[int, int] | None]:
+        """Check what an images request asks for against what the system draws; returns the image generator and
+        the size it draws (None where the system does not say)."""
+        if req.model is not None:
+            self.check_model(req.model)
+        name = self.generator_for("image")
+        if name is None:
+            raise APIError(400, "this model generates no images", param="model", code="unsupported_modality")
+        if req.stream:
+            raise APIError(
+                400, "streamed image generation is not supported", param="stream", code="unsupported_parameter"
+            )
+        if len(req.prompt) > self.settings.max_text_chars:
+            raise APIError(
+                400,
+                f"the prompt is over the limit of {self.settings.max_text_chars} characters",
+                param="prompt",
+                code="text_too_long",
+            )
+        if (req.output_format or "png").lower() != "png":
+            raise APIError(
+                400,
+                f"output_format {req.output_format!r} cannot be produced: the image generator writes png",
+                param="output_format",
+                code="unsupported_output_format",
+            )
+        if (req.background or "auto") not in ("auto", "opaque"):
+            raise APIError(
+                400,
+                f"background {req.background!r} cannot be produced: the images are opaque",
+                param="background",
+                code="unsupported_parameter",
+            )
+        size = self.image_size(name)
+        if req.size not in (None, "auto"):
+            match = _SIZE.match(req.size)
+            if size is None or match is None or (int(match[1]), int(match[2])) != size:
+                drawn = f"it draws {size[0]}x{size[1]}" if size else "its image size is not known"
+                raise APIError(
+                    400,
+                    f"size {req.size!r} cannot be produced: {drawn}; send that size, 'auto' or no size",
+                    param="size",
+                    code="unsupported_size",
+                )
+        return name, size
+
+    def image_size(self, name: str) -> tuple[int, int] | None:
+        """(width, height) generator ``name`` draws: its configured ``width`` / ``height``, each else its UNet's
+        sample size times the VAE's scale factor (what diffusers draws by default); None where neither is known."""
+        options = self.system.config.generators[name].options
+        pipeline = getattr(self.system.generator(name), "pipeline", None)
+        sample = getattr(getattr(getattr(pipeline, "unet", None), "config", None), "sample_size", None)
+        scale = getattr(pipeline, "vae_scale_factor", None)
+        default = sample * scale if isinstance(sample, int) and isinstance(scale, int) else None
+        width, height = options.get("width") or default, options.get("height") or default
+        return (int(width), int(height)) if width and height else None
+
+    def start_images(self, req: ImageGenerationRequest, name: str) -> Job:
+        """One queued job for the whole request: ``n`` Assistant turns on fresh threads, the image generator
+        forced and the others forbidden, image ``i`` seeded ``seed + i``."""
+        job = self.scheduler.admit()
+        default_seed = self.system.config.seed
+
+        def run(cancel: Any):
+            for index in range(req.n):
+                if cancel.is_set():
+                    return
+                yield from self.assistant.stream(
+                    req.prompt,
+                    thread_id=uuid.uuid4().hex,
+                    generate=[name],
+                    allow=[name],
+                    cancel=cancel,
+                    **req.params(index, default_seed),
+                )
+
+        self.scheduler.start(job, run)
+        return job
+
+    def image_item(self, reply: Any, name: str, response_format: str, base_url: str) -> dict:
+        """One entry of the images answer's ``data``: the turn's first generated image as base64 or as its artifact
+        URL, with its artifact reference (an extension field)."""
+        part = next((p for p in reply.parts if isinstance(p, MediaPart) and p.generator == name), None)
+        if part is None:
+            raise APIError(500, "the model drew no image for this prompt", type="server_error", code="no_image")
+        ref = part.artifact
+        if response_format == "b64_json":
+            item = {"b64_json": base64.b64encode(self.assistant.store.get(ref.id)).decode()}
+        else:
+            item = {"url": f"{base_url}v1/artifacts/{ref.id}"}
+        return {**item, "artifact": ref.model_dump(mode="json")}
 
     async def events(self, job: Job, request: Request, *, poll: float = 0.25) -> AsyncIterator[Any]:
         """The job's events as they come; sets the cancel flag if the client goes away (checked every ``poll``
@@ -363,6 +530,8 @@ def create_app(
         if thread_id is not None:
             _check_thread_id(thread_id)
         thread_id = thread_id or uuid.uuid4().hex
+        audio = server.wants_audio(req)
+        inline = req.media_format == "data_url"
         turn = await run_in_threadpool(server.parse_turn, req)
         job = server.start(req, turn, thread_id)
         cid, created, base = completion_id(), now(), str(request.base_url)
@@ -370,7 +539,7 @@ def create_app(
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
             return StreamingResponse(
-                _sse(server, job, request, cid, created, base, thread_id, include_usage),
+                _sse(server, job, request, cid, created, base, thread_id, include_usage, audio=audio, inline=inline),
                 media_type="text/event-stream",
                 headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
@@ -386,11 +555,36 @@ def create_app(
         message = {
             "role": "assistant",
             "content": reply.text,
-            "parts": [server.part_json(p, base) for p in reply.parts],
+            "parts": [server.part_json(p, base, inline=inline) for p in reply.parts],
         }
+        if audio and (audio_object := server.reply_audio(reply, created)) is not None:
+            message["audio"] = audio_object
         return JSONResponse(
             completion(cid, server.model, created, message, _finish(reply), _usage(reply), thread_id), headers=headers
         )
+
+    @app.post("/v1/images/generations")
+    async def images(request: Request):
+        req = await server.parse_body(request, ImageGenerationRequest)
+        name, _ = server.image_request(req)
+        job = server.start_images(req, name)
+        created, base = now(), str(request.base_url)
+        replies = []
+        try:
+            async for event in server.events(job, request):
+                if event is not None and event.type == "done":
+                    replies.append(event.reply)
+        except BaseException as exc:  # noqa: BLE001 - mapped to an OpenAI error body
+            return _error_response(api_error(exc))
+        if len(replies) < req.n:  # the client went away
+            return _error_response(APIError(499, "the request was cancelled", code="cancelled"))
+        try:
+            data = [server.image_item(r, name, req.response_format or "url", base) for r in replies]
+        except APIError as exc:
+            return _error_response(exc)
+        first = server.assistant.store.get(data[0]["artifact"]["id"])
+        width, height = Image.open(io.BytesIO(first)).size  # what was drawn, read from the PNG's header
+        return JSONResponse({"created": created, "data": data, "output_format": "png", "size": f"{width}x{height}"})
 
     return BodyLimit(app, settings.max_body_bytes)  # type: ignore[return-value]
 
@@ -429,30 +623,58 @@ def _data(obj: dict) -> bytes:
     return f"data: {json.dumps(obj)}\n\n".encode()
 
 
+def _data_url(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
 async def _sse(
-    server: Server, job: Job, request: Request, cid: str, created: int, base: str, thread_id: str, include_usage: bool
+    server: Server,
+    job: Job,
+    request: Request,
+    cid: str,
+    created: int,
+    base: str,
+    thread_id: str,
+    include_usage: bool,
+    *,
+    audio: bool = False,
+    inline: bool = False,
 ) -> AsyncIterator[bytes]:
     """The stream: role, then text deltas as tokens come, each generated medium in ``delta.parts`` when it is
     ready, generator progress as top-level ``progress``, and a last chunk with ``finish_reason`` and the whole
     interleaved reply in ``parts``. A failure after the 200 is an ``{"error": ...}`` event (the openai client
-    raises it)."""
+    raises it).
+
+    With ``audio`` (``modalities`` asks for audio) the stream also carries OpenAI's partial audio objects in
+    ``delta.audio``: each text delta again as ``{"transcript"}``, the first generated clip as ``{"id", "data"}``
+    once it is ready, and, just before the last chunk, the final update ``{"expires_at"}``."""
     model = server.model
+    audio_sent = False
     yield _data(chunk(cid, model, created, {"role": "assistant", "content": ""}, thread_id=thread_id))
     try:
         async for event in server.events(job, request):
             if event is None:
                 yield b": keep-alive\n\n"
             elif event.type == "token":
-                yield _data(chunk(cid, model, created, {"content": event.data["text"]}, thread_id=thread_id))
+                text = event.data["text"]
+                delta: dict[str, Any] = {"content": text, "audio": {"transcript": text}} if audio else {"content": text}
+                yield _data(chunk(cid, model, created, delta, thread_id=thread_id))
             elif event.type == "part":
-                part = server.part_json(event.data["part"], base)
+                part = server.part_json(event.data["part"], base, inline=inline)
                 yield _data(chunk(cid, model, created, {"parts": [part]}, thread_id=thread_id))
+                clip = server.audio_json(event.data["part"]) if audio and not audio_sent else None
+                if clip is not None:
+                    audio_sent = True
+                    yield _data(chunk(cid, model, created, {"audio": clip}, thread_id=thread_id))
             elif event.type == "progress":
                 progress = {k: event.data[k] for k in ("generator", "step", "total") if k in event.data}
                 yield _data(chunk(cid, model, created, None, thread_id=thread_id, progress=progress))
             elif event.type == "done":
                 reply = event.reply
-                parts = [server.part_json(p, base) for p in reply.parts]
+                if audio_sent:
+                    final = {"audio": {"expires_at": created + AUDIO_KEPT_S}}
+                    yield _data(chunk(cid, model, created, final, thread_id=thread_id))
+                parts = [server.part_json(p, base, inline=inline) for p in reply.parts]
                 yield _data(
                     chunk(cid, model, created, {}, finish_reason=_finish(reply), thread_id=thread_id, parts=parts)
                 )

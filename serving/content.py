@@ -206,7 +206,9 @@ Decode = Callable[[str, bytes], Any]
 
 class TurnParser:
     """Parses and checks a request's messages. ``decode(modality, bytes)`` validates a medium with the system's
-    limits (raising a :class:`MediaError`); ``store(modality, bytes, decoded)`` keeps it and returns its reference."""
+    limits (raising a :class:`MediaError`); ``store(modality, bytes, decoded)`` keeps it and returns its reference;
+    ``generated_audio(id)`` finds the clip an assistant message's ``audio: {"id"}`` names (OpenAI's way to refer
+    back to a spoken reply), or None."""
 
     def __init__(
         self,
@@ -216,9 +218,10 @@ class TurnParser:
         max_bytes: int,
         decode: Decode,
         store: Callable[[str, bytes, Any], ArtifactRef],
+        generated_audio: Callable[[str], MediaPart | None] | None = None,
     ) -> None:
         self.settings, self.modalities, self.max_bytes = settings, modalities, max_bytes
-        self.decode, self.store = decode, store
+        self.decode, self.store, self.generated_audio = decode, store, generated_audio
         self._media_seen = 0
         self._chars = 0
 
@@ -243,6 +246,8 @@ class TurnParser:
         turn: list[dict] = []
         for i, message in enumerate(request.messages):
             parts = self._message_parts(message, f"messages[{i}]")
+            if message.role == "assistant":
+                parts += self._audio_reference(message, f"messages[{i}]")
             if message.role in ("system", "developer"):
                 continue  # the system prompt is the config's (llm.prompt.system)
             if i == last:
@@ -297,6 +302,23 @@ class TurnParser:
                 out.append(self._media(kind, part, param))
         return out
 
+    def _audio_reference(self, message: Message, where: str) -> list[dict]:
+        """An assistant message's ``audio: {"id": ...}``: the clip an earlier reply's ``message.audio`` carried."""
+        audio = (message.model_extra or {}).get("audio")
+        if audio is None:
+            return []
+        audio_id = audio.get("id") if isinstance(audio, dict) else None
+        if not isinstance(audio_id, str):
+            raise _bad('an assistant message\'s audio must be {"id": "audio_..."}', f"{where}.audio", "invalid_audio")
+        part = self.generated_audio(audio_id) if self.generated_audio is not None else None
+        if part is None:
+            raise _bad(
+                f"no audio {audio_id[:80]!r} on this server: send the id of a message.audio it returned",
+                f"{where}.audio.id",
+                "audio_not_found",
+            )
+        return [{"type": "generated", "part": part}]
+
     def _text(self, text: str, param: str) -> dict:
         self._chars += len(text)
         if self._chars > self.settings.max_text_chars:
@@ -344,6 +366,14 @@ class TurnParser:
 
 
 def history_turn(role: str, parsed: list[dict]) -> Turn:
-    """A parsed earlier message as a turn of the thread: text, and media as the artifacts they were stored as."""
-    parts = [MediaPart(artifact=p["ref"]) if p["type"] == "bytes" else TextPart(text=p["text"]) for p in parsed]
+    """A parsed earlier message as a turn of the thread: text, media as the artifacts they were stored as, and a
+    clip an assistant message refers back to as the generated medium it was."""
+    parts: list[TextPart | MediaPart] = []
+    for p in parsed:
+        if p["type"] == "bytes":
+            parts.append(MediaPart(artifact=p["ref"]))
+        elif p["type"] == "generated":
+            parts.append(p["part"])
+        else:
+            parts.append(TextPart(text=p["text"]))
     return Turn(role=role, parts=tuple(parts))

@@ -10,8 +10,12 @@ Content parts accepted in a user message (``content`` may also be a plain string
 * ``{"type": "audio_url", "audio_url": {"url": "data:audio/wav;base64,..."}}`` (as vLLM accepts)
 
 Extension fields of the request: ``thread_id`` (also the ``X-Thread-Id`` header), ``generate`` (generators the
-reply must use), ``steps`` and ``guidance`` (diffusion knobs). The reply's ``message.content`` is its text; the
-interleaved parts travel in ``message.parts`` and, while streaming, in ``delta.parts``.
+reply must use), ``steps`` and ``guidance`` (diffusion knobs), ``media_format`` (``"data_url"`` inlines generated
+media in the parts). The reply's ``message.content`` is its text; the interleaved parts travel in ``message.parts``
+and, while streaming, in ``delta.parts``. With ``modalities: ["text", "audio"]`` the reply also carries OpenAI's
+``message.audio`` (``delta.audio`` while streaming).
+
+``POST /v1/images/generations`` takes an :class:`ImageGenerationRequest` (OpenAI's Images API).
 """
 
 from __future__ import annotations
@@ -101,6 +105,14 @@ class Message(BaseModel):
     name: str | None = None
 
 
+class AudioOutput(BaseModel):
+    """OpenAI's ``audio`` request field: the voice and format of a spoken reply."""
+
+    model_config = ConfigDict(extra="allow")
+    format: str | None = None
+    voice: str | dict[str, Any] | None = None  # accepted and ignored: the generators have no voices
+
+
 class ChatCompletionRequest(BaseModel):
     """The fields mmgraph reads; other OpenAI fields are accepted and ignored (``n`` > 1 and tools are refused)."""
 
@@ -118,11 +130,13 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = None
     n: int = Field(1, ge=1)
     tools: list[Any] | None = None
+    audio: AudioOutput | None = None
     # mmgraph extensions
     thread_id: str | None = None
     generate: list[str] | None = None
     steps: int | None = Field(None, ge=1, le=1000)
     guidance: float | None = Field(None, ge=0, le=50)
+    media_format: Literal["url", "data_url"] = "url"
 
     def params(self) -> dict[str, Any]:
         """Generation knobs as the Assistant names them."""
@@ -134,6 +148,34 @@ class ChatCompletionRequest(BaseModel):
             "steps": self.steps,
             "guidance": self.guidance,
         }
+        return {k: v for k, v in values.items() if v is not None}
+
+
+class ImageGenerationRequest(BaseModel):
+    """``POST /v1/images/generations``: OpenAI's fields that change the picture are read (``n``, ``size``,
+    ``response_format``, ``output_format``, ``background``); others (``quality``, ``style``, ``user``, ...) are
+    accepted and ignored. ``seed``, ``steps`` and ``guidance`` are the chat endpoint's knobs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str = Field(min_length=1)
+    model: str | None = None
+    n: int = Field(1, ge=1, le=10)
+    size: str | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+    output_format: str | None = None
+    background: str | None = None
+    stream: bool | None = None
+    seed: int | None = None
+    # mmgraph extensions
+    steps: int | None = Field(None, ge=1, le=1000)
+    guidance: float | None = Field(None, ge=0, le=50)
+
+    def params(self, index: int, default_seed: int) -> dict[str, Any]:
+        """The Assistant's knobs for image ``index`` of the request: its seed is ``seed + index``, so the ``n``
+        images differ and the same request draws the same images again."""
+        seed = (default_seed if self.seed is None else self.seed) + index
+        values = {"seed": seed, "steps": self.steps, "guidance": self.guidance}
         return {k: v for k, v in values.items() if v is not None}
 
 

@@ -7,8 +7,10 @@ the pitch of a beep, the colour of a moving square, and it draws / plays / anima
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
+import time
 
 import numpy as np
 import openai
@@ -179,6 +181,188 @@ def test_generation_knobs_map_through(client):
         model=MODEL, messages=[{"role": "user", "content": "Hello!"}], max_tokens=2, temperature=0.7, seed=0
     )
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 2
+
+
+# -- OpenAI's output shapes: message.audio, inline media parts, the Images API --------------------------------------
+
+
+def wav_frames(data: bytes) -> int:
+    import soundfile
+
+    samples, _ = soundfile.read(io.BytesIO(data))
+    return samples.shape[0]
+
+
+def test_audio_output_is_openais_message_audio(client):
+    before = int(time.time())
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Play two low beeps."}],
+        modalities=["text", "audio"],
+        audio={"voice": "alloy", "format": "wav"},
+        seed=1,
+    )
+    message = reply.choices[0].message
+    audio = message.audio  # the client's own ChatCompletionAudio type
+    clip = [p for p in message.model_extra["parts"] if p["type"] == "audio_url"]
+    assert len(clip) == 1 and audio is not None
+    data = base64.b64decode(audio.data, validate=True)
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE" and wav_frames(data) > 1000
+    assert data == fetch_artifact(client, clip[0])[0]  # the clip of the interleaved reply
+    assert audio.id == "audio_" + hashlib.sha256(data).hexdigest() == "audio_" + clip[0]["artifact"]["id"]
+    assert audio.transcript == message.content and "beep" in audio.transcript
+    assert audio.expires_at > max(before, reply.created)
+
+
+def test_streamed_audio_output_follows_openais_delta_audio(client):
+    request = dict(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Play three high beeps."}],
+        modalities=["text", "audio"],
+        audio={"voice": "alloy", "format": "wav"},
+        seed=2,
+    )
+    whole = client.chat.completions.create(**request).choices[0].message
+    chunks = list(client.chat.completions.create(**request, stream=True))
+    deltas = [(i, c.choices[0].delta.audio) for i, c in enumerate(chunks) if c.choices and c.choices[0].delta.audio]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    transcript = [a.transcript for _, a in deltas if a.transcript is not None]
+    assert len(transcript) > 3 and "".join(transcript) == text == whole.audio.transcript  # token by token
+    (at, clip), (last, final) = [(i, a) for i, a in deltas if a.transcript is None]
+    assert (clip.id, clip.data, clip.expires_at) == (whole.audio.id, whole.audio.data, None)
+    assert final.model_dump(exclude_none=True) == {"expires_at": final.expires_at} and final.expires_at > 0
+    finish = next(i for i, c in enumerate(chunks) if c.choices and c.choices[0].finish_reason)
+    assert max(i for i, a in deltas if a.transcript is not None) < at < last < finish
+    assert chunks[last].choices[0].finish_reason is None
+
+
+def test_audio_format_that_cannot_be_produced_is_refused(client):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Play two low beeps."}],
+            modalities=["text", "audio"],
+            audio={"voice": "alloy", "format": "mp3"},
+        )
+    assert info.value.body["code"] == "unsupported_audio_format" and info.value.body["param"] == "audio.format"
+    assert "'mp3'" in info.value.body["message"] and "wav" in info.value.body["message"]
+
+
+def test_an_assistant_message_may_refer_back_to_a_clip_by_its_audio_id(client):
+    question = {"role": "user", "content": "Play two low beeps."}
+    first = client.chat.completions.create(model=MODEL, messages=[question], modalities=["text", "audio"], seed=1)
+    audio_id = first.choices[0].message.audio.id
+    follow_up = [question, {"role": "assistant", "audio": {"id": audio_id}}, {"role": "user", "content": "Thanks!"}]
+    reply = client.chat.completions.create(model=MODEL, messages=follow_up)
+    thread = client._client.get(f"{client.base_url}threads/{reply.model_extra['thread_id']}").json()
+    said = thread["turns"][1]
+    assert said["role"] == "assistant" and [p["type"] for p in said["parts"]] == ["audio_url"]
+    assert "audio_" + said["parts"][0]["artifact"]["id"] == audio_id and said["parts"][0]["generator"] == "audio"
+    follow_up[1]["audio"]["id"] = "audio_" + "0" * 64
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=follow_up)
+    assert info.value.body["code"] == "audio_not_found" and info.value.body["param"] == "messages[1].audio.id"
+
+
+def test_generated_media_parts_can_carry_data_urls(client):
+    def image_part(**extra) -> dict:
+        reply = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Draw a green triangle."}],
+            modalities=["text", "image"],
+            seed=4,
+            **extra,
+        )
+        assert isinstance(reply.choices[0].message.content, str)  # stock clients still read a string
+        return next(p for p in reply.choices[0].message.model_extra["parts"] if p["type"] == "image_url")
+
+    linked, inline = image_part(), image_part(extra_body={"media_format": "data_url"})
+    assert linked["artifact"] == inline["artifact"] and linked["image_url"]["url"].startswith("http://")
+    prefix = "data:image/png;base64,"
+    assert inline["image_url"]["url"].startswith(prefix)
+    png = base64.b64decode(inline["image_url"]["url"][len(prefix) :], validate=True)
+    assert png == fetch_artifact(client, linked)[0] and Image.open(io.BytesIO(png)).size == (32, 32)
+
+
+def test_images_api_draws_through_the_same_assistant_turn_as_chat(client):
+    prompt = "Draw a yellow square."
+    chat = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": prompt}], modalities=["text", "image"], seed=7
+    )
+    drawn = next(p for p in chat.choices[0].message.model_extra["parts"] if p["type"] == "image_url")
+
+    b64 = client.images.generate(model=MODEL, prompt=prompt, response_format="b64_json", extra_body={"seed": 7})
+    assert len(b64.data) == 1 and b64.data[0].url is None and b64.output_format == "png" and b64.size == "32x32"
+    png = base64.b64decode(b64.data[0].b64_json, validate=True)
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.format == "PNG" and image.size == (32, 32)
+        image.load()  # decodes
+    assert hashlib.sha256(png).hexdigest() == drawn["artifact"]["id"]  # the same turn draws the same picture
+
+    linked = client.images.generate(prompt=prompt, response_format="url", size="32x32", extra_body={"seed": 7})
+    assert linked.data[0].b64_json is None and linked.data[0].model_extra["artifact"]["id"] == drawn["artifact"]["id"]
+    response = client._client.get(linked.data[0].url)  # GET /v1/artifacts/{id}
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert response.content == png
+
+
+def test_images_api_n_images_are_n_turns_seeded_one_apart(client):
+    def ids(n: int, seed: int) -> list[str]:
+        answer = client.images.generate(
+            prompt="a red circle", n=n, response_format="b64_json", extra_body={"seed": seed, "steps": 8}
+        )
+        return [hashlib.sha256(base64.b64decode(d.b64_json)).hexdigest() for d in answer.data]
+
+    pair = ids(2, 5)
+    assert len(set(pair)) == 2 and pair == ids(1, 5) + ids(1, 6)
+
+
+def test_images_api_size_falls_back_to_the_pipelines_own(world_assistant):
+    """Without ``width`` / ``height`` in the config, the size is what diffusers draws by default: the UNet's sample
+    size times the VAE's scale factor, as the generator computes it for its training targets."""
+    from serving.app import Server
+
+    system = world_assistant.system
+    unsized = system.config.generators["image"].model_copy(update={"options": {}})
+    config = system.config.model_copy(update={"generators": {**system.config.generators, "image": unsized}})
+
+    class Unsized:
+        def __init__(self, inner):
+            self.inner, self.config = inner, config
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    class Bot:
+        def __init__(self):
+            self.system, self.config, self.store = Unsized(system), config, world_assistant.store
+
+    server = Server(Bot(), ServerSettings())
+    pipeline = system.generator("image").pipeline
+    side = pipeline.unet.config.sample_size * pipeline.vae_scale_factor
+    assert server.image_size("image") == (side, side) == system.generator("image")._output_size()
+    assert Server(world_assistant, ServerSettings()).image_size("image") == (32, 32)  # the configured size
+
+
+@pytest.mark.parametrize(
+    "fields, status, code, param",
+    [
+        ({"size": "1024x1024"}, 400, "unsupported_size", "size"),
+        ({"size": "big"}, 400, "unsupported_size", "size"),
+        ({"output_format": "jpeg"}, 400, "unsupported_output_format", "output_format"),
+        ({"background": "transparent"}, 400, "unsupported_parameter", "background"),
+        ({"response_format": "svg"}, 400, "invalid_request", "response_format"),
+        ({"n": 11}, 400, "invalid_request", "n"),
+        ({"prompt": ""}, 400, "invalid_request", "prompt"),
+        ({"model": "dall-e-3"}, 404, "model_not_found", "model"),
+    ],
+)
+def test_images_api_refuses_what_it_cannot_draw(client, fields, status, code, param):
+    request = {"prompt": "a red circle", **fields}
+    with pytest.raises(openai.APIStatusError) as info:
+        client.images.generate(**request)
+    assert info.value.status_code == status and info.value.body["code"] == code, info.value.body
+    assert info.value.body["param"] == param
 
 
 def test_text_only_modalities_forbid_media_output(client):

@@ -66,6 +66,24 @@ def test_more_requests_than_the_queue_holds_get_429(world_assistant):
         assert wait_idle(live.url) == {"running": 0, "waiting": 0, "capacity": 2}
 
 
+def test_image_generations_wait_in_the_same_queue_as_chat(world_assistant):
+    with LiveServer(create_app(world_assistant, settings=ServerSettings(queue_size=0))) as live:
+        client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="x", max_retries=0, timeout=60)
+        # A streamed chat turn holds the only place: one running, none waiting.
+        with httpx2.stream(
+            "POST", f"{live.url}/v1/chat/completions", json=dict(SLOW, stream=True), timeout=60
+        ) as response:
+            for line in response.iter_lines():
+                if '"progress"' in line:
+                    break
+            with pytest.raises(openai.RateLimitError) as info:
+                client.images.generate(prompt="a red circle", response_format="b64_json")
+        assert info.value.body["code"] == "queue_full" and int(info.value.response.headers["retry-after"]) >= 1
+        assert wait_idle(live.url) == {"running": 0, "waiting": 0, "capacity": 1}
+        drawn = client.images.generate(prompt="a red circle", response_format="b64_json")  # the place is free again
+        assert len(drawn.data) == 1 and drawn.data[0].b64_json
+
+
 def test_clients_that_go_away_cancel_their_work(world_assistant):
     with LiveServer(create_app(world_assistant, settings=ServerSettings(queue_size=2))) as live:
         # A streamed request, closed after its first progress event, and a second one waiting behind it.
