@@ -7,6 +7,8 @@ mmgraph bench generate --size sd15 --device cuda --dtype float16 --compile
 mmgraph bench grouping --steps 40               # length-grouped vs random batches, the tinyworld recipe's steps
 mmgraph bench micro --steps 40                  # the same random batches in micro-batches of similar length
 mmgraph bench optimizer --steps 20              # fused vs default AdamW, the tinyworld recipe's training steps
+mmgraph bench peers                             # imported @tiny/llava, @tiny/mllama vs Hugging Face generate
+mmgraph bench peers --peer /models/llava-1.5-7b-hf --device cuda --dtype bfloat16
 """
 
 from __future__ import annotations
@@ -62,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--repeats", type=int, default=3, help="decode, generate: timed runs per measure (median)")
     parser.add_argument("--diffusion-steps", type=int, default=30, help="generate: DDIM steps (guidance 7.5)")
+    parser.add_argument(
+        "--peer",
+        action="append",
+        default=None,
+        help="peers: a checkpoint folder (or @tiny/<peer>) to import and race; repeat it (default @tiny/llava and "
+        "@tiny/mllama)",
+    )
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
 
 

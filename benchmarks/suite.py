@@ -20,6 +20,7 @@ from benchmarks.diffusion import SD_SIZES, bench_generate, build_sd_twins
 from benchmarks.graph import bench_graph
 from benchmarks.grouping import bench_grouping
 from benchmarks.optimizer import bench_optimizer
+from benchmarks.peers import DEFAULT_PEERS, bench_peers
 from benchmarks.train import bench_train
 from benchmarks.twins import SIZES, build_twins
 from orchestrator.decoding import resolve
@@ -46,7 +47,7 @@ def run_from_args(args: argparse.Namespace) -> list[Row]:
     twins = None
     for bench in args.benches:
         sizes = SD_SIZES if bench == "generate" else SIZES
-        if bench not in ("graph", "grouping", "micro", "optimizer") and args.size not in sizes:
+        if bench not in ("graph", "grouping", "micro", "optimizer", "peers") and args.size not in sizes:
             raise SystemExit(f"mmgraph bench {bench}: unknown size {args.size!r}; sizes: {', '.join(sizes)}")
     if {"train", "decode"} & set(args.benches):
         twins = build_twins(args.size, device=args.device, dtype=dtype)
@@ -78,12 +79,16 @@ def run_from_args(args: argparse.Namespace) -> list[Row]:
         rows += bench_optimizer(steps=args.steps)
     if "graph" in args.benches:
         rows += bench_graph()
+    if "peers" in args.benches:
+        peers = tuple(args.peer) if args.peer else DEFAULT_PEERS
+        rows += bench_peers(peers, tokens=args.tokens, repeats=args.repeats, device=args.device, dtype=dtype)
     print(table(rows, f"mmgraph bench on {describe_device(args.device)} (random weights for the twins)"))
     for row in rows:
         extra = {
             k: v
             for k, v in row.notes.items()
-            if k in ("overhead_ms", "overhead_pct", "prompt", "max_pixel_diff", "fill_ours", "fill_baseline")
+            if k
+            in ("overhead_ms", "overhead_pct", "prompt", "max_pixel_diff", "fill_ours", "fill_baseline", "same_tokens")
         }
         if extra:
             print(

@@ -1,4 +1,5 @@
-"""The ``mmgraph`` command line: ``run``, ``chat``, ``serve``, ``graph``, ``demo``, ``train``, ``eval`` and ``bench``.
+"""The ``mmgraph`` command line: ``run``, ``chat``, ``serve``, ``graph``, ``demo``, ``attach``, ``train``, ``eval``
+and ``bench``.
 
 mmgraph run "What is this? Then draw it." --image a.png --generate image --out out/
 mmgraph chat                       # REPL: /image PATH, /audio PATH, /video PATH, /generate image, /new, /quit
@@ -7,6 +8,7 @@ mmgraph serve --ray --replicas 2 --db postgresql://HOST/DB --artifacts /shared  
 mmgraph graph [--config CONFIG]    # the graph as mermaid
 mmgraph graph --check tiny-world   # validate the wiring (networkx) and print the parallel stages
 mmgraph demo --out out/demo        # a scripted any-to-any turn, printed as it streams, with an HTML report
+mmgraph attach @tiny/llava --generators tiny-random --only image --out out/llava-gen   # a peer made any-to-any
 mmgraph train pt --config system.yaml --data pairs.jsonl --out runs/pt      # train the projectors
 """
 
@@ -46,7 +48,8 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         default=None,
-        help=f"preset name ({', '.join(list_presets())}) or a system YAML; default {DEFAULT_PRESET}",
+        help=f"preset name ({', '.join(list_presets())}), a system YAML, a system folder or a published "
+        f"checkpoint folder (LLaVA, LLaVA-NeXT, BLIP-2, InstructBLIP, Llama 3.2 Vision); default {DEFAULT_PRESET}",
     )
     parser.add_argument("--weights", default=None, help="directory of trained projector weights")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the config's)")
@@ -220,10 +223,11 @@ def cmd_graph(args: argparse.Namespace) -> int:
     """Print the graph as mermaid, or with ``--check`` validate it (exit 1, naming the nodes, if it is mis-wired)
     and print its parallel stages. ``--graph MODULE:FUNCTION`` builds a custom graph from the config."""
     from graphs import GraphBuilder, GraphError, check_graph, load_graph  # noqa: PLC0415 - heavy (LangGraph, torch)
+    from orchestrator.system import resolve_config  # noqa: PLC0415 - a peer checkpoint's config reads transformers
 
     if args.check and args.config and args.check != args.config:
         raise ConfigError(f"--check {args.check} and --config {args.config} name different configs; give one")
-    config = load_config(args.check or args.config)
+    config = resolve_config(args.check or args.config)
     graph = load_graph(args.graph, config) if args.graph else GraphBuilder(config)
     if args.check is None:
         compiled = graph if hasattr(graph, "get_graph") else graph.compile()
@@ -238,6 +242,27 @@ def cmd_graph(args: argparse.Namespace) -> int:
             print(f"  - {problem}", file=sys.stderr)
         return 1
     print(report.format())
+    return 0
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    """``mmgraph attach SOURCE --generators PRESET --out DIR``: the source with generators added, saved."""
+    from orchestrator.system import MMSystem, attach, resolve_config  # noqa: PLC0415 - loads the models (torch)
+    from training.audit import format_audit, freeze_audit  # noqa: PLC0415 - as above
+
+    donor = resolve_config(args.generators)
+    names = args.only.split(",") if args.only else list(donor.generators)
+    missing = [n for n in names if n not in donor.generators]
+    if missing or not names:
+        raise ConfigError(
+            f"--generators {args.generators} has no generators {missing}; it has {list(donor.generators)}"
+        )
+    config = attach(args.source, {n: donor.generators[n] for n in names})
+    # the generators' text side is enough to shape the output projectors; the denoisers load when they run
+    system = MMSystem.from_config(config, device=args.device, conditioning_only=True)
+    out = system.save_trainable(args.out)
+    print(format_audit(freeze_audit(system)))
+    print(f"mmgraph: wrote {out} ({config.name}); train the new parts with `mmgraph train pt --config {out} ...`")
     return 0
 
 
@@ -449,6 +474,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_arguments(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "attach",
+        help="make a system any-to-any: add generators with their signal tokens and output projectors (docs/peers.md)",
+        description="Write a system folder: SOURCE (a published checkpoint such as LLaVA or Llama 3.2 Vision, "
+        "@tiny/<peer>, or an mmgraph system) with the generators of --generators added. What SOURCE had stays as it "
+        "was, frozen; the new signal-token rows and output projectors start untrained: train them with "
+        "`mmgraph train pt|it --config OUT`.",
+    )
+    p.add_argument("source", help="a peer checkpoint folder, @tiny/<peer>, or an mmgraph system folder / YAML")
+    p.add_argument(
+        "--generators",
+        required=True,
+        help=f"a preset ({', '.join(list_presets())}) or system YAML whose generators are added",
+    )
+    p.add_argument("--only", default=None, help="comma-separated names of the generators to take (default: all)")
+    p.add_argument("--out", required=True, help="the system folder to write (system.yaml + trainable.safetensors)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the source's)")
+    p.set_defaults(func=cmd_attach)
 
     p = sub.add_parser("demo", help="a scripted any-to-any turn with an HTML report")
     p.add_argument("--out", default="out/demo")

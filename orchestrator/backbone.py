@@ -186,12 +186,21 @@ class Backbone(nn.Module):
     def _add_tokens(self, placeholders: dict[str, str], signals: dict[str, list[str]]) -> None:
         tok = self.tokenizer
         new_tokens = list(placeholders.values()) + [t for group in signals.values() for t in group]
-        old_size = _weight(self.model.get_input_embeddings()).shape[0]
+        head = self.model.get_output_embeddings()
+        old_in = _weight(self.model.get_input_embeddings()).shape[0]
+        old_out = _weight(head).shape[0] if head is not None else old_in
+        before = len(tok)
         tok.add_special_tokens({"additional_special_tokens": new_tokens}, replace_extra_special_tokens=False)
-        new_size = max(len(tok), old_size)
-        if new_size != old_size:
-            self.model.resize_token_embeddings(new_size, mean_resizing=False)
-            self._init_new_rows(old_size, new_size)
+        added = list(range(before, len(tok)))  # the ids of tokens the tokenizer did not have
+        size = max(len(tok), old_in)
+        # The LM head may be shorter than the embedding (Llama 3.2 Vision embeds ids it never predicts): it grows
+        # when a new token must be predicted, and the rows it gains for the others are never sampled.
+        grow_head = bool(added) and old_out <= max(added)
+        if size != old_in or grow_head:
+            self.model.resize_token_embeddings(size, mean_resizing=False)
+        if added:
+            self._init_new_rows(added, old_in, old_out, size)
+        self.unpredicted = set(range(old_out, size)) - set(added) if grow_head else set()
 
         def token_id(token: str) -> int:
             return cast(int, tok.convert_tokens_to_ids(token))  # one token, one id
@@ -203,8 +212,9 @@ class Backbone(nn.Module):
         self.special_new_ids = set(self.placeholder_ids.values()) | self.signal_token_set
 
     @torch.no_grad()
-    def _init_new_rows(self, old_size: int, new_size: int) -> None:
-        """Initialise the rows of the added tokens.
+    def _init_new_rows(self, added: list[int], old_in: int, old_out: int, size: int) -> None:
+        """Initialise the rows of the added tokens (``added``: their ids, which may fall inside an embedding padded
+        beyond the tokenizer), and any LM-head rows that did not exist (``old_out`` up to ``size``).
 
         Output rows (``lm_head``) start at the mean of the existing rows (NExT-GPT, MiniGPT-5), so no new token is
         favoured before training. Input rows are drawn from the existing rows' per-dimension mean and standard
@@ -212,21 +222,25 @@ class Backbone(nn.Module):
         queries, and the output projector then waits for training to break that symmetry (in the tiny world,
         alignment sat on a plateau for 1000-3000 PT steps; distinct rows leave it within a few hundred).
         """
-        noise = torch.Generator().manual_seed(new_size)
+        noise = torch.Generator().manual_seed(size)
         inputs, outputs = self.model.get_input_embeddings(), self.model.get_output_embeddings()
         tied = outputs is not None and outputs.weight is inputs.weight
         for emb in {id(e.weight): e for e in (inputs, outputs) if e is not None}.values():
             weight = _weight(emb)
-            old = weight[:old_size].float()
+            known = old_in if emb is inputs else old_out
+            rows = sorted(set(added) | set(range(known, size))) if emb is outputs and not tied else added
+            if not rows:
+                continue
+            old = weight[: min([known, *added])].float()  # the rows before any new one: their statistics seed them
             mean = old.mean(dim=0, keepdim=True)  # (1, D)
-            rows = mean.expand(new_size - old_size, -1)  # (new, D)
+            values = mean.expand(len(rows), -1)  # (new, D)
             if emb is inputs and not tied:  # a tied matrix keeps the mean
                 std = old.std(dim=0, keepdim=True)  # (1, D)
-                rows = rows + std * torch.randn(rows.shape, generator=noise)
-            weight[old_size:new_size] = rows.to(weight.dtype)
+                values = values + std * torch.randn(values.shape, generator=noise)
+            weight[rows] = values.to(weight.dtype)
             bias = getattr(emb, "bias", None)
             if bias is not None:
-                bias[old_size:new_size] = bias[:old_size].mean()
+                bias[rows] = bias[: old.shape[0]].mean()
 
     def _install_signal_row_gradients(self) -> None:
         """Make the input/output embedding matrices trainable, with a gradient mask that keeps all rows but the
@@ -675,7 +689,7 @@ class Backbone(nn.Module):
         head = self.model.get_output_embeddings()
         vocab = _weight(head).shape[0] if head is not None else _weight(embed_tokens).shape[0]
         banned = torch.zeros(vocab, dtype=torch.bool)
-        never = set(self.placeholder_ids.values())
+        never = set(self.placeholder_ids.values()) | self.unpredicted
         for g, ids in self.signal_ids.items():
             never.update(ids[1:])
             if g not in allowed:

@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from core.artifacts import ArtifactStore
-from core.config import SystemConfig, load_config
+from core.config import GeneratorConfig, SystemConfig, load_config
 from core.errors import CancelledError, ConfigError, UnsupportedModalityError
 from core.hub import TINY_PREFIX, resolve_model
 from core.turns import MediaPart, SignalPart, TextPart, Turn
@@ -85,6 +85,33 @@ def pretrained_config(path: str | Path) -> SystemConfig:
     return import_config(str(path))
 
 
+def resolve_config(spec: SystemConfig | str | Path | dict[str, Any] | None) -> SystemConfig:
+    """A SystemConfig from anything that names one: a preset, a YAML file, plain data, or a folder (an mmgraph
+    system or a peer's checkpoint, :func:`pretrained_config`; ``@tiny/<peer>`` too)."""
+    if isinstance(spec, (str, Path)) and (str(spec).startswith(TINY_PREFIX) or Path(spec).is_dir()):
+        return pretrained_config(spec)
+    return load_config(spec)
+
+
+def attach(source: SystemConfig | str | Path, generators: dict[str, GeneratorConfig]) -> SystemConfig:
+    """``source`` made any-to-any, NExT-GPT style: its LLM gains each generator's signal tokens, and each generator
+    comes with an untrained output projector. Everything ``source`` had is kept as it was -- an imported peer's
+    projectors and blocks stay frozen -- so its answers do not change; train the new parts with MM PT / MM IT
+    (``mmgraph train pt|it``) and save them with :meth:`MMSystem.save_trainable` (``mmgraph attach`` does both
+    ends: it writes the system folder)."""
+    config = resolve_config(source)
+    taken = sorted(set(generators) & set(config.generators))
+    if taken:
+        raise ConfigError(f"{config.name} already has generators {taken}")
+    if not generators:
+        raise ConfigError("attach: no generators given")
+    data = config.model_dump(mode="json")
+    data["generators"] = {**data["generators"], **{k: g.model_dump(mode="json") for k, g in generators.items()}}
+    data["name"] = f"{config.name} + {', '.join(generators)}"
+    data["weights"] = None  # the new parts are untrained; a saved folder names its own weights when loaded
+    return SystemConfig.model_validate(data)
+
+
 class MMSystem(nn.Module):
     """Encoders, input projectors, backbone, output projectors and generators of one SystemConfig."""
 
@@ -130,9 +157,7 @@ class MMSystem(nn.Module):
         no generators and no output projectors; ``conditioning_only=True`` loads each generator's text side only
         (:meth:`GeneratorTool.from_config <generators.base.GeneratorTool.from_config>`): enough to train the
         output projectors against their text features, not to generate."""
-        if isinstance(config, (str, Path)) and (str(config).startswith(TINY_PREFIX) or Path(config).is_dir()):
-            config = pretrained_config(config)  # a system folder, or a peer's checkpoint to import
-        config = load_config(config)
+        config = resolve_config(config)
         dev = resolve_device(str(device) if device is not None else config.device)
         llm_dtype = resolve_dtype(config.llm.dtype, dev)
         frozen_dtype = llm_dtype
@@ -524,7 +549,8 @@ class MMSystem(nn.Module):
         groups: dict[str, dict[str, torch.Tensor]] = {}
         modules = self.trainable_modules()
         for key, value in state.items():
-            group = next((g for g in modules if key.startswith(g + ".")), key.partition(".")[0])
+            parts = key.split(".")
+            group = ".".join(parts[:2]) if parts[0].endswith("projectors") else parts[0]  # e.g. input_projectors.image
             groups.setdefault(group, {})[key[len(group) + 1 :]] = value
         not_loaded = {f"output_projectors.{g}" for g in self.config.generators if g not in self._generators}
         unknown = set(groups) - set(modules) - not_loaded - {"signal_rows", "lora"}

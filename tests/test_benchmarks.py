@@ -206,3 +206,12 @@ def test_optimizer_bench_compares_the_default_loop_with_the_fused_kernel(monkeyp
     ]
     assert built == [False, True] * 4
     assert all(r.unit == "ms" and r.ours > 0 and r.baseline > 0 and not r.higher_is_better for r in rows)
+
+
+def test_peers_benchmark_races_both_sides_on_the_same_tokens():
+    from benchmarks.peers import bench_peers
+
+    rows = bench_peers(("@tiny/llava", "@tiny/mllama"), tokens=6, repeats=1)
+    assert [r.unit for r in rows] == ["tokens/s", "ms", "tokens/s", "ms"]
+    assert all(r.notes["same_tokens"] for r in rows)  # greedy tokens equal before anything is timed
+    assert all(r.ours > 0 and r.baseline > 0 for r in rows)

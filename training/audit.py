@@ -87,11 +87,13 @@ def freeze_audit(system, *, train_lora: bool = False) -> list[AuditRow]:
     parts["fusion"] = system.fusion
     parts.update({f"output_projectors.{g}": p for g, p in system.output_projectors.items()})
     for group, module in parts.items():
+        if not any(True for _ in module.parameters()):  # a splice fusion has no weights
+            continue
         kind, _, name = group.partition(".")
         label = f"{_LABELS[kind]} {name}".strip()
         if group not in trained:  # imported frozen from a peer's checkpoint
             frozen(f"{label} (imported)", module.named_parameters())
-        elif any(True for _ in module.parameters()):
+        else:
             rows.append(
                 AuditRow(
                     label,

@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.config import SystemConfig, load_config
+from core.config import SystemConfig
 from core.errors import ConfigError
-from orchestrator.system import MMSystem
+from orchestrator.system import MMSystem, resolve_config
 from training.audit import format_audit, freeze_audit
 from training.batches import Share, collate, encode_sample, epoch_order, length_chunks
 from training.cache import content_hash
@@ -77,7 +77,7 @@ class Trainer:
         system=None,
     ) -> None:
         self.cfg = train if isinstance(train, TrainConfig) else TrainConfig(**(train or {}))
-        self.system_config = system.config if system is not None else load_config(config)
+        self.system_config = system.config if system is not None else resolve_config(config)
         self.data = [Path(p) for p in ([data] if isinstance(data, (str, Path)) else data)]
         self.out = Path(out) if out is not None else None  # None: evaluate() only
         self.init = Path(init) if init is not None else None
