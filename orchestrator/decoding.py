@@ -19,6 +19,7 @@ the last position ``(D,)`` -- what the signal tokens hand to the output projecto
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -37,6 +38,18 @@ STATIC_KINDS: dict[str, dict[str, bool]] = {
 BUCKET = 256
 
 
+def cache_argument(model: Any) -> str:
+    """The keyword a Hugging Face model takes its key/value cache by: ``cache`` (transformers 5.25 on; the old name
+    goes in 5.40) or ``past_key_values``."""
+    kind = type(model)
+    if kind not in _CACHE_ARGUMENT:
+        _CACHE_ARGUMENT[kind] = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return _CACHE_ARGUMENT[kind]
+
+
+_CACHE_ARGUMENT: dict[type, str] = {}
+
+
 class _Steps:
     """What both runners share: one forward of the model over ``self.cache``."""
 
@@ -47,7 +60,7 @@ class _Steps:
         model = self.model if model is None else model  # the step may run a compiled wrapper of the same model
         out = model(
             inputs_embeds=embeds,
-            past_key_values=self.cache,
+            **{cache_argument(self.model): self.cache},
             use_cache=True,
             output_hidden_states=True,
             logits_to_keep=1,
