@@ -25,7 +25,7 @@ import hashlib
 import inspect
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -330,50 +330,85 @@ class GeneratorTool(ABC):
                 raise to cancel the generation.
             options: per-call overrides of ``cfg.options`` (:attr:`call_options` and :attr:`output_options`).
         """
+        return self.generate_many(
+            [conditioning],
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            seeds=[seed],
+            progress=[progress],
+            **options,
+        )[0]
+
+    def generate_many(
+        self,
+        conditionings: Sequence[Mapping[str, torch.Tensor]],
+        *,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        seeds: Sequence[int | None],
+        progress: Sequence[Progress | None] = (),
+        **options: Any,
+    ) -> list[GeneratedMedia]:
+        """Generate one medium per conditioning in one batched pipeline call (:meth:`generate`'s arguments, with a
+        seed and a progress callback per medium). Each medium's initial noise comes from its own seed, so it is the
+        medium :meth:`generate` gives alone with that seed."""
         # 1. Resolve the call parameters: explicit arguments win over the config
         self._require_denoiser("generate")
         steps = num_inference_steps or self.cfg.num_inference_steps
         guidance = self.cfg.guidance_scale if guidance_scale is None else guidance_scale
-        seed = self.seed if seed is None else seed
+        chosen = [self.seed if s is None else int(s) for s in seeds]
+        if len(chosen) != len(conditionings):
+            raise ValueError(f"{len(conditionings)} conditionings need as many seeds, got {len(chosen)}")
         unknown = set(options) - set(self.call_options) - set(self.output_options)
         if unknown:
             raise ValueError(self._unknown_options_message(unknown))
         merged = {**self.call_options, **self.output_options, **self.cfg.options, **options}
 
-        # 2. Validate the conditioning and pair it with the empty-prompt negatives (the pipeline batches
+        # 2. Validate the conditionings and pair them with the empty-prompt negatives (the pipeline batches
         #    [negative, conditional] itself for classifier-free guidance)
-        positive = self.validate(conditioning)
+        positives = [self.validate(c) for c in conditionings]
         negative = self.negative_conditioning()
+        batch = len(positives)
         kwargs: dict[str, Any] = {}
-        for name, tensor in positive.items():
-            kwargs[name] = tensor
-            kwargs[f"negative_{name}"] = negative[name]
+        for name in positives[0]:
+            kwargs[name] = torch.cat([p[name] for p in positives])  # (B, L, D)
+            kwargs[f"negative_{name}"] = negative[name].expand(batch, *negative[name].shape[1:])  # (B, L, D)
         for name, mask in self.attention_masks.items():
-            ones = torch.ones(positive[name].shape[:2], dtype=torch.long, device=self.device)  # (1, L)
+            ones = torch.ones(kwargs[name].shape[:2], dtype=torch.long, device=self.device)  # (B, L)
             kwargs[mask] = ones
             kwargs[f"negative_{mask}"] = ones
 
         # 3. Modality knobs the pipeline takes (height/width, num_frames, audio_length_in_s ...)
         kwargs.update({key: merged[key] for key in self.call_options if merged[key] is not None})
 
-        # 4. Progress reporting in whichever callback style the pipeline supports
-        kwargs.update(progress_kwargs(self.pipeline, progress, steps))
+        # 4. Progress reporting in whichever callback style the pipeline supports, to every caller
+        callbacks = [p for p in progress if p is not None]
+        if callbacks:
 
-        # 5. Denoise with a seeded CPU generator, so the noise is the same on every device
-        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+            def report(step: int, total: int) -> None:
+                for callback in callbacks:
+                    callback(step, total)
+
+            kwargs.update(progress_kwargs(self.pipeline, report, steps))
+
+        # 5. Denoise with one seeded CPU generator per medium, so its noise is the same on every device and batch
+        generator = [torch.Generator(device="cpu").manual_seed(s) for s in chosen]
         with torch.no_grad():
             output = self.pipeline(
                 num_inference_steps=steps,
                 guidance_scale=guidance,
-                generator=generator,
+                generator=generator if batch > 1 else generator[0],
                 output_type=self.output_type,
                 **kwargs,
             )
 
-        # 6. Encode the first (only) sample of the output batch
-        data, mime, metadata = self._encode_output(output[0][0], merged)
-        metadata.update(steps=steps, guidance_scale=guidance, seed=int(seed))
-        return GeneratedMedia(data=data, mime=mime, modality=self.modality, metadata=metadata)
+        # 6. Encode each sample of the output batch
+        media = []
+        for i, seed in enumerate(chosen):
+            data, mime, metadata = self._encode_output(output[0][i], merged)
+            metadata.update(steps=steps, guidance_scale=guidance, seed=seed)
+            media.append(GeneratedMedia(data=data, mime=mime, modality=self.modality, metadata=metadata))
+        return media
 
     def _unknown_options_message(self, unknown: set[str]) -> str:
         known = sorted({*self.call_options, *self.output_options})

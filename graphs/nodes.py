@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from langgraph.config import get_stream_writer
@@ -25,13 +25,19 @@ from graphs.context import RunContext
 from graphs.state import State
 
 
-def _emit(event: dict[str, Any]) -> None:
-    """Send a custom stream event (tokens, progress); a no-op when the graph is not being streamed."""
+def _writer() -> Callable[[dict[str, Any]], None]:
+    """The run's custom stream writer (tokens, progress), taken in the node's own thread so that callbacks running
+    elsewhere -- the engine's worker, when turns are batched -- still reach this run's stream; a no-op writer when
+    the graph is not being streamed."""
     try:
-        writer = get_stream_writer()
+        return cast(Callable[[dict[str, Any]], None], get_stream_writer())
     except RuntimeError:  # called outside a runnable context (e.g. a node function used directly in a test)
-        return
-    writer(event)
+        return lambda event: None
+
+
+def _emit(event: dict[str, Any]) -> None:
+    """Send a custom stream event from the node's own thread."""
+    _writer()(event)
 
 
 def _conversation(state: State) -> list[Turn]:
@@ -120,6 +126,7 @@ def reason(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
 
     # 2. The system's composite forward and decoding loop.
     llm = system.config.llm
+    emit = _writer()
     result = system.respond(
         conversation,
         features,
@@ -129,7 +136,7 @@ def reason(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
         seed=params.get("seed"),
         require=state.get("generate") or [],
         allow=state.get("allow"),
-        on_text=lambda text: _emit({"type": "token", "text": text}),
+        on_text=lambda text: emit({"type": "token", "text": text}),
         cancel=ctx.cancel,
     )
 
@@ -173,8 +180,10 @@ def make_generate_node(name: str) -> Callable[[dict[str, Any], Runtime[RunContex
                 "of the process that ran the LLM, so a paused turn resumes only there"
             )
 
+        emit = _writer()
+
         def progress(step: int, total: int) -> None:
-            _emit({"type": "progress", "generator": name, "index": call.index, "step": step, "total": total})
+            emit({"type": "progress", "generator": name, "index": call.index, "step": step, "total": total})
 
         media = ctx.system.generate(
             name,

@@ -20,6 +20,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,11 +130,14 @@ class Assistant:
         device: str | None = None,
         system: MMSystem | None = None,
         graph: Any = None,
+        batching: int | None = None,
     ) -> None:
         """``graph``: a custom graph -- a GraphBuilder or StateGraph (compiled here with this Assistant's
         checkpointer) or a compiled graph (given this Assistant's checkpointer if it has none); default: the
         any-to-any graph of the system's generators. ``db``: the thread database, a SQLite file (default
-        ``$MMGRAPH_HOME/threads.sqlite``) or a ``postgresql://`` URL that several processes share."""
+        ``$MMGRAPH_HOME/threads.sqlite``) or a ``postgresql://`` URL that several processes share. ``batching``:
+        run turns concurrently, up to this many decoding together (:mod:`orchestrator.engine`: the system's model
+        calls go through one worker that batches them); ``None``: one turn at a time."""
         self.system = system or MMSystem.from_config(config, weights=weights, device=device)
         if graph is not None:  # a mis-wired graph fails here, naming the node, before a file is opened
             check_graph(graph, self.config)
@@ -148,7 +152,11 @@ class Assistant:
         else:
             self.graph = self._with_checkpointer(graph)
         self._context = RunContext(system=self.system, store=self.store)
-        self._lock = threading.Lock()  # one run at a time over the shared models
+        self.batching = batching
+        if batching is not None:
+            self.system.start_engine(max_batch=batching)
+        self._lock = threading.Lock()  # without an engine: one run at a time over the shared models
+        self._threads: dict[str, threading.Lock] = {}  # with one: one run at a time per conversation thread
 
     def _with_checkpointer(self, graph: Any) -> Any:
         """A user's graph compiled with (or given) the thread database, so threads, streaming and the server work
@@ -275,13 +283,26 @@ class Assistant:
             for value in [i.value for i in task.interrupts] or [None]
         ]
 
+    def _turn_lock(self, thread_id: str) -> threading.Lock:
+        """What a turn holds while it runs: the one lock over the models, or -- with an engine, which serialises the
+        model calls itself -- its conversation thread's own, so turns of different threads run together."""
+        if self.system.engine is None:
+            return self._lock
+        with self._lock:
+            return self._threads.setdefault(thread_id, threading.Lock())
+
     def _run(self, graph_input: Any, thread_id: str, cancel: threading.Event | None) -> Iterator[Event]:
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
-        with self._lock:
-            self._context.cancel = cancel or threading.Event()
-            for chunk in self.graph.stream(
-                graph_input, config, context=self._context, stream_mode=["custom"], version="v2"
-            ):
+        # each run its own cancel flag; the feature and scratch caches are shared
+        context = RunContext(
+            system=self.system,
+            store=self.store,
+            features=self._context.features,
+            scratch=self._context.scratch,
+            cancel=cancel or threading.Event(),
+        )
+        with self._turn_lock(thread_id):
+            for chunk in self.graph.stream(graph_input, config, context=context, stream_mode=["custom"], version="v2"):
                 if chunk["type"] == "custom":  # the only mode asked for; the tag narrows the part's type
                     data = chunk["data"]
                     yield Event(data.get("type", "custom"), data)
@@ -308,6 +329,30 @@ class Assistant:
     def chat(self, text: str = "", **kwargs: Any) -> Reply:
         """Run one turn and return the interleaved Reply (same arguments as :meth:`stream`)."""
         return self._last_reply(self.stream(text, **kwargs))
+
+    def _chat_request(self, request: dict[str, Any]) -> Reply:
+        return self.chat(**request)
+
+    def chat_many(
+        self, requests: Sequence[dict[str, Any]], *, return_exceptions: bool = False
+    ) -> list[Reply | BaseException]:
+        """Run many turns at once, each a dict of :meth:`chat`'s arguments (``{"text": ..., "images": [...], ...}``),
+        their decoding batched together (an engine is started with the batch size of ``len(requests)`` if this
+        Assistant has none). Replies come back in order. A request that fails raises, after the others finished;
+        with ``return_exceptions`` its exception takes its place in the list instead."""
+        if self.system.engine is None:
+            self.system.start_engine(max_batch=max(len(requests), 1))
+        with ThreadPoolExecutor(max_workers=max(len(requests), 1), thread_name_prefix="mmgraph-turn") as pool:
+            futures = [pool.submit(self._chat_request, request) for request in requests]
+            results: list[Reply | BaseException] = []
+            for future in futures:
+                error = future.exception()
+                results.append(error if error is not None else future.result())
+        if not return_exceptions:
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+        return results
 
     def seed_history(self, thread_id: str, turns: Sequence[Turn]) -> bool:
         """Start a new thread from earlier turns (media parts name stored artifacts), e.g. the messages an OpenAI

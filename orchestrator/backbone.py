@@ -125,6 +125,157 @@ class GenerationResult:
         return [s for s in self.segments if isinstance(s, SignalGroup)]
 
 
+class SequenceDecoder:
+    """One reply being decoded, token by token: the decoding rules of :meth:`Backbone.generate`, apart from the LLM.
+
+    The caller runs the LLM; the decoder decides. :meth:`propose` reads the logits of the last forward and returns the
+    next token (or ``None``: the reply is over, :attr:`finish` says why) -- sampling or greedy over the allowed rows,
+    forcing the rest of a signal group once its first token is out, forcing required generators before the budget
+    runs out. :meth:`wants_forward` says whether the LLM must read that token (a next token is due, or it is a signal
+    token whose hidden state the output projector needs); :meth:`record` takes the token back with its input embedding
+    and, if the LLM read it, the last layer's hidden state there. So one reply can be decoded alone
+    (:meth:`Backbone.generate`) or as one row of a batch (:mod:`orchestrator.engine`) with the same tokens.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        max_new_tokens: int = 128,
+        min_new_tokens: int = 0,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        require: Sequence[str] = (),
+        allow: Sequence[str] | None = None,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        unknown = [g for g in list(require) + list(allow or []) if g not in backbone.signal_ids]
+        if unknown:
+            raise PromptError(f"unknown generators {unknown}; this backbone has {sorted(backbone.signal_ids)}")
+        self.backbone = backbone
+        self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens
+        self.temperature, self.top_p = temperature, top_p
+        self.on_text, self.cancel = on_text, cancel
+        allowed = set(backbone.signal_ids if allow is None else allow) | set(require)
+        self.pending = list(dict.fromkeys(require))
+        self.eos = backbone.tokenizer.eos_token_id
+        self.rng: torch.Generator | None = None
+        if temperature > 0:
+            self.rng = torch.Generator(device="cpu").manual_seed(0 if seed is None else seed)
+        self.banned = backbone.banned_rows(allowed)
+        self.segments: list[TextSpan | SignalGroup] = []
+        self.text_ids: list[int] = []
+        self.text_so_far = ""
+        self.emitted_upto = 0  # text_ids[:emitted_upto] are covered by text_so_far
+        self.forced: deque[int] = deque()
+        self.group: dict[str, Any] | None = None  # the signal group being emitted: generator, ids, hidden, embeds
+        self.produced = 0
+        self.finish: Literal["stop", "length", "cancelled"] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.finish is not None
+
+    # -- one step ---------------------------------------------------------------------------------------------------
+    def propose(self, logits: torch.Tensor | None) -> int | None:
+        """The next token given the last forward's next-token ``logits`` (V,), or ``None`` when the reply ends here
+        (``logits`` may be None only then: after a token the LLM did not read)."""
+        if self.cancel is not None and self.cancel.is_set():
+            self._end("cancelled")
+            return None
+        if self.forced:
+            next_id = self.forced.popleft()
+        else:
+            if self.produced >= self.max_new_tokens and not self.pending:
+                self._end("length")
+                return None
+            assert logits is not None, "a token is due, but the LLM did not read the last one"
+            next_id = self.backbone.choose(
+                logits,
+                self.banned,
+                self.pending,
+                self.max_new_tokens - self.produced,
+                self.eos,
+                self.temperature,
+                self.top_p,
+                self.rng,
+                allow_eos=self.produced >= self.min_new_tokens,
+            )
+            if next_id == self.eos:
+                self._end("stop")
+                return None
+        self.produced += 1
+        if next_id in self.backbone.signal_start and self.group is None:
+            generator = self.backbone.signal_start[next_id]
+            self._flush_text()
+            self.group = {"generator": generator, "ids": [], "hidden": [], "embeds": []}
+            self.forced.extend(self.backbone.signal_ids[generator][1:])
+            if generator in self.pending:
+                self.pending.remove(generator)
+        return next_id
+
+    def wants_forward(self) -> bool:
+        """Whether the LLM must read the token just proposed: something needs its logits (a next token) or its hidden
+        state (a signal token). The last token of a reply that ends at the budget costs no forward."""
+        return self.group is not None or self.produced < self.max_new_tokens or bool(self.pending)
+
+    def record(self, token: int, embed: torch.Tensor, hidden: torch.Tensor | None) -> None:
+        """Keep the proposed ``token`` with its input embedding (D,) and, if the LLM read it, the hidden state (D,)."""
+        group = self.group
+        if group is not None:
+            group["ids"].append(token)
+            group["hidden"].append(hidden)
+            group["embeds"].append(embed)
+            if not self.forced:
+                self.segments.append(
+                    SignalGroup(
+                        group["generator"],
+                        group["ids"],
+                        torch.stack(group["hidden"]).float().cpu(),  # (k, D)
+                        torch.stack(group["embeds"]).float().cpu(),  # (k, D)
+                    )
+                )
+                self.group = None
+            return
+        self.text_ids.append(token)
+        if self.on_text is not None:
+            text = self.backbone.decode_text(self.text_ids)
+            if not text.endswith("\ufffd") and len(text) > len(self.text_so_far):
+                delta = self._delta_text(text)
+                self.on_text(delta)
+                self.text_so_far += delta
+                self.emitted_upto = len(self.text_ids)
+
+    def result(self, prompt_tokens: int) -> GenerationResult:
+        """The reply so far as a :class:`GenerationResult` (call once it is :attr:`done`)."""
+        return GenerationResult(self.segments, self.finish or "length", prompt_tokens, self.produced)
+
+    # -- text ---------------------------------------------------------------------------------------------------------
+    def _end(self, finish: Literal["stop", "length", "cancelled"]) -> None:
+        self.finish = finish
+        self._flush_text()  # a group cut off by cancellation is dropped: it never reaches ``segments``
+
+    def _delta_text(self, text: str) -> str:
+        """What to add to ``text_so_far``: the new suffix of the full decode, or -- where decoding is not prefix-stable
+        (invalid UTF-8 from byte-fallback tokens) -- the new tokens decoded on their own, so the streamed pieces always
+        concatenate to the span's text."""
+        if text.startswith(self.text_so_far):
+            return text[len(self.text_so_far) :]
+        return self.backbone.decode_text(self.text_ids[self.emitted_upto :])
+
+    def _flush_text(self) -> None:
+        if self.text_ids:
+            if self.emitted_upto < len(self.text_ids):  # tokens held back as incomplete, or not streamed at all
+                delta = self._delta_text(self.backbone.decode_text(self.text_ids))
+                if self.on_text is not None and delta:
+                    self.on_text(delta)
+                self.text_so_far += delta
+            self.segments.append(TextSpan(self.text_so_far, self.text_ids))
+        self.text_ids, self.text_so_far, self.emitted_upto = [], "", 0
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The backbone
 # ---------------------------------------------------------------------------------------------------------------
@@ -660,34 +811,30 @@ class Backbone(nn.Module):
         self,
         inputs_embeds: torch.Tensor,
         steps: decoding.DynamicSteps | decoding.StaticSteps,
-        *,
-        max_new_tokens: int,
-        min_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int | None,
-        require: Sequence[str],
-        allow: Sequence[str] | None,
-        on_text: Callable[[str], None] | None,
-        cancel: threading.Event | None,
+        **options: Any,
     ) -> GenerationResult:
         if inputs_embeds.dim() != 3 or inputs_embeds.shape[0] != 1:
             raise ValueError(f"generate() takes one prompt of shape (1, L, D), got {tuple(inputs_embeds.shape)}")
-        unknown = [g for g in list(require) + list(allow or []) if g not in self.signal_ids]
-        if unknown:
-            raise PromptError(f"unknown generators {unknown}; this backbone has {sorted(self.signal_ids)}")
-        allowed = set(self.signal_ids if allow is None else allow) | set(require)
-        pending = list(dict.fromkeys(require))
-        eos = self.tokenizer.eos_token_id
+        decoder = SequenceDecoder(self, **options)
         embed_tokens = self.model.get_input_embeddings()
-        rng: torch.Generator | None = None
-        if temperature > 0:
-            rng = torch.Generator(device="cpu").manual_seed(0 if seed is None else seed)
+        logits: torch.Tensor | None
+        logits, _ = steps.prefill(inputs_embeds)
+        while (token := decoder.propose(logits)) is not None:
+            embed = embed_tokens(torch.tensor([[token]], device=self.device))  # (1, 1, D)
+            hidden = None
+            if decoder.wants_forward():
+                logits, hidden = steps.step(embed)
+            else:
+                logits = None
+            decoder.record(token, embed[0, 0], hidden)
+        return decoder.result(inputs_embeds.shape[1])
 
-        # Rows that may never be sampled: placeholders, non-first signal tokens, disallowed generators. The LM head
-        # may have fewer rows than the embedding (Llama 3.2 Vision embeds its image token, it never predicts it).
+    def banned_rows(self, allowed: set[str]) -> torch.Tensor:
+        """(V,) the rows of the LM head that may never be sampled: placeholders, non-first signal tokens, generators
+        not in ``allowed``, rows the head gained for tokens it never predicts. The LM head may have fewer rows than
+        the embedding (Llama 3.2 Vision embeds its image token, it never predicts it)."""
         head = self.model.get_output_embeddings()
-        vocab = _weight(head).shape[0] if head is not None else _weight(embed_tokens).shape[0]
+        vocab = _weight(head if head is not None else self.model.get_input_embeddings()).shape[0]
         banned = torch.zeros(vocab, dtype=torch.bool)
         never = set(self.placeholder_ids.values()) | self.unpredicted
         for g, ids in self.signal_ids.items():
@@ -695,106 +842,13 @@ class Backbone(nn.Module):
             if g not in allowed:
                 never.add(ids[0])
         banned[[i for i in never if i < vocab]] = True
+        return banned
 
-        logits, _ = steps.prefill(inputs_embeds)
-        segments: list[TextSpan | SignalGroup] = []
-        text_ids: list[int] = []
-        text_so_far = ""
-        forced: deque[int] = deque()
-        group: dict[str, Any] | None = None  # the signal group being emitted: generator, ids, hidden, embeds
-        produced = 0
-        finish: Literal["stop", "length", "cancelled"] = "length"
-
-        emitted_upto = 0  # text_ids[:emitted_upto] are covered by text_so_far
-
-        def delta_text(text: str) -> str:
-            """What to add to ``text_so_far``: the new suffix of the full decode, or -- where decoding is not
-            prefix-stable (invalid UTF-8 from byte-fallback tokens) -- the new tokens decoded on their own, so the
-            streamed pieces always concatenate to the span's text."""
-            if text.startswith(text_so_far):
-                return text[len(text_so_far) :]
-            return self._decode(text_ids[emitted_upto:])
-
-        def flush_text() -> None:
-            nonlocal text_ids, text_so_far, emitted_upto
-            if text_ids:
-                if emitted_upto < len(text_ids):  # tokens held back as incomplete, or not streamed at all
-                    delta = delta_text(self._decode(text_ids))
-                    if on_text is not None and delta:
-                        on_text(delta)
-                    text_so_far += delta
-                segments.append(TextSpan(text_so_far, text_ids))
-            text_ids, text_so_far, emitted_upto = [], "", 0
-
-        while True:
-            if cancel is not None and cancel.is_set():
-                finish = "cancelled"
-                break
-            if forced:
-                next_id = forced.popleft()
-            else:
-                if produced >= max_new_tokens and not pending:
-                    finish = "length"
-                    break
-                next_id = self._choose(
-                    logits,
-                    banned,
-                    pending,
-                    max_new_tokens - produced,
-                    eos,
-                    temperature,
-                    top_p,
-                    rng,
-                    allow_eos=produced >= min_new_tokens,
-                )
-            if next_id == eos and not forced:
-                finish = "stop"
-                break
-            produced += 1
-            if next_id in self.signal_start and group is None:
-                gen = self.signal_start[next_id]
-                flush_text()
-                group = {"generator": gen, "ids": [], "hidden": [], "embeds": []}
-                forced.extend(self.signal_ids[gen][1:])
-                if gen in pending:
-                    pending.remove(gen)
-            token = torch.tensor([[next_id]], device=self.device)
-            emb = embed_tokens(token)  # (1, 1, D)
-            # the LLM reads the token only if something needs its logits (a next token) or its hidden state (a
-            # signal token): the last token of a reply that ends at the budget costs no forward
-            if group is not None or produced < max_new_tokens or pending:
-                logits, hidden = steps.step(emb)
-            if group is not None:
-                group["ids"].append(next_id)
-                group["hidden"].append(hidden)
-                group["embeds"].append(emb[0, 0])
-                if not forced:
-                    segments.append(
-                        SignalGroup(
-                            group["generator"],
-                            group["ids"],
-                            torch.stack(group["hidden"]).float().cpu(),  # (k, D)
-                            torch.stack(group["embeds"]).float().cpu(),  # (k, D)
-                        )
-                    )
-                    group = None
-            else:
-                text_ids.append(next_id)
-                if on_text is not None:
-                    text = self._decode(text_ids)
-                    if not text.endswith("\ufffd") and len(text) > len(text_so_far):
-                        delta = delta_text(text)
-                        on_text(delta)
-                        text_so_far += delta
-                        emitted_upto = len(text_ids)
-        flush_text()  # a group cut off by cancellation is dropped: it never reaches ``segments``
-        return GenerationResult(segments, finish, inputs_embeds.shape[1], produced)
-
-    def _decode(self, ids: list[int]) -> str:
+    def decode_text(self, ids: list[int]) -> str:
         """Ids -> text without the special tokens (``decode`` of a list of ids is one string)."""
         return cast(str, self.tokenizer.decode(ids, skip_special_tokens=True))
 
-    def _choose(
+    def choose(
         self,
         logits: torch.Tensor,
         banned: torch.Tensor,

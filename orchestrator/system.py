@@ -45,6 +45,7 @@ from orchestrator.backbone import (
     SignalGroup,
     Text,
 )
+from orchestrator.engine import Engine
 from orchestrator.fusion import Fusion, Projected, build_fusion
 from orchestrator.peers import import_config, open_peer
 
@@ -139,6 +140,9 @@ class MMSystem(nn.Module):
         self._decoded: dict[str, Any] = {}
         #: trainable groups taken frozen from an imported checkpoint (``config.peer``): not trained, not saved
         self.imported: set[str] = set()
+        #: the worker that batches the model calls of concurrent turns (:meth:`start_engine`); None: each turn runs
+        #: its calls itself
+        self.engine: Engine | None = None
 
     # -- construction --------------------------------------------------------------------------------------------
     @classmethod
@@ -263,6 +267,19 @@ class MMSystem(nn.Module):
     def encoder_key(self, modality: str) -> str:
         return self.encoder(modality).cache_key()
 
+    # -- continuous batching -------------------------------------------------------------------------------------
+    def start_engine(self, max_batch: int = 16) -> Engine:
+        """Route every model call (encode, respond, generate) of every turn through one worker that batches them
+        across turns (:mod:`orchestrator.engine`); turns may then run concurrently. Returns the engine."""
+        if self.engine is None:
+            self.engine = Engine(self, max_batch=max_batch)
+        return self.engine
+
+    def stop_engine(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
     # -- 1. decode -------------------------------------------------------------------------------------------------
     def decode(self, modality: str, data: bytes) -> Any:
         """Bytes -> validated media object, with the system's limits (raises a MediaError subclass)."""
@@ -288,6 +305,8 @@ class MMSystem(nn.Module):
     @torch.no_grad()
     def encode(self, modality: str, items: list[Any]) -> torch.Tensor:
         """Decoded media -> frozen encoder features (B, G, T, D_enc)."""
+        if self.engine is not None and not self.engine.in_worker():
+            return self.engine.encode(modality, items)  # batched with other turns' media
         encoder = self.encoder(modality)
         inputs = encoder.preprocess(items)
         param = next(encoder.parameters())
@@ -428,8 +447,18 @@ class MMSystem(nn.Module):
         self, conversation: Sequence[Turn], features: dict[str, torch.Tensor], **options: Any
     ) -> GenerationResult:
         """Decode the assistant's next turn: the same project -> fuse as :meth:`forward`, then the backbone's
-        signal-aware decoding loop (``options``: max_new_tokens, temperature, top_p, seed, require, allow, on_text,
-        cancel; ``cache`` defaults to the config's ``llm.decoding``)."""
+        signal-aware decoding loop (``options``: max_new_tokens, min_new_tokens, temperature, top_p, seed, require,
+        allow, on_text, cancel; ``cache`` defaults to the config's ``llm.decoding``). With an engine, the reply
+        decodes in the batch of every turn in flight, token for token as it would alone."""
+        if self.engine is not None and not self.engine.in_worker():
+            return cast(GenerationResult, self.engine.respond(conversation, features, options))
+        return self.respond_now(conversation, features, **options)
+
+    @torch.no_grad()
+    def respond_now(
+        self, conversation: Sequence[Turn], features: dict[str, torch.Tensor], **options: Any
+    ) -> GenerationResult:
+        """:meth:`respond` in this thread, alone."""
         media = self.media(features, self.instructions(conversation))
         prompt = self.prompt(conversation, media)
         input_ids = torch.tensor([prompt.input_ids], device=self.device)  # (1, L)
@@ -469,7 +498,40 @@ class MMSystem(nn.Module):
         progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> GeneratedMedia:
-        """Run generator ``name`` on one signal group; returns its GeneratedMedia (bytes + mime)."""
+        """Run generator ``name`` on one signal group; returns its GeneratedMedia (bytes + mime). With an engine, the
+        call is batched with other turns' calls of the same generator and settings."""
+        if self.engine is not None and not self.engine.in_worker():
+            settings = {
+                "num_inference_steps": num_inference_steps,
+                "guidance_scale": guidance_scale,
+                "seed": seed,
+                "progress": progress,
+                "cancel": cancel,
+            }
+            return self.engine.generate(name, group, settings)
+        return self.generate_now(
+            name,
+            group,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            seed=seed,
+            progress=progress,
+            cancel=cancel,
+        )
+
+    @torch.no_grad()
+    def generate_now(
+        self,
+        name: str,
+        group: SignalGroup,
+        *,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        seed: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GeneratedMedia:
+        """:meth:`generate` in this thread, alone."""
         tool = self.generator(name)
         conditioning = self.condition(name, group)
 
@@ -486,6 +548,45 @@ class MMSystem(nn.Module):
             seed=self.config.seed if seed is None else seed,
             progress=on_step,
         )
+
+    @torch.no_grad()
+    def generate_many(
+        self,
+        name: str,
+        groups: Sequence[SignalGroup],
+        *,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        seeds: Sequence[int | None],
+        progress: Sequence[Callable[[int, int], None] | None],
+        cancels: Sequence[threading.Event | None],
+    ) -> list[GeneratedMedia | BaseException]:
+        """Generator ``name`` on several signal groups in one batched call, each with its own seed (noise), progress
+        and cancel flag; a cancelled one comes back as a CancelledError, the others as their media."""
+        tool = self.generator(name)
+        conditionings = [self.condition(name, group) for group in groups]
+        stopped = [False] * len(groups)
+
+        def report(i: int) -> Callable[[int, int], None]:
+            def on_step(step: int, total: int) -> None:
+                flag = cancels[i]
+                if flag is not None and flag.is_set():
+                    stopped[i] = True
+                elif progress[i] is not None:
+                    progress[i](step, total)  # type: ignore[misc]
+
+            return on_step
+
+        results = tool.generate_many(
+            conditionings,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            seeds=[self.config.seed if s is None else s for s in seeds],
+            progress=[report(i) for i in range(len(groups))],
+        )
+        return [
+            CancelledError(f"{name} generation cancelled") if stopped[i] else result for i, result in enumerate(results)
+        ]
 
     # -- trainable weights ----------------------------------------------------------------------------------------
     def trainable_modules(self) -> dict[str, nn.Module]:

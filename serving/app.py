@@ -153,8 +153,17 @@ class Server:
         self.assistant, self.settings = assistant, settings
         self.system = assistant.system
         self.model = settings.served_model_name or assistant.config.name
-        self.scheduler = Scheduler(settings.queue_size)
+        # turns run concurrently, their model calls batched by the system's engine (orchestrator.engine)
+        self.owns_engine = settings.batch_size > 1 and self.system.engine is None
+        if self.owns_engine:
+            self.system.start_engine(max_batch=settings.batch_size)
+        self.scheduler = Scheduler(settings.queue_size, workers=settings.batch_size)
         self.created = now()
+
+    def close(self) -> None:
+        self.scheduler.shutdown()
+        if self.owns_engine:
+            self.system.stop_engine()
 
     # -- parsing ---------------------------------------------------------------------------------------------------
     async def parse_request(self, request: Request) -> ChatCompletionRequest:
@@ -448,7 +457,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        server.scheduler.shutdown()
+        server.close()
 
     app = FastAPI(
         title="mmgraph",

@@ -1,10 +1,11 @@
-"""A bounded queue in front of the models, and the bridge from the model thread to the event loop.
+"""A bounded queue in front of the models, and the bridge from the turn threads to the event loop.
 
-The models are shared, so turns run one at a time on a single model thread (the Assistant also serialises them).
-``queue_size`` more requests may wait; past that, :meth:`Scheduler.admit` answers 429 with a Retry-After
-estimated from recent turn times. Each admitted :class:`Job` has a cancel flag: a client that goes away sets it,
-and the running turn stops at its next decoding or denoising step (a job cancelled while still waiting never
-starts). One job's exception is delivered to that job only.
+Up to ``workers`` turns run at once (``ServerSettings.batch_size``), each on its own thread; their model calls meet
+in the system's engine, which batches them (continuous batching, :mod:`orchestrator.engine`). With one worker, turns
+run one at a time. ``queue_size`` more requests may wait; past that, :meth:`Scheduler.admit` answers 429 with a
+Retry-After estimated from recent turn times. Each admitted :class:`Job` has a cancel flag: a client that goes away
+sets it, and the running turn stops at its next decoding or denoising step (a job cancelled while still waiting
+never starts). One job's exception is delivered to that job only.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ class Job:
 
 
 class Scheduler:
-    def __init__(self, queue_size: int) -> None:
-        self.capacity = 1 + queue_size
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmgraph-model")
+    def __init__(self, queue_size: int, workers: int = 1) -> None:
+        self.workers = workers
+        self.capacity = workers + queue_size
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmgraph-turn")
         self._lock = threading.Lock()
         self._admitted = 0
         self._running = 0
@@ -49,9 +51,10 @@ class Scheduler:
             return {"running": self._running, "waiting": self._admitted - self._running, "capacity": self.capacity}
 
     def retry_after(self) -> int:
-        """Seconds until a slot is likely free: the mean recent turn time times the turns ahead."""
+        """Seconds until a slot is likely free: the mean recent turn time times the rounds of turns ahead."""
         mean = sum(self._durations) / len(self._durations)
-        return max(1, math.ceil(mean * max(self._admitted - self.capacity + 1, 1)))
+        rounds = math.ceil(max(self._admitted - self.capacity + 1, 1) / self.workers)
+        return max(1, math.ceil(mean * rounds))
 
     def admit(self) -> Job:
         with self._lock:

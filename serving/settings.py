@@ -30,6 +30,12 @@ class ServerSettings(BaseModel):
         ge=0,
         description="Requests that may wait while the model is busy; one more is answered 429 with Retry-After.",
     )
+    batch_size: int = Field(
+        8,
+        ge=1,
+        description="Turns that run at once, their decoding, encoding and generation batched across requests "
+        "(continuous batching); 1: one turn at a time.",
+    )
     allowed_media_domains: list[str] = Field(
         default_factory=list,
         description=(

@@ -69,7 +69,7 @@ def test_models_and_health(client, world_server):
     assert [m.id for m in models.data] == [MODEL]
     assert set(models.data[0].model_extra["output_modalities"]) == {"text", "image", "video", "audio"}
     health = client._client.get(f"{world_server.url}/health").json()
-    assert health["status"] == "ok" and health["queue"]["capacity"] == 3
+    assert health["status"] == "ok" and health["queue"]["capacity"] == 2 + ServerSettings().batch_size
 
 
 def test_text_only_turn(client):

@@ -33,7 +33,7 @@ def wait_idle(url: str, timeout: float = 10.0) -> dict:
 
 
 def test_more_requests_than_the_queue_holds_get_429(world_assistant):
-    with LiveServer(create_app(world_assistant, settings=ServerSettings(queue_size=1))) as live:
+    with LiveServer(create_app(world_assistant, settings=ServerSettings(queue_size=1, batch_size=1))) as live:
         client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="x", max_retries=0, timeout=120)
         barrier = threading.Barrier(6)
         results: list = [None] * 6
@@ -67,7 +67,7 @@ def test_more_requests_than_the_queue_holds_get_429(world_assistant):
 
 
 def test_image_generations_wait_in_the_same_queue_as_chat(world_assistant):
-    with LiveServer(create_app(world_assistant, settings=ServerSettings(queue_size=0))) as live:
+    with LiveServer(create_app(world_assistant, settings=ServerSettings(queue_size=0, batch_size=1))) as live:
         client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="x", max_retries=0, timeout=60)
         # A streamed chat turn holds the only place: one running, none waiting.
         with httpx2.stream(
@@ -85,7 +85,7 @@ def test_image_generations_wait_in_the_same_queue_as_chat(world_assistant):
 
 
 def test_clients_that_go_away_cancel_their_work(world_assistant):
-    with LiveServer(create_app(world_assistant, settings=ServerSettings(queue_size=2))) as live:
+    with LiveServer(create_app(world_assistant, settings=ServerSettings(queue_size=2, batch_size=1))) as live:
         # A streamed request, closed after its first progress event, and a second one waiting behind it.
         waiting = threading.Thread(
             target=lambda: pytest.raises(
@@ -140,3 +140,41 @@ def test_one_requests_failure_does_not_affect_another(world_assistant):
                 client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "boom"}], stream=True)
             )
         assert client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}]).choices
+
+
+def test_turns_run_together_up_to_the_batch_size_and_the_queue_holds_the_rest(world_assistant):
+    """batch_size turns run at once (their decoding batched); queue_size more wait; the rest get 429."""
+    settings = ServerSettings(queue_size=1, batch_size=3)
+    with LiveServer(create_app(world_assistant, settings=settings)) as live:
+        client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="x", max_retries=0, timeout=120)
+        barrier = threading.Barrier(7)
+        results: list = [None] * 7
+        most_running = [0]
+
+        def call(i: int) -> None:
+            barrier.wait()
+            try:
+                results[i] = client.chat.completions.create(
+                    model=MODEL, messages=SLOW["messages"], modalities=SLOW["modalities"], extra_body={"steps": 60}
+                )
+            except openai.RateLimitError as exc:
+                results[i] = exc
+
+        def watch() -> None:
+            while any(t.is_alive() for t in threads):
+                most_running[0] = max(most_running[0], httpx2.get(f"{live.url}/health").json()["queue"]["running"])
+                time.sleep(0.02)
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(7)]
+        for t in threads:
+            t.start()
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        for t in threads:
+            t.join()
+        watcher.join()
+        done = [r for r in results if not isinstance(r, Exception)]
+        refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+        assert len(done) == 4 and len(refused) == 3, results  # three running + one waiting
+        assert most_running[0] == 3
+        assert wait_idle(live.url) == {"running": 0, "waiting": 0, "capacity": 4}
