@@ -272,3 +272,50 @@ def test_pt_trains_the_blocks_and_the_resampler_and_answers_name_the_colour(tmp_
         ]
     hits = sum(COLOURS[i % 4] in a.replace(".", " ").split() for i, a in enumerate(answers))
     assert hits / len(answers) >= 0.8, answers  # chance: 0.25
+
+
+def test_it_with_lora_trains_blocks_adapters_and_signal_rows_of_a_cross_attention_system(tmp_path):
+    """MM IT with LoRA on a cross-attention system that can also draw: the blocks, the adapters, the signal rows
+    and the output projector train; the LLM's own weights and the encoder do not; the folder loads back."""
+    import json
+
+    from training import Trainer
+    from training.audit import format_audit
+
+    config = xattn_config()
+    png = tmp_path / "red.png"
+    png.write_bytes(samples.png_bytes(colour="red"))
+    rows = [
+        {
+            "image": "red.png",
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhat colour is it? Then draw it."},
+                {"from": "gpt", "value": "It is red. Here it is: <image>"},
+            ],
+            "output_captions": {"image": ["a red square"]},
+        }
+    ] * 4
+    data = tmp_path / "it.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    system = MMSystem.from_config(config, device="cpu", conditioning_only=True)
+    llm = {k: v.clone() for k, v in system.backbone.model.state_dict().items()}
+    blocks = {k: v.clone() for k, v in system.fusion.state_dict().items()}
+    train = {"progress": False, "cache_dir": str(tmp_path / "c"), "stage": "it", "max_steps": 3, "batch_size": 2}
+    run = Trainer(None, data, tmp_path / "it", system=system, train={**train, "lora": True, "lora_lr": 1e-2})
+    run.run()
+    audit = format_audit(run.audit)
+    assert "cross-attention blocks" in audit and "llm lora" in audit
+    assert any(not torch.equal(v, blocks[k]) for k, v in system.fusion.state_dict().items())
+    signal = sorted(system.backbone.signal_token_set)
+    for key, value in system.backbone.model.state_dict().items():
+        if "lora_" in key:
+            continue
+        before = llm[key.replace(".base_layer", "")]
+        if value.dim() == 2 and value.shape[0] > max(signal):
+            keep = torch.ones(value.shape[0], dtype=torch.bool)
+            keep[signal] = False
+            value, before = value[keep], before[keep]
+        assert torch.equal(value, before), key
+    loaded = MMSystem.from_config(config, device="cpu", conditioning_only=True, weights=tmp_path / "it")
+    for key, value in system.trainable_state_dict().items():
+        assert torch.equal(loaded.trainable_state_dict()[key], value), key
