@@ -16,8 +16,9 @@ serve``), every model call of every turn is work for one worker thread, and each
   sample with its own seed (so its own noise); the rest run alone. While one batch denoises, the next gathers.
 
 One request's failure is delivered to that request's future only; a batched encoder or generator call that fails is
-retried item by item, so the bad item fails alone. Systems whose fusion reads per-turn state at every step
-(cross-attention) decode one reply at a time on the same worker, unbatched.
+retried item by item, so the bad item fails alone. Both fusions batch: for cross-attention each row keeps its media
+context from its prefill, and the batch's steps read the rows' contexts merged (``Fusion.batched``; the blocks'
+media keys and values are computed again when rows join or leave, not at every step).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class _Row:
     decoder: SequenceDecoder
     prompt_tokens: int
     length: int  # positions it has in the cache (its next position id)
+    state: Any = None  # what the fusion keeps for this row (cross-attention: its media context)
     token: int = 0
     embed: torch.Tensor | None = None  # (D,)
 
@@ -81,6 +83,8 @@ class Engine:
         self._waiting: list[_Work] = []  # decodes not yet admitted (the batch was full)
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None  # (B, T) 1 on real positions, 0 on left padding
+        self._fusion_state: Any = None  # the rows' fusion states merged (fusion.batched), remade when rows change
+        self._rows_changed = True
         self.stats = {"steps": 0, "rows": 0, "most_rows": 0, "encode_batches": 0, "generate_batches": 0}
         self._generations: queue.Queue[_Work | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="mmgraph-engine", daemon=True)
@@ -242,7 +246,7 @@ class Engine:
     def _join(self, work: _Work) -> None:
         system = self.system
         conversation, features, options = work.args["conversation"], work.args["features"], work.args["options"]
-        if system.fusion.eager_only or not _batchable(system):
+        if not _batchable(system):
             work.future.set_result(system.respond_now(conversation, features, **options))  # decodes alone
             return
         backbone = system.backbone
@@ -250,15 +254,16 @@ class Engine:
         ids = torch.tensor([system.prompt(conversation, media).input_ids], device=system.device)  # (1, L)
         options = {k: v for k, v in options.items() if k != "cache"}
         decoder = SequenceDecoder(backbone, **options)
-        with system.fusion.inputs(backbone, ids, media) as embeds:  # a splice: nothing stays open after
-            cache = DynamicCache()
+        embeds, state = system.fusion.prepare(backbone, ids, media)
+        cache = DynamicCache()
+        with system.fusion.active(state):  # what the cross-attention blocks read (a splice: nothing)
             out = backbone.model(
                 inputs_embeds=embeds,
                 **{decoding.cache_argument(backbone.model): cache},
                 use_cache=True,
                 logits_to_keep=1,
             )
-        row = _Row(work, decoder, prompt_tokens=ids.shape[1], length=ids.shape[1])
+        row = _Row(work, decoder, prompt_tokens=ids.shape[1], length=ids.shape[1], state=state)
         if not self._propose(row, out.logits[0, -1].float()):
             return
         self._add_to_batch(row, cache)
@@ -287,6 +292,7 @@ class Engine:
         if self._cache is None:
             self._cache, self._mask = cache, torch.ones(1, length, dtype=torch.long, device=self.system.device)
             self._rows = [row]
+            self._rows_changed = True
             return
         assert self._mask is not None
         width = self._mask.shape[1]
@@ -297,6 +303,7 @@ class Engine:
         new_mask = torch.ones(1, length, dtype=torch.long, device=self._mask.device)
         self._mask = torch.cat([_pad_left(self._mask, total, dim=1), _pad_left(new_mask, total, dim=1)])
         self._rows.append(row)
+        self._rows_changed = True
         self.stats["most_rows"] = max(self.stats["most_rows"], len(self._rows))
 
     def _step(self) -> None:
@@ -316,7 +323,11 @@ class Engine:
         embeds = torch.stack([row.embed for row in self._rows]).unsqueeze(1)  # type: ignore[misc] # (B, 1, D)
         self._mask = F.pad(self._mask, (0, 1), value=1)  # (B, T + 1)
         positions = torch.tensor([[row.length] for row in self._rows], device=self._mask.device)  # (B, 1)
-        with torch.no_grad():
+        fusion = self.system.fusion
+        if self._rows_changed:  # cross-attention: the rows' media, keys and values laid out for this batch
+            self._fusion_state = fusion.batched([row.state for row in self._rows])
+            self._rows_changed = False
+        with torch.no_grad(), fusion.active(self._fusion_state):
             out = model(
                 inputs_embeds=embeds,
                 attention_mask=self._mask,
@@ -347,6 +358,7 @@ class Engine:
         if len(keep) == len(self._rows):
             return
         self._rows = [self._rows[i] for i in keep]
+        self._rows_changed = True
         if not self._rows:
             self._cache, self._mask = None, None
             return

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import contextvars
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
@@ -86,11 +86,31 @@ class Fusion(nn.Module, ABC):
         """Placeholder positions one medium occupies in the prompt, given how many tokens its projector emits."""
 
     @abstractmethod
+    def prepare(
+        self, backbone: Backbone, input_ids: torch.Tensor, media: dict[str, Projected]
+    ) -> tuple[torch.Tensor, Any]:
+        """The LLM's (B, L, D) input embeddings for ``input_ids`` with ``media``, and the state the LLM must see while
+        it reads them (:meth:`active`; None when there is none)."""
+
+    @contextmanager
+    def active(self, state: Any) -> Iterator[None]:
+        """While open, the LLM's forwards see ``state`` (a :meth:`prepare` or :meth:`batched` state)."""
+        yield
+
+    def batched(self, states: Sequence[Any]) -> Any:
+        """One state for the decoding steps of a batch whose rows were prepared with ``states`` (a row per state;
+        each row's new tokens read what its prompt's last token read). None when there is nothing to see."""
+        return None
+
+    @contextmanager
     def inputs(
         self, backbone: Backbone, input_ids: torch.Tensor, media: dict[str, Projected]
-    ) -> AbstractContextManager[torch.Tensor]:
-        """A context manager yielding the LLM's (B, L, D) input embeddings, with ``media`` reaching the LLM this
-        fusion's way while the context is open (one forward, or a whole decoding loop)."""
+    ) -> Iterator[torch.Tensor]:
+        """:meth:`prepare` and :meth:`active` in one: yields the input embeddings, with ``media`` reaching the LLM
+        this fusion's way while the context is open (one forward, or a whole decoding loop)."""
+        embeds, state = self.prepare(backbone, input_ids, media)
+        with self.active(state):
+            yield embeds
 
 
 class Splice(Fusion):
@@ -99,13 +119,12 @@ class Splice(Fusion):
     def slots(self, projected_tokens: int) -> int:
         return projected_tokens
 
-    @contextmanager
-    def inputs(
+    def prepare(
         self, backbone: Backbone, input_ids: torch.Tensor, media: dict[str, Projected]
-    ) -> Iterator[torch.Tensor]:
+    ) -> tuple[torch.Tensor, Any]:
         # every item's real tokens, item after item: (N*M, D), or fewer where items differ in length
         real = {m: p.tokens.flatten(0, 1) if p.mask is None else p.tokens[p.mask] for m, p in media.items()}
-        yield backbone.embed(input_ids, real)
+        return backbone.embed(input_ids, real), None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -350,17 +369,49 @@ class CrossAttention(Fusion):
         return hook
 
     # -- the per-turn media context ------------------------------------------------------------------------------
-    @contextmanager
-    def inputs(
+    def prepare(
         self, backbone: Backbone, input_ids: torch.Tensor, media: dict[str, Projected]
-    ) -> Iterator[torch.Tensor]:
+    ) -> tuple[torch.Tensor, Any]:
         embeds = backbone.embed_tokens(input_ids)  # (B, L, D): the placeholder tokens keep their own rows
-        ctx = self.context(backbone, input_ids, media)
-        token = _ACTIVE.set(ctx)
+        return embeds, self.context(backbone, input_ids, media)
+
+    @contextmanager
+    def active(self, state: Any) -> Iterator[None]:
+        token = _ACTIVE.set(state)
         try:
-            yield embeds
+            yield
         finally:
             _ACTIVE.reset(token)
+
+    def batched(self, states: Sequence[Any]) -> MediaContext | None:
+        """The media of several single-row contexts as one context for decoding steps: every row's media, the row
+        owning them, and for each row the medium its prompt's last token reads (new tokens read the same)."""
+        contexts = [(b, ctx) for b, ctx in enumerate(states) if ctx is not None]
+        if not contexts:
+            return None
+        device = contexts[0][1].tokens.device
+        longest = max(ctx.tokens.shape[1] for _, ctx in contexts)
+        tokens, valid, present, owner, first = [], [], [], [], []
+        reads = torch.full((len(states), 1), -1, dtype=torch.long, device=device)  # (B, 1)
+        offset = 0
+        for b, ctx in contexts:
+            pad = longest - ctx.tokens.shape[1]
+            tokens.append(F.pad(ctx.tokens, (0, 0, 0, pad)))  # (N_b, T, D)
+            valid.append(F.pad(ctx.valid, (0, pad)))
+            present.append(F.pad(ctx.present, (0, pad)))
+            owner.append(torch.full_like(ctx.owner, b))
+            first.append(ctx.first + offset)
+            last = int(ctx.rows[0, -1])
+            reads[b, 0] = last + offset if last >= 0 else -1
+            offset += ctx.tokens.shape[0]
+        return MediaContext(
+            tokens=torch.cat(tokens),
+            valid=torch.cat(valid),
+            present=torch.cat(present),
+            owner=torch.cat(owner),
+            rows=reads,
+            first=torch.cat(first),
+        )
 
     def context(self, backbone: Backbone, input_ids: torch.Tensor, media: dict[str, Projected]) -> MediaContext | None:
         """Match each placeholder token to its medium and lay the media out for the blocks (None: no media)."""

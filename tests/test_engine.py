@@ -210,3 +210,30 @@ def _samples(data: bytes):
     if data[:4] == b"RIFF":
         return soundfile.read(io.BytesIO(data), dtype="float32")[0]
     return np.asarray(Image.open(io.BytesIO(data)), dtype=np.float32) / 255.0
+
+
+def test_cross_attention_replies_batch_too_and_equal_their_replies_alone():
+    """Llama 3.2 Vision (an imported tiny checkpoint): each row keeps its own media context from its prefill; the
+    batch's steps read the rows' contexts merged. Rows with an image, with two, and with none decode together."""
+    from test_peers import picture
+
+    system = MMSystem.from_pretrained("@tiny/mllama", device="cpu", load_generators=False)
+
+    def conversation(n_images: int, text: str):
+        ref = [ArtifactRef(id=f"{k:064x}", modality="image", mime="image/png", size=1) for k in range(n_images)]
+        images = [system.encode("image", [picture(40 + 9 * k, 50)]) for k in range(n_images)]
+        features = {"image": torch.cat(images)} if images else {}
+        parts = (*(MediaPart(artifact=r) for r in ref), TextPart(text=text))
+        return [Turn(role="user", parts=parts)], features
+
+    cases = [conversation(1, "What is it?"), conversation(0, "Hello there"), conversation(2, "Compare them.")]
+    alone = [system.respond_now(c, f, max_new_tokens=10 + 2 * i) for i, (c, f) in enumerate(cases)]
+    system.start_engine(max_batch=4)
+    try:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            together = list(pool.map(lambda i: system.respond(*cases[i], max_new_tokens=10 + 2 * i), range(len(cases))))
+        stats = dict(system.engine.stats)
+    finally:
+        system.stop_engine()
+    assert [_tokens(r) for r in together] == [_tokens(r) for r in alone]
+    assert stats["most_rows"] >= 2
