@@ -126,3 +126,56 @@ def test_attach_refuses_generators_the_system_has_or_the_donor_lacks(attached, t
     )
     assert "has no generators ['smell']" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_training_reads_each_images_instruction_for_an_instruction_aware_projector(tmp_path):
+    """InstructBLIP made any-to-any: a training batch carries the text of the turn that shows each image, so its
+    frozen Q-Former reads the instruction in training as it does in a chat turn (the same logits)."""
+    from test_peers import picture
+
+    from training import Trainer
+    from training.batches import collate
+
+    folder = tmp_path / "system"
+    assert (
+        main(["attach", "@tiny/instructblip", "--generators", "tiny-random", "--only", "image", "--out", str(folder)])
+        == 0
+    )
+    picture().save(tmp_path / "pic.png")
+    question = "Question: what is in the picture? Answer:"
+    row = {
+        "image": "pic.png",
+        "conversations": [
+            {"from": "human", "value": f"<image>{question}"},
+            {"from": "gpt", "value": "a disc. <image>"},
+        ],
+        "output_captions": {"image": ["a red disc"]},
+    }
+    data = tmp_path / "it.jsonl"
+    data.write_text(json.dumps(row) + "\n")
+    system = MMSystem.from_pretrained(folder, device="cpu", conditioning_only=True)
+    run = Trainer(None, data, None, system=system, train={"progress": False, "cache_dir": str(tmp_path / "c")})
+    run.prepare()
+    batch = collate(run.encoded, system.backbone.tokenizer.pad_token_id or 0, run.features, run.targets)
+    assert batch.instructions == {"image": [question]}
+    with torch.no_grad():
+        trained, _ = system(batch.input_ids, batch.features, instructions=batch.instructions)
+        conversation = [Turn(role="user", parts=(_image_part(), TextPart(text=question)))]
+        features = {"image": system.encode("image", [picture()])}
+        media = system.media(features, system.instructions(conversation))
+        ids = torch.tensor([system.prompt(conversation, media).input_ids])
+        chat, _ = system(ids, features, instructions=system.instructions(conversation))
+    n = ids.shape[1]
+    assert batch.input_ids[0, :n].tolist() == ids[0].tolist()
+    torch.testing.assert_close(trained.logits[0, :n], chat.logits[0], rtol=1e-4, atol=1e-4)
+    assert (
+        Trainer(
+            None,
+            data,
+            tmp_path / "it",
+            system=system,
+            train={"progress": False, "cache_dir": str(tmp_path / "c"), "stage": "it", "max_steps": 2},
+        )
+        .run()
+        .finished
+    )

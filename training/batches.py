@@ -33,6 +33,7 @@ class Encoded:
     media: list[tuple[str, str]] = field(default_factory=list)  # (modality, content hash), in order of appearance
     outputs: list[tuple[str, str, int]] = field(default_factory=list)  # (generator, caption hash, first position)
     targets: list[str | None] = field(default_factory=list)  # per output: content hash of its target file, if any
+    instructions: list[str] = field(default_factory=list)  # per medium: the text of the turn that shows it
 
 
 @dataclass
@@ -47,6 +48,8 @@ class Batch:
     latents: generator -> ``(which outputs, (N_t, ...) clean latents)`` of the outputs that have a target file
         (only when the latent-diffusion loss is on).
     noise_seed: seeds the diffusion loss's noise and timesteps (per step and process: resumable).
+    instructions: modality -> the text of the turn showing each item, same order as ``features`` (what an
+        instruction-aware projector, InstructBLIP's Q-Former, reads).
     """
 
     input_ids: torch.Tensor
@@ -57,6 +60,7 @@ class Batch:
     targets: dict[str, dict[str, torch.Tensor]]
     latents: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     noise_seed: int = 0
+    instructions: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -72,6 +76,7 @@ class Batch:
             {g: {n: t.to(device) for n, t in spec.items()} for g, spec in self.targets.items()},
             {g: (which.to(device), lat.to(device)) for g, (which, lat) in self.latents.items()},
             self.noise_seed,
+            self.instructions,
         )
 
 
@@ -96,14 +101,17 @@ def encode_sample(
     turns: list[PromptTurn] = []
     media: list[tuple[str, str]] = []
     captions: list[tuple[str, str]] = []
+    instructions: list[str] = []
     for role, segs in sample.turns:
         parts = []
+        turn_text = "".join(seg.text for seg in segs if isinstance(seg, TextSeg))
         for seg in segs:
             if isinstance(seg, TextSeg):
                 parts.append(Text(seg.text))
             elif isinstance(seg, MediaSeg):
                 parts.append(Media(seg.modality, slots[seg.modality]))
                 media.append((seg.modality, media_hashes[sample.media[seg.modality][seg.index]]))
+                instructions.append(turn_text)
             elif isinstance(seg, OutputSeg):
                 parts.append(Signal(seg.modality))
                 captions.append((seg.modality, caption_hash(seg.caption)))
@@ -120,7 +128,7 @@ def encode_sample(
     for (gen, digest), (found, pos) in zip(captions, positions, strict=True):
         assert gen == found, (gen, found)
         outputs.append((gen, digest, pos))
-    return Encoded(sample.id, ids, labels, media, outputs, output_targets)
+    return Encoded(sample.id, ids, labels, media, outputs, output_targets, instructions)
 
 
 def collate(items: list[Encoded], pad_id: int, features, targets, latents=None, noise_seed: int = 0) -> Batch:
@@ -136,6 +144,7 @@ def collate(items: list[Encoded], pad_id: int, features, targets, latents=None, 
     labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(items), length), dtype=torch.long)
     media: dict[str, list[str]] = {}
+    instructions: dict[str, list[str]] = {}
     outputs: dict[str, tuple[list[int], list[int], list[str]]] = {}
     wanted: dict[str, tuple[list[int], list[str]]] = {}  # generator -> (output index, target hash)
     for row, e in enumerate(items):
@@ -143,8 +152,9 @@ def collate(items: list[Encoded], pad_id: int, features, targets, latents=None, 
         ids[row, :n] = torch.tensor(e.input_ids)
         labels[row, :n] = torch.tensor(e.labels)
         mask[row, :n] = 1
-        for modality, digest in e.media:
+        for k, (modality, digest) in enumerate(e.media):
             media.setdefault(modality, []).append(digest)
+            instructions.setdefault(modality, []).append(e.instructions[k] if k < len(e.instructions) else "")
         for (gen, digest, pos), target in zip(e.outputs, e.targets or [None] * len(e.outputs)):
             rows, starts, digests = outputs.setdefault(gen, ([], [], []))
             if latents is not None and target is not None and gen in latents:
@@ -163,6 +173,7 @@ def collate(items: list[Encoded], pad_id: int, features, targets, latents=None, 
         targets={g: {name: cache.stack(d) for name, cache in targets[g].items()} for g, (_, _, d) in outputs.items()},
         latents={g: (torch.tensor(which), latents[g].stack(d)) for g, (which, d) in wanted.items()},
         noise_seed=noise_seed,
+        instructions=instructions,
     )
 
 

@@ -63,6 +63,7 @@ class ProjectorObjective(nn.Module):
             batch.input_ids,
             batch.features,
             attention_mask=batch.attention_mask,
+            instructions=batch.instructions,
             llm=self.llm(),
             use_cache=False,
             output_hidden_states=bool(batch.outputs),
