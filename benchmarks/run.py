@@ -9,6 +9,9 @@ mmgraph bench micro --steps 40                  # the same random batches in mic
 mmgraph bench optimizer --steps 20              # fused vs default AdamW, the tinyworld recipe's training steps
 mmgraph bench peers                             # imported @tiny/llava, @tiny/mllama vs Hugging Face generate
 mmgraph bench peers --peer /models/llava-1.5-7b-hf --device cuda --dtype bfloat16
+mmgraph bench serve                             # mmgraph serve: 16 mixed turns, serial vs 1, 4, 8, 16 clients
+mmgraph bench serve --requests 48 --clients 1,8
+mmgraph bench load --seconds 300 --queue-size 2 # locust, twice the queue's capacity of users: 429s, errors, memory
 """
 
 from __future__ import annotations
@@ -71,7 +74,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="peers: a checkpoint folder (or @tiny/<peer>) to import and race; repeat it (default @tiny/llava and "
         "@tiny/mllama)",
     )
-    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument(
+        "--requests", type=int, default=16, help="serve: turns per run (one mixed set, for serial and each --clients)"
+    )
+    parser.add_argument(
+        "--clients",
+        type=counts,
+        default=(1, 4, 8, 16),
+        help="serve: concurrent client counts to race against the serial run, comma-separated (default 1,4,8,16)",
+    )
+    parser.add_argument("--seconds", type=float, default=300, help="load: how long locust loads the server")
+    parser.add_argument(
+        "--queue-size", type=int, default=2, help="load: the server's --queue-size (capacity: turns at once + this)"
+    )
+    parser.add_argument("--users", type=int, default=None, help="load: locust users (default: twice the capacity)")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="serve, load: an option for the mmgraph serve they start, e.g. --server-arg=--device=cuda (repeat it)",
+    )
+    parser.add_argument(
+        "--json", default=None, help="also write the rows to this JSON file ({rows, load} when load runs)"
+    )
+
+
+def counts(text: str) -> tuple[int, ...]:
+    """``"1,4,8,16"`` -> ``(1, 4, 8, 16)``: positive whole numbers, for ``--clients``."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive whole numbers separated by commas, got {text!r}")
+    return values
 
 
 def run_from_args(args: argparse.Namespace) -> list[Row]:

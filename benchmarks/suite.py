@@ -19,8 +19,10 @@ from benchmarks.decode import bench_decode
 from benchmarks.diffusion import SD_SIZES, bench_generate, build_sd_twins
 from benchmarks.graph import bench_graph
 from benchmarks.grouping import bench_grouping
+from benchmarks.load import run_load
 from benchmarks.optimizer import bench_optimizer
 from benchmarks.peers import DEFAULT_PEERS, bench_peers
+from benchmarks.serve import bench_serve, serve_table
 from benchmarks.train import bench_train
 from benchmarks.twins import SIZES, build_twins
 from orchestrator.decoding import resolve
@@ -45,9 +47,10 @@ def run_from_args(args: argparse.Namespace) -> list[Row]:
     dtype = getattr(torch, args.dtype)
     rows: list[Row] = []
     twins = None
+    sized = ("train", "decode", "generate")  # the others run the tiny-world system or an imported peer
     for bench in args.benches:
         sizes = SD_SIZES if bench == "generate" else SIZES
-        if bench not in ("graph", "grouping", "micro", "optimizer", "peers") and args.size not in sizes:
+        if bench in sized and args.size not in sizes:
             raise SystemExit(f"mmgraph bench {bench}: unknown size {args.size!r}; sizes: {', '.join(sizes)}")
     if {"train", "decode"} & set(args.benches):
         twins = build_twins(args.size, device=args.device, dtype=dtype)
@@ -82,7 +85,13 @@ def run_from_args(args: argparse.Namespace) -> list[Row]:
     if "peers" in args.benches:
         peers = tuple(args.peer) if args.peer else DEFAULT_PEERS
         rows += bench_peers(peers, tokens=args.tokens, repeats=args.repeats, device=args.device, dtype=dtype)
-    print(table(rows, f"mmgraph bench on {describe_device(args.device)} (random weights for the twins)"))
+    if "serve" in args.benches:
+        rows += bench_serve(requests=args.requests, clients=args.clients, server_args=args.server_arg)
+    load = None
+    if "load" in args.benches:
+        load = run_load(seconds=args.seconds, queue_size=args.queue_size, users=args.users, server_args=args.server_arg)
+    if rows:
+        print(table(rows, f"mmgraph bench on {describe_device(args.device)} (random weights for the twins)"))
     for row in rows:
         extra = {
             k: v
@@ -95,6 +104,13 @@ def run_from_args(args: argparse.Namespace) -> list[Row]:
                 f"  {row.measure}: "
                 + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items())
             )
+    if "serve" in args.benches:
+        print("\n" + serve_table(rows))
+    if load is not None:
+        print("\n" + load.table())
     if args.json:
-        Path(args.json).write_text(json.dumps([r.to_dict() for r in rows], indent=2))
+        out: object = [r.to_dict() for r in rows]
+        if load is not None:
+            out = {"rows": out, "load": load.to_dict()}
+        Path(args.json).write_text(json.dumps(out, indent=2))
     return rows

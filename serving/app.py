@@ -541,6 +541,7 @@ def create_app(
         thread_id = thread_id or uuid.uuid4().hex
         audio = server.wants_audio(req)
         inline = req.media_format == "data_url"
+        server.scheduler.check()  # a full queue refuses before any medium is decoded
         turn = await run_in_threadpool(server.parse_turn, req)
         job = server.start(req, turn, thread_id)
         cid, created, base = completion_id(), now(), str(request.base_url)

@@ -56,19 +56,28 @@ class Scheduler:
         rounds = math.ceil(max(self._admitted - self.capacity + 1, 1) / self.workers)
         return max(1, math.ceil(mean * rounds))
 
+    def check(self) -> None:
+        """Answer 429 now if the queue is full: called before a request's media are decoded, so that an overloaded
+        server refuses cheaply (:meth:`admit` checks again when the request is ready)."""
+        with self._lock:
+            self._refuse_if_full()
+
     def admit(self) -> Job:
         with self._lock:
-            if self._admitted >= self.capacity:
-                raise APIError(
-                    429,
-                    f"the server is busy: {self._admitted} requests are running or waiting "
-                    f"(limit {self.capacity}); retry later",
-                    type="rate_limit_error",
-                    code="queue_full",
-                    headers={"Retry-After": str(self.retry_after())},
-                )
+            self._refuse_if_full()
             self._admitted += 1
         return Job(asyncio.get_running_loop())
+
+    def _refuse_if_full(self) -> None:
+        if self._admitted >= self.capacity:
+            raise APIError(
+                429,
+                f"the server is busy: {self._admitted} requests are running or waiting "
+                f"(limit {self.capacity}); retry later",
+                type="rate_limit_error",
+                code="queue_full",
+                headers={"Retry-After": str(self.retry_after())},
+            )
 
     def start(self, job: Job, run: Callable[[threading.Event], Iterator[Any]]) -> None:
         """Run ``run(cancel)`` on the model thread, forwarding what it yields to the job's queue."""
