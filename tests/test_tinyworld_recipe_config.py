@@ -234,3 +234,32 @@ def test_each_run_records_its_own_settings(tmp_path, monkeypatch):
     assert [r["steps"] for r in record["runs"]] == [["first", "second"], ["second"]]
     assert [r["config"]["video_steps"] for r in record["runs"]] == [5, 9] and record["config"]["video_steps"] == 9
     assert {k: v["metrics"]["video_steps"] for k, v in record["steps"].items()} == {"first": 5, "second": 9}
+
+
+def test_free_phrasing_honest_answers_and_augment_are_off_by_default_and_reach_their_steps(tmp_path, monkeypatch):
+    from tinyworld import steps
+
+    defaults = RecipeConfig()
+    assert (defaults.free_phrasing, defaults.honest_answers, defaults.augment) == (0.0, 0.0, 0.0)  # as shipped
+    seen = {}
+    monkeypatch.setattr(steps, "_move", lambda src, dst: None)
+    monkeypatch.setattr(steps.shutil, "copytree", lambda *a, **k: None)
+    monkeypatch.setattr(
+        steps,
+        "train_language_model",
+        lambda out, **kw: seen.update(language=(kw["free_phrasing"], kw["honest_answers"])) or {},
+    )
+    monkeypatch.setattr(
+        steps,
+        "write_datasets",
+        lambda folder, **kw: seen.update(data=(kw["free_phrasing"], kw["honest_answers"], kw["augment"])) or {},
+    )
+    losses = {"loss/initial": 1.0, "loss/image": 0.0, "loss/audio": 0.0, "loss/clip": 0.0}
+    monkeypatch.setattr(steps, "train_encoders", lambda out, **kw: seen.update(encoders=kw["augment"]) or losses)
+    config = config_from_args(_args("--free-phrasing", "0.7", "--honest-answers", "0.1", "--augment", "0.5"))
+    ctx = Context(tmp_path, config, progress=False)
+    for name in ("language", "data", "encoders"):
+        STEPS[name].fn(ctx)
+    assert seen == {"language": (0.7, 0.1), "data": (0.7, 0.1, 0.5), "encoders": 0.5}
+    with pytest.raises(ConfigError, match="^--augment: "):
+        config_from_args(_args("--augment", "1.5"))

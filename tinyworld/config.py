@@ -92,6 +92,29 @@ class RecipeConfig(BaseModel):
     pt_lr: float = Field(2e-3, description="MM PT learning rate (projectors and signal rows)")
     it_lr: float = Field(1e-3, description="MM IT learning rate (projectors, signal rows and LoRA)")
     lora: bool = Field(True, description="train LoRA adapters of the LLM in MM IT")
+    free_phrasing: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of the LLM's and IT's exchanges written freely, from the training split of "
+        "tinyworld.phrasing (the tokenizer then also reads that split); 0: the canonical templates alone, as the "
+        "shipped weights were trained",
+    )
+    honest_answers: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of the LLM's and IT's exchanges that ask about a medium not attached or for something "
+        "outside the world, answered honestly (tinyworld.phrasing.MISSING, OUT_OF_VOCABULARY); 0: none, as shipped",
+    )
+    augment: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of the encoders' and the PT / IT data's renders drawn with the world renderer's "
+        "augmentation (other sizes, positions, backgrounds, codecs, timings, rates; tinyworld.world.AUGMENT); "
+        "0: off, as shipped",
+    )
     judge_steps: int | None = Field(
         None, ge=0, description="training steps of each judge; none or 0: tinyworld.judges.STEPS"
     )

@@ -20,10 +20,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from modalities.media import sniff_mime
+from tinyworld import phrasing
 from tinyworld import text as world_text
 from tinyworld.world import THINGS, Thing, encode
 
 _SUFFIX = {"image": "png", "video": "mp4", "audio": "wav"}
+_MIME_SUFFIX = {"image/png": "png", "image/jpeg": "jpg", "video/mp4": "mp4", "image/gif": "gif", "audio/wav": "wav"}
 _HELD_OUT = 1 << 40
 
 
@@ -35,13 +38,16 @@ def held_out_seed(i: int) -> int:
 class _MediaWriter:
     """Writes each rendered thing once under ``media/`` and returns its path relative to the data folder."""
 
-    def __init__(self, folder: Path, rng: random.Random) -> None:
-        self.folder, self.rng, self.count = folder, rng, 0
+    def __init__(self, folder: Path, rng: random.Random, augment: float = 0.0) -> None:
+        self.folder, self.rng, self.count, self.augment = folder, rng, 0, augment
         (folder / "media").mkdir(parents=True, exist_ok=True)
 
     def __call__(self, thing: Thing) -> str:
-        name = f"media/{self.count:05d}-{thing.kind}.{_SUFFIX[thing.kind]}"
-        (self.folder / name).write_bytes(encode(thing, self.rng.randrange(_HELD_OUT)))
+        augmented = bool(self.augment) and self.rng.random() < self.augment
+        data = encode(thing, self.rng.randrange(_HELD_OUT), augment=augmented)
+        suffix = _MIME_SUFFIX.get(sniff_mime(data) or "", _SUFFIX[thing.kind]) if augmented else _SUFFIX[thing.kind]
+        name = f"media/{self.count:05d}-{thing.kind}.{suffix}"
+        (self.folder / name).write_bytes(data)
         self.count += 1
         return name
 
@@ -101,6 +107,9 @@ def write_datasets(
     progress: bool = True,
     it_turns: int = 3,
     follow_ups: float = 0.0,
+    free_phrasing: float = 0.0,
+    honest_answers: float = 0.0,
+    augment: float = 0.0,
 ) -> dict[str, Path]:
     """Write ``pt`` PT rows and ``it`` IT conversations into ``folder``; returns ``{"pt": path, "it": path}``.
 
@@ -108,10 +117,12 @@ def write_datasets(
     weight-1 task); the default is :data:`PT_MIX` (:data:`EVEN_MIX` describes and generates each kind equally
     often). IT conversations have up to ``it_turns`` exchanges; ``follow_ups`` of the later ones revisit a thing
     met earlier with one attribute changed (:func:`tinyworld.text.follow_up`), so long threads need not echo
-    earlier turns."""
+    earlier turns. ``free_phrasing`` / ``honest_answers``: the share of IT exchanges written freely (training split of
+    :mod:`tinyworld.phrasing`) / with honest answers; ``augment``: the share of rendered media drawn with the world
+    renderer's augmentation (:data:`tinyworld.world.AUGMENT`). All 0: the shipped data, draw for draw."""
     folder = Path(folder)
     rng = random.Random(seed)
-    write = _MediaWriter(folder, rng)
+    write = _MediaWriter(folder, rng, augment)
     cycle = task_schedule(mix or PT_MIX)
     pt_rows = []
     for i in tqdm(range(pt), desc="PT data", disable=not progress, leave=False):
@@ -124,7 +135,9 @@ def write_datasets(
             pt_rows.append({"id": f"pt-{i}", "caption": wanted, "generate": thing.kind})
     it_rows = []
     for i in tqdm(range(it), desc="IT data", disable=not progress, leave=False):
-        dialogue = world_text.dialogue(rng, max_turns=it_turns, follow_ups=follow_ups)
+        dialogue = phrasing.dialogue(
+            rng, max_turns=it_turns, follow_ups=follow_ups, free=free_phrasing, honest_share=honest_answers
+        )
         it_rows.append({"id": f"it-{i}", **_conversation(dialogue, write)})
     paths = {}
     for name, rows in (("pt", pt_rows), ("it", it_rows)):

@@ -74,6 +74,7 @@ from tinyworld.world import (
     Clip,
     Picture,
     Sound,
+    as_received,
 )
 from training.meter import metered
 from training.optim import adamw
@@ -401,25 +402,36 @@ class _CaptionTable:
 
 
 def _render_training_set(
-    num_train: int, seed: int, tokenizer, processor
+    num_train: int, seed: int, tokenizer, processor, augment: float = 0.0
 ) -> tuple[MediaSet, MediaSet, MediaSet, Captions]:
     """Render ``num_train`` pictures, ``num_train // 3`` single clip frames, ``num_train`` sounds and
-    ``num_train // 3`` clips (first and last frame; seeded).
+    ``num_train // 3`` clips (first and last frame; seeded). ``augment``: the share of them drawn with the world
+    renderer's augmentation and taken through encoding and decoding as a user's file is
+    (:func:`tinyworld.world.as_received`); 0 draws exactly the renders of before.
 
     Returns the image set (pictures then frames), the sound set, the clip set and the caption table.
     """
     rng = random.Random(seed)
     table = _CaptionTable()
 
+    def augmented() -> bool:  # draws from rng only when augmentation is on
+        return bool(augment) and rng.random() < augment
+
     images, image_codes, image_caps = [], [], []
     for _ in range(num_train):
         picture = Picture.sample(rng)
-        images.append(picture.render(rng.randrange(2**31), side=IMAGE_SIZE))
+        if augmented():
+            images.append(as_received(picture, rng.randrange(2**31), augment=True))
+        else:
+            images.append(picture.render(rng.randrange(2**31), side=IMAGE_SIZE))
         image_codes.append(_codes(0, picture.as_dict(), NOT_APPLICABLE))
         image_caps.append([table.add(0, t, m) for t, m in picture_captions(picture)])
     for _ in range(num_train // 3):
         clip = Clip.sample(rng)
-        frames = clip.render(rng.randrange(2**31), side=IMAGE_SIZE)
+        if augmented():
+            frames = as_received(clip, rng.randrange(2**31), augment=True)
+        else:
+            frames = clip.render(rng.randrange(2**31), side=IMAGE_SIZE)
         images.append(frames[rng.randrange(len(frames))])
         # a frame has a colour and a shape; position and size are not those of a picture (NOT_APPLICABLE)
         image_codes.append(_codes(0, {"colour": clip.colour, "shape": clip.shape}, NOT_APPLICABLE))
@@ -429,14 +441,21 @@ def _render_training_set(
     clips, sound_codes, sound_caps = [], [], []
     for _ in range(num_train):
         sound = Sound.sample(rng)
-        clips.append(sound.render(rng.randrange(2**31)))
+        if augmented():
+            clips.append(as_received(sound, rng.randrange(2**31), augment=True))
+        else:
+            clips.append(sound.render(rng.randrange(2**31)))
         sound_codes.append(_codes(1, sound.as_dict(), NOT_APPLICABLE))
         sound_caps.append([table.add(1, t, m) for t, m in sound_captions(sound)])
 
     ends, clip_codes, clip_caps = [], [], []
     for _ in range(num_train // 3):
         clip = Clip.sample(rng)
-        ends += first_and_last_frame(clip, rng.randrange(2**31))
+        if augmented():
+            frames = as_received(clip, rng.randrange(2**31), augment=True)
+            ends += [frames[0], frames[-1]]
+        else:
+            ends += first_and_last_frame(clip, rng.randrange(2**31))
         clip_codes.append(_codes(2, clip.as_dict(), NOT_APPLICABLE))
         clip_caps.append([table.add(2, *clip_caption(clip))])
 
@@ -554,6 +573,7 @@ def train_encoders(
     num_eval: int = 300,
     eval_every: int = 0,
     device: str = "cpu",
+    augment: float = 0.0,
 ) -> dict:
     """Train the CLIP pair and the Whisper encoder jointly; write the encoders; return metrics.
 
@@ -564,7 +584,8 @@ def train_encoders(
     sum of the image, audio and clip contrastive losses (``clip_batch_size`` clips, default 16 per 128 images;
     AdamW, ``lr`` with 5 % linear warm-up then cosine decay,
     gradient norm clipped at 1). ``device``: where the towers train; the renders and the batch draws stay on the
-    CPU, and the towers come back to it for the evaluation and the saved folders.
+    CPU, and the towers come back to it for the evaluation and the saved folders. ``augment``: the share of the
+    training renders drawn with the world renderer's augmentation (:func:`_render_training_set`).
 
     Writes ``out/"image"`` (``CLIPVisionModel`` + ``CLIPImageProcessorPil``), ``out/"text"``
     (``CLIPTextModel`` + ``CLIPTokenizer``), ``out/"audio"`` (``WhisperModel`` + ``WhisperFeatureExtractor``
@@ -580,7 +601,7 @@ def train_encoders(
     clip_batch_size = clip_batch_size or max(2, batch_size * CLIP_BATCH_SIZE // BATCH_SIZE)
     started, cpu_started = time.perf_counter(), time.process_time()
     tokenizer, processor = build_tokenizer(), build_image_processor()
-    image_set, sound_set, clip_set, captions = _render_training_set(num_train, seed, tokenizer, processor)
+    image_set, sound_set, clip_set, captions = _render_training_set(num_train, seed, tokenizer, processor, augment)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -24,6 +24,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from core.config import LLMConfig, PromptFormat
 from orchestrator.backbone import Backbone, PromptTurn, Text
 from orchestrator.tiny import sentencepiece_tokenizer, special_ids
+from tinyworld import phrasing
 from tinyworld import text as world_text
 from tinyworld.world import THINGS
 from training.lm import train_text_lm
@@ -55,9 +56,13 @@ def as_text(exchange: world_text.Exchange) -> tuple[str, str]:
     return user, assistant
 
 
-def text_dialogues(n: int, *, seed: int = 0) -> list[list[tuple[str, str]]]:
+def text_dialogues(
+    n: int, *, seed: int = 0, free_phrasing: float = 0.0, honest_answers: float = 0.0
+) -> list[list[tuple[str, str]]]:
     """``n`` text dialogues: 80 % mixed conversations of the world, 20 % caption copying (MM PT's layout: the
-    description where the medium will be, the caption as the reply)."""
+    description where the medium will be, the caption as the reply). ``free_phrasing`` / ``honest_answers``: the
+    share of exchanges written freely (training split of :mod:`tinyworld.phrasing`) / with honest answers; with both
+    0 the dialogues are the canonical ones, draw for draw."""
     rng = random.Random(seed)
     out: list[list[tuple[str, str]]] = []
     for _ in range(n):
@@ -66,16 +71,19 @@ def text_dialogues(n: int, *, seed: int = 0) -> list[list[tuple[str, str]]]:
             out.append([("user", world_text.caption(thing)), ("assistant", world_text.caption(thing))])
             continue
         turns: list[tuple[str, str]] = []
-        for ex in world_text.dialogue(rng):
+        for ex in phrasing.dialogue(rng, free=free_phrasing, honest_share=honest_answers):
             user, assistant = as_text(ex)
             turns += [("user", user), ("assistant", assistant)]
         out.append(turns)
     return out
 
 
-def train_tokenizer(out: str | Path, vocab_size: int = VOCAB_SIZE):
-    """A SentencePiece BPE tokenizer (byte fallback) trained on :func:`tinyworld.text.corpus`, saved to ``out``."""
-    return sentencepiece_tokenizer(Path(out), vocab_size, corpus=world_text.corpus())
+def train_tokenizer(out: str | Path, vocab_size: int = VOCAB_SIZE, *, free_phrasing: bool = False):
+    """A SentencePiece BPE tokenizer (byte fallback) trained on :func:`tinyworld.text.corpus`, saved to ``out``;
+    with ``free_phrasing``, on the training split of the free phrasing too (:func:`tinyworld.phrasing.tokenizer_corpus`;
+    held-out words are left to the pieces of training words and the byte fallback)."""
+    corpus = world_text.corpus() + (phrasing.tokenizer_corpus() if free_phrasing else [])
+    return sentencepiece_tokenizer(Path(out), vocab_size, corpus=corpus)
 
 
 def llm_config(model: str | Path) -> LLMConfig:
@@ -132,21 +140,24 @@ def train_language_model(
     group_by_length: bool = False,
     micro_batches: int = 1,
     device: str = "cpu",
+    free_phrasing: float = 0.0,
+    honest_answers: float = 0.0,
 ) -> dict:
     """Tokenizer + randomly initialised ``LlamaForCausalLM`` of :data:`LLM_SIZE`, trained on
     :func:`text_dialogues`; saved to ``out`` (``save_pretrained``, safetensors). ``group_by_length``: batches of
     dialogues of similar length; ``micro_batches``: each batch in runs of similar length (both
-    :func:`training.lm.train_text_lm`); ``device``: where it trains.
+    :func:`training.lm.train_text_lm`); ``device``: where it trains; ``free_phrasing``, ``honest_answers``: see
+    :func:`text_dialogues`.
     Returns held-out metrics."""
     out = Path(out)
-    tokenizer = train_tokenizer(out)
+    tokenizer = train_tokenizer(out, free_phrasing=free_phrasing > 0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         LlamaForCausalLM(LlamaConfig(**LLM_SIZE, **special_ids(tokenizer))).save_pretrained(out)
     losses: list[float] = []
     train_text_lm(
         llm_config(out),
-        text_dialogues(dialogues, seed=seed),
+        text_dialogues(dialogues, seed=seed, free_phrasing=free_phrasing, honest_answers=honest_answers),
         out,
         steps=steps,
         batch_size=batch_size,

@@ -72,6 +72,8 @@ def _language(ctx: Context) -> dict:
         group_by_length=c.grouped("language"),
         micro_batches=c.micro_batches.get("language", 1),
         device=ctx.device,
+        free_phrasing=c.free_phrasing,
+        honest_answers=c.honest_answers,
     )
     _move(ctx.work / "llm", ctx.weights / "llm")
     return metrics
@@ -86,6 +88,7 @@ def _encoders(ctx: Context) -> dict:
         seed=ctx.seed(2),
         progress=ctx.progress,
         device=ctx.device,
+        augment=c.augment,
         **extra,
     )
     shutil.copytree(ctx.work / "encoders" / "image", ctx.weights / "image-encoder", dirs_exist_ok=True)
@@ -156,6 +159,9 @@ def _data(ctx: Context) -> dict:
         progress=ctx.progress,
         it_turns=ctx.config.it_turns,
         follow_ups=ctx.config.it_follow_ups,
+        free_phrasing=ctx.config.free_phrasing,
+        honest_answers=ctx.config.honest_answers,
+        augment=ctx.config.augment,
     )
     return {name: str(path) for name, path in paths.items()}
 

@@ -121,12 +121,14 @@ def request_caption(thing: Thing) -> str:
 @dataclass
 class Exchange:
     """One user turn and the assistant's reply. ``media_in``: things the user attaches (placeholders in order);
-    ``media_out``: things the assistant generates, with the captions the output projector aligns to."""
+    ``media_out``: things the assistant generates, with the captions the output projector aligns to; ``templates``:
+    the ids of the :mod:`tinyworld.phrasing` templates a freely phrased turn was written with (empty here)."""
 
     user: str
     assistant: str
     media_in: list[Thing]
     media_out: list[tuple[Thing, str]]
+    templates: tuple[str, ...] = ()
 
 
 def understanding(thing: Thing, rng: random.Random) -> Exchange:

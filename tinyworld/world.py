@@ -9,18 +9,31 @@ Three kinds of things, each a frozen dataclass of discrete attributes that rende
 and the text about them (:mod:`tinyworld.text`). Rendering uses only numpy and PIL; a little jitter (position,
 colour, phase, timing) keeps every sample distinct while the attributes stay unambiguous: the tests read every
 attribute back from rendered media with plain measurements (centroids, areas, spectra, envelopes).
+
+**Augmented renders.** ``encode(thing, seed, augment=True)`` (and :func:`augmented`, :func:`as_received`) draw the
+same thing far more loosely, with this renderer's own drawing code: other sizes and resolutions, positions off the
+grid, tinted / graded / noisy backgrounds, anti-aliasing by supersampling and JPEG for pictures; other frame counts,
+speeds, frame rates, start positions and GIFs for clips; beeps of 0.04-0.55 s with other gaps, onsets, amplitudes,
+noise, sample rates (8-48 kHz) and stereo for sounds. Every parameter's range is in :data:`AUGMENT`; the labels stay
+the world's (:func:`colour_label`, :data:`POSITION_RADIUS`, :data:`MIN_GAP`). The recipe uses it with
+``RecipeConfig.augment`` (off by default). The eval's second renderer (:mod:`tinyworld.painter`) draws within these
+ranges with code of its own.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import random
 from dataclasses import asdict, dataclass, fields
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
+import soundfile as sf
 from PIL import Image, ImageDraw
 
-from modalities.media import encode_mp4, encode_png, encode_wav
+from core.config import MediaLimits
+from modalities.media import decode_audio, decode_image, decode_video, encode_gif, encode_mp4, encode_png, encode_wav
 
 SAMPLE_RATE = 16000
 
@@ -46,6 +59,22 @@ PITCHES: dict[str, float] = {"low": 330.0, "middle": 660.0, "high": 1320.0}  # H
 WAVEFORMS = ("sine", "square", "sawtooth")
 BEEPS = (1, 2, 3)
 BACKGROUND = (255, 255, 255)
+
+#: What the world's labels mean beyond the anchors above, for renders that move away from them (augmented renders,
+#: the eval's second renderer): a shape is "in the top left" while its box centre is within this fraction of the side
+#: of the top-left anchor, on each axis (the anchors are 0.22 apart, so no centre is near two of them).
+POSITION_RADIUS = 0.1
+#: two tones are two beeps when the silence between them lasts at least this long (seconds)
+MIN_GAP = 0.04
+
+
+def colour_label(rgb) -> str:
+    """The world colour an RGB triple shows: the nearest of :data:`COLOURS` (Euclidean RGB distance)."""
+    r, g, b = (float(c) for c in rgb)
+    return min(
+        COLOURS,
+        key=lambda name: (COLOURS[name][0] - r) ** 2 + (COLOURS[name][1] - g) ** 2 + (COLOURS[name][2] - b) ** 2,
+    )
 
 
 def _choice(rng: random.Random, options) -> object:
@@ -217,12 +246,265 @@ class Sound(Thing):
 
 THINGS: dict[str, type[Thing]] = {"image": Picture, "video": Clip, "audio": Sound}
 
+# ------------------------------------------------------------------------------------------------------------------
+# augmented renders
+# ------------------------------------------------------------------------------------------------------------------
+#: The ranges every parameter of an augmented render is drawn from, per kind (uniformly; integers where the name says
+#: so). Shared names with :data:`tinyworld.painter.RANGES` mean the same quantity, and these ranges contain the
+#: painter's (tests/test_tinyworld_painter.py checks it), so training with augmentation covers what the eval's
+#: second renderer draws.
+AUGMENT: dict[str, dict[str, tuple[float, float]]] = {
+    "image": {
+        "side": (24, 128),  # pixels of the square output (int)
+        "offset": (-POSITION_RADIUS, POSITION_RADIUS),  # box centre minus its anchor, fraction of the side, per axis
+        "scale": (0.85, 1.18),  # box side over the size's nominal side
+        "colour_shift": (0.0, 48.0),  # RGB distance of the fill from its anchor colour (label kept)
+        "background": (160, 255),  # background grey level (int)
+        "tint": (-18, 18),  # added to each background channel (int)
+        "gradient": (0.0, 40.0),  # background levels across the picture, peak to peak
+        "noise": (0.0, 6.0),  # pixel noise, standard deviation in levels
+        "supersample": (1, 4),  # drawn at this many times the side, then box-filtered down (int; 1: aliased)
+        "jpeg_quality": (25, 95),  # int; a share of the pictures is JPEG (``jpeg``), the rest PNG
+    },
+    "video": {
+        "side": (24, 96),
+        "frames": (3, 20),  # int
+        "fps": (3, 30),  # int
+        "travel": (0.2, 0.65),  # distance covered over the clip, fraction of the side
+        "shape_side": (0.2, 0.45),  # the shape's box, fraction of the side
+        "colour_shift": (0.0, 48.0),
+        "background": (160, 255),
+        "tint": (-18, 18),
+        "noise": (0.0, 6.0),
+        "supersample": (1, 4),
+    },
+    "audio": {
+        "beep": (0.04, 0.55),  # seconds of each tone
+        "gap": (0.04, 0.4),  # seconds of silence between tones (at least MIN_GAP)
+        "onset": (0.0, 0.35),  # seconds before the first tone
+        "amplitude": (0.05, 0.95),  # peak of the tones
+        "noise": (0.0, 0.12),  # white noise, standard deviation as a fraction of the amplitude
+        "detune": (-0.05, 0.05),  # relative offset of the frequency from its pitch
+        "sample_rate": (8000, 48000),  # Hz, one of SAMPLE_RATES
+        "channels": (1, 2),
+    },
+}
+#: sample rates an augmented (or painted) sound file may have
+SAMPLE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
+#: longest augmented sound: the tiny Whisper encoder reads 2 s
+MAX_SECONDS = 1.95
+#: share of augmented pictures saved as JPEG, of augmented clips saved as GIF
+JPEG_SHARE, GIF_SHARE = 0.5, 0.3
 
-def encode(thing: Thing, seed: int = 0, **render) -> bytes:
-    """Render ``thing`` and encode it as PNG / MP4 / WAV bytes (what a user would send)."""
+
+def _uniform(rng: random.Random, kind: str, name: str) -> float:
+    low, high = AUGMENT[kind][name]
+    return rng.uniform(low, high)
+
+
+def _integer(rng: random.Random, kind: str, name: str) -> int:
+    low, high = AUGMENT[kind][name]
+    return rng.randint(int(low), int(high))
+
+
+def augment_params(thing: Thing, seed: int) -> dict[str, Any]:
+    """The parameters of ``thing``'s augmented render from ``seed``: every entry of :data:`AUGMENT` for its kind,
+    plus the choices (file format, gradient direction, per-tone jitter) that have no range."""
+    rng = random.Random(f"augment-{thing.kind}-{seed}")
+    kind = thing.kind
+    if kind == "audio":
+        p: dict[str, Any] = {
+            name: _uniform(rng, kind, name) for name in ("beep", "onset", "amplitude", "noise", "detune")
+        }
+        p["gaps"] = [max(MIN_GAP, _uniform(rng, kind, "gap")) for _ in range(2)]
+        p["gap"] = p["gaps"][0]
+        p["sample_rate"] = rng.choice(SAMPLE_RATES)
+        p["channels"] = _integer(rng, kind, "channels")
+        p["fill_seed"] = rng.randrange(2**31)
+        return p
+    p = {"side": _integer(rng, kind, "side"), "colour_shift": _uniform(rng, kind, "colour_shift")}
+    p["background"] = _integer(rng, kind, "background")
+    p["tint"] = [_integer(rng, kind, "tint") for _ in range(3)]
+    p["noise"] = _uniform(rng, kind, "noise")
+    p["supersample"] = _integer(rng, kind, "supersample")
+    if kind == "image":
+        p["offset"] = [_uniform(rng, kind, "offset") for _ in range(2)]
+        p["scale"] = _uniform(rng, kind, "scale")
+        p["gradient"] = _uniform(rng, kind, "gradient")
+        p["gradient_angle"] = rng.uniform(0, 2 * math.pi)
+        p["jpeg_quality"] = _integer(rng, kind, "jpeg_quality")
+        p["jpeg"] = rng.random() < JPEG_SHARE
+    else:
+        for name in ("frames", "fps"):
+            p[name] = _integer(rng, kind, name)
+        p["travel"] = _uniform(rng, kind, "travel")
+        p["shape_side"] = _uniform(rng, kind, "shape_side")
+        p["gif"] = rng.random() < GIF_SHARE
+    p["fill_seed"] = rng.randrange(2**31)
+    return p
+
+
+def _shifted_colour(colour: str, distance: float, rng: random.Random) -> tuple[int, int, int]:
+    """``colour``'s anchor moved by up to ``distance`` in RGB, in a random direction, keeping its label."""
+    anchor = np.array(COLOURS[colour], dtype=np.float64)
+    for _ in range(100):
+        direction = np.array([rng.gauss(0, 1) for _ in range(3)])
+        direction /= max(np.linalg.norm(direction), 1e-9)
+        rgb = np.clip(anchor + direction * distance * rng.random(), 0, 255)
+        if colour_label(rgb) == colour:
+            return tuple(int(round(c)) for c in rgb)
+    return COLOURS[colour]
+
+
+def _background(p: dict, side: int) -> np.ndarray:
+    """Float ``(side, side, 3)``: grey level plus tint, a linear gradient (pictures) and pixel noise."""
+    level = np.array([p["background"] + t for t in p["tint"]], dtype=np.float64)
+    image = np.broadcast_to(level, (side, side, 3)).astype(np.float64)
+    if p.get("gradient"):
+        ys, xs = np.mgrid[0:side, 0:side] / max(side - 1, 1) - 0.5
+        ramp = xs * math.cos(p["gradient_angle"]) + ys * math.sin(p["gradient_angle"])
+        image = image + (ramp / max(np.ptp(ramp), 1e-9) * p["gradient"])[..., None]
+    return image
+
+
+def _drawn(shape: str, centre: tuple[float, float], box: float, fill, side: int, p: dict, rng: np.random.Generator):
+    """One frame of the augmented renderer: the shape drawn with :func:`draw_shape` at ``supersample`` times the
+    resolution, box-filtered down, over :func:`_background`, with pixel noise."""
+    k = int(p["supersample"])
+    mask = Image.new("L", (side * k, side * k), 0)
+    draw_shape(ImageDraw.Draw(mask), shape, (centre[0] * k, centre[1] * k), box * k, 255)
+    if k > 1:
+        mask = mask.resize((side, side), Image.BOX)
+    alpha = np.asarray(mask, dtype=np.float64)[..., None] / 255.0
+    image = _background(p, side) * (1 - alpha) + np.array(fill, dtype=np.float64) * alpha
+    image = image + rng.normal(0, p["noise"], image.shape)
+    return Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8))
+
+
+def _augmented_picture(picture: Picture, p: dict) -> Image.Image:
+    side = p["side"]
+    rng = random.Random(p["fill_seed"])
+    box = SIZES[picture.size] * side * p["scale"]
+    half = box / 2
+    fx, fy = POSITIONS[picture.position]
+    centre = tuple(
+        float(np.clip((f + o) * side, half, side - half)) for f, o in zip((fx, fy), p["offset"])
+    )  # inside the frame
+    fill = _shifted_colour(picture.colour, p["colour_shift"], rng)
+    return _drawn(picture.shape, centre, box, fill, side, p, np.random.default_rng(p["fill_seed"]))
+
+
+def _augmented_clip(clip: Clip, p: dict) -> list[Image.Image]:
+    side, frames = p["side"], p["frames"]
+    rng = random.Random(p["fill_seed"])
+    noise = np.random.default_rng(p["fill_seed"])
+    dx, dy = DIRECTIONS[clip.direction]
+    box = p["shape_side"] * side
+    travel = min(p["travel"] * side, side - box - 2)
+    margin = box / 2 + 1
+    start = []
+    for d in (dx, dy):  # the path stays inside the frame; the cross axis anywhere it fits
+        start.append(
+            rng.uniform(margin, side - margin - travel)
+            if d > 0
+            else rng.uniform(margin + travel, side - margin)
+            if d < 0
+            else rng.uniform(margin, side - margin)
+        )
+    fill = _shifted_colour(clip.colour, p["colour_shift"], rng)
+    out = []
+    for i in range(frames):
+        t = i / max(frames - 1, 1)
+        centre = (start[0] + dx * travel * t, start[1] + dy * travel * t)
+        out.append(_drawn(clip.shape, centre, box, fill, side, p, noise))
+    return out
+
+
+def _augmented_sound(sound: Sound, p: dict) -> np.ndarray:
+    """Float32 ``(N,)`` or ``(N, 2)`` samples at ``p["sample_rate"]``, drawn with :func:`waveform` and linear fades."""
+    rate = p["sample_rate"]
+    rng = random.Random(p["fill_seed"])
+    beep, gaps, onset = p["beep"], list(p["gaps"]), p["onset"]
+    n = sound.beeps
+    length = onset + n * beep + sum(gaps[: n - 1])
+    if length > MAX_SECONDS - 0.05:  # squeeze tones and gaps (never under their minimum) to fit the window
+        squeeze = (MAX_SECONDS - 0.05 - onset) / (n * beep + sum(gaps[: n - 1]))
+        beep = max(AUGMENT["audio"]["beep"][0], beep * squeeze)
+        gaps = [max(MIN_GAP, g * squeeze) for g in gaps]
+        length = onset + n * beep + sum(gaps[: n - 1])
+    seconds = min(MAX_SECONDS, max(1.0, length + 0.05))
+    out = np.zeros(int(seconds * rate), dtype=np.float64)
+    freq = PITCHES[sound.pitch] * (1 + p["detune"])
+    start = onset
+    for i in range(n):
+        count = int(beep * rate)
+        first = int(start * rate)
+        t = np.arange(count) / rate
+        fade = max(1, min(int(0.008 * rate), count // 4))
+        envelope = np.ones(count)
+        envelope[:fade] = np.linspace(0, 1, fade)
+        envelope[-fade:] = np.linspace(1, 0, fade)
+        tone = p["amplitude"] * waveform(sound.waveform, freq, t, rng.random()) * envelope
+        out[first : first + count] += tone[: len(out) - first]
+        start += beep + (gaps[i] if i < n - 1 else 0)
+    noise = np.random.default_rng(rng.randrange(2**31)).normal(0, p["noise"] * p["amplitude"], out.shape)
+    out = np.clip(out + noise, -1, 1).astype(np.float32)
+    if p["channels"] == 2:
+        out = np.stack([out, out * rng.uniform(0.6, 1.0)], axis=1)
+    return out
+
+
+def augmented(thing: Thing, seed: int) -> tuple[Any, dict[str, Any]]:
+    """``thing`` rendered with augmentation from ``seed`` (:data:`AUGMENT`): a PIL image, a list of PIL frames or
+    float32 samples (``(N,)``, or ``(N, 2)`` in stereo) at ``params["sample_rate"]``; and the parameters drawn."""
+    p = augment_params(thing, seed)
+    if isinstance(thing, Picture):
+        return _augmented_picture(thing, p), p
+    if isinstance(thing, Clip):
+        return _augmented_clip(thing, p), p
+    if isinstance(thing, Sound):
+        return _augmented_sound(thing, p), p
+    raise TypeError(f"cannot render {type(thing).__name__}")
+
+
+def _augmented_bytes(thing: Thing, seed: int) -> bytes:
+    medium, p = augmented(thing, seed)
+    if isinstance(thing, Picture):
+        if p["jpeg"]:
+            buffer = io.BytesIO()
+            medium.save(buffer, format="JPEG", quality=p["jpeg_quality"])
+            return buffer.getvalue()
+        return encode_png(medium)
+    if isinstance(thing, Clip):
+        return encode_gif(medium, fps=p["fps"]) if p["gif"] else encode_mp4(medium, fps=p["fps"])
+    buffer = io.BytesIO()
+    sf.write(buffer, medium, p["sample_rate"], format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def encode(thing: Thing, seed: int = 0, *, augment: bool = False, **render) -> bytes:
+    """Render ``thing`` and encode it as PNG / MP4 / WAV bytes (what a user would send). ``augment``: an augmented
+    render (:func:`augmented`), saved as PNG or JPEG / MP4 or GIF / WAV at its own rate and channels."""
+    if augment:
+        if render:
+            raise ValueError(f"an augmented render draws its own size and timing; drop {sorted(render)}")
+        return _augmented_bytes(thing, seed)
     medium = thing.render(seed, **render)
     if isinstance(thing, Picture):
         return encode_png(medium)
     if isinstance(thing, Clip):
         return encode_mp4(medium, fps=8)
     return encode_wav(medium, SAMPLE_RATE)
+
+
+def as_received(thing: Thing, seed: int, *, augment: bool = False, num_frames: int = 8) -> Any:
+    """``thing`` as the system receives it: :func:`encode`, then decoded by :mod:`modalities.media` (a PIL image,
+    ``num_frames`` PIL frames, or 16 kHz mono samples). Training sets built from this see the same bytes, codecs and
+    resampling as a user's file."""
+    data = encode(thing, seed, augment=augment)
+    limits = MediaLimits()
+    if isinstance(thing, Picture):
+        return decode_image(data, limits)
+    if isinstance(thing, Clip):
+        return decode_video(data, limits, num_frames=num_frames)
+    return decode_audio(data, limits)
