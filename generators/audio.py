@@ -32,6 +32,7 @@ from diffusers import AudioLDM2Pipeline, StableDiffusionPipeline
 
 from core.hub import resolve_model
 from generators.base import ClipTextConditioning, ConditioningSpec, GeneratorTool
+from generators.stepping import SteppedDenoising
 from modalities.media import encode_wav
 
 
@@ -252,7 +253,7 @@ def _with_frames(params: MelParams, frames: int) -> MelParams:
 # ---------------------------------------------------------------------------------------------------------------
 # the mel-diffusion tool
 # ---------------------------------------------------------------------------------------------------------------
-class MelDiffusionTool(ClipTextConditioning, GeneratorTool):
+class MelDiffusionTool(SteppedDenoising, ClipTextConditioning, GeneratorTool):
     """Text-to-audio with a ``StableDiffusionPipeline`` over normalised log-mel spectrograms (1-channel VAE).
 
     The pipeline generates an ``(n_mels, frames)`` image in [0, 1] (``output_type="np"``: ``(H, W, 1)``); the

@@ -13,10 +13,11 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from generators.base import ClipTextConditioning, GeneratorTool, LatentDiffusionLoss
+from generators.stepping import SteppedDenoising
 from modalities.media import decode_image, encode_png
 
 
-class StableDiffusionTool(LatentDiffusionLoss, ClipTextConditioning, GeneratorTool):
+class StableDiffusionTool(SteppedDenoising, LatentDiffusionLoss, ClipTextConditioning, GeneratorTool):
     """Text-to-image with ``StableDiffusionPipeline`` (no safety checker); ``options``: ``height``, ``width``
     (default: the UNet's sample size times the VAE scale factor)."""
 

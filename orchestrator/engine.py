@@ -11,9 +11,11 @@ serve``), every model call of every turn is work for one worker thread, and each
   <orchestrator.backbone.SequenceDecoder>` owns those rules, whether a reply decodes alone or in a batch). Rows
   join and leave between steps; a cancelled reply leaves at the next step and the others carry on;
 * **encoding** -- the media waiting at the same moment go through their encoder in one batch per modality;
-* **generation** -- on a second worker, so that denoising never stalls the decoding batch: the generator calls
-  waiting when it is free whose settings agree (generator, steps, guidance) run as one batched diffusion call, each
-  sample with its own seed (so its own noise); the rest run alone. While one batch denoises, the next gathers.
+* **generation** -- on a second worker, so that denoising never stalls the decoding batch. Images (and mel
+  spectrograms), whose Stable Diffusion loop the tools run step by step (:mod:`generators.stepping`), denoise in a
+  batch that media join and leave between steps: one UNet call per step for all of them, each at its own timestep,
+  guidance and seed. Other generators' calls waiting at the same moment whose settings agree (generator, steps,
+  guidance) run as one batched pipeline call, each sample with its own seed; the rest run alone.
 
 One request's failure is delivered to that request's future only; a batched encoder or generator call that fails is
 retried item by item, so the bad item fails alone. Both fusions batch: for cross-attention each row keeps its media
@@ -37,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from core.errors import CancelledError
+from generators.stepping import DenoisingJob, SteppedDenoising
 from orchestrator import decoding
 from orchestrator.backbone import GenerationResult, SequenceDecoder
 
@@ -91,7 +95,15 @@ class Engine:
         self._mask: torch.Tensor | None = None  # (B, T) 1 on real positions, 0 on left padding
         self._fusion_state: Any = None  # the rows' fusion states merged (fusion.batched), remade when rows change
         self._rows_changed = True
-        self.stats = {"steps": 0, "rows": 0, "most_rows": 0, "encode_batches": 0, "generate_batches": 0}
+        self.stats = {
+            "steps": 0,
+            "rows": 0,
+            "most_rows": 0,
+            "encode_batches": 0,
+            "generate_batches": 0,
+            "denoise_steps": 0,
+            "denoised": 0,
+        }
         self._generations: queue.Queue[_Work | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="mmgraph-engine", daemon=True)
         self._generator_thread = threading.Thread(target=self._generate_loop, name="mmgraph-generators", daemon=True)
@@ -161,15 +173,63 @@ class Engine:
                 work.future.set_exception(RuntimeError("the engine was closed"))
 
     def _generate_loop(self) -> None:
-        while (works := self._take(self._generations, block=True)) is not None:
-            self._generate(works)
+        denoising: list[tuple[_Work, Any, DenoisingJob]] = []  # media of stepped tools in flight: work, tool, job
+        while (works := self._take(self._generations, block=not denoising)) is not None:
+            calls = []
+            for work in works:
+                try:
+                    tool = self.system.generator(work.args["name"])
+                    if isinstance(tool, SteppedDenoising):  # joins the running batch at the next step
+                        job = self.system.start_denoising(
+                            work.args["name"], work.args["group"], **work.args["settings"]
+                        )
+                        denoising.append((work, tool, job))
+                    else:
+                        calls.append(work)
+                except BaseException as exc:  # noqa: BLE001 - this request only
+                    work.future.set_exception(exc)
+            self._generate(calls)
+            denoising = self._denoise(denoising)
+        for work in [w for w, _, _ in denoising]:
+            work.future.set_exception(RuntimeError("the engine was closed"))
         while True:  # closed: fail what still waits
             try:
-                work = self._generations.get_nowait()
+                item = self._generations.get_nowait()
             except queue.Empty:
                 return
-            if work is not None:
-                work.future.set_exception(RuntimeError("the engine was closed"))
+            if item is not None:
+                item.future.set_exception(RuntimeError("the engine was closed"))
+
+    def _denoise(self, denoising: list[tuple[_Work, Any, DenoisingJob]]) -> list[tuple[_Work, Any, DenoisingJob]]:
+        """One denoising step for every medium in flight (one UNet call per generator); the finished ones are decoded
+        and delivered, the cancelled ones dropped. Returns those still in flight."""
+        by_tool: dict[int, list[tuple[_Work, Any, DenoisingJob]]] = {}
+        for item in denoising:
+            work, _, job = item
+            if job.cancel is not None and job.cancel.is_set():
+                work.future.set_exception(CancelledError(f"{work.args['name']} generation cancelled"))
+                continue
+            by_tool.setdefault(id(item[1]), []).append(item)
+        left = []
+        for group in by_tool.values():
+            tool = group[0][1]
+            try:
+                tool.step([job for _, _, job in group])
+            except BaseException as exc:  # noqa: BLE001 - the batch's step failed: its members fail
+                for work, _, _ in group:
+                    work.future.set_exception(exc)
+                continue
+            self.stats["denoise_steps"] += 1
+            self.stats["denoised"] += len(group)
+            for work, tool, job in group:
+                if not job.done:
+                    left.append((work, tool, job))
+                    continue
+                try:
+                    work.future.set_result(tool.finish(job))
+                except BaseException as exc:  # noqa: BLE001 - this medium only
+                    work.future.set_exception(exc)
+        return left
 
     @staticmethod
     def _take(inbox: queue.Queue[_Work | None], *, block: bool) -> list[_Work] | None:

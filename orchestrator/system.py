@@ -550,6 +550,30 @@ class MMSystem(nn.Module):
         )
 
     @torch.no_grad()
+    def start_denoising(
+        self,
+        name: str,
+        group: SignalGroup,
+        *,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        seed: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Any:
+        """A medium of generator ``name`` (one that denoises step by step, :mod:`generators.stepping`) ready to join a
+        running batch: its output projector's conditioning, its noise (from ``seed``), its scheduler."""
+        tool = cast(Any, self.generator(name))
+        return tool.start(
+            self.condition(name, group),
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            seed=self.config.seed if seed is None else seed,
+            progress=progress,
+            cancel=cancel,
+        )
+
+    @torch.no_grad()
     def generate_many(
         self,
         name: str,

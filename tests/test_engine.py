@@ -237,3 +237,30 @@ def test_cross_attention_replies_batch_too_and_equal_their_replies_alone():
         system.stop_engine()
     assert [_tokens(r) for r in together] == [_tokens(r) for r in alone]
     assert stats["most_rows"] >= 2
+
+
+def test_images_denoise_in_one_batch_that_media_join_between_steps(world):
+    """Stable Diffusion media denoise step by step in a batch that a later request joins at the next step; each
+    image is byte for byte the one its seed gives alone, and the batch's steps were shared."""
+    from orchestrator.backbone import SignalGroup
+
+    tool = world.generator("image")
+    k = world.config.generators["image"].num_signal_tokens
+    torch.manual_seed(1)
+    width = world.backbone.hidden_size
+    groups = [SignalGroup("image", [0] * k, torch.randn(k, width), torch.randn(k, width)) for _ in range(4)]
+    alone = [world.generate_now("image", g, seed=20 + i).data for i, g in enumerate(groups)]
+    world.start_engine()
+    try:
+
+        def one(i: int):
+            time.sleep(0.03 * i)  # later ones join a batch already denoising
+            return world.generate("image", groups[i], seed=20 + i).data
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            together = list(pool.map(one, range(4)))
+        stats = dict(world.engine.stats)
+    finally:
+        world.stop_engine()
+    assert together == alone
+    assert stats["denoised"] > stats["denoise_steps"] >= tool.cfg.num_inference_steps  # steps were shared
