@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -41,6 +41,22 @@ def timed(fn: Callable[[], Any], device: torch.device, *, warmup: int, repeats: 
         sync(device)
         times.append(time.perf_counter() - start)
     return times
+
+
+def race_decoding(
+    sides: Sequence[tuple[str, Callable[[int], Any]]], tokens: int, device: torch.device, *, repeats: int
+) -> dict[str, dict[str, Any]]:
+    """Each side's ``run(n)`` (a greedy reply of exactly ``n`` new tokens), timed: ``ttft`` (a run of one token),
+    ``full`` (a run of ``tokens``), ``rate`` (``(tokens - 1) / (full - ttft)``: the steady tokens/s after the
+    prefill) and ``peak_gib`` (CUDA only)."""
+    results: dict[str, dict[str, Any]] = {}
+    for name, run in sides:
+        memory: dict[str, Any] = {}
+        with torch.no_grad(), peak_memory(device, memory):
+            first = median(timed(lambda run=run: run(1), device, warmup=1, repeats=repeats))
+            full = median(timed(lambda run=run: run(tokens), device, warmup=1, repeats=repeats))
+        results[name] = {"ttft": first, "full": full, "rate": (tokens - 1) / max(full - first, 1e-9), **memory}
+    return results
 
 
 def median(values: list[float]) -> float:

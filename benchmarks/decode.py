@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import Row, median, peak_memory, timed
+from benchmarks.common import Row, race_decoding
 from benchmarks.twins import Twins, build_twins, make_batch
 from orchestrator.decoding import resolve
 
@@ -68,14 +68,8 @@ def bench_decode(
     twins = twins or build_twins(size, device=device, dtype=dtype)
     dev = twins.device
     batch = make_batch(twins, 1, text_tokens=text_tokens)
-    results: dict[str, dict[str, Any]] = {}
     sides = (("hf", lambda n: hf_generate(twins, batch, n)), ("ours", lambda n: our_generate(twins, batch, n, cache)))
-    for name, run in sides:
-        memory: dict[str, Any] = {}
-        with torch.no_grad(), peak_memory(dev, memory):
-            first = median(timed(lambda run=run: run(1), dev, warmup=1, repeats=repeats))
-            full = median(timed(lambda run=run: run(tokens), dev, warmup=1, repeats=repeats))
-        results[name] = {"ttft": first, "full": full, "rate": (tokens - 1) / max(full - first, 1e-9), **memory}
+    results = race_decoding(sides, tokens, dev, repeats=repeats)
     notes = {
         "size": size,
         "device": str(dev),

@@ -20,7 +20,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoProcessor
 
-from benchmarks.common import Row, median, peak_memory, timed
+from benchmarks.common import Row, race_decoding
 from core.artifacts import ArtifactRef
 from core.hub import resolve_model
 from core.turns import MediaPart, TextPart, Turn
@@ -93,17 +93,11 @@ def bench_peers(
         inputs = pair.hf_inputs(image, QUESTION)
         with torch.no_grad():
             same = pair.hf_generate(inputs, tokens) == pair.our_generate(image, QUESTION, tokens)
-        results: dict[str, dict[str, Any]] = {}
         sides = (
             ("hf", lambda n, pair=pair, inputs=inputs: pair.hf_generate(inputs, n)),
             ("ours", lambda n, pair=pair: pair.our_generate(image, QUESTION, n)),
         )
-        for name, run in sides:
-            memory: dict[str, Any] = {}
-            with torch.no_grad(), peak_memory(pair.device, memory):
-                first = median(timed(lambda run=run: run(1), pair.device, warmup=1, repeats=repeats))
-                full = median(timed(lambda run=run: run(tokens), pair.device, warmup=1, repeats=repeats))
-            results[name] = {"ttft": first, "rate": (tokens - 1) / max(full - first, 1e-9)}
+        results = race_decoding(sides, tokens, pair.device, repeats=repeats)
         notes = {"peer": spec, "class": pair.arch, "tokens": tokens, "same_tokens": same, "device": device}
         which = f"{pair.arch.removesuffix('ForConditionalGeneration')} {spec}"
         rows += [

@@ -353,16 +353,10 @@ class GeneratorTool(ABC):
         seed and a progress callback per medium). Each medium's initial noise comes from its own seed, so it is the
         medium :meth:`generate` gives alone with that seed."""
         # 1. Resolve the call parameters: explicit arguments win over the config
-        self._require_denoiser("generate")
-        steps = num_inference_steps or self.cfg.num_inference_steps
-        guidance = self.cfg.guidance_scale if guidance_scale is None else guidance_scale
+        steps, guidance, merged = self.call_settings(num_inference_steps, guidance_scale, options)
         chosen = [self.seed if s is None else int(s) for s in seeds]
         if len(chosen) != len(conditionings):
             raise ValueError(f"{len(conditionings)} conditionings need as many seeds, got {len(chosen)}")
-        unknown = set(options) - set(self.call_options) - set(self.output_options)
-        if unknown:
-            raise ValueError(self._unknown_options_message(unknown))
-        merged = {**self.call_options, **self.output_options, **self.cfg.options, **options}
 
         # 2. Validate the conditionings and pair them with the empty-prompt negatives (the pipeline batches
         #    [negative, conditional] itself for classifier-free guidance)
@@ -409,6 +403,19 @@ class GeneratorTool(ABC):
             metadata.update(steps=steps, guidance_scale=guidance, seed=seed)
             media.append(GeneratedMedia(data=data, mime=mime, modality=self.modality, metadata=metadata))
         return media
+
+    def call_settings(
+        self, num_inference_steps: int | None, guidance_scale: float | None, options: Mapping[str, Any]
+    ) -> tuple[int, float, dict[str, Any]]:
+        """The steps, guidance and options of a call: explicit arguments over the config (an unknown option is an
+        error); refuses a tool loaded without its denoiser."""
+        self._require_denoiser("generate")
+        steps = num_inference_steps or self.cfg.num_inference_steps
+        guidance = self.cfg.guidance_scale if guidance_scale is None else guidance_scale
+        unknown = set(options) - set(self.call_options) - set(self.output_options)
+        if unknown:
+            raise ValueError(self._unknown_options_message(unknown))
+        return steps, guidance, {**self.call_options, **self.output_options, **self.cfg.options, **options}
 
     def _unknown_options_message(self, unknown: set[str]) -> str:
         known = sorted({*self.call_options, *self.output_options})

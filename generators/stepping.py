@@ -65,12 +65,9 @@ class SteppedDenoising:
     ) -> DenoisingJob:
         """A medium ready to denoise: the noise of ``seed``, its scheduler set to ``num_inference_steps``."""
         tool: Any = self  # a GeneratorTool
-        tool._require_denoiser("generate")
+        steps, guidance, merged = tool.call_settings(num_inference_steps, guidance_scale, {})
         pipe = tool.pipeline
-        steps = num_inference_steps or tool.cfg.num_inference_steps
-        guidance = tool.cfg.guidance_scale if guidance_scale is None else guidance_scale
         seed = tool.seed if seed is None else int(seed)
-        merged = {**tool.call_options, **tool.output_options, **tool.cfg.options}
         positive = tool.validate(conditioning)
         scheduler = copy.deepcopy(pipe.scheduler)  # its own: a scheduler may keep a step counter
         scheduler.set_timesteps(steps, device=pipe.device)

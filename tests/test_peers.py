@@ -71,9 +71,19 @@ class Pair:
         return out.logits
 
 
-@pytest.fixture(scope="module", params=["llava", "llava-next", "mllama", "blip2", "instructblip"])
+_PAIRS: dict[str, Pair] = {}
+
+
+def loaded(name: str) -> Pair:
+    """The pair of ``@tiny/<name>``, loaded once per test session."""
+    if name not in _PAIRS:
+        _PAIRS[name] = Pair(name)
+    return _PAIRS[name]
+
+
+@pytest.fixture(params=["llava", "llava-next", "mllama", "blip2", "instructblip"])
 def pair(request):
-    return Pair(request.param)
+    return loaded(request.param)
 
 
 def test_the_prompt_is_token_for_token_the_processors(pair):
@@ -118,13 +128,13 @@ def test_an_unsupported_checkpoint_names_its_class_and_the_supported_ones(tmp_pa
         import_config(str(tmp_path))
 
 
-#: the peers whose processors take several images in one prompt
-MULTI_IMAGE = ("LlavaForConditionalGeneration", "LlavaNextForConditionalGeneration", "MllamaForConditionalGeneration")
+#: the peers whose processors take several images in one prompt (BLIP's put one image's queries before the text)
+MULTI_IMAGE = ("llava", "llava-next", "mllama")
 
 #: other key layouts of the same checkpoint: how llava-hf's Hub checkpoints store the CLIP tower (under its own
 #: ``vision_model.`` prefix), and the ``model.*`` layout transformers 5 loads into
 LAYOUTS = {
-    "LlavaForConditionalGeneration": [
+    "llava": [
         [("vision_tower.", "vision_tower.vision_model.")],
         [
             ("language_model.model.", "model.language_model."),
@@ -133,10 +143,10 @@ LAYOUTS = {
             ("multi_modal_projector.", "model.multi_modal_projector."),
         ],
     ],
-    "LlavaNextForConditionalGeneration": [
+    "llava-next": [
         [("vision_tower.", "vision_tower.vision_model."), ("image_newline", "model.image_newline")],
     ],
-    "MllamaForConditionalGeneration": [
+    "mllama": [
         [
             ("language_model.model.", "model.language_model."),
             ("language_model.lm_head.", "lm_head."),
@@ -147,19 +157,19 @@ LAYOUTS = {
 }
 
 
-def test_other_key_layouts_of_the_checkpoint_load_to_the_same_logits(pair, tmp_path):
+@pytest.mark.parametrize("name", list(LAYOUTS))  # BLIP-2's and InstructBLIP's checkpoints have one layout
+def test_other_key_layouts_of_the_checkpoint_load_to_the_same_logits(name, tmp_path):
     import shutil
     from pathlib import Path
 
     from safetensors.torch import load_file, save_file
 
-    if pair.arch not in LAYOUTS:
-        pytest.skip(f"{pair.arch} checkpoints have one key layout, the one save_pretrained wrote")
+    pair = loaded(name)
     image = picture()
     inputs = pair.hf_inputs(image, QUESTION)
     with torch.no_grad():
         reference = pair.hf(**inputs).logits
-    for n, renames in enumerate(LAYOUTS[pair.arch]):
+    for n, renames in enumerate(LAYOUTS[name]):
         folder = tmp_path / f"layout{n}"
         shutil.copytree(pair.folder, folder)
         state = load_file(Path(pair.folder) / "model.safetensors")
@@ -181,11 +191,11 @@ def test_other_key_layouts_of_the_checkpoint_load_to_the_same_logits(pair, tmp_p
 
 
 @pytest.mark.parametrize("between", ["and", None])
-def test_two_images_read_as_the_hugging_face_model_reads_them(pair, between):
+@pytest.mark.parametrize("name", MULTI_IMAGE)
+def test_two_images_read_as_the_hugging_face_model_reads_them(name, between):
     """Several media in one turn: LLaVA splices each in place; in Llama 3.2 Vision a text token reads the image
     before it, or all the images shown together (adjacent placeholders) before it."""
-    if pair.arch not in MULTI_IMAGE:
-        pytest.skip(f"{pair.arch}'s processor puts one image's queries before the text: one image per prompt")
+    pair = loaded(name)
     images = [picture(), picture(36, 60)]
     middle = [{"type": "text", "text": between}] if between else []
     parts = [{"type": "image"}, *middle, {"type": "image"}, {"type": "text", "text": QUESTION}]
@@ -204,7 +214,7 @@ def test_two_images_read_as_the_hugging_face_model_reads_them(pair, between):
 
 def test_instructblip_queries_read_the_instruction():
     """The instruction-aware Q-Former: what an image becomes depends on the question, exactly as in Hugging Face."""
-    pair = Pair("instructblip")
+    pair = loaded("instructblip")
     image = picture()
     features = pair.system.encode("image", [image])
     outputs = []
@@ -228,7 +238,7 @@ def test_instructblip_queries_read_the_instruction():
 def test_llava_next_tiles_images_of_every_shape_as_hugging_face_does(size):
     """Any-resolution tiling: each image shape picks its own grid, its tokens are unpadded and closed by newline
     tokens row by row; the slot counts and logits follow Hugging Face for every shape."""
-    pair = _PAIRS.setdefault("llava-next", Pair("llava-next"))
+    pair = loaded("llava-next")
     image = picture(*size)
     inputs = pair.hf_inputs(image, QUESTION)
     ids, features, conversation = pair.ours(image, QUESTION)
@@ -239,9 +249,6 @@ def test_llava_next_tiles_images_of_every_shape_as_hugging_face_does(size):
     assert int(features["image"][0, :, 0, -3].sum()) >= 3  # the whole image and a grid of 2 to 4 tiles
 
 
-_PAIRS: dict[str, Pair] = {}
-
-
 @pytest.mark.parametrize("name", ["llava", "llava-next", "mllama", "blip2", "instructblip"])
 def test_the_assistant_replies_with_the_hugging_face_models_greedy_tokens(name, tmp_path):
     """End to end through the graph (ingest -> encode -> reason -> merge): Assistant.from_pretrained on the
@@ -250,7 +257,7 @@ def test_the_assistant_replies_with_the_hugging_face_models_greedy_tokens(name, 
 
     from orchestrator.assistant import Assistant
 
-    pair = _PAIRS.setdefault(name, Pair(name))
+    pair = loaded(name)
     buffer = io.BytesIO()
     picture().save(buffer, format="PNG")
     image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
