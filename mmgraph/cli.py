@@ -299,6 +299,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_on_ray(args: argparse.Namespace, settings: ServerSettings, layout: ReplicaSettings) -> int:
     """``mmgraph serve --ray``: the replicas under Ray Serve (serving.ray_app), until Ctrl-C or SIGTERM."""
+    from serving.replicas import check_shared  # noqa: PLC0415 - loads LangGraph and psycopg: only for this command
+
+    check_shared(args.db, layout.replicas)  # refused before ray is imported or a replica starts
     from serving.ray_app import RayServeArgs, serve_replicas  # noqa: PLC0415 - the optional ray extra, only here
 
     ray_args = RayServeArgs(

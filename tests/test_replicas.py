@@ -161,8 +161,6 @@ def test_serve_takes_replica_options_only_with_ray(capsys):
 
 
 def test_serve_with_ray_refuses_a_sqlite_file_for_several_replicas_before_anything_starts(capsys):
-    if importlib.util.find_spec("ray") is None:
-        pytest.skip("Ray Serve is not installed: pip install '.[ray]'")
     assert cli.main(["serve", "--ray", "--replicas", "2", "--db", "threads.sqlite"]) == 2
     assert "2 replicas must share their threads: give --db postgresql://" in capsys.readouterr().err
 
