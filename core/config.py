@@ -180,6 +180,28 @@ class FusionConfig(_Data):
     norm_eps: float = Field(1e-5, gt=0, description="cross_attention: epsilon of the blocks' norms.")
 
 
+class Vocabulary(_Data):
+    """What a system can be asked, in words a newcomer reads before the first message (the web page, ``mmgraph
+    chat``, ``GET /v1/models``). Plain data; a system trained on a closed world says its limits here."""
+
+    summary: str = Field("", description="One or two sentences: what the system knows and makes.")
+    words: dict[str, list[str]] = Field(
+        default_factory=dict, description="Each attribute it knows -> its values (colours -> red, green, ...)."
+    )
+    examples: list[str] = Field(default_factory=list, description="Messages to try, one per line in the UIs.")
+    limits: list[str] = Field(default_factory=list, description="What it cannot do, said plainly.")
+
+    def lines(self) -> list[str]:
+        """The vocabulary as plain text lines (``mmgraph chat``'s ``/vocab``)."""
+        out = [self.summary] if self.summary else []
+        out += [f"  {name}: {', '.join(values)}" for name, values in self.words.items()]
+        if self.examples:
+            out += ["try:", *(f"  {example}" for example in self.examples)]
+        if self.limits:
+            out += ["limits:", *(f"  {limit}" for limit in self.limits)]
+        return out
+
+
 class PeerConfig(_Data):
     """A published checkpoint in a peer's Hugging Face layout (LLaVA, BLIP-2, Llama 3.2 Vision ...) that the system's
     LLM, encoders, input projectors and cross-attention blocks are taken from (``orchestrator.peers``)."""
@@ -214,6 +236,9 @@ class SystemConfig(_Data):
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     seed: int = 0
+    vocabulary: Vocabulary | None = Field(
+        None, description="What the system can be asked, shown to newcomers (web page, mmgraph chat, /v1/models)."
+    )
 
     @field_validator("modalities", "generators")
     @classmethod

@@ -61,7 +61,7 @@ class AudioLDM2Tool(GeneratorTool):
         ]
 
     def _encode_text(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        pipe, device = self.pipeline, self.pipeline.device
+        pipe, device = self.pipeline, self.device
         t5_spec, gpt_spec = self.conditioning_specs()
 
         # 1. CLAP text branch: one pooled, projected vector per prompt

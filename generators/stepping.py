@@ -70,14 +70,14 @@ class SteppedDenoising:
         seed = tool.seed if seed is None else int(seed)
         positive = tool.validate(conditioning)
         scheduler = copy.deepcopy(pipe.scheduler)  # its own: a scheduler may keep a step counter
-        scheduler.set_timesteps(steps, device=pipe.device)
+        scheduler.set_timesteps(steps, device=tool.device)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         scale = pipe.vae_scale_factor
         size = pipe.unet.config.sample_size
         height = merged.get("height") or size * scale
         width = merged.get("width") or size * scale
         dtype = next(iter(positive.values())).dtype
-        latents = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, dtype, pipe.device, generator)
+        latents = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, dtype, tool.device, generator)
         job = DenoisingJob(
             latents=latents,
             scheduler=scheduler,
@@ -125,7 +125,8 @@ class SteppedDenoising:
                 embeds.append(job.positive)
                 rows.append((start, start))
         hidden = {name: torch.cat([e[name] for e in embeds]) for name in names}  # (N, L, D)
-        timestep = torch.stack([torch.as_tensor(t, device=pipe.device) for t in times])  # (N,)
+        device = jobs[0].latents.device  # the pipeline's (``pipe.device`` walks every module: slow per step)
+        timestep = torch.stack([torch.as_tensor(t, device=device) for t in times])  # (N,)
         predicted = pipe.unet(
             torch.cat(inputs), timestep, encoder_hidden_states=hidden["prompt_embeds"], return_dict=False
         )[0]  # (N, C, h, w)

@@ -167,7 +167,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 CHAT_HELP = """commands: /image PATH  /audio PATH  /video PATH  (attach to the next message)
-          /generate NAME[,NAME]  (require outputs for the next message)   /new  (new thread)   /quit"""
+          /generate NAME[,NAME]  (require outputs for the next message)   /new  (new thread)
+          /vocab  (what this system can be asked)   /quit"""
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -175,7 +176,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
     thread = args.thread or uuid.uuid4().hex
     attached: dict[str, list[str]] = {"image": [], "audio": [], "video": []}
     generate: list[str] = []
-    print(f"mmgraph chat on {bot.config.name} (thread {thread})\n{CHAT_HELP}")
+    print(f"mmgraph chat on {bot.config.name} (thread {thread})")
+    vocabulary = bot.config.vocabulary
+    if vocabulary:  # a newcomer reads the system's limits before the first message
+        print("\n".join(vocabulary.lines()) + "\n")
+    print(CHAT_HELP)
     while True:
         try:
             line = input("you> ").strip()
@@ -196,6 +201,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 print(f"(attached {', '.join(rest)})")
             elif cmd == "/generate" and rest:
                 generate = _split(rest)
+            elif cmd == "/vocab":
+                print("\n".join(vocabulary.lines()) if vocabulary else f"{bot.config.name} describes no vocabulary")
             else:
                 print(CHAT_HELP)
             continue

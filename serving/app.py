@@ -617,6 +617,8 @@ def _model_card(server: Server) -> dict:
         "owned_by": "mmgraph",
         "input_modalities": ["text", *server.system.modality_names],
         "output_modalities": ["text", *server.system.generator_names],
+        # not an OpenAI field (clients ignore it): what the model can be asked, for the web page and newcomers
+        **({"vocabulary": vocabulary.model_dump()} if (vocabulary := server.system.config.vocabulary) else {}),
     }
 
 

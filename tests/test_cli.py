@@ -67,6 +67,8 @@ def test_chat_repl_attaches_media_and_keeps_the_thread(tmp_path, media, monkeypa
     assert cli.main(["chat", "--thread", "repl", "--max-new-tokens", "5", "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "(attached" in out and len(list((tmp_path / "out").glob("image-*.png"))) == 1
+    # before the first message, the world's vocabulary: what a newcomer can ask
+    assert out.index("colours: red, green, blue, yellow, purple, orange") < out.index("(attached")
 
     from orchestrator.assistant import Assistant
 

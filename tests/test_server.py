@@ -72,6 +72,13 @@ def test_models_and_health(client, world_server):
     assert health["status"] == "ok" and health["queue"]["capacity"] == 2 + ServerSettings().batch_size
 
 
+def test_the_model_card_carries_the_vocabulary(client, world_server):
+    card = client._client.get(f"{world_server.url}/v1/models/tiny-world").json()
+    vocabulary = card["vocabulary"]  # an mmgraph field beside OpenAI's: what a newcomer can ask
+    assert "red" in vocabulary["words"]["colours"] and vocabulary["examples"] and vocabulary["limits"]
+    assert client.models.retrieve("tiny-world").id == "tiny-world"  # the official client still reads the card
+
+
 def test_text_only_turn(client):
     reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hello!"}])
     message = reply.choices[0].message

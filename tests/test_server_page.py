@@ -185,6 +185,18 @@ def test_new_thread_and_a_refused_medium(world_server, browser, tmp_path):
     assert new != old and browser.execute_script("return /^[A-Za-z0-9_.:-]{1,128}$/.test(arguments[0])", new)
     assert not browser.find_elements(By.CSS_SELECTOR, "#messages .msg")
     assert browser.find_element(By.ID, "empty").is_displayed()
+    # an empty conversation shows what the model can be asked; an example fills the message box
+    vocab = browser.find_element(By.ID, "vocab")
+    assert vocab.is_displayed() and "square" in vocab.text and "sawtooth" in vocab.text
+    example = vocab.find_element(By.CSS_SELECTOR, ".examples .btn")
+    example.click()
+    assert browser.find_element(By.ID, "input").get_attribute("value") == example.text.split(" (")[0]
+    toggle = browser.find_element(By.ID, "vocab-toggle")
+    toggle.click()
+    assert not vocab.is_displayed() and toggle.get_attribute("aria-expanded") == "false"
+    toggle.click()
+    assert vocab.is_displayed()
+    browser.find_element(By.ID, "input").clear()
 
     broken = tmp_path / "broken.png"  # a .png that is no PNG: the server refuses it with a 400 before the model runs
     broken.write_bytes(b"this is not an image at all" * 4)

@@ -178,6 +178,45 @@ def test_without_free_phrasing_or_honest_answers_the_dialogues_are_the_canonical
     assert text_dialogues(50, seed=2) != text_dialogues(50, seed=2, free_phrasing=0.5)
 
 
+def test_the_glossary_defines_every_word_and_is_the_only_text_writing_held_out_words():
+    rng = random.Random(3)
+    entries = [entry for _ in range(3000) for entry in P.glossary(rng)]
+    defined = {reply for _, reply in entries}
+    for group, (canonical, others) in P.GROUPS.items():
+        for word in others:  # every non-canonical word, held-out ones included, has its sentence
+            assert P.definition(group, word) in defined, (group, word)
+            if not group.startswith("oov:"):  # a synonym is defined by its group's canonical word
+                assert P.definition(group, word).lower().rstrip(".").endswith(canonical[0].lower()), word
+    assert P.definition("video", "movie") == "A movie is a video."
+    assert P.definition("oov:colour", "pink") == "Pink is a colour."
+    # an entry only defines: its question is one of the dictionary's, about the word its answer defines
+    questions = {
+        (q.format(w=w, W=w[:1].upper() + w[1:], aw=f"a {w}" if g in P.NOUN_GROUPS or g.startswith("oov:") else w), g, w)
+        for g, (_, others) in P.GROUPS.items()
+        for w in others
+        for q in P.DEFINE
+    }
+
+    def key(text: str) -> str:
+        return re.sub(r"\ban\b", "a", P.normalise(text))
+
+    asked = {key(q): P.definition(g, w) for q, g, w in questions}
+    for user, reply in entries:
+        assert asked.get(key(user)) == reply, (user, reply)
+    # in the LLM's dialogues, held-out words are written by the glossary dialogues and nowhere else
+    held = P.all_held_out_words()
+    mixed = text_dialogues(600, seed=4, free_phrasing=1.0, honest_answers=0.3, glossary=0.2)
+    sentences = {P.definition(g, w) for g, (_, others) in P.GROUPS.items() for w in others}
+    entries_seen = [d for d in mixed if all(reply in sentences for _, reply in d[1::2])]
+    others = [d for d in mixed if d not in entries_seen]
+    assert 60 < len(entries_seen) < 180  # about a fifth
+    low = [text.lower() for d in others for _, text in d]
+    assert not {w for w in held if _has(low, w)}
+    assert {w for w in held if _has([t.lower() for d in entries_seen for _, t in d], w)}
+    # off by default: the dialogues are unchanged, draw for draw
+    assert text_dialogues(40, seed=2, free_phrasing=0.5) == text_dialogues(40, seed=2, free_phrasing=0.5, glossary=0)
+
+
 # -- honest answers --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("split", ["train", "held_out"])
 def test_questions_about_a_missing_medium_get_the_missing_answer_and_generate_nothing(split):

@@ -107,6 +107,13 @@ class RecipeConfig(BaseModel):
         description="share of the LLM's and IT's exchanges that ask about a medium not attached or for something "
         "outside the world, answered honestly (tinyworld.phrasing.MISSING, OUT_OF_VOCABULARY); 0: none, as shipped",
     )
+    glossary: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of the LLM's text dialogues that are dictionary entries (tinyworld.phrasing.glossary: "
+        "'A movie is a video.'), held-out words included, never used in a request or question; 0: none, as shipped",
+    )
     augment: float = Field(
         0.0,
         ge=0.0,

@@ -57,15 +57,21 @@ def as_text(exchange: world_text.Exchange) -> tuple[str, str]:
 
 
 def text_dialogues(
-    n: int, *, seed: int = 0, free_phrasing: float = 0.0, honest_answers: float = 0.0
+    n: int, *, seed: int = 0, free_phrasing: float = 0.0, honest_answers: float = 0.0, glossary: float = 0.0
 ) -> list[list[tuple[str, str]]]:
     """``n`` text dialogues: 80 % mixed conversations of the world, 20 % caption copying (MM PT's layout: the
     description where the medium will be, the caption as the reply). ``free_phrasing`` / ``honest_answers``: the
-    share of exchanges written freely (training split of :mod:`tinyworld.phrasing`) / with honest answers; with both
-    0 the dialogues are the canonical ones, draw for draw."""
+    share of exchanges written freely (training split of :mod:`tinyworld.phrasing`) / with honest answers;
+    ``glossary``: the share of dialogues that are dictionary entries instead (:func:`tinyworld.phrasing.glossary`,
+    the only place held-out words are written). All 0: the canonical dialogues, draw for draw."""
     rng = random.Random(seed)
     out: list[list[tuple[str, str]]] = []
     for _ in range(n):
+        if glossary and rng.random() < glossary:
+            out.append(
+                [turn for user, reply in phrasing.glossary(rng) for turn in (("user", user), ("assistant", reply))]
+            )
+            continue
         if rng.random() < 0.2:
             thing = world_text.exchange(rng, task="understand").media_in[0]
             out.append([("user", world_text.caption(thing)), ("assistant", world_text.caption(thing))])
@@ -142,12 +148,13 @@ def train_language_model(
     device: str = "cpu",
     free_phrasing: float = 0.0,
     honest_answers: float = 0.0,
+    glossary: float = 0.0,
 ) -> dict:
     """Tokenizer + randomly initialised ``LlamaForCausalLM`` of :data:`LLM_SIZE`, trained on
     :func:`text_dialogues`; saved to ``out`` (``save_pretrained``, safetensors). ``group_by_length``: batches of
     dialogues of similar length; ``micro_batches``: each batch in runs of similar length (both
-    :func:`training.lm.train_text_lm`); ``device``: where it trains; ``free_phrasing``, ``honest_answers``: see
-    :func:`text_dialogues`.
+    :func:`training.lm.train_text_lm`); ``device``: where it trains; ``free_phrasing``, ``honest_answers``,
+    ``glossary``: see :func:`text_dialogues`.
     Returns held-out metrics."""
     out = Path(out)
     tokenizer = train_tokenizer(out, free_phrasing=free_phrasing > 0)
@@ -157,7 +164,9 @@ def train_language_model(
     losses: list[float] = []
     train_text_lm(
         llm_config(out),
-        text_dialogues(dialogues, seed=seed, free_phrasing=free_phrasing, honest_answers=honest_answers),
+        text_dialogues(
+            dialogues, seed=seed, free_phrasing=free_phrasing, honest_answers=honest_answers, glossary=glossary
+        ),
         out,
         steps=steps,
         batch_size=batch_size,

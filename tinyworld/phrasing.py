@@ -1167,6 +1167,53 @@ def dialogue(
     return exchanges
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# the dictionary: word knowledge without multimodal use
+# ------------------------------------------------------------------------------------------------------------------
+#: synonym groups whose words are nouns ("A movie is a video."); the others are defined as "X means Y."
+NOUN_GROUPS = frozenset({"picture", "video", "sound", "thing", "colour_n", "beep_n"})
+#: what an out-of-vocabulary word is, as a dictionary would say it ({w}: the word)
+OOV_DEFINITIONS: dict[str, str] = {
+    "colour": "{W} is a colour.",
+    "shape": "A {w} is a shape.",
+    "count": "{W} is more than three.",
+    "motion": "{W} is a way to move.",
+    "medium": "A {w} is not a picture, a video or a sound.",
+}
+#: the questions of a dictionary entry
+DEFINE = ("What does {w} mean?", "What is {aw}?", "Define {w}.", "What is the meaning of {w}?", "{W}?")
+
+
+def definition(group: str, word: str) -> str:
+    """The dictionary's sentence for ``word`` of ``group``: "A movie is a video.", "Whip up means make.", "Pink is a
+    colour.", "Four is more than three."."""
+    canonical, _ = GROUPS[group]
+    if group.startswith("oov:"):
+        return _finish(OOV_DEFINITIONS[group[4:]].format(w=word, W=_capital(word)))
+    if group in NOUN_GROUPS:
+        return _finish(f"A {word} is a {canonical[0]}.")
+    return _finish(f"{_capital(word)} means {canonical[0]}.")
+
+
+def glossary(rng: random.Random, max_entries: int = 3) -> list[tuple[str, str]]:
+    """A text-only conversation of 1 to ``max_entries`` dictionary entries: "What does movie mean?" -> "A movie is a
+    video.". Every non-canonical word of every group is defined, held-out ones included.
+
+    This is the tiny LLM's stand-in for the text a pretrained LLM has read: it learns *what* a word means, never
+    sees it *used* -- no held-out word is ever in a question about a medium, a request, or any PT / IT row. The
+    held-out split then measures what an MM-LLM's instruction data cannot teach and its LLM must bring: words known
+    from text, met for the first time in a multimodal request (docs/tinyworld.md)."""
+    entries = [(g, w) for g, (_, others) in GROUPS.items() for w in others]
+    out = []
+    for _ in range(rng.randint(1, max_entries)):
+        group, word = rng.choice(entries)
+        q = rng.choice(DEFINE)
+        article = "" if group not in NOUN_GROUPS and not group.startswith("oov:") else "a "
+        user = _finish(q.format(w=word, W=_capital(word), aw=article + word))
+        out.append((user, definition(group, word)))
+    return out
+
+
 def tokenizer_corpus(n: int = 4000, seed: int = 0) -> list[str]:
     """Sentences for the tokenizer, training split only: ``n`` freely phrased user turns (placeholders dropped), the
     honest answers, and every training word of every synonym group."""

@@ -74,6 +74,7 @@ def _language(ctx: Context) -> dict:
         device=ctx.device,
         free_phrasing=c.free_phrasing,
         honest_answers=c.honest_answers,
+        glossary=c.glossary,
     )
     _move(ctx.work / "llm", ctx.weights / "llm")
     return metrics
