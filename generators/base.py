@@ -439,6 +439,7 @@ class ClipTextConditioning:
     computed with the pipeline's own ``encode_prompt``."""
 
     pipeline: Any
+    device: torch.device  # GeneratorTool's
 
     def conditioning_specs(self) -> list[ConditioningSpec]:
         return [
