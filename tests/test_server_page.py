@@ -13,6 +13,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 # MMGRAPH_UPDATE_SCREENSHOTS=1 copies the test's screenshot here (the one docs/serving.md shows).
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "serving-page.png"
+VOCAB_SCREENSHOT = DOCS_SCREENSHOT.with_name("serving-vocabulary.png")
 
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
     pytest.skip(
@@ -188,7 +189,10 @@ def test_new_thread_and_a_refused_medium(world_server, browser, tmp_path):
     # an empty conversation shows what the model can be asked; an example fills the message box
     vocab = browser.find_element(By.ID, "vocab")
     assert vocab.is_displayed() and "square" in vocab.text and "sawtooth" in vocab.text
+    if os.environ.get("MMGRAPH_UPDATE_SCREENSHOTS"):  # the picture in docs/serving.md
+        browser.save_screenshot(str(VOCAB_SCREENSHOT))
     example = vocab.find_element(By.CSS_SELECTOR, ".examples .btn")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center', behavior: 'instant'})", example)  # below the fold if small
     example.click()
     assert browser.find_element(By.ID, "input").get_attribute("value") == example.text.split(" (")[0]
     toggle = browser.find_element(By.ID, "vocab-toggle")
