@@ -192,7 +192,9 @@ def test_new_thread_and_a_refused_medium(world_server, browser, tmp_path):
     if os.environ.get("MMGRAPH_UPDATE_SCREENSHOTS"):  # the picture in docs/serving.md
         browser.save_screenshot(str(VOCAB_SCREENSHOT))
     example = vocab.find_element(By.CSS_SELECTOR, ".examples .btn")
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center', behavior: 'instant'})", example)  # below the fold if small
+    browser.execute_script(
+        "arguments[0].scrollIntoView({block: 'center', behavior: 'instant'})", example
+    )  # below the fold if small
     example.click()
     assert browser.find_element(By.ID, "input").get_attribute("value") == example.text.split(" (")[0]
     toggle = browser.find_element(By.ID, "vocab-toggle")

@@ -62,62 +62,62 @@ def test_the_report_shows_generated_samples(result, report_dir):
     assert len(list((report_dir / "media").iterdir())) == len(result.samples)
 
 
-# -- the rows awaiting the phrasing retrain (issue 29) ---------------------------------------------------------------
-#: each new row's score (%) on the shipped weights: ``mmgraph eval --n 200`` (seed 0), docs/tinyworld.md "Before the
-#: phrasing retrain". Rows under their bar are expected to fail until the recipe retrains with free phrasing, honest
-#: answers and augmentation; the rows above stay as they are.
-MEASURED_BEFORE_RETRAIN = {
-    "free phrasing: image understanding: colour": 24.0,
-    "free phrasing: image understanding: shape": 17.0,
-    "free phrasing: image understanding: position": 26.5,
-    "free phrasing: video understanding: colour": 34.5,
-    "free phrasing: video understanding: shape": 33.0,
-    "free phrasing: video understanding: direction": 42.0,
-    "free phrasing: audio understanding: pitch": 49.0,
-    "free phrasing: audio understanding: beeps": 76.0,
-    "free phrasing: audio understanding: waveform": 43.0,
-    "free phrasing: image generation: colour + shape": 4.5,
-    "free phrasing: video generation: colour + shape + direction": 0.0,
-    "free phrasing: audio generation: pitch + beeps": 0.5,
-    "free phrasing: a request naming no medium gets its most likely medium": 9.0,
-    "free phrasing: two requests in one turn": 0.0,
-    "other renderer: image understanding: colour": 73.5,
-    "other renderer: image understanding: shape": 49.0,
-    "other renderer: image understanding: position": 88.5,
-    "other renderer: video understanding: colour": 92.5,
-    "other renderer: video understanding: shape": 39.0,
-    "other renderer: video understanding: direction": 78.5,
-    "other renderer: audio understanding: pitch": 78.5,
-    "other renderer: audio understanding: beeps": 32.5,
-    "other renderer: audio understanding: waveform": 39.0,
-    "honest: a question about a medium not attached": 0.0,
-    "honest: an unknown colour is declined": 0.0,
-    "honest: an unknown shape is declined": 0.0,
-    "honest: an unknown count is declined": 0.0,
-    "honest: an unknown motion is declined": 0.0,
-    "honest: an unknown medium is declined": 0.0,
+# -- free phrasing, other renderers, honest answers (issue 29) ----------------------------------------------------
+#: each row's score (%) on the shipped weights, retrained with free phrasing, honest answers and augmentation:
+#: ``mmgraph eval --n 200`` (seed 0), docs/tinyworld.md "The phrasing retrain". Rows under their bar are expected to
+#: fail (the reason names the score); the rows that meet it must keep meeting it, with the same margin as the others.
+MEASURED = {
+    "free phrasing: image understanding: colour": 50.0,
+    "free phrasing: image understanding: shape": 92.5,
+    "free phrasing: image understanding: position": 63.0,
+    "free phrasing: video understanding: colour": 77.5,
+    "free phrasing: video understanding: shape": 92.0,
+    "free phrasing: video understanding: direction": 53.5,
+    "free phrasing: audio understanding: pitch": 79.5,
+    "free phrasing: audio understanding: beeps": 93.5,
+    "free phrasing: audio understanding: waveform": 69.0,
+    "free phrasing: image generation: colour + shape": 91.5,
+    "free phrasing: video generation: colour + shape + direction": 81.0,
+    "free phrasing: audio generation: pitch + beeps": 52.0,
+    "free phrasing: a request naming no medium gets its most likely medium": 68.5,
+    "free phrasing: two requests in one turn": 12.5,
+    "other renderer: image understanding: colour": 100.0,
+    "other renderer: image understanding: shape": 96.0,
+    "other renderer: image understanding: position": 100.0,
+    "other renderer: video understanding: colour": 100.0,
+    "other renderer: video understanding: shape": 96.0,
+    "other renderer: video understanding: direction": 99.0,
+    "other renderer: audio understanding: pitch": 100.0,
+    "other renderer: audio understanding: beeps": 88.5,
+    "other renderer: audio understanding: waveform": 100.0,
+    "honest: a question about a medium not attached": 62.5,
+    "honest: an unknown colour is declined": 71.0,
+    "honest: an unknown shape is declined": 66.5,
+    "honest: an unknown count is declined": 53.0,
+    "honest: an unknown motion is declined": 60.0,
+    "honest: an unknown medium is declined": 50.5,
 }
 
 
 def _new_row(row: str):
-    measured = MEASURED_BEFORE_RETRAIN[row]
+    measured = MEASURED[row]
     if measured / 100 >= NEW_BARS[row]:
         return row
-    reason = f"{measured:.1f} % on the shipped weights (n=200); bar {NEW_BARS[row]:.0%} after the phrasing retrain"
+    reason = f"{measured:.1f} % on the shipped weights (n=200), under its bar of {NEW_BARS[row]:.0%}"
     return pytest.param(row, marks=pytest.mark.xfail(reason=reason, strict=False))
 
 
-def test_the_rows_awaiting_the_retrain_are_all_measured_and_reported(result, report_dir):
-    assert set(MEASURED_BEFORE_RETRAIN) == set(NEW_BARS)
+def test_the_free_phrasing_other_renderer_and_honest_rows_are_all_measured_and_reported(result, report_dir):
+    assert set(MEASURED) == set(NEW_BARS)
     assert set(result.rows) == set(BARS)  # the new rows never join the rows that fail a run
     for row in NEW_BARS:
         assert result.extra[row].total == N and result.extra[row].bar == NEW_BARS[row]
     assert result.extra[HONEST_SILENT_ROW].total == 6 * N
     page = (report_dir / "report.html").read_text()
-    assert "Rows awaiting the phrasing retrain" in page and all(row in page for row in NEW_BARS)
+    assert "Free phrasing, other renderers, honest answers" in page and all(row in page for row in NEW_BARS)
 
 
 @pytest.mark.parametrize("row", [_new_row(row) for row in NEW_BARS])
-def test_rows_awaiting_the_phrasing_retrain_meet_their_bars(result, row):
+def test_free_phrasing_other_renderer_and_honest_rows_meet_their_bars(result, row):
     r = result.extra[row]
     assert r.accuracy >= NEW_BARS[row] - MARGIN, f"{row}: {r.correct}/{r.total}"

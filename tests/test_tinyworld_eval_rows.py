@@ -1,4 +1,5 @@
-"""How the eval's rows awaiting the phrasing retrain score, with stand-ins for the system and the judges (no model):
+"""How the eval's free-phrasing, other-renderer and honest rows score, with stand-ins for the system and the judges
+(no model):
 honest answers must be exact and silent, a generation sample needs both judges, the understanding rows attach the
 medium they ask about, and the extra rows never fail ``mmgraph eval``."""
 
@@ -152,7 +153,7 @@ def test_the_extra_rows_are_reported_but_never_fail_mmgraph_eval(monkeypatch, tm
     monkeypatch.setattr(module, "evaluate", lambda *a, **k: EvalResult(rows, None, [], extra))
     assert main(["eval", "--n", "1", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "Rows awaiting the phrasing retrain" in out and "below (awaits the retrain)" in out
+    assert "Free phrasing, other renderers and honest answers" in out and "below its bar" in out
     assert "**FAIL**" not in out
     result = EvalResult(rows, None, [], extra)
     assert set(result.to_dict()["extra"]) == set(NEW_BARS)

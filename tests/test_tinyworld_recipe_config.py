@@ -4,6 +4,7 @@ device every step trains on."""
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 import torch
@@ -236,11 +237,22 @@ def test_each_run_records_its_own_settings(tmp_path, monkeypatch):
     assert {k: v["metrics"]["video_steps"] for k, v in record["steps"].items()} == {"first": 5, "second": 9}
 
 
-def test_free_phrasing_honest_answers_and_augment_are_off_by_default_and_reach_their_steps(tmp_path, monkeypatch):
+def test_the_default_recipe_is_the_one_that_trained_the_shipped_weights():
+    from core.hub import PACKAGED_WORLD_WEIGHTS
+
+    shipped = json.loads((PACKAGED_WORLD_WEIGHTS / "recipe.json").read_text())["config"]
+    machine = {"threads", "device"}  # how the run used its machine, not what it trained
+    assert RecipeConfig().model_dump(exclude=machine) == RecipeConfig.model_validate(shipped).model_dump(
+        exclude=machine
+    )
+    assert RecipeConfig().free_phrasing > 0 and RecipeConfig().glossary > 0 and RecipeConfig().augment > 0
+    small = RecipeConfig.small()  # the tests' shrunken runs keep the canonical data
+    assert (small.free_phrasing, small.honest_answers, small.glossary, small.augment) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_free_phrasing_honest_answers_and_augment_reach_their_steps(tmp_path, monkeypatch):
     from tinyworld import steps
 
-    defaults = RecipeConfig()
-    assert (defaults.free_phrasing, defaults.honest_answers, defaults.augment) == (0.0, 0.0, 0.0)  # as shipped
     seen = {}
     monkeypatch.setattr(steps, "_move", lambda src, dst: None)
     monkeypatch.setattr(steps.shutil, "copytree", lambda *a, **k: None)

@@ -824,7 +824,9 @@ def test_micro_batch_shares_add_up_to_the_whole_batch_loss_and_gradients(toy, tm
         assert split[1][key] == pytest.approx(whole[1][key], rel=1e-5), key
     assert sum(g.abs().sum() for g in whole[2]) > 0
     for a, b in zip(whole[2], split[2]):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+        # summed in another order: an element that cancels to near zero keeps the rounding of its terms, so the
+        # absolute tolerance scales with the tensor's largest gradient
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(a.abs().max()) + 1e-12)
 
 
 def test_text_lm_micro_batches_take_the_same_steps_on_shorter_rows(tmp_path, monkeypatch):

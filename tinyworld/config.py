@@ -34,10 +34,10 @@ class RecipeConfig(BaseModel):
         description="device every step trains on (cpu | cuda | auto); data is rendered and "
         "batches are drawn on the CPU, so a seed draws the same batches anywhere",
     )
-    lm_steps: NonNegativeInt = Field(1500, description="training steps of the LLM (tinyworld.language)")
-    lm_dialogues: PositiveInt = Field(6000, description="text dialogues the LLM trains on")
+    lm_steps: NonNegativeInt = Field(3000, description="training steps of the LLM (tinyworld.language)")
+    lm_dialogues: PositiveInt = Field(20000, description="text dialogues the LLM trains on")
     encoder_steps: NonNegativeInt = Field(
-        1500, description="training steps of the CLIP / Whisper encoders (tinyworld.encoders)"
+        2000, description="training steps of the CLIP / Whisper encoders (tinyworld.encoders)"
     )
     encoder_train: int | None = Field(
         None, ge=0, description="pre-rendered training items of the encoders; none or 0: tinyworld.encoders.NUM_TRAIN"
@@ -68,7 +68,7 @@ class RecipeConfig(BaseModel):
             "none: tinyworld.data.PT_MIX"
         ),
     )
-    it_rows: PositiveInt = Field(6000, description="conversations of the MM IT data set")
+    it_rows: PositiveInt = Field(12000, description="conversations of the MM IT data set")
     it_turns: PositiveInt = Field(4, description="most exchanges in an IT conversation")
     it_follow_ups: float = Field(
         0.35,
@@ -93,34 +93,33 @@ class RecipeConfig(BaseModel):
     it_lr: float = Field(1e-3, description="MM IT learning rate (projectors, signal rows and LoRA)")
     lora: bool = Field(True, description="train LoRA adapters of the LLM in MM IT")
     free_phrasing: float = Field(
-        0.0,
+        0.7,
         ge=0.0,
         le=1.0,
         description="share of the LLM's and IT's exchanges written freely, from the training split of "
-        "tinyworld.phrasing (the tokenizer then also reads that split); 0: the canonical templates alone, as the "
-        "shipped weights were trained",
+        "tinyworld.phrasing (the tokenizer then also reads that split); 0: the canonical templates alone",
     )
     honest_answers: float = Field(
-        0.0,
+        0.1,
         ge=0.0,
         le=1.0,
         description="share of the LLM's and IT's exchanges that ask about a medium not attached or for something "
-        "outside the world, answered honestly (tinyworld.phrasing.MISSING, OUT_OF_VOCABULARY); 0: none, as shipped",
+        "outside the world, answered honestly (tinyworld.phrasing.MISSING, OUT_OF_VOCABULARY); 0: none",
     )
     glossary: float = Field(
-        0.0,
+        0.12,
         ge=0.0,
         le=1.0,
         description="share of the LLM's text dialogues that are dictionary entries (tinyworld.phrasing.glossary: "
-        "'A movie is a video.'), held-out words included, never used in a request or question; 0: none, as shipped",
+        "'A movie is a video.'), held-out words included, never used in a request or question; 0: none",
     )
     augment: float = Field(
-        0.0,
+        0.5,
         ge=0.0,
         le=1.0,
         description="share of the encoders' and the PT / IT data's renders drawn with the world renderer's "
         "augmentation (other sizes, positions, backgrounds, codecs, timings, rates; tinyworld.world.AUGMENT); "
-        "0: off, as shipped",
+        "0: off",
     )
     judge_steps: int | None = Field(
         None, ge=0, description="training steps of each judge; none or 0: tinyworld.judges.STEPS"
@@ -153,6 +152,10 @@ class RecipeConfig(BaseModel):
 SMALL: dict[str, object] = dict(
     lm_steps=120,
     lm_dialogues=600,
+    free_phrasing=0.0,  # the small runs keep the canonical data (phrasing, glossary, augmentation: their own tests)
+    honest_answers=0.0,
+    glossary=0.0,
+    augment=0.0,
     encoder_steps=60,
     encoder_train=240,
     samples=240,

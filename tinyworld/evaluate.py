@@ -16,8 +16,9 @@ run, the encoders, the LLM, the generators), one new thread per question:
 Renders use seeds from the held-out range (:func:`tinyworld.data.held_out_seed`), which no training set draws.
 Results go to ``OUT/results.json`` and ``OUT/report.html`` (the table and a grid of generated samples).
 
-**Rows awaiting the phrasing retrain** (:data:`NEW_BARS`; a separate table, :attr:`EvalResult.extra`, that never
-fails a run: the bars apply once the recipe has trained with free phrasing, honest answers and augmentation):
+**Free phrasing, other renderers, honest answers** (:data:`NEW_BARS`; a separate table, :attr:`EvalResult.extra`,
+that never fails a run: the shipped weights, retrained with free phrasing, honest answers and augmentation, meet some
+of these bars and not yet the others; docs/tinyworld.md):
 
 - **free phrasing** -- every understanding and generation row again, asked in words of the held-out split of
   :mod:`tinyworld.phrasing` (each item has at least one held-out template; typos, case, spelling vary), plus a request
@@ -95,7 +96,7 @@ BARS: dict[str, float] = {
 LATENCY_BAR = 3.0
 _MEDIA_ARG = {"image": "images", "video": "video", "audio": "audio"}
 
-#: bars of the rows awaiting the phrasing retrain (issue 29): met after it, reported (never failed) before
+#: bars of the free-phrasing, other-renderer and honest rows (issue 29): reported against their bars, never failed
 FREE_BAR, OTHER_RENDERER_BAR, HONEST_BAR = 0.90, 0.90, 0.95
 _GENERATION_ROWS = {kind: f"{kind} generation: {' + '.join(attrs)}" for kind, attrs in GENERATION.items()}
 AMBIGUOUS_ROW = "free phrasing: a request naming no medium gets its most likely medium"
@@ -165,7 +166,7 @@ class Row:
 def _extra_mark(row: Row) -> str:
     if row.bar is None or not row.total:
         return ""
-    return "meets it" if row.accuracy >= row.bar else "below (awaits the retrain)"
+    return "meets it" if row.accuracy >= row.bar else "below its bar"
 
 
 @dataclass
@@ -173,7 +174,7 @@ class EvalResult:
     rows: dict[str, Row]
     latency: float | None = None
     samples: list[dict] = field(default_factory=list)  # generated media for the report grid
-    #: rows awaiting the phrasing retrain (:data:`NEW_BARS`) and report-only rows; never failed
+    #: the free-phrasing, other-renderer and honest rows (:data:`NEW_BARS`) and report-only rows; never failed
     extra: dict[str, Row] = field(default_factory=dict)
 
     def table(self) -> str:
@@ -192,10 +193,10 @@ class EvalResult:
         if self.extra:
             lines += [
                 "",
-                "Rows awaiting the phrasing retrain (bars apply after it; they do not fail this run) and report-only "
-                "rows:",
+                "Free phrasing, other renderers and honest answers (reported against their bars; they do not fail "
+                "this run) and report-only rows:",
                 "",
-                "| row | n | score | bar after the retrain | |",
+                "| row | n | score | bar | |",
                 "|---|---|---|---|---|",
             ]
             for row in self.extra.values():
@@ -419,7 +420,7 @@ class Evaluator:
             self._honest(row, phrasing.out_of_vocabulary(category, self.free_rng, "held_out"))
 
     def extra_rows(self, n: int) -> None:
-        """Every row awaiting the phrasing retrain, ``n`` items each."""
+        """Every free-phrasing, other-renderer and honest row, ``n`` items each."""
         for kind, attributes in UNDERSTANDING.items():
             for attribute in attributes:
                 self.free_understanding(kind, attribute, n)
@@ -462,7 +463,7 @@ def evaluate(
 ) -> EvalResult:
     """Score ``config`` (default: the default preset) with ``n`` held-out samples per row; write the report into
     ``out`` if given. ``judges``: a :class:`tinyworld.judges.Judges` or a folder (default: the packaged one).
-    ``extra``: also run the rows awaiting the phrasing retrain (:data:`NEW_BARS`, ``n`` items each; after the
+    ``extra``: also run the free-phrasing, other-renderer and honest rows (:data:`NEW_BARS`, ``n`` items each; after the
     existing rows, from their own random stream, so those are unchanged)."""
     if judges is None or isinstance(judges, (str, Path)):
         judges = Judges.load(judges or resolve_model("@tinyworld/judges"))
@@ -531,10 +532,10 @@ def write_report(result: EvalResult, out: Path, *, title: str) -> Path:
             for r in result.extra.values()
         )
         extra = (
-            "<h2>Rows awaiting the phrasing retrain</h2><p>Free phrasing (held-out templates and words), the second "
-            "renderer, honest answers, and the second judge. Their bars apply after the retrain; they do not fail "
-            "this run.</p><table border=1 cellpadding=4 style='border-collapse:collapse'><tr><th>row</th><th>n</th>"
-            f"<th>score</th><th>bar after the retrain</th><th></th></tr>{extra_rows}</table>"
+            "<h2>Free phrasing, other renderers, honest answers</h2><p>Free phrasing (held-out templates and words), "
+            "the second renderer, honest answers, and the second judge, reported against their bars; they do not "
+            "fail this run.</p><table border=1 cellpadding=4 style='border-collapse:collapse'><tr><th>row</th>"
+            f"<th>n</th><th>score</th><th>bar</th><th></th></tr>{extra_rows}</table>"
         )
     page = (
         f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
