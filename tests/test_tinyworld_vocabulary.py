@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 from core.config import SystemConfig, Vocabulary
 from core.config import load_config as load_preset
 from tinyworld import phrasing
@@ -35,3 +37,20 @@ def test_a_vocabulary_is_optional_plain_data():
     assert v.lines() == ["s", "  colours: red", "try:", "  Draw it.", "limits:", "  none"]
     again = SystemConfig.model_validate({**config.model_dump(), "vocabulary": v.model_dump()})
     assert again.vocabulary == v
+
+
+def test_the_examples_a_newcomer_clicks_make_what_they_ask_for(world_assistant):
+    """The requests among the vocabulary's examples are answered by the shipped system with that very medium."""
+    from tinyworld import text as world_text
+
+    examples = [e for e in load_preset("tiny-world").vocabulary.examples if "(attach" not in e]
+    wanted = {"draw": "image", "video": "video", "hear": "audio"}
+    assert len(examples) == 3
+    for i, example in enumerate(examples):
+        kind = next(k for word, k in wanted.items() if word in example.lower())
+        reply = world_assistant.chat(example, thread_id=f"vocabulary-example-{i}")
+        assert [a.mime.split("/")[0] for a in reply.artifacts] == [kind], (example, reply.text)
+        # the reply restates what it makes: every value the example names
+        values = [*COLOURS, *SHAPES, *DIRECTIONS, *PITCHES, *(world_text.NUMBERS[n] for n in BEEPS)]
+        named = [v for v in values if re.search(rf"\b{v}\b", example.lower())]
+        assert named and all(re.search(rf"\b{v}\b", reply.text.lower()) for v in named), (example, reply.text)
