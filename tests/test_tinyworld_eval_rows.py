@@ -80,6 +80,9 @@ def test_an_honest_answer_counts_only_exact_and_without_media(tmp_path):
         ev = _evaluator(Bot(lambda text, media, reply=reply: reply))
         ev._honest(ev.extra[MISSING_ROW], ex)
         assert ev.extra[MISSING_ROW].correct == right, reply
+        # a wrong item is kept for results.json: what was asked, what came back, with which media
+        misses = [] if right else [{"asked": ex.user, "reply": reply.text, "media": [a.mime for a in reply.artifacts]}]
+        assert ev.extra[MISSING_ROW].misses == misses
 
 
 def test_a_generation_sample_passes_only_when_both_judges_agree(tmp_path):

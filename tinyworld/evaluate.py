@@ -143,12 +143,19 @@ MISSING_CASES: tuple[tuple[str | None, str | None], ...] = (
 )
 
 
+#: wrong items a row keeps for ``results.json``
+MISSES_KEPT = 10
+
+
 @dataclass
 class Row:
     name: str
     correct: int = 0
     total: int = 0
     bar: float | None = None
+    #: the first :data:`MISSES_KEPT` wrong items, ``{"asked", "reply", "media"}`` (where the row records them), so
+    #: ``results.json`` shows how a row fails without a rerun
+    misses: list[dict] = field(default_factory=list)
 
     @property
     def accuracy(self) -> float:
@@ -158,9 +165,12 @@ class Row:
     def passed(self) -> bool | None:
         return None if self.bar is None else self.accuracy >= self.bar
 
-    def add(self, ok: bool) -> None:
+    def add(self, ok: bool, asked: str | None = None, reply: Any = None) -> None:
         self.correct += bool(ok)
         self.total += 1
+        if not ok and asked is not None and len(self.misses) < MISSES_KEPT:
+            media = [a.mime for a in reply.artifacts] if reply is not None else []
+            self.misses.append({"asked": asked, "reply": getattr(reply, "text", ""), "media": media})
 
 
 def _extra_mark(row: Row) -> str:
@@ -345,7 +355,7 @@ class Evaluator:
 
     def _generation_row(self, name: str, reply, wanted: list[Thing], text: str) -> None:
         routed, trained, analytic = self._judged(reply, wanted)
-        self.extra[name].add(routed and trained and analytic)
+        self.extra[name].add(routed and trained and analytic, text, reply)
         self.extra[name + " [trained judge]"].add(routed and trained)
         self.extra[name + " [analytic judge]"].add(routed and analytic)
         self._free(text, routed and trained and analytic)
@@ -361,7 +371,7 @@ class Evaluator:
             reply = self._ask(ex)
             named = world_text.values_named(reply.text, kind, attribute)
             ok = named == {str(getattr(thing, attribute))} and not reply.artifacts
-            row.add(ok)
+            row.add(ok, ex.user, reply)
             self._free(ex.user, ok)
 
     def other_renderer(self, kind: str, attribute: str, n: int) -> None:
@@ -372,7 +382,8 @@ class Evaluator:
             question = self.free_rng.choice(world_text.QUESTIONS[kind][attribute])
             reply = self._ask(Exchange(f"<{kind}>\n{question}", "", [thing], []), painted=True)
             named = world_text.values_named(reply.text, kind, attribute)
-            row.add(named == {str(getattr(thing, attribute))} and not reply.artifacts)
+            ok = named == {str(getattr(thing, attribute))} and not reply.artifacts
+            row.add(ok, f"{question} (a painted {world_text.caption(thing)})", reply)
 
     def free_generation(self, kind: str, n: int) -> None:
         """Held-out phrasings of a request; right when exactly the medium asked for comes back and both judges find
@@ -402,7 +413,7 @@ class Evaluator:
     def _honest(self, row: Row, ex: Exchange) -> None:
         reply = self._ask(ex)
         silent = not reply.artifacts
-        row.add(silent and phrasing.is_expected(reply.text, ex.assistant))
+        row.add(silent and phrasing.is_expected(reply.text, ex.assistant), ex.user, reply)
         self.extra[HONEST_SILENT_ROW].add(silent)
 
     def honest_missing(self, n: int) -> None:
