@@ -56,6 +56,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` and its waited-for children, in seconds (/proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; fields[11:15]: utime stime cutime cstime
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process (the benchmark's clients), user + system, in seconds."""
+    t = os.times()
+    return t.user + t.system
+
+
 def get_json(url: str, timeout: float = 10.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.loads(response.read())
@@ -141,6 +154,10 @@ class ServerProcess:
                 return int(line.split()[1]) * 1024
         raise RuntimeError(f"no VmRSS for process {self.pid}")
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server has used so far, all its threads, user and system (/proc/<pid>/stat), in seconds."""
+        return process_cpu_seconds(self.pid)
+
     def leftovers(self) -> list[int]:
         """Processes still running in the server's session (it was started as the leader of a new one)."""
         found = []
@@ -189,6 +206,17 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)  # the kind of turn of each latency
+    server_cpu_s: float = 0.0  # CPU time the server used during the run
+    client_cpu_s: float = 0.0  # CPU time the clients (this process) used during the run
+
+    @property
+    def answered(self) -> int:
+        return len(self.latencies) - len(self.failures)
+
+    def cpu_per_turn(self) -> tuple[float, float]:
+        """Server and client CPU seconds per answered turn."""
+        n = max(self.answered, 1)
+        return self.server_cpu_s / n, self.client_cpu_s / n
 
     @property
     def name(self) -> str:
@@ -197,7 +225,7 @@ class Run:
     @property
     def throughput(self) -> float:
         """Answered turns per second (failed ones do not count)."""
-        return (len(self.latencies) - len(self.failures)) / self.wall_s
+        return self.answered / self.wall_s
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies, q))
@@ -289,7 +317,11 @@ def bench_serve(
             raise RuntimeError(f"the warm-up turns failed: {warmup.failures}")
         runs = []
         for number, count in enumerate([0, *clients]):
-            runs.append(measure(server.url, model, requests, count, first_seed=number * requests, timeout=timeout))
+            server_cpu, client_cpu = server.cpu_seconds(), own_cpu_seconds()
+            run = measure(server.url, model, requests, count, first_seed=number * requests, timeout=timeout)
+            run.server_cpu_s = server.cpu_seconds() - server_cpu
+            run.client_cpu_s = own_cpu_seconds() - client_cpu
+            runs.append(run)
         queue = server.wait_idle()
     leftovers = server.leftovers()
     serial = runs[0]
@@ -306,9 +338,19 @@ def bench_serve(
         "queue_after": queue,
     }
     rows = []
+    cores = os.cpu_count() or 1
     for run in runs:
+        server_per_turn, client_per_turn = run.cpu_per_turn()
         notes = {
             **common,
+            "server_cpu_s": run.server_cpu_s,
+            "client_cpu_s": run.client_cpu_s,
+            "server_cpu_per_turn_s": server_per_turn,
+            "client_cpu_per_turn_s": client_per_turn,
+            "server_cores_busy": run.server_cpu_s / run.wall_s,
+            # the most turns/s this machine's cores could give at this run's CPU cost per turn, server and clients
+            "cpu_ceiling_turns_s": cores / max(server_per_turn + client_per_turn, 1e-9),
+            "cores": cores,
             "clients": run.clients,
             "turns": len(run.latencies),
             "failed": len(run.failures),
@@ -351,15 +393,17 @@ def serve_table(rows: list[Row]) -> str:
         f"mmgraph bench serve: {first['requests']} turns ({', '.join(first['kinds'])}, cycling) per run, one "
         "mmgraph serve (tiny-world) on 127.0.0.1",
         "",
-        "| clients | turns | failed | throughput | vs serial | p50 latency | p99 latency | p50 vs lone request |",
-        "|---|---|---|---|---|---|---|---|",
+        "| clients | turns | failed | throughput | vs serial | p50 latency | p99 latency | p50 vs lone request "
+        "| server CPU / turn | server cores busy | client CPU / turn |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in runs:
         n = row.notes
         lines.append(
             f"| {'serial' if n['clients'] == 0 else n['clients']} | {n['turns']} | {n['failed']} | "
             f"{n['throughput']:.3g} turns/s | {row.ratio:.2f}x | {n['p50_s']:.3g} s | {n['p99_s']:.3g} s | "
-            f"{n['p50_s'] / n['lone_p50_s']:.2f}x |"
+            f"{n['p50_s'] / n['lone_p50_s']:.2f}x | {n['server_cpu_per_turn_s'] * 1e3:.0f} ms | "
+            f"{n['server_cores_busy']:.2f} | {n['client_cpu_per_turn_s'] * 1e3:.0f} ms |"
         )
     target = next((r for r in runs if r.notes["clients"] == TARGET_CLIENTS), None)
     if target is not None:
@@ -369,6 +413,10 @@ def serve_table(rows: list[Row]) -> str:
             "",
             f"target at {TARGET_CLIENTS} clients: >= {TARGET_SPEEDUP:g}x serial throughput with p50 <= "
             f"{TARGET_LATENCY:g}x a lone request: {speedup:.2f}x and {latency:.2f}x -> {'met' if met else 'not met'}",
+            f"CPU bound at {TARGET_CLIENTS} clients: {target.notes['server_cpu_per_turn_s'] * 1e3:.0f} ms of server "
+            f"and {target.notes['client_cpu_per_turn_s'] * 1e3:.0f} ms of client CPU per turn; {target.notes['cores']} "
+            f"cores at that cost give at most {target.notes['cpu_ceiling_turns_s']:.3g} turns/s "
+            f"({target.notes['cpu_ceiling_turns_s'] / runs[0].notes['throughput']:.2f}x serial)",
         ]
     lines.append("")
     for row in runs:

@@ -235,6 +235,7 @@ class Assistant:
         generate: Sequence[str] | None = None,
         allow: Sequence[str] | None = None,
         cancel: threading.Event | None = None,
+        deltas: bool = True,
         **params: Any,
     ) -> Iterator[Event]:
         """Run one turn, yielding events as they happen; the last event is ``done`` with the Reply.
@@ -243,15 +244,18 @@ class Assistant:
             images/audio/video: file paths or bytes. ``media`` adds items of other (plugin) modalities.
             generate: generators the reply must use, e.g. ``["image"]``.
             allow: generators the reply may use at all (default: all); ``[]`` forbids media output.
+            deltas: yield the nodes' events as they come (tokens, media, progress); False yields only the last
+                event (``done``, or ``interrupt`` then ``done``), and the nodes' events are not even made -- what
+                :meth:`chat` and a non-streamed server request use.
             params: ``max_new_tokens``, ``temperature``, ``top_p``, ``seed``, ``steps``, ``guidance``.
         """
         thread_id = thread_id or uuid.uuid4().hex
         all_media = {"image": images, "audio": audio, "video": video, **(media or {})}
         turn = self._turn_input(text, all_media, generate, allow, params)
-        yield from self._run(turn, thread_id, cancel)
+        yield from self._run(turn, thread_id, cancel, deltas)
 
     def resume_stream(
-        self, thread_id: str, value: Any = None, *, cancel: threading.Event | None = None
+        self, thread_id: str, value: Any = None, *, cancel: threading.Event | None = None, deltas: bool = True
     ) -> Iterator[Event]:
         """Carry on with a paused turn (:attr:`Reply.pending`), yielding events as :meth:`stream` does.
 
@@ -263,11 +267,11 @@ class Assistant:
         if not state.next:
             raise ValueError(f"thread {thread_id!r} has no paused turn to resume")
         asked = any(task.interrupts for task in state.tasks)  # interrupt() calls, not breakpoints
-        yield from self._run(Command(resume=value) if asked else None, thread_id, cancel)
+        yield from self._run(Command(resume=value) if asked else None, thread_id, cancel, deltas)
 
     def resume(self, thread_id: str, value: Any = None, **kwargs: Any) -> Reply:
         """:meth:`resume_stream` to the end; returns the Reply (which may be paused again)."""
-        return self._last_reply(self.resume_stream(thread_id, value, **kwargs))
+        return self._last_reply(self.resume_stream(thread_id, value, **{"deltas": False, **kwargs}))
 
     def pending(self, thread_id: str) -> list[dict[str, Any]]:
         """What a paused turn waits on: ``[{"node", "value"}]``; empty when the thread is not paused."""
@@ -291,7 +295,9 @@ class Assistant:
         with self._lock:
             return self._threads.setdefault(thread_id, threading.Lock())
 
-    def _run(self, graph_input: Any, thread_id: str, cancel: threading.Event | None) -> Iterator[Event]:
+    def _run(
+        self, graph_input: Any, thread_id: str, cancel: threading.Event | None, deltas: bool = True
+    ) -> Iterator[Event]:
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         # each run its own cancel flag; the feature and scratch caches are shared
         context = RunContext(
@@ -302,8 +308,11 @@ class Assistant:
             cancel=cancel or threading.Event(),
         )
         with self._turn_lock(thread_id):
-            for chunk in self.graph.stream(graph_input, config, context=context, stream_mode=["custom"], version="v2"):
-                if chunk["type"] == "custom":  # the only mode asked for; the tag narrows the part's type
+            # without deltas, LangGraph is asked for node updates only: the nodes' stream writer is then a no-op, so
+            # no per-token event is made, queued or handed across threads
+            modes: list[Any] = ["custom"] if deltas else ["updates"]
+            for chunk in self.graph.stream(graph_input, config, context=context, stream_mode=modes, version="v2"):
+                if chunk["type"] == "custom":  # the tag narrows the part's type
                     data = chunk["data"]
                     yield Event(data.get("type", "custom"), data)
             state = self.graph.get_state(config)
@@ -328,7 +337,7 @@ class Assistant:
 
     def chat(self, text: str = "", **kwargs: Any) -> Reply:
         """Run one turn and return the interleaved Reply (same arguments as :meth:`stream`)."""
-        return self._last_reply(self.stream(text, **kwargs))
+        return self._last_reply(self.stream(text, **{"deltas": False, **kwargs}))
 
     def _chat_request(self, request: dict[str, Any]) -> Reply:
         return self.chat(**request)

@@ -304,6 +304,8 @@ class Server:
 
     # -- running ---------------------------------------------------------------------------------------------------
     def start(self, req: ChatCompletionRequest, turn: ParsedTurn, thread_id: str) -> Job:
+        """Run the turn on a model thread; a streamed request gets every event, a plain one only the last (no
+        per-token events made or handed to the event loop)."""
         generate, allow = self.outputs(req)
         job = self.scheduler.admit()
 
@@ -317,6 +319,7 @@ class Server:
                 generate=generate,
                 allow=allow,
                 cancel=cancel,
+                deltas=bool(req.stream),
                 **req.params(),
             )
 
@@ -396,6 +399,7 @@ class Server:
                     generate=[name],
                     allow=[name],
                     cancel=cancel,
+                    deltas=False,  # only each turn's reply is read
                     **req.params(index, default_seed),
                 )
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from benchmarks import BENCHES, DEFAULT_BENCHES
 from benchmarks.run import add_arguments, counts, main
+from benchmarks.serve import own_cpu_seconds, process_cpu_seconds
 from benchmarks.workload import IMAGE_QUESTION, KINDS, TEXT_QUESTION, problem, turn
 
 
@@ -58,6 +61,16 @@ def test_bench_options_name_serve_and_load_but_do_not_run_them_by_default():
 
 
 @pytest.mark.integration  # starts an mmgraph serve process and sends it 12 turns
+def test_cpu_time_is_read_from_proc_as_the_process_itself_counts_it():
+    before_proc, before_own = process_cpu_seconds(os.getpid()), own_cpu_seconds()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:  # burn 0.3 s of CPU
+        pass
+    spent_proc = process_cpu_seconds(os.getpid()) - before_proc
+    spent_own = own_cpu_seconds() - before_own
+    assert 0.25 < spent_proc < 1.0 and spent_proc == pytest.approx(spent_own, abs=0.05)
+
+
 def test_bench_serve_runs_every_client_count_against_a_real_server_and_stops_it(tmp_path, capsys):
     out = tmp_path / "serve.json"
     main(["serve", "--requests", "3", "--clients", "1,2", "--json", str(out)])
@@ -70,6 +83,10 @@ def test_bench_serve_runs_every_client_count_against_a_real_server_and_stops_it(
         assert row["unit"] == "turns/s" and row["ours"] == pytest.approx(3 / notes["wall_s"])
         assert set(notes["kind_p50_s"]) == set(KINDS)
         assert 0 < notes["p50_s"] <= notes["p99_s"] <= max(notes["latencies_s"]) < notes["wall_s"] + 0.1
+        # the server answered 3 turns (one an image generation): real CPU time, no more than its cores allow
+        assert 0.01 < notes["server_cpu_s"] <= notes["cores"] * notes["wall_s"] + 0.05
+        assert notes["server_cpu_per_turn_s"] == pytest.approx(notes["server_cpu_s"] / 3)
+        assert notes["client_cpu_s"] > 0 and notes["cpu_ceiling_turns_s"] > 0
     assert runs[0]["ratio"] == pytest.approx(1.0)
     latency = [r for r in rows if r["measure"].startswith("serve p50 latency")]
     assert [r["notes"]["clients"] for r in latency] == [1, 2] and all(r["unit"] == "s" for r in latency)

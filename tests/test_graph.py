@@ -68,6 +68,21 @@ def test_any_to_any_turn(assistant, media):
     assert reply.thread_id == "t1"
 
 
+def test_without_deltas_a_turn_yields_only_its_reply_and_the_same_reply(assistant, media):
+    """``deltas=False`` (what ``chat`` and a plain server request use): no token, media or progress events, only
+    ``done``, with the reply the streamed turn gives for the same seed."""
+    turn = dict(images=[media["image"]], generate=["image"], seed=3, max_new_tokens=10)
+    streamed = list(assistant.stream("Describe it, then draw one.", thread_id="deltas-on", **turn))
+    quiet = list(assistant.stream("Describe it, then draw one.", thread_id="deltas-off", deltas=False, **turn))
+    assert {"token", "part"} <= {e.type for e in streamed}
+    assert [e.type for e in quiet] == ["done"]
+    a, b = streamed[-1].reply, quiet[-1].reply
+    assert a.text == b.text and [p.generator for p in a.parts if isinstance(p, MediaPart)] == ["image"]
+    assert [x.path.read_bytes() for x in a.artifacts] == [x.path.read_bytes() for x in b.artifacts]
+    chatted = assistant.chat("Describe it, then draw one.", thread_id="deltas-chat", **turn)
+    assert chatted.text == a.text
+
+
 def test_nothing_is_generated_when_forbidden(assistant, media):
     reply = assistant.chat("Describe the picture.", images=[media["image"]], allow=[], max_new_tokens=8)
     assert reply.artifacts == [] and reply.text

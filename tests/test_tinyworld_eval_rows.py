@@ -25,8 +25,8 @@ from tinyworld.evaluate import (
     EvalResult,
     Evaluator,
     Row,
-    has_held_out_word,
 )
+from tinyworld.phrasing import has_held_out_word
 from tinyworld.world import Picture, encode
 
 

@@ -217,6 +217,68 @@ def test_the_glossary_defines_every_word_and_is_the_only_text_writing_held_out_w
     assert text_dialogues(40, seed=2, free_phrasing=0.5) == text_dialogues(40, seed=2, free_phrasing=0.5, glossary=0)
 
 
+def test_reading_writes_every_word_of_a_group_in_that_groups_own_everyday_contexts():
+    rng = random.Random(5)
+    passages = [P.reading(rng) for _ in range(4000)]
+    sentences = [s for ((ask, reply),) in passages for s in re.split(r"(?<=\.) ", reply)]
+    assert all(ask in P.READ_ASK for ((ask, _),) in passages)
+    held = P.all_held_out_words()
+    by_frame = {}
+    for group, frames in P.READING.items():
+        canonical, others = P.GROUPS[group]
+        for frame in frames:
+            # one slot per frame; its fixed words say no held-out word, ask nothing and address no one
+            assert len(re.findall(r"\{[wW]\}", frame)) == 1 and "?" not in frame, frame
+            fixed = re.sub(r"\{[wW]\}", " ", frame).lower()
+            assert not {w for w in held if _has([fixed], w)}, frame
+            by_frame[frame] = (group, canonical + others + P.READING_WORLD.get(group, ()))
+    met: dict[str, set[str]] = {}
+    for sentence in sentences:
+        group, word = next(
+            (g, w)
+            for frame, (g, words) in by_frame.items()
+            for w in words
+            if P._articles(frame.format(w=w, W=w[:1].upper() + w[1:])) == sentence
+        )
+        met.setdefault(group, set()).add(word)
+    for group in P.READING:  # every word, held-out ones included, in its own group's contexts only
+        canonical, others = P.GROUPS[group]
+        assert met[group] == set(canonical + others + P.READING_WORLD.get(group, ())), group
+    assert "The microwave gave a bleep when the soup was ready." in sentences
+    assert "Her new scarf is red." in sentences and "Her new scarf is pink." in sentences
+    # in the LLM's dialogues, held-out words are written by the reading and glossary dialogues and nowhere else
+    mixed = text_dialogues(600, seed=6, free_phrasing=1.0, honest_answers=0.3, glossary=0.1, reading=0.2)
+    reading = [d for d in mixed if len(d) == 2 and d[0][1] in P.READ_ASK]
+    assert 80 < len(reading) < 160  # about a fifth of the 90 % the glossary leaves
+    definitions = {P.definition(g, w) for g, (_, others) in P.GROUPS.items() for w in others}
+    rest = [d for d in mixed if d not in reading and not all(reply in definitions for _, reply in d[1::2])]
+    assert not {w for w in held if _has([text.lower() for d in rest for _, text in d], w)}
+    assert {w for w in held if _has([text.lower() for d in reading for _, text in d], w)}
+    # off by default: the dialogues are unchanged, draw for draw
+    assert text_dialogues(40, seed=2, free_phrasing=0.5) == text_dialogues(40, seed=2, free_phrasing=0.5, reading=0)
+
+
+def test_generation_shapes_weigh_single_ambiguous_and_paired_requests():
+    rng = random.Random(8)
+    pairs = [P.exchange(rng, task="generate", shapes={"pair": 1.0}) for _ in range(30)]
+    assert all(len(ex.media_out) == 2 and ex.media_out[0][0].kind != ex.media_out[1][0].kind for ex in pairs)
+    singles = [P.exchange(rng, task="generate", shapes={"single": 1.0, "pair": 0.0}) for _ in range(30)]
+    assert all(len(ex.media_out) == 1 for ex in singles)
+    # the default is GENERATE_SHAPES, draw for draw
+    a, b = random.Random(9), random.Random(9)
+    assert [P.exchange(a, task="generate") for _ in range(40)] == [
+        P.exchange(b, task="generate", shapes=dict(P.GENERATE_SHAPES)) for _ in range(40)
+    ]
+    share = (
+        sum(
+            len(P.exchange(rng, task="generate", shapes={"single": 0.5, "pair": 0.5}).media_out) == 2
+            for _ in range(400)
+        )
+        / 400
+    )
+    assert 0.4 < share < 0.6
+
+
 # -- honest answers --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("split", ["train", "held_out"])
 def test_questions_about_a_missing_medium_get_the_missing_answer_and_generate_nothing(split):

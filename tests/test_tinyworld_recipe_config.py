@@ -259,19 +259,38 @@ def test_free_phrasing_honest_answers_and_augment_reach_their_steps(tmp_path, mo
     monkeypatch.setattr(
         steps,
         "train_language_model",
-        lambda out, **kw: seen.update(language=(kw["free_phrasing"], kw["honest_answers"])) or {},
+        lambda out, **kw: (
+            seen.update(
+                language=(kw["free_phrasing"], kw["honest_answers"], kw["glossary"], kw["reading"], kw["shapes"])
+            )
+            or {}
+        ),
     )
     monkeypatch.setattr(
         steps,
         "write_datasets",
-        lambda folder, **kw: seen.update(data=(kw["free_phrasing"], kw["honest_answers"], kw["augment"])) or {},
+        lambda folder, **kw: (
+            seen.update(data=(kw["free_phrasing"], kw["honest_answers"], kw["augment"], kw["shapes"])) or {}
+        ),
     )
     losses = {"loss/initial": 1.0, "loss/image": 0.0, "loss/audio": 0.0, "loss/clip": 0.0}
     monkeypatch.setattr(steps, "train_encoders", lambda out, **kw: seen.update(encoders=kw["augment"]) or losses)
-    config = config_from_args(_args("--free-phrasing", "0.7", "--honest-answers", "0.1", "--augment", "0.5"))
+    shapes = {"single": 0.6, "ambiguous": 0.15, "pair": 0.25}
+    config = config_from_args(
+        _args(
+            *("--free-phrasing", "0.7", "--honest-answers", "0.1", "--augment", "0.5", "--glossary", "0.12"),
+            *("--reading", "0.2", "--generate-shapes", json.dumps(shapes)),
+        )
+    )
     ctx = Context(tmp_path, config, progress=False)
     for name in ("language", "data", "encoders"):
         STEPS[name].fn(ctx)
-    assert seen == {"language": (0.7, 0.1), "data": (0.7, 0.1, 0.5), "encoders": 0.5}
+    assert seen == {
+        "language": (0.7, 0.1, 0.12, 0.2, shapes),
+        "data": (0.7, 0.1, 0.5, shapes),
+        "encoders": 0.5,
+    }
+    with pytest.raises(ConfigError, match="^--generate-shapes: "):
+        config_from_args(_args("--generate-shapes", '{"triple": 1}'))
     with pytest.raises(ConfigError, match="^--augment: "):
         config_from_args(_args("--augment", "1.5"))

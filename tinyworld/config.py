@@ -113,6 +113,20 @@ class RecipeConfig(BaseModel):
         description="share of the LLM's text dialogues that are dictionary entries (tinyworld.phrasing.glossary: "
         "'A movie is a video.'), held-out words included, never used in a request or question; 0: none",
     )
+    reading: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of the LLM's text dialogues that are everyday sentences with the synonym groups' words in "
+        "each group's own contexts (tinyworld.phrasing.reading: 'The microwave gave a bleep.'), held-out words "
+        "included, never used in a request or question; 0: none",
+    )
+    generate_shapes: dict[Literal["single", "ambiguous", "pair"], float] | None = Field(
+        None,
+        description="weights of a free generation exchange's shapes in the LLM's and IT's data: one request, one "
+        'naming no medium, two requests in one turn ({"single": 0.8, "ambiguous": 0.1, "pair": 0.1}); none: '
+        "tinyworld.phrasing.GENERATE_SHAPES",
+    )
     augment: float = Field(
         0.5,
         ge=0.0,
@@ -155,6 +169,7 @@ SMALL: dict[str, object] = dict(
     free_phrasing=0.0,  # the small runs keep the canonical data (phrasing, glossary, augmentation: their own tests)
     honest_answers=0.0,
     glossary=0.0,
+    reading=0.0,
     augment=0.0,
     encoder_steps=60,
     encoder_train=240,

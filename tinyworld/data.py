@@ -110,6 +110,7 @@ def write_datasets(
     free_phrasing: float = 0.0,
     honest_answers: float = 0.0,
     augment: float = 0.0,
+    shapes: dict[str, float] | None = None,
 ) -> dict[str, Path]:
     """Write ``pt`` PT rows and ``it`` IT conversations into ``folder``; returns ``{"pt": path, "it": path}``.
 
@@ -119,7 +120,8 @@ def write_datasets(
     met earlier with one attribute changed (:func:`tinyworld.text.follow_up`), so long threads need not echo
     earlier turns. ``free_phrasing`` / ``honest_answers``: the share of IT exchanges written freely (training split of
     :mod:`tinyworld.phrasing`) / with honest answers; ``augment``: the share of rendered media drawn with the world
-    renderer's augmentation (:data:`tinyworld.world.AUGMENT`). All 0: the shipped data, draw for draw."""
+    renderer's augmentation (:data:`tinyworld.world.AUGMENT`); ``shapes``: the weights of a free generation exchange's
+    shapes (:data:`tinyworld.phrasing.GENERATE_SHAPES`). All 0: the shipped data, draw for draw."""
     folder = Path(folder)
     rng = random.Random(seed)
     write = _MediaWriter(folder, rng, augment)
@@ -136,7 +138,12 @@ def write_datasets(
     it_rows = []
     for i in tqdm(range(it), desc="IT data", disable=not progress, leave=False):
         dialogue = phrasing.dialogue(
-            rng, max_turns=it_turns, follow_ups=follow_ups, free=free_phrasing, honest_share=honest_answers
+            rng,
+            max_turns=it_turns,
+            follow_ups=follow_ups,
+            free=free_phrasing,
+            honest_share=honest_answers,
+            shapes=shapes,
         )
         it_rows.append({"id": f"it-{i}", **_conversation(dialogue, write)})
     paths = {}

@@ -46,7 +46,6 @@ from __future__ import annotations
 import html
 import json
 import random
-import re
 import shutil
 import statistics
 import tempfile
@@ -118,18 +117,6 @@ HONEST_SILENT_ROW = "honest rows: generated nothing (any text)"
 #: read in training) or only training words in a held-out template
 FREE_HELD_WORD_ROW = "free phrasing, all rows: items with a held-out word"
 FREE_TRAIN_WORDS_ROW = "free phrasing, all rows: items in training words (held-out templates)"
-_HELD_WORD = re.compile(
-    r"(?<![\w-])("
-    + "|".join(sorted(map(re.escape, phrasing.all_held_out_words()), key=len, reverse=True))
-    + r")(?![\w-])"
-)
-
-
-def has_held_out_word(text: str) -> bool:
-    """Whether ``text`` says a held-out synonym of :mod:`tinyworld.phrasing` (whole words, any case)."""
-    return bool(_HELD_WORD.search(text.lower()))
-
-
 #: (asked kind, attached kind) of the missing-medium items, cycled: nothing attached, or a medium of the other sense
 MISSING_CASES: tuple[tuple[str | None, str | None], ...] = (
     (None, None),
@@ -351,7 +338,7 @@ class Evaluator:
 
     def _free(self, text: str, ok: bool) -> None:
         """Count a free-phrasing item in the report-only rows by its words."""
-        self.extra[FREE_HELD_WORD_ROW if has_held_out_word(text) else FREE_TRAIN_WORDS_ROW].add(ok)
+        self.extra[FREE_HELD_WORD_ROW if phrasing.has_held_out_word(text) else FREE_TRAIN_WORDS_ROW].add(ok)
 
     def _generation_row(self, name: str, reply, wanted: list[Thing], text: str) -> None:
         routed, trained, analytic = self._judged(reply, wanted)

@@ -57,31 +57,45 @@ def as_text(exchange: world_text.Exchange) -> tuple[str, str]:
 
 
 def text_dialogues(
-    n: int, *, seed: int = 0, free_phrasing: float = 0.0, honest_answers: float = 0.0, glossary: float = 0.0
+    n: int,
+    *,
+    seed: int = 0,
+    free_phrasing: float = 0.0,
+    honest_answers: float = 0.0,
+    glossary: float = 0.0,
+    reading: float = 0.0,
+    shapes: dict[str, float] | None = None,
 ) -> list[list[tuple[str, str]]]:
     """``n`` text dialogues: 80 % mixed conversations of the world, 20 % caption copying (MM PT's layout: the
     description where the medium will be, the caption as the reply). ``free_phrasing`` / ``honest_answers``: the
     share of exchanges written freely (training split of :mod:`tinyworld.phrasing`) / with honest answers;
     ``glossary``: the share of dialogues that are dictionary entries instead (:func:`tinyworld.phrasing.glossary`,
-    the only place held-out words are written). All 0: the canonical dialogues, draw for draw."""
+    one of the two places held-out words are written); ``reading``: the share that are everyday sentences instead
+    (:func:`tinyworld.phrasing.reading`, the other); ``shapes``: the weights of a free generation exchange's shapes
+    (:data:`tinyworld.phrasing.GENERATE_SHAPES`). All 0: the canonical dialogues, draw for draw."""
     rng = random.Random(seed)
     out: list[list[tuple[str, str]]] = []
     for _ in range(n):
         if glossary and rng.random() < glossary:
-            out.append(
-                [turn for user, reply in phrasing.glossary(rng) for turn in (("user", user), ("assistant", reply))]
-            )
+            out.append(_turns(phrasing.glossary(rng)))
+            continue
+        if reading and rng.random() < reading:
+            out.append(_turns(phrasing.reading(rng)))
             continue
         if rng.random() < 0.2:
             thing = world_text.exchange(rng, task="understand").media_in[0]
             out.append([("user", world_text.caption(thing)), ("assistant", world_text.caption(thing))])
             continue
         turns: list[tuple[str, str]] = []
-        for ex in phrasing.dialogue(rng, free=free_phrasing, honest_share=honest_answers):
+        for ex in phrasing.dialogue(rng, free=free_phrasing, honest_share=honest_answers, shapes=shapes):
             user, assistant = as_text(ex)
             turns += [("user", user), ("assistant", assistant)]
         out.append(turns)
     return out
+
+
+def _turns(exchanges: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [turn for user, reply in exchanges for turn in (("user", user), ("assistant", reply))]
 
 
 def train_tokenizer(out: str | Path, vocab_size: int = VOCAB_SIZE, *, free_phrasing: bool = False):
@@ -134,6 +148,76 @@ def answer_accuracy(model_dir: str | Path, n: int = 60, *, seed: int = 10_000) -
     return right / n
 
 
+@torch.no_grad()
+def free_probe(model_dir: str | Path, n: int = 150, *, seed: int = 20_000) -> dict[str, dict[str, float | int]]:
+    """The LLM alone on the eval's freely phrased items (held-out split of :mod:`tinyworld.phrasing`), attached
+    things written as their captions: greedy replies to ``n`` questions about a thing, ``n`` requests and ``n``
+    honest-answer items (a missing medium or an out-of-vocabulary request). A question counts when the reply names
+    the asked attribute's true value and no other (a description: the caption), a request when the reply restates
+    what was asked for and names its medium, an honest item when the reply is the expected sentence.
+
+    Returns ``{kind: {"held_word": accuracy, "held_word_n": items, "train_words": ..., "train_words_n": ...}}`` by
+    whether the item says a held-out word: what the language step alone makes of words it only read (the cheap
+    probe before a full retrain; docs/tinyworld.md)."""
+    backbone = Backbone.from_config(
+        llm_config(model_dir), placeholders={}, signals={}, device="cpu", dtype=torch.float32
+    )
+    rng = random.Random(seed)
+    tally: dict[str, dict[bool, list[int]]] = {}
+    for kind in ("understand", "generate", "honest"):
+        for i in range(n):
+            thing = THINGS[rng.choice(list(THINGS))].sample(rng)
+            if kind == "understand":
+                ex = phrasing.understanding(thing, rng, "held_out")
+            elif kind == "generate":
+                ex = phrasing.generation(thing, rng, "held_out")
+            else:
+                ex = (
+                    phrasing.out_of_vocabulary(rng.choice(list(phrasing.OUT_OF_VOCABULARY)), rng, "held_out")
+                    if i % 2
+                    else phrasing.missing(rng.choice([*THINGS, None]), rng, "held_out")
+                )
+            user, expected = as_text(ex)
+            reply = _greedy(backbone, user)
+            if kind == "generate":
+                medium = {"image": "picture", "video": "video", "audio": "sound"}[thing.kind]
+                ok = world_text.request_caption(thing) in reply and medium in reply
+            elif kind == "honest":
+                ok = phrasing.is_expected(reply, expected)
+            elif expected.lower().rstrip(".") == world_text.caption(thing):
+                ok = reply.lower().rstrip(".") == world_text.caption(thing)
+            else:
+                attribute = next(a for a in thing.attributes if world_text.answer(thing, a) == expected)
+                ok = world_text.values_named(reply, thing.kind, attribute) == {str(getattr(thing, attribute))}
+            cell = tally.setdefault(kind, {True: [0, 0], False: [0, 0]})[phrasing.has_held_out_word(user)]
+            cell[0] += int(ok)
+            cell[1] += 1
+    return {
+        kind: {
+            **{
+                name: cells[held][0] / max(cells[held][1], 1)
+                for held, name in ((True, "held_word"), (False, "train_words"))
+            },
+            **{f"{name}_n": cells[held][1] for held, name in ((True, "held_word"), (False, "train_words"))},
+        }
+        for kind, cells in tally.items()
+    }
+
+
+def _greedy(backbone: Backbone, user: str, max_new_tokens: int = 32) -> str:
+    prompt = backbone.build_prompt([PromptTurn("user", [Text(user)])])
+    ids = torch.tensor([prompt.input_ids])
+    generated = backbone.model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=backbone.tokenizer.eos_token_id,
+        pad_token_id=backbone.tokenizer.pad_token_id,
+    )
+    return backbone.tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True).strip()
+
+
 def train_language_model(
     out: str | Path,
     *,
@@ -149,12 +233,14 @@ def train_language_model(
     free_phrasing: float = 0.0,
     honest_answers: float = 0.0,
     glossary: float = 0.0,
+    reading: float = 0.0,
+    shapes: dict[str, float] | None = None,
 ) -> dict:
     """Tokenizer + randomly initialised ``LlamaForCausalLM`` of :data:`LLM_SIZE`, trained on
     :func:`text_dialogues`; saved to ``out`` (``save_pretrained``, safetensors). ``group_by_length``: batches of
     dialogues of similar length; ``micro_batches``: each batch in runs of similar length (both
     :func:`training.lm.train_text_lm`); ``device``: where it trains; ``free_phrasing``, ``honest_answers``,
-    ``glossary``: see :func:`text_dialogues`.
+    ``glossary``, ``reading``, ``shapes``: see :func:`text_dialogues`.
     Returns held-out metrics."""
     out = Path(out)
     tokenizer = train_tokenizer(out, free_phrasing=free_phrasing > 0)
@@ -165,7 +251,13 @@ def train_language_model(
     train_text_lm(
         llm_config(out),
         text_dialogues(
-            dialogues, seed=seed, free_phrasing=free_phrasing, honest_answers=honest_answers, glossary=glossary
+            dialogues,
+            seed=seed,
+            free_phrasing=free_phrasing,
+            honest_answers=honest_answers,
+            glossary=glossary,
+            reading=reading,
+            shapes=shapes,
         ),
         out,
         steps=steps,

@@ -47,7 +47,7 @@ from typing import Literal
 
 from tinyworld import text as world_text
 from tinyworld.text import CHAT, NUMBERS, TASKS, Exchange, answer, caption, request_caption
-from tinyworld.world import THINGS, Clip, Picture, Sound, Thing
+from tinyworld.world import COLOURS, DIRECTIONS, SHAPES, THINGS, Clip, Picture, Sound, Thing
 
 Split = Literal["train", "held_out"]
 SALT = "tinyworld-phrasing-1"
@@ -147,6 +147,16 @@ class Family:
 
     def text(self, template_id: str) -> str:
         return dict(self.templates)[template_id]
+
+
+_HELD_WORD = re.compile(
+    r"(?<![\w-])(" + "|".join(sorted(map(re.escape, all_held_out_words()), key=len, reverse=True)) + r")(?![\w-])"
+)
+
+
+def has_held_out_word(text: str) -> bool:
+    """Whether ``text`` says a held-out synonym (whole words, any case)."""
+    return bool(_HELD_WORD.search(text.lower()))
 
 
 def _family(name: str, pinned: Iterable[str], *texts: str, prefix: str) -> Family:
@@ -1075,10 +1085,15 @@ GENERATE_SHAPES = {"single": 0.8, "ambiguous": 0.1, "pair": 0.1}
 
 
 def exchange(
-    rng: random.Random, split: Split = "train", *, kind: str | None = None, task: str | None = None
+    rng: random.Random,
+    split: Split = "train",
+    *,
+    kind: str | None = None,
+    task: str | None = None,
+    shapes: dict[str, float] | None = None,
 ) -> Exchange:
     """A freely phrased exchange, like :func:`tinyworld.text.exchange` (tasks drawn by its weights; chat stays
-    canonical)."""
+    canonical). ``shapes``: the weights of a generation exchange's shapes (default :data:`GENERATE_SHAPES`)."""
     task = task or rng.choices(list(TASKS), weights=list(TASKS.values()))[0]
     if task == "chat":
         user, reply_text = rng.choice(CHAT)
@@ -1088,7 +1103,8 @@ def exchange(
         return understanding(thing, rng, split)
     if task == "both":
         return both(thing, THINGS[rng.choice(list(THINGS))].sample(rng), rng, split)
-    shape = rng.choices(list(GENERATE_SHAPES), weights=list(GENERATE_SHAPES.values()))[0]
+    shapes = shapes or GENERATE_SHAPES
+    shape = rng.choices(list(shapes), weights=list(shapes.values()))[0]
     if shape == "ambiguous":
         return ambiguous(thing, rng, split)
     if shape == "pair":
@@ -1143,10 +1159,12 @@ def dialogue(
     free: float = 0.0,
     honest_share: float = 0.0,
     split: Split = "train",
+    shapes: dict[str, float] | None = None,
 ) -> list[Exchange]:
     """A conversation like :func:`tinyworld.text.dialogue`, where each exchange is freely phrased with probability
-    ``free`` and an honest-answer exchange (:func:`honest`) with probability ``honest_share``. With both 0 it *is*
-    :func:`tinyworld.text.dialogue` (the same draws from ``rng``), so the shipped recipe's data are unchanged."""
+    ``free`` and an honest-answer exchange (:func:`honest`) with probability ``honest_share`` (``shapes``: see
+    :func:`exchange`). With both 0 it *is* :func:`tinyworld.text.dialogue` (the same draws from ``rng``), so the
+    shipped recipe's data are unchanged."""
     if not free and not honest_share:
         return world_text.dialogue(rng, max_turns, follow_ups)
     exchanges: list[Exchange] = []
@@ -1161,7 +1179,7 @@ def dialogue(
             else:
                 exchanges.append(world_text.follow_up(earlier, rng))
         elif free and rng.random() < free:
-            exchanges.append(exchange(rng, split))
+            exchanges.append(exchange(rng, split, shapes=shapes))
         else:
             exchanges.append(world_text.exchange(rng))
     return exchanges
@@ -1253,3 +1271,177 @@ def check_grammar() -> None:
         for w in held:
             if re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text.lower()):
                 raise ValueError(f"{text!r} writes held-out {w!r}")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# reading: words met in running text, as a pretrained LLM met them
+# ------------------------------------------------------------------------------------------------------------------
+#: group -> sentences about everyday life in which every word of the group fits the slot ({w}, {W} capitalised).
+#: Each group has its own contexts, so its words share contexts with one another and with no other group's. None is
+#: a question to the assistant, a request to it, or about an attached medium.
+READING: dict[str, tuple[str, ...]] = {
+    "draw": (
+        "Mia likes to {w} horses after school.",
+        "Every summer he would {w} the old harbour.",
+        "In art class the children {w} birds and trees.",
+        "My grandfather taught me to {w} with charcoal.",
+    ),
+    "make": (
+        "The baker will {w} a cake for the party.",
+        "Our team has to {w} a new plan by Friday.",
+        "The old machine could {w} enough bread for the town.",
+        "She promised to {w} something for dinner.",
+    ),
+    "show": (
+        "At the gate the guard said: {w} your ticket.",
+        "The teacher asked: {w} your homework.",
+        "Tom told his brother: {w} the map again.",
+    ),
+    "animate": (
+        "The studio will {w} the race for the evening news.",
+        "They want to {w} the whole wedding.",
+        "It took a week to {w} the scene with the dragon.",
+    ),
+    "play": (
+        "The old radio would {w} a song every morning.",
+        "The little box can {w} the sound of rain.",
+        "At midnight the clock tower would {w} a long chime.",
+    ),
+    "picture": (
+        "There is an old {w} of the harbour on the wall.",
+        "She framed the {w} and hung it in the hall.",
+        "The museum bought a {w} of the king.",
+        "Grandma keeps a {w} of the farm in her purse.",
+    ),
+    "video": (
+        "We watched a funny {w} about cats last night.",
+        "The {w} of the concert lasted an hour.",
+        "My cousin made a {w} of his trip to the mountains.",
+        "Everyone laughed at the {w} of the dancing dog.",
+    ),
+    "sound": (
+        "We heard a strange {w} from the attic.",
+        "The {w} of the engine woke the baby.",
+        "The {w} from the speaker was too loud.",
+        "Nobody knew where the {w} came from.",
+    ),
+    "thing": (
+        "A dark {w} appeared in the fog.",
+        "The child found a round {w} on the beach.",
+        "Something like a {w} stood at the end of the road.",
+    ),
+    "colour_n": (
+        "The {w} of the wall faded in the sun.",
+        "She picked a warmer {w} for the front door.",
+        "The sea changed its {w} before the storm.",
+    ),
+    "beep_n": (
+        "The microwave gave a {w} when the soup was ready.",
+        "Every {w} of the alarm made the dog bark.",
+        "The truck made a {w} as it backed up.",
+        "Her watch gives a {w} on the hour.",
+    ),
+    "short": (
+        "We took a {w} walk before lunch.",
+        "He gave a {w} speech and sat down.",
+        "After a {w} nap she felt better.",
+    ),
+    "moving": (
+        "The boat was {w} slowly along the river.",
+        "A flock of geese was {w} over the hills.",
+        "The train kept {w} through the night.",
+    ),
+    "moves": (
+        "Every evening the cloud {w} across the valley.",
+        "The ferry {w} along the coast.",
+        "The old cat {w} quietly along the fence.",
+    ),
+    "dir:left": (
+        "At the bridge the road turns {w}.",
+        "The bus swerved {w} to miss the dog.",
+        "Walk past the bakery, then go {w}.",
+    ),
+    "dir:right": (
+        "At the church the road bends {w}.",
+        "The cyclist leaned {w} into the corner.",
+        "Cross the square, then turn {w}.",
+    ),
+    "dir:up": (
+        "The balloon floated {w} into the sky.",
+        "The smoke rose {w} from the chimney.",
+        "The kite climbed {w} in the wind.",
+    ),
+    "dir:down": (
+        "The leaf fell slowly {w}.",
+        "The rain ran {w} along the window.",
+        "The stone rolled {w} into the valley.",
+    ),
+    "pitch:low": ("The cello played a {w} note.", "He spoke in a {w} voice.", "Far away a {w} horn sounded."),
+    "pitch:middle": (
+        "The singer held a {w} note.",
+        "The flute began on a {w} tone.",
+        "Her voice was neither high nor low but {w}.",
+    ),
+    "pitch:high": ("The whistle made a {w} sound.", "A {w} cry came from the tree.", "The kettle gave a {w} whine."),
+    "count:1": (
+        "There was {w} pear left in the bowl.",
+        "She saw {w} bird on the roof.",
+        "He ate {w} biscuit with his tea.",
+    ),
+    "count:2": ("{W} dogs slept by the fire.", "She bought {w} loaves of bread.", "We saw {w} boats in the bay."),
+    "count:3": (
+        "{W} children ran across the field.",
+        "He read {w} books in a week.",
+        "There were {w} cups on the table.",
+    ),
+    "oov:colour": ("Her new scarf is {w}.", "They painted the fence {w}.", "The car outside is {w}."),
+    "oov:shape": (
+        "The window was shaped like a {w}.",
+        "She cut the paper into a {w}.",
+        "The garden path ended in a {w} of stones.",
+    ),
+    "oov:count": (
+        "The spider walked on {w} legs.",
+        "We waited {w} days for the letter.",
+        "He has {w} cousins in the city.",
+    ),
+    "oov:motion": (
+        "The dancer spun {w} across the stage.",
+        "The fly buzzed {w} around the lamp.",
+        "The skater glided {w} on the ice.",
+    ),
+    "oov:medium": (
+        "The office sent us a {w} of the new building.",
+        "Her brother made a {w} for his school.",
+        "The company keeps every {w} on a server.",
+    ),
+}
+#: the world's own values, written in the out-of-vocabulary groups' contexts too: running text says "a red scarf" as
+#: often as "a pink scarf", so these contexts tell a colour from a non-colour, not the world's colours from others
+READING_WORLD: dict[str, tuple[str, ...]] = {
+    "oov:colour": tuple(COLOURS),
+    "oov:shape": SHAPES,
+    "oov:count": ("one", "two", "three"),
+    "oov:motion": tuple(DIRECTIONS),
+    "oov:medium": ("picture", "video", "sound"),
+}
+#: what a reading passage is asked with (the passage is the reply)
+READ_ASK = ("Tell me a story.", "Say something.", "Write a few sentences.", "Tell me about your day.")
+
+
+def reading(rng: random.Random, max_sentences: int = 4) -> list[tuple[str, str]]:
+    """A text-only exchange whose reply is 1 to ``max_sentences`` everyday sentences from :data:`READING`, each with
+    a word of its group (held-out words included) in its group's own contexts: "The microwave gave a bleep when the
+    soup was ready.".
+
+    This is the tiny LLM's stand-in for running text a pretrained LLM has read: a word's meaning shows in the
+    contexts it shares with its synonyms (bleep where beep also goes), without the word ever being used in a
+    request, a question about a medium, or any PT / IT row (docs/tinyworld.md)."""
+    sentences = []
+    for _ in range(rng.randint(1, max_sentences)):
+        group = rng.choice(list(READING))
+        canonical, others = GROUPS[group]
+        word = rng.choice(canonical + others + READING_WORLD.get(group, ()))
+        frame = rng.choice(READING[group])
+        sentences.append(_articles(frame.format(w=word, W=_capital(word))))
+    return [(rng.choice(READ_ASK), " ".join(sentences))]

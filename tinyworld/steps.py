@@ -75,6 +75,8 @@ def _language(ctx: Context) -> dict:
         free_phrasing=c.free_phrasing,
         honest_answers=c.honest_answers,
         glossary=c.glossary,
+        reading=c.reading,
+        shapes=c.generate_shapes,
     )
     _move(ctx.work / "llm", ctx.weights / "llm")
     return metrics
@@ -163,6 +165,7 @@ def _data(ctx: Context) -> dict:
         free_phrasing=ctx.config.free_phrasing,
         honest_answers=ctx.config.honest_answers,
         augment=ctx.config.augment,
+        shapes=ctx.config.generate_shapes,
     )
     return {name: str(path) for name, path in paths.items()}
 
