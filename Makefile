@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# the optional dependencies installed (.ci/run adds ray, for the Ray Serve replica test)
+EXTRAS ?= dev
 STAMP  := $(VENV)/.installed
 
 .PHONY: venv test test-fast test-all lint demo graph clean
@@ -13,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch first, so the project's torch range installs nothing bigger.
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 test: venv

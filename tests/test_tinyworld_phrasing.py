@@ -279,6 +279,39 @@ def test_generation_shapes_weigh_single_ambiguous_and_paired_requests():
     assert 0.4 < share < 0.6
 
 
+def test_novel_words_replace_carrier_words_only_and_leave_the_request_as_it_was():
+    rng = random.Random(12)
+    exchanges = [P.exchange(rng, task="generate") for _ in range(300)]
+    carriers = {w.lower() for g in P.CARRIER_GROUPS for w in P.words(g, "train")}
+    known = {w.lower() for canonical, others in P.GROUPS.values() for w in canonical + others}
+    changed = 0
+    for ex in exchanges:
+        new = P.novel_words(ex, rng, 1.0)
+        assert (new.assistant, new.media_in, new.media_out, new.templates) == (
+            ex.assistant,
+            ex.media_in,
+            ex.media_out,
+            ex.templates,
+        )
+        low = new.user.lower()
+        assert not {w for w in carriers if _has([low], w) or _has([low], w + "s")}, new.user
+        for thing, _ in ex.media_out:  # every value and the medium's noun survive
+            for value in thing.as_dict().values():
+                if isinstance(value, str) and _has([P._CARRIER.sub(" ", ex.user).lower()], value):
+                    assert _has([low], value), (ex.user, new.user)
+        changed += new.user != ex.user
+        for word in set(re.findall(r"[a-z]+", low)) - set(re.findall(r"[a-z]+", ex.user.lower())):
+            assert word.rstrip("s") not in known and word not in known, word
+    assert changed > 200
+    same = exchanges[0]
+    state = rng.getstate()
+    assert P.novel_words(same, rng, 0.0) is same and rng.getstate() == state
+    assert text_dialogues(40, seed=2, free_phrasing=0.5) == text_dialogues(40, seed=2, free_phrasing=0.5, novel=0)
+    a = text_dialogues(200, seed=2, free_phrasing=1.0, novel=0.5)
+    assert a != text_dialogues(200, seed=2, free_phrasing=1.0)
+    assert all(len(d) % 2 == 0 for d in a)
+
+
 # -- honest answers --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("split", ["train", "held_out"])
 def test_questions_about_a_missing_medium_get_the_missing_answer_and_generate_nothing(split):
@@ -440,3 +473,33 @@ def test_two_requests_in_one_turn_load_as_two_outputs_for_it(tmp_path):
         "image": [exchanges[0].media_out[0][1]],
         "audio": [exchanges[0].media_out[1][1]],
     }
+
+
+# -- the LLM-only probe ------------------------------------------------------------------------------------------------
+def test_the_llm_probe_scores_right_replies_right_and_wrong_ones_wrong(monkeypatch):
+    """``tinyworld.language.free_probe`` judges greedy text replies to held-out items: fed the expected reply it scores
+    every cell 1, fed a reply naming nothing it scores every cell 0; on the shipped LLM it runs end to end."""
+    from core.hub import PACKAGED_WORLD_WEIGHTS
+    from tinyworld import language
+
+    llm = PACKAGED_WORLD_WEIGHTS / "llm"
+    expected: dict[str, str] = {}
+    real_as_text = language.as_text
+
+    def remember(ex):
+        user, reply = real_as_text(ex)
+        expected[user] = reply
+        return user, reply
+
+    monkeypatch.setattr(language, "as_text", remember)
+    monkeypatch.setattr(language, "_greedy", lambda backbone, user: expected[user])
+    right = language.free_probe(llm, n=24)
+    assert set(right) == {"understand", "generate", "honest"}
+    for cells in right.values():
+        assert cells["held_word_n"] + cells["train_words_n"] == 24 and cells["held_word_n"] > 0
+        assert cells["held_word"] == cells["train_words"] == 1.0
+    monkeypatch.setattr(language, "_greedy", lambda backbone, user: "I like turtles.")
+    assert all(c["held_word"] == c["train_words"] == 0.0 for c in language.free_probe(llm, n=24).values())
+    monkeypatch.undo()
+    real = language.free_probe(llm, n=8)
+    assert sum(c["held_word"] * c["held_word_n"] + c["train_words"] * c["train_words_n"] for c in real.values()) > 0

@@ -261,7 +261,14 @@ def test_free_phrasing_honest_answers_and_augment_reach_their_steps(tmp_path, mo
         "train_language_model",
         lambda out, **kw: (
             seen.update(
-                language=(kw["free_phrasing"], kw["honest_answers"], kw["glossary"], kw["reading"], kw["shapes"])
+                language=(
+                    kw["free_phrasing"],
+                    kw["honest_answers"],
+                    kw["glossary"],
+                    kw["reading"],
+                    kw["shapes"],
+                    kw["novel"],
+                )
             )
             or {}
         ),
@@ -270,7 +277,8 @@ def test_free_phrasing_honest_answers_and_augment_reach_their_steps(tmp_path, mo
         steps,
         "write_datasets",
         lambda folder, **kw: (
-            seen.update(data=(kw["free_phrasing"], kw["honest_answers"], kw["augment"], kw["shapes"])) or {}
+            seen.update(data=(kw["free_phrasing"], kw["honest_answers"], kw["augment"], kw["shapes"], kw["novel"]))
+            or {}
         ),
     )
     losses = {"loss/initial": 1.0, "loss/image": 0.0, "loss/audio": 0.0, "loss/clip": 0.0}
@@ -279,15 +287,15 @@ def test_free_phrasing_honest_answers_and_augment_reach_their_steps(tmp_path, mo
     config = config_from_args(
         _args(
             *("--free-phrasing", "0.7", "--honest-answers", "0.1", "--augment", "0.5", "--glossary", "0.12"),
-            *("--reading", "0.2", "--generate-shapes", json.dumps(shapes)),
+            *("--reading", "0.2", "--generate-shapes", json.dumps(shapes), "--novel-words", "0.3"),
         )
     )
     ctx = Context(tmp_path, config, progress=False)
     for name in ("language", "data", "encoders"):
         STEPS[name].fn(ctx)
     assert seen == {
-        "language": (0.7, 0.1, 0.12, 0.2, shapes),
-        "data": (0.7, 0.1, 0.5, shapes),
+        "language": (0.7, 0.1, 0.12, 0.2, shapes, 0.3),
+        "data": (0.7, 0.1, 0.5, shapes, 0.3),
         "encoders": 0.5,
     }
     with pytest.raises(ConfigError, match="^--generate-shapes: "):

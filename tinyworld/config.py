@@ -121,6 +121,14 @@ class RecipeConfig(BaseModel):
         "each group's own contexts (tinyworld.phrasing.reading: 'The microwave gave a bleep.'), held-out words "
         "included, never used in a request or question; 0: none",
     )
+    novel_words: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="chance that a carrier word (a verb, 'beep', 'short', 'moving') of a free request in the LLM's "
+        "and IT's data is replaced by a made-up word (tinyworld.phrasing.novel_words): an unfamiliar word there "
+        "leaves the request as it was; 0: none",
+    )
     generate_shapes: dict[Literal["single", "ambiguous", "pair"], float] | None = Field(
         None,
         description="weights of a free generation exchange's shapes in the LLM's and IT's data: one request, one "
@@ -170,6 +178,7 @@ SMALL: dict[str, object] = dict(
     honest_answers=0.0,
     glossary=0.0,
     reading=0.0,
+    novel_words=0.0,
     augment=0.0,
     encoder_steps=60,
     encoder_train=240,

@@ -111,6 +111,7 @@ def write_datasets(
     honest_answers: float = 0.0,
     augment: float = 0.0,
     shapes: dict[str, float] | None = None,
+    novel: float = 0.0,
 ) -> dict[str, Path]:
     """Write ``pt`` PT rows and ``it`` IT conversations into ``folder``; returns ``{"pt": path, "it": path}``.
 
@@ -121,7 +122,8 @@ def write_datasets(
     earlier turns. ``free_phrasing`` / ``honest_answers``: the share of IT exchanges written freely (training split of
     :mod:`tinyworld.phrasing`) / with honest answers; ``augment``: the share of rendered media drawn with the world
     renderer's augmentation (:data:`tinyworld.world.AUGMENT`); ``shapes``: the weights of a free generation exchange's
-    shapes (:data:`tinyworld.phrasing.GENERATE_SHAPES`). All 0: the shipped data, draw for draw."""
+    shapes (:data:`tinyworld.phrasing.GENERATE_SHAPES`); ``novel``: :func:`tinyworld.phrasing.novel_words`' share.
+    All 0: the shipped data, draw for draw."""
     folder = Path(folder)
     rng = random.Random(seed)
     write = _MediaWriter(folder, rng, augment)
@@ -144,6 +146,7 @@ def write_datasets(
             free=free_phrasing,
             honest_share=honest_answers,
             shapes=shapes,
+            novel=novel,
         )
         it_rows.append({"id": f"it-{i}", **_conversation(dialogue, write)})
     paths = {}

@@ -65,6 +65,7 @@ def text_dialogues(
     glossary: float = 0.0,
     reading: float = 0.0,
     shapes: dict[str, float] | None = None,
+    novel: float = 0.0,
 ) -> list[list[tuple[str, str]]]:
     """``n`` text dialogues: 80 % mixed conversations of the world, 20 % caption copying (MM PT's layout: the
     description where the medium will be, the caption as the reply). ``free_phrasing`` / ``honest_answers``: the
@@ -87,7 +88,7 @@ def text_dialogues(
             out.append([("user", world_text.caption(thing)), ("assistant", world_text.caption(thing))])
             continue
         turns: list[tuple[str, str]] = []
-        for ex in phrasing.dialogue(rng, free=free_phrasing, honest_share=honest_answers, shapes=shapes):
+        for ex in phrasing.dialogue(rng, free=free_phrasing, honest_share=honest_answers, shapes=shapes, novel=novel):
             user, assistant = as_text(ex)
             turns += [("user", user), ("assistant", assistant)]
         out.append(turns)
@@ -126,17 +127,7 @@ def answer_accuracy(model_dir: str | Path, n: int = 60, *, seed: int = 10_000) -
         thing = THINGS[rng.choice(list(THINGS))].sample(rng)
         ex = world_text.understanding(thing, rng) if task == "understand" else world_text.generation(thing, rng)
         user, expected = as_text(ex)
-        prompt = backbone.build_prompt([PromptTurn("user", [Text(user)])])
-        ids = torch.tensor([prompt.input_ids])
-        generated = backbone.model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=24,
-            do_sample=False,
-            eos_token_id=backbone.tokenizer.eos_token_id,
-            pad_token_id=backbone.tokenizer.pad_token_id,
-        )
-        reply = backbone.tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True).strip()
+        reply = _greedy(backbone, user, max_new_tokens=24)
         if task == "generate":
             medium = {"image": "picture", "video": "video", "audio": "sound"}[thing.kind]
             right += world_text.request_caption(thing) in reply and medium in reply
@@ -235,6 +226,7 @@ def train_language_model(
     glossary: float = 0.0,
     reading: float = 0.0,
     shapes: dict[str, float] | None = None,
+    novel: float = 0.0,
 ) -> dict:
     """Tokenizer + randomly initialised ``LlamaForCausalLM`` of :data:`LLM_SIZE`, trained on
     :func:`text_dialogues`; saved to ``out`` (``save_pretrained``, safetensors). ``group_by_length``: batches of
@@ -258,6 +250,7 @@ def train_language_model(
             glossary=glossary,
             reading=reading,
             shapes=shapes,
+            novel=novel,
         ),
         out,
         steps=steps,

@@ -1160,11 +1160,12 @@ def dialogue(
     honest_share: float = 0.0,
     split: Split = "train",
     shapes: dict[str, float] | None = None,
+    novel: float = 0.0,
 ) -> list[Exchange]:
     """A conversation like :func:`tinyworld.text.dialogue`, where each exchange is freely phrased with probability
     ``free`` and an honest-answer exchange (:func:`honest`) with probability ``honest_share`` (``shapes``: see
-    :func:`exchange`). With both 0 it *is* :func:`tinyworld.text.dialogue` (the same draws from ``rng``), so the
-    shipped recipe's data are unchanged."""
+    :func:`exchange`; ``novel``: see :func:`novel_words`, on the free exchanges). With both 0 it *is*
+    :func:`tinyworld.text.dialogue` (the same draws from ``rng``), so the shipped recipe's data are unchanged."""
     if not free and not honest_share:
         return world_text.dialogue(rng, max_turns, follow_ups)
     exchanges: list[Exchange] = []
@@ -1175,14 +1176,57 @@ def dialogue(
         elif follow_ups > 0 and met and rng.random() < follow_ups:
             earlier = rng.choice(met)
             if free and rng.random() < free:
-                exchanges.append(free_follow_up(earlier, rng, split))
+                exchanges.append(novel_words(free_follow_up(earlier, rng, split), rng, novel))
             else:
                 exchanges.append(world_text.follow_up(earlier, rng))
         elif free and rng.random() < free:
-            exchanges.append(exchange(rng, split, shapes=shapes))
+            exchanges.append(novel_words(exchange(rng, split, shapes=shapes), rng, novel))
         else:
             exchanges.append(world_text.exchange(rng))
     return exchanges
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# novel words: an unknown verb or filler word does not change a request
+# ------------------------------------------------------------------------------------------------------------------
+#: groups whose words only carry a request (verbs, "beep", "short", "moving"): an unknown word in their place leaves
+#: what is asked unchanged. Not the medium nouns (an unknown medium is declined), not "colour" / "shape" (they name
+#: the attribute a question asks), not values (an unknown value is declined).
+CARRIER_GROUPS = ("draw", "make", "show", "animate", "play", "beep_n", "short", "moving", "moves")
+_CARRIER = re.compile(
+    r"(?<![\w-])("
+    + "|".join(sorted({re.escape(w) for g in CARRIER_GROUPS for w in words(g, "train")}, key=len, reverse=True))
+    + r")(s?)(?![\w-])",
+    re.IGNORECASE,
+)
+_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+
+
+def novel_word(rng: random.Random) -> str:
+    """A made-up word of two or three syllables ("zuvo", "kapideb"), never a word of the grammar."""
+    known = {w.lower() for _, (canonical, others) in GROUPS.items() for w in canonical + others}
+    while True:
+        word = "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))) + rng.choice(["", "", "b", "t", "n"])
+        if word not in known:
+            return word
+
+
+def novel_words(ex: Exchange, rng: random.Random, share: float) -> Exchange:
+    """``ex`` with each carrier word of its user turn (:data:`CARRIER_GROUPS`: "paint", "play me", "beeps",
+    "sliding") replaced, with probability ``share``, by a made-up word (:func:`novel_word`); the reply is unchanged.
+    It teaches the LLM what a pretrained one knows without being told: an unfamiliar word in a request's verb or
+    filler slot is most likely a synonym, so the request still stands (a held-out synonym is such a word). ``share``
+    0: ``ex`` itself, and ``rng`` is not drawn."""
+    if not share:
+        return ex
+
+    def swap(match: re.Match) -> str:
+        if rng.random() >= share:
+            return match.group(0)
+        word = novel_word(rng)
+        return (_capital(word) if match.group(1)[:1].isupper() else word) + match.group(2)
+
+    return Exchange(_CARRIER.sub(swap, ex.user), ex.assistant, ex.media_in, ex.media_out, ex.templates)
 
 
 # ------------------------------------------------------------------------------------------------------------------

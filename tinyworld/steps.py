@@ -77,6 +77,7 @@ def _language(ctx: Context) -> dict:
         glossary=c.glossary,
         reading=c.reading,
         shapes=c.generate_shapes,
+        novel=c.novel_words,
     )
     _move(ctx.work / "llm", ctx.weights / "llm")
     return metrics
@@ -166,6 +167,7 @@ def _data(ctx: Context) -> dict:
         honest_answers=ctx.config.honest_answers,
         augment=ctx.config.augment,
         shapes=ctx.config.generate_shapes,
+        novel=ctx.config.novel_words,
     )
     return {name: str(path) for name, path in paths.items()}
 
